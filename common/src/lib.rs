@@ -1,0 +1,256 @@
+//! Types shared by the XDP program (ebpf/) and the agent (watcher/).
+//!
+//! Everything that crosses the kernel boundary is `#[repr(C)]` with explicit
+//! padding and only integer fields, so both sides agree byte for byte and
+//! `bpftool map dump` can print it from BTF. Names and limits are defined once
+//! here and used by both sides.
+#![no_std]
+
+/// Directory under bpffs where every map and the XDP links are pinned.
+pub const PIN_DIR_DEFAULT: &str = "/sys/fs/bpf/fail2xdp";
+/// Pin name of the XDP link on interface `IF` is `LINK_PIN_PREFIX` + `IF`.
+pub const LINK_PIN_PREFIX: &str = "link_";
+/// Name of the XDP entry point in the object file.
+pub const PROG_NAME: &str = "fail2xdp";
+
+/// Map names: the static's name in ebpf/src/main.rs, the kernel map name and
+/// the pin file name under the pin directory, all the same.
+pub mod map {
+    /// Exact IPv4 bans (/32): `[u8; 4]` -> [`BanValue`](crate::BanValue).
+    pub const BANS_V4: &str = "BANS_V4";
+    /// Exact IPv6 bans (/128): `[u8; 16]` -> [`BanValue`](crate::BanValue).
+    pub const BANS_V6: &str = "BANS_V6";
+    /// IPv4 prefix bans: [`PfxKeyV4`](crate::PfxKeyV4) -> [`BanValue`](crate::BanValue).
+    pub const PFX_V4: &str = "PFX_V4";
+    /// IPv6 prefix bans: [`PfxKeyV6`](crate::PfxKeyV6) -> [`BanValue`](crate::BanValue).
+    pub const PFX_V6: &str = "PFX_V6";
+    /// IPv4 allowlist (any prefix length): [`PfxKeyV4`](crate::PfxKeyV4) -> [`AllowValue`](crate::AllowValue).
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    /// IPv6 allowlist: [`PfxKeyV6`](crate::PfxKeyV6) -> [`AllowValue`](crate::AllowValue).
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// One-entry array: [`Config`](crate::Config), the prefix lengths in use.
+    pub const CONFIG: &str = "CONFIG";
+    /// One-entry per-CPU array: [`Stats`](crate::Stats).
+    pub const STATS: &str = "STATS";
+    /// Jail names for `list`/`bpftool`: `u32` jail id -> [`JailName`](crate::JailName).
+    pub const JAILS: &str = "JAILS";
+
+    /// Every map, for pinning, status and detach.
+    pub const ALL: [&str; 9] = [
+        BANS_V4, BANS_V6, PFX_V4, PFX_V6, ALLOW_V4, ALLOW_V6, CONFIG, STATS, JAILS,
+    ];
+}
+
+/// Default capacities; the agent overrides them from its configuration when
+/// it first creates the maps (pinned maps keep the size they were made with).
+pub mod capacity {
+    pub const BANS_V4: u32 = 1 << 20;
+    pub const BANS_V6: u32 = 1 << 20;
+    pub const PFX_V4: u32 = 1 << 18;
+    pub const PFX_V6: u32 = 1 << 18;
+    pub const ALLOW_V4: u32 = 1 << 16;
+    pub const ALLOW_V6: u32 = 1 << 16;
+    pub const JAILS: u32 = 4096;
+}
+
+/// `BanValue::expires_ns` of a ban that never expires. Chosen as the largest
+/// value so the expiry test in the XDP program needs no special case.
+pub const EXPIRES_NEVER: u64 = u64::MAX;
+/// Most destination ports one ban can be scoped to (`nports == 0` is all ports).
+pub const MAX_BAN_PORTS: usize = 8;
+/// Jail id of bans made by hand on the command line.
+pub const JAIL_MANUAL: u32 = 0;
+/// Longest jail name kept in [`JailName`].
+pub const JAIL_NAME_LEN: usize = 32;
+
+/// What the XDP program reads for every banned address or prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    /// CLOCK_BOOTTIME ns after which the ban no longer applies, or [`EXPIRES_NEVER`].
+    /// The kernel enforces it: an expired entry is passed even if no agent runs.
+    pub expires_ns: u64,
+    /// CLOCK_REALTIME ns (unix time) when the ban was made.
+    pub created_ns: u64,
+    /// Packets dropped by this ban; the XDP program adds to it atomically.
+    pub drops: u64,
+    /// Jail that made the ban, a key of the JAILS map ([`JAIL_MANUAL`] for the CLI).
+    pub jail_id: u32,
+    /// Number of valid entries in `ports`; 0 means every port and protocol.
+    pub nports: u32,
+    /// Destination ports (host byte order) the ban applies to, TCP and UDP.
+    pub ports: [u16; MAX_BAN_PORTS],
+}
+
+/// Key of the prefix maps: prefix length and the address masked to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PfxKeyV4 {
+    pub len: u32,
+    pub addr: [u8; 4],
+}
+
+/// Key of the IPv6 prefix maps: prefix length and the address masked to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PfxKeyV6 {
+    pub len: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of the allowlist maps. Presence is what counts; `reserved` keeps the
+/// value non-empty and leaves room for flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowValue {
+    pub reserved: u32,
+}
+
+/// A jail's name, NUL padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JailName {
+    pub name: [u8; JAIL_NAME_LEN],
+}
+
+/// A prefix length in use in one prefix map, with its mask precomputed so the
+/// XDP program only ANDs. `len == LEN_UNUSED` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LenSlotV4 {
+    pub len: u32,
+    /// Network-order mask as it lies in memory (the packet's byte order).
+    pub mask: [u8; 4],
+}
+
+/// IPv6 counterpart of [`LenSlotV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LenSlotV6 {
+    pub len: u32,
+    pub _pad: u32,
+    /// The 16 mask bytes in packet order, read as two native u64 words.
+    pub mask: [u64; 2],
+}
+
+/// Marks a free slot in the length tables.
+pub const LEN_UNUSED: u32 = u32::MAX;
+/// Slots per table: one per possible prefix length.
+pub const LEN_SLOTS_V4: usize = 33;
+pub const LEN_SLOTS_V6: usize = 129;
+
+/// The prefix lengths in use, one table per prefix map. The XDP program probes
+/// slots `0..n`, skipping `LEN_UNUSED`, one hash lookup per length in use: with
+/// few distinct lengths (the usual /24, /16, /64, /48) that beats an LPM trie.
+///
+/// Userspace changes one slot or one `n` per map update, so a concurrent
+/// reader sees either the old or the new value of the one field that changed:
+/// a slot is written before `n` grows to cover it, and freed (LEN_UNUSED)
+/// before the last entry of that length is deleted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub allow_v4_n: u32,
+    pub allow_v6_n: u32,
+    pub pfx_v4_n: u32,
+    pub pfx_v6_n: u32,
+    pub allow_v4: [LenSlotV4; LEN_SLOTS_V4],
+    pub pfx_v4: [LenSlotV4; LEN_SLOTS_V4],
+    pub allow_v6: [LenSlotV6; LEN_SLOTS_V6],
+    pub pfx_v6: [LenSlotV6; LEN_SLOTS_V6],
+}
+
+impl Config {
+    pub const EMPTY: Config = Config {
+        allow_v4_n: 0,
+        allow_v6_n: 0,
+        pfx_v4_n: 0,
+        pfx_v6_n: 0,
+        allow_v4: [LenSlotV4 { len: LEN_UNUSED, mask: [0; 4] }; LEN_SLOTS_V4],
+        pfx_v4: [LenSlotV4 { len: LEN_UNUSED, mask: [0; 4] }; LEN_SLOTS_V4],
+        allow_v6: [LenSlotV6 { len: LEN_UNUSED, _pad: 0, mask: [0; 2] }; LEN_SLOTS_V6],
+        pfx_v6: [LenSlotV6 { len: LEN_UNUSED, _pad: 0, mask: [0; 2] }; LEN_SLOTS_V6],
+    };
+}
+
+/// Per-CPU packet counters, one struct so the program does a single lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub pass_pkts: u64,
+    pub pass_bytes: u64,
+    pub drop_pkts: u64,
+    pub drop_bytes: u64,
+    /// Drops by reason.
+    pub drop_exact_v4: u64,
+    pub drop_exact_v6: u64,
+    pub drop_prefix_v4: u64,
+    pub drop_prefix_v6: u64,
+    /// Passes worth telling apart.
+    pub pass_allowlisted: u64,
+    pub pass_unparsed: u64,
+    pub pass_expired: u64,
+    pub pass_other_port: u64,
+}
+
+impl Stats {
+    /// Sum of per-CPU copies.
+    pub fn add(&mut self, o: &Stats) {
+        self.pass_pkts += o.pass_pkts;
+        self.pass_bytes += o.pass_bytes;
+        self.drop_pkts += o.drop_pkts;
+        self.drop_bytes += o.drop_bytes;
+        self.drop_exact_v4 += o.drop_exact_v4;
+        self.drop_exact_v6 += o.drop_exact_v6;
+        self.drop_prefix_v4 += o.drop_prefix_v4;
+        self.drop_prefix_v6 += o.drop_prefix_v6;
+        self.pass_allowlisted += o.pass_allowlisted;
+        self.pass_unparsed += o.pass_unparsed;
+        self.pass_expired += o.pass_expired;
+        self.pass_other_port += o.pass_other_port;
+    }
+}
+
+/// Mask of `len` leading one bits over 4 bytes, in memory (network) order.
+pub const fn mask_v4(len: u32) -> [u8; 4] {
+    let m: u32 = if len == 0 { 0 } else if len >= 32 { u32::MAX } else { u32::MAX << (32 - len) };
+    m.to_be_bytes()
+}
+
+/// Mask of `len` leading one bits over 16 bytes, as two native u64 words of
+/// the packet-order bytes (what the XDP program ANDs with).
+pub const fn mask_v6(len: u32) -> [u64; 2] {
+    let m: u128 = if len == 0 { 0 } else if len >= 128 { u128::MAX } else { u128::MAX << (128 - len) };
+    let b = m.to_be_bytes();
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        hi[i] = b[i];
+        lo[i] = b[i + 8];
+        i += 1;
+    }
+    [u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made only of integers, with no implicit padding.
+    unsafe impl aya::Pod for super::BanValue {}
+    unsafe impl aya::Pod for super::PfxKeyV4 {}
+    unsafe impl aya::Pod for super::PfxKeyV6 {}
+    unsafe impl aya::Pod for super::AllowValue {}
+    unsafe impl aya::Pod for super::JailName {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Stats {}
+}
+
+// Layout is part of the contract with pinned maps made by an older agent.
+const _: () = {
+    assert!(core::mem::size_of::<BanValue>() == 48);
+    assert!(core::mem::size_of::<PfxKeyV4>() == 8);
+    assert!(core::mem::size_of::<PfxKeyV6>() == 20);
+    assert!(core::mem::size_of::<LenSlotV4>() == 8);
+    assert!(core::mem::size_of::<LenSlotV6>() == 24);
+    assert!(core::mem::size_of::<Stats>() == 96);
+};

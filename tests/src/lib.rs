@@ -1,0 +1,1 @@
+//! Shared harness for the integration tests: network namespaces, veth pairs, packet generation.

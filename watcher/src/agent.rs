@@ -1,0 +1,1 @@
+//! OWNER H6: the agent loop wiring sources -> filters -> jails -> enforcer.

@@ -1,0 +1,5 @@
+// OWNER: H6 (placeholder until implemented)
+use std::process::ExitCode;
+use crate::cli::*;
+pub fn run(_g: &Global, _a: ExplainArgs) -> anyhow::Result<ExitCode> { anyhow::bail!("not implemented yet") }
+pub fn reload(_g: &Global) -> anyhow::Result<ExitCode> { anyhow::bail!("not implemented yet") }

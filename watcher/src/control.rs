@@ -1,0 +1,1 @@
+//! OWNER H6: control socket server and client.

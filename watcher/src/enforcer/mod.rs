@@ -1,0 +1,1 @@
+//! OWNER H2: the only writer of the pinned BPF maps: load/attach/pin/detach and ban/unban/list.

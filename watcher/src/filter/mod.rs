@@ -1,0 +1,1 @@
+//! OWNER H4: failregex engine and built-in mail filters.

@@ -1,0 +1,1 @@
+//! OWNER H6: jails: count failures per host, decide bans.

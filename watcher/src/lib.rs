@@ -1,0 +1,18 @@
+//! fail2xdp: mail-log watcher that bans abusive clients in an XDP program.
+//!
+//! One-way data flow: `source` (lines) -> `filter` (failures) -> `jail`
+//! (ban decisions) -> `enforcer` (pinned BPF maps) -> the XDP program.
+//! `state` keeps ban metadata across restarts; `control` serves the CLI.
+
+pub mod addr;
+pub mod cli;
+pub mod cmd;
+pub mod enforcer;
+pub mod filter;
+pub mod source;
+pub mod jail;
+pub mod timestamp;
+pub mod config;
+pub mod state;
+pub mod control;
+pub mod agent;

@@ -1,0 +1,1 @@
+//! OWNER H5: log sources (tailed files, systemd journal).

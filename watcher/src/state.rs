@@ -1,0 +1,1 @@
+//! OWNER H6: crash-safe ban metadata store.
