@@ -45,6 +45,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Make the running agent re-read its configuration (same as SIGHUP).
     Reload,
+    /// Manage the allowlist: never banned, passed before any ban is looked up.
+    Allow(AllowArgs),
     /// Remove the XDP program and every pin of this instance.
     Detach(DetachArgs),
     /// Validate a configuration file; exits non-zero naming file:line:key.
@@ -128,6 +130,25 @@ pub struct ExplainArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AllowArgs {
+    #[command(subcommand)]
+    pub action: AllowAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AllowAction {
+    /// Add an address or CIDR to the allowlist.
+    Add { target: String },
+    /// Remove an address or CIDR from the allowlist.
+    Del { target: String },
+    /// Show the allowlist.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct DetachArgs {
     /// Only this interface (default: every attached interface and all pins).
     #[arg(long = "iface")]
@@ -163,6 +184,7 @@ impl Cli {
             Command::Status(a) => cmd::manual::status(g, a),
             Command::Explain(a) => cmd::explain::run(g, a),
             Command::Reload => cmd::explain::reload(g),
+            Command::Allow(a) => cmd::manual::allow(g, a),
             Command::Detach(a) => cmd::manual::detach(g, a),
             Command::CheckConfig(a) => cmd::check_config::run(g, a),
             Command::Test(a) => cmd::logtest::run(g, a),

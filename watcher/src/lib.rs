@@ -16,3 +16,6 @@ pub mod config;
 pub mod state;
 pub mod control;
 pub mod agent;
+
+/// The XDP object built from ebpf/ by build.rs, embedded so one binary carries its data plane.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fail2xdp.bpf.o"));
