@@ -171,6 +171,10 @@ pub struct TestArgs {
     /// Print every matched line.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Reference time for timestamps without a year (RFC 3339, e.g.
+    /// 2005-08-14T10:00:00Z); default: the current time.
+    #[arg(long)]
+    pub now: Option<String>,
 }
 
 impl Cli {

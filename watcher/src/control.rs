@@ -1,1 +1,343 @@
-//! OWNER H6: control socket server and client.
+//! Control socket: the CLI talks to the running agent over a root-only unix
+//! socket, one JSON request per line and one JSON response per line.
+//!
+//! Wire format (serde's externally tagged enums), e.g.
+//! `{"Ban":{"target":"192.0.2.7","ttl_secs":600,"ports":null,"jail":"manual","reason":null,"force":false}}`
+//! or `"Reload"`; answers `{"Ok":{"message":"..."}}`, `{"Json":{...}}`, `{"Error":{"message":"..."}}`.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::Global;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Status {
+        jail: Option<String>,
+    },
+    Explain {
+        addr: String,
+    },
+    Ban {
+        target: String,
+        ttl_secs: Option<u64>,
+        ports: Option<String>,
+        jail: String,
+        reason: Option<String>,
+        force: bool,
+    },
+    Unban {
+        target: String,
+    },
+    Reload,
+    List,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Ok { message: String },
+    Json(serde_json::Value),
+    Error { message: String },
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response::Ok {
+            message: message.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+        }
+    }
+}
+
+/// Implemented by the agent. Called on a blocking thread, one call per
+/// request; calls from different connections may run concurrently.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> Response;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing listens on the socket (missing, or a stale file): the CLI may
+    /// act on the maps and the store itself.
+    #[error("no agent is running on {}", path.display())]
+    NotRunning { path: PathBuf },
+    #[error("another agent already answers on {}", path.display())]
+    AlreadyRunning { path: PathBuf },
+    #[error("{} exists and is not a socket; refusing to replace it", path.display())]
+    NotASocket { path: PathBuf },
+    #[error("control socket {}: {op}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("control socket {}: no answer within {timeout:?}", path.display())]
+    Timeout { path: PathBuf, timeout: Duration },
+    #[error("control socket {}: {message}", path.display())]
+    Protocol { path: PathBuf, message: String },
+}
+
+/// A request or response line longer than this is refused: a request is
+/// small, and a response (a full ban list) stays far below it.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
+/// How long the client waits for an answer by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bound control socket. Dropping it removes the socket file (if it is
+/// still ours), so a stopped agent leaves no stale socket behind.
+#[derive(Debug)]
+pub struct Listener {
+    inner: tokio::net::UnixListener,
+    path: PathBuf,
+    ident: (u64, u64),
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Only remove the file if it is the socket we bound: a later agent may
+        // have replaced it.
+        if let Ok(m) = std::fs::symlink_metadata(&self.path)
+            && (m.dev(), m.ino()) == self.ident
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ControlError {
+    let path = path.to_owned();
+    move |source| ControlError::Io { path, op, source }
+}
+
+/// Binds the socket at `path` with mode 0600. A stale socket (nobody answers)
+/// is removed; if another agent answers, or `path` is not a socket, this fails
+/// and leaves the file alone. Must be called inside a tokio runtime.
+pub fn bind(path: &Path) -> Result<Listener, ControlError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(ControlError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(ControlError::AlreadyRunning {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                log::info!("removing stale control socket {}", path.display());
+                std::fs::remove_file(path).map_err(io_err(path, "removing stale socket"))?;
+            }
+            Err(e) => return Err(io_err(path, "probing existing socket")(e)),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(path, "stat")(e)),
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err(path, "creating parent directory"))?;
+    }
+    let inner = tokio::net::UnixListener::bind(path).map_err(io_err(path, "bind"))?;
+    // Between bind and chmod the socket has the umask's mode; the peer
+    // credential check in `serve` closes that window.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(path, "chmod 0600"))?;
+    let m = std::fs::symlink_metadata(path).map_err(io_err(path, "stat"))?;
+    Ok(Listener {
+        inner,
+        path: path.to_owned(),
+        ident: (m.dev(), m.ino()),
+    })
+}
+
+impl Listener {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts connections until an accept error; drop the future to stop
+    /// (the socket file is removed with the listener).
+    pub async fn serve(self, handler: Arc<dyn Handler>) -> Result<(), ControlError> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        // Only root (or whoever runs the agent) may steer it.
+        let me = unsafe { libc::geteuid() };
+        loop {
+            let permit =
+                Arc::clone(&slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ControlError::Protocol {
+                        path: self.path.clone(),
+                        message: "connection limiter closed".into(),
+                    })?;
+            let (stream, _) = match self.inner.accept().await {
+                Ok(s) => s,
+                // Out of descriptors and similar: wait rather than spin or die.
+                Err(e) => {
+                    log::warn!("control socket {}: accept: {e}", self.path.display());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == 0 || c.uid() == me => {}
+                Ok(c) => {
+                    log::warn!("control socket: refused uid {}", c.uid());
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("control socket: peer credentials: {e}");
+                    continue;
+                }
+            }
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, handler).await {
+                    log::debug!("control connection: {e}");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Binds `path` (see [`bind`]) and serves `handler` on it.
+pub async fn serve(path: &Path, handler: Arc<dyn Handler>) -> Result<(), ControlError> {
+    bind(path)?.serve(handler).await
+}
+
+async fn connection(
+    stream: tokio::net::UnixStream,
+    handler: Arc<dyn Handler>,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::new(rd);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
+        let mut bounded = (&mut rd).take(limit);
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, bounded.read_until(b'\n', &mut line)).await
+        {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let too_long = line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES;
+        let resp = if too_long {
+            Response::error(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => {
+                    let h = Arc::clone(&handler);
+                    tokio::task::spawn_blocking(move || h.handle(req))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Response::error(format!("agent failed handling the request: {e}"))
+                        })
+                }
+                Err(e) => Response::error(format!("bad request: {e}")),
+            }
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| {
+            br#"{"Error":{"message":"the agent produced an unserializable response"}}"#.to_vec()
+        });
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+        if too_long {
+            // The rest of that line is still in flight; resyncing is not worth it.
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one request to the agent and waits for its answer (default timeout).
+pub fn call(path: &Path, req: &Request) -> Result<Response, ControlError> {
+    call_timeout(path, req, DEFAULT_TIMEOUT)
+}
+
+/// [`call`] with an explicit timeout for connect, send and answer each.
+pub fn call_timeout(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
+    use std::io::ErrorKind as K;
+    let not_running = || ControlError::NotRunning {
+        path: path.to_owned(),
+    };
+    let timed_out = |e: std::io::Error, op| {
+        if matches!(e.kind(), K::WouldBlock | K::TimedOut) {
+            ControlError::Timeout {
+                path: path.to_owned(),
+                timeout,
+            }
+        } else {
+            io_err(path, op)(e)
+        }
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), K::NotFound | K::ConnectionRefused) => {
+            return Err(not_running());
+        }
+        Err(e) => return Err(io_err(path, "connect")(e)),
+    };
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(io_err(path, "set timeout"))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: format!("encoding request: {e}"),
+    })?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(|e| timed_out(e, "send"))?;
+    let mut answer = Vec::new();
+    BufReader::new(stream.take(MAX_RESPONSE_BYTES))
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| timed_out(e, "receive"))?;
+    if answer.last() != Some(&b'\n') {
+        return Err(ControlError::Protocol {
+            path: path.to_owned(),
+            message: if answer.is_empty() {
+                "the agent closed the connection without answering".into()
+            } else {
+                "truncated answer".into()
+            },
+        });
+    }
+    serde_json::from_slice(&answer).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: format!("bad answer: {e}"),
+    })
+}
+
+/// For the CLI: asks the running agent, or returns None when no agent runs
+/// (the caller then acts on the maps and the state store itself).
+pub fn try_agent(g: &Global, req: &Request) -> anyhow::Result<Option<Response>> {
+    match call(&g.socket, req) {
+        Ok(r) => Ok(Some(r)),
+        Err(ControlError::NotRunning { .. }) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("asking the running agent")),
+    }
+}

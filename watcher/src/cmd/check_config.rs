@@ -1,4 +1,60 @@
-// OWNER: H6 (placeholder until implemented)
+//! `fail2xdp check-config FILE`: loads the file exactly as `run` and `reload`
+//! would (filters compiled, sources and ports checked) and reports every
+//! problem as file:line:key.
 use std::process::ExitCode;
-use crate::cli::*;
-pub fn run(_g: &Global, _a: CheckConfigArgs) -> anyhow::Result<ExitCode> { anyhow::bail!("not implemented yet") }
+
+use crate::{
+    cli::{CheckConfigArgs, Global},
+    config::{self, ConfigError},
+};
+
+pub fn run(_g: &Global, a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    match config::load(&a.file) {
+        Ok(cfg) => {
+            println!("{}: OK, {} jail(s)", a.file.display(), cfg.jails.len());
+            for j in &cfg.jails {
+                let r = &j.rules;
+                println!(
+                    "  {}: filters {}; sources {}; maxretry {} within {}; bantime {}{}; ports {}",
+                    j.name,
+                    j.filters
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    j.sources
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    r.maxretry,
+                    humantime::format_duration(r.findtime),
+                    r.bantime.map_or_else(
+                        || "permanent".to_string(),
+                        |d| humantime::format_duration(d).to_string()
+                    ),
+                    r.increment.map_or_else(String::new, |i| format!(
+                        " (x{} per previous ban, up to {})",
+                        i.factor,
+                        i.max.map_or_else(
+                            || "unbounded".to_string(),
+                            |m| humantime::format_duration(m).to_string()
+                        )
+                    )),
+                    j.ports,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,4 +1,71 @@
-// OWNER: H2 (data plane start), then calls crate::agent::run (H6) (placeholder until implemented)
+//! `fail2xdp run`: load the XDP object (reusing pinned maps), attach it to
+//! each interface through a pinned link (or swap it into the existing link),
+//! then hand over to the agent loop. Stopping leaves the pins, so the data
+//! plane keeps enforcing while no agent runs.
 use std::process::ExitCode;
-use crate::cli::*;
-pub fn run(_g: &Global, _a: RunArgs) -> anyhow::Result<ExitCode> { anyhow::bail!("not implemented yet") }
+
+use anyhow::{Context, Result};
+use log::info;
+
+use crate::{
+    cli::*,
+    enforcer::{Capacities, Enforcer},
+};
+
+pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
+    // A bad configuration must change nothing running: check it before the
+    // program in a pinned link is replaced. (The agent loads it again.)
+    crate::config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
+    // Map sizes from the configuration would go here; pinned maps keep theirs.
+    let caps = Capacities::default();
+    let mut enf = Enforcer::load(&g.pin_dir, &caps).with_context(|| {
+        format!(
+            "loading the XDP program with maps under {}",
+            g.pin_dir.display()
+        )
+    })?;
+    for iface in &a.ifaces {
+        let at = enf
+            .attach(iface, a.xdp_mode)
+            .with_context(|| format!("attaching to {iface}"))?;
+        eprintln!(
+            "{}: {} XDP program (prog id {}, {} mode, link {})",
+            at.iface,
+            if at.replaced {
+                "replaced the"
+            } else {
+                "attached the"
+            },
+            at.prog_id,
+            at.mode,
+            at.link_id
+        );
+    }
+    match crate::agent::run(g, &a, enf) {
+        // Until the agent lands, keep the process alive like the agent
+        // would, so tests and users can run the data plane already.
+        Err(e) if e.to_string() == "not implemented yet" => {
+            info!("agent not available yet; enforcing pinned bans until SIGTERM/SIGINT");
+            wait_for_signal()?;
+            info!("stopping; the XDP program stays attached (pinned)");
+            Ok(ExitCode::SUCCESS)
+        }
+        r => r,
+    }
+}
+
+fn wait_for_signal() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r?,
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .context("waiting for SIGTERM/SIGINT")
+}

@@ -1,1 +1,540 @@
-//! OWNER H4: failregex engine and built-in mail filters.
+//! Failregex engine: turns a log line into a failure (host + evidence).
+//!
+//! A filter is `prefregex` (optional, the part every line of the daemon
+//! shares, with `<F-CONTENT>` marking the message), a list of `failregex`
+//! and a list of `ignoreregex`. Patterns use the `regex` crate, so matching
+//! is linear in the line length whatever the pattern or the line; the
+//! constructs it lacks (look-around, backreferences) are config errors.
+//!
+//! Per line: skip the timestamp, look for the literals the failregexes
+//! require (one SIMD substring scan; most lines stop here without
+//! allocating), then run the candidate regexes with captures.
+mod builtin;
+mod pattern;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use memchr::memmem;
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+pub use pattern::{IP4, IP6};
+
+/// Patterns beyond this compiled size are config errors rather than a
+/// memory surprise.
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+/// Shorter required literals reject too few lines to be worth a scan.
+const MIN_LITERAL: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error(
+        "filter {filter}: {key}[{index}]: {construct} is not supported (the regex engine runs in linear time)"
+    )]
+    Unsupported {
+        filter: String,
+        key: &'static str,
+        index: usize,
+        construct: &'static str,
+    },
+    #[error("filter {filter}: {key}[{index}]: {message}")]
+    Regex {
+        filter: String,
+        key: &'static str,
+        index: usize,
+        message: String,
+    },
+    #[error("filter {filter}: failregex[{index}] has no <HOST> (or <ADDR>/<IP4>/<IP6>)")]
+    NoHost { filter: String, index: usize },
+    #[error("filter {filter}: option <{option}> expands into itself")]
+    RecursiveOption { filter: String, option: String },
+    #[error("filter {filter}: prefregex: {message}")]
+    Prefregex { filter: String, message: String },
+    #[error("filter {filter}: no failregex")]
+    Empty { filter: String },
+}
+
+/// A filter definition as written in TOML (our own format, see
+/// `builtin/*.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterDef {
+    /// Defaults to the file stem.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub prefregex: Option<String>,
+    #[serde(default)]
+    pub failregex: Vec<String>,
+    #[serde(default)]
+    pub ignoreregex: Vec<String>,
+    /// Values for `<name>` tags in the patterns; a jail may override them.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// One failure found in a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub host: IpAddr,
+    /// Named captures (user, mechanism, ...), kept as evidence.
+    pub captures: Vec<(String, String)>,
+    /// Which failregex matched (index into the filter's list).
+    pub regex_index: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineMatch {
+    Failure(Hit),
+    /// A failregex matched but an ignoreregex did too.
+    Ignored,
+    Missed,
+}
+
+struct Ignore {
+    regex: Regex,
+    literals: Vec<memmem::Finder<'static>>,
+}
+
+struct Rule {
+    regex: Regex,
+    /// Text as written, for `fail2xdp test`.
+    source: String,
+    /// The longest literal every match contains (feeds the prefilter).
+    literal: Option<memmem::Finder<'static>>,
+    /// All required literals: a line missing any of them skips the regex.
+    literals: Vec<memmem::Finder<'static>>,
+    /// Capture indexes of the host groups, in pattern order.
+    host_groups: Vec<usize>,
+    /// (capture index, name) of the evidence groups.
+    evidence: Vec<(usize, String)>,
+}
+
+/// Rejects lines that contain none of the rules' literals.
+enum Prefilter {
+    /// Some rule has no usable literal: every line is a candidate.
+    None,
+    /// memmem's SIMD search beats a one-pattern automaton.
+    One(Box<memmem::Finder<'static>>),
+    Many(AhoCorasick),
+}
+
+impl Prefilter {
+    fn may_match(&self, hay: &[u8]) -> bool {
+        match self {
+            Prefilter::None => true,
+            Prefilter::One(f) => f.find(hay).is_some(),
+            Prefilter::Many(ac) => ac.is_match(hay),
+        }
+    }
+}
+
+/// A compiled filter. Cheap to share between threads (`Send + Sync`).
+pub struct Filter {
+    name: String,
+    description: String,
+    rules: Vec<Rule>,
+    ignore: Vec<Ignore>,
+    /// A prefregex without `<F-CONTENT>`: every failure line must match it.
+    gate: Option<Regex>,
+    /// A prefregex whose `<F-CONTENT>` runs to the end of the line and that
+    /// captures nothing: its match end is where the content starts, and the
+    /// rules run on the content alone (a DFA scan over the header instead
+    /// of captures over the whole line).
+    header: Option<Regex>,
+    /// Literals of all rules; `None` when some rule has none (every line is
+    /// a candidate then).
+    prefilter: Prefilter,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter")
+            .field("name", &self.name)
+            .field("failregex", &self.rules.len())
+            .field("ignoreregex", &self.ignore.len())
+            .finish()
+    }
+}
+
+impl Filter {
+    /// A built-in mail filter by name (see [`Filter::builtin_names`]).
+    pub fn builtin(name: &str) -> Option<Filter> {
+        Self::builtin_with_options(name, &BTreeMap::new())
+            .ok()
+            .flatten()
+    }
+
+    /// A built-in filter with some of its options replaced.
+    pub fn builtin_with_options(
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Option<Filter>, FilterError> {
+        let Some(text) = builtin::source(name) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(format!("<builtin>/{name}.toml"));
+        let mut def = parse_def(text, &path)?;
+        def.name.get_or_insert_with(|| name.to_string());
+        def.options
+            .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Self::compile(def).map(Some)
+    }
+
+    pub fn builtin_names() -> &'static [&'static str] {
+        builtin::NAMES
+    }
+
+    /// The TOML source of a built-in filter (to copy and adapt).
+    pub fn builtin_source(name: &str) -> Option<&'static str> {
+        builtin::source(name)
+    }
+
+    /// A filter file in our TOML format; the name defaults to the file stem.
+    pub fn from_toml_file(path: &Path) -> Result<Filter, FilterError> {
+        Self::from_toml_file_with_options(path, &BTreeMap::new())
+    }
+
+    pub fn from_toml_file_with_options(
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Filter, FilterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FilterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut def = parse_def(&text, path)?;
+        if def.name.is_none() {
+            def.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        def.options
+            .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Self::compile(def)
+    }
+
+    /// Compiles a definition; every pattern error names the filter, the key
+    /// and the index.
+    pub fn compile(def: FilterDef) -> Result<Filter, FilterError> {
+        let name = def.name.clone().unwrap_or_else(|| "unnamed".to_string());
+        if def.failregex.is_empty() {
+            return Err(FilterError::Empty { filter: name });
+        }
+        let expand = |pat: &str| -> Result<String, FilterError> {
+            pattern::Expander::new(&def.options).expand(pat).map_err(
+                |pattern::ExpandError::Recursive(option)| FilterError::RecursiveOption {
+                    filter: name.clone(),
+                    option,
+                },
+            )
+        };
+        let check = |key: &'static str, index: usize, pat: &str| -> Result<(), FilterError> {
+            match pattern::unsupported_construct(pat) {
+                Some(construct) => Err(FilterError::Unsupported {
+                    filter: name.clone(),
+                    key,
+                    index,
+                    construct,
+                }),
+                None => Ok(()),
+            }
+        };
+
+        // The prefregex either wraps every pattern (with <F-CONTENT>) or is
+        // a separate gate.
+        let mut wrap: Option<(String, String)> = None;
+        let mut gate = None;
+        let mut header = None;
+        if let Some(p) = &def.prefregex {
+            let p = expand(p)?;
+            check("prefregex", 0, &p)?;
+            match split_content(&p) {
+                Some((pre, inner, post)) if is_header(pre, inner, post) => {
+                    header = Some(build(&name, "prefregex", 0, pre)?);
+                }
+                Some((pre, _, post)) => wrap = Some((pre.to_string(), post.to_string())),
+                None if p.contains("F-CONTENT>") => {
+                    return Err(FilterError::Prefregex {
+                        filter: name,
+                        message: "<F-CONTENT> must appear once, before </F-CONTENT>".into(),
+                    });
+                }
+                None => gate = Some(build(&name, "prefregex", 0, &p)?),
+            }
+        }
+        let full = |pat: &str| match &wrap {
+            Some((pre, post)) => combine(pre, pat, post),
+            None => pat.to_string(),
+        };
+
+        let mut rules = Vec::with_capacity(def.failregex.len());
+        for (index, src) in def.failregex.iter().enumerate() {
+            let body = expand(src)?;
+            check("failregex", index, &body)?;
+            let text = full(&body);
+            let regex = build(&name, "failregex", index, &text)?;
+            let mut host_groups = Vec::new();
+            let mut evidence = Vec::new();
+            for (i, n) in regex.capture_names().enumerate() {
+                match n {
+                    Some(n) if n.starts_with(pattern::HOST_GROUP) => host_groups.push(i),
+                    Some(n) if !n.starts_with("__") => evidence.push((i, n.to_string())),
+                    _ => {}
+                }
+            }
+            if host_groups.is_empty() {
+                return Err(FilterError::NoHost {
+                    filter: name,
+                    index,
+                });
+            }
+            // The literals come from the failregex alone: the prefix part
+            // is on nearly every line of the daemon and would not filter.
+            let literals = required_literals(&body);
+            let literal = literals.first().cloned();
+            rules.push(Rule {
+                regex,
+                source: src.clone(),
+                literal,
+                literals,
+                host_groups,
+                evidence,
+            });
+        }
+
+        let mut ignore = Vec::with_capacity(def.ignoreregex.len());
+        for (index, src) in def.ignoreregex.iter().enumerate() {
+            let body = expand(src)?;
+            check("ignoreregex", index, &body)?;
+            ignore.push(Ignore {
+                regex: build(&name, "ignoreregex", index, &full(&body))?,
+                literals: required_literals(&body),
+            });
+        }
+
+        let literals: Option<Vec<&[u8]>> = rules
+            .iter()
+            .map(|r| r.literal.as_ref().map(|f| f.needle().trim_ascii()))
+            .collect();
+        let prefilter = match literals {
+            Some(mut lits) if lits.iter().all(|l| l.len() >= MIN_LITERAL) => {
+                lits.sort_unstable();
+                lits.dedup();
+                if let [one] = lits[..] {
+                    Prefilter::One(Box::new(memmem::Finder::new(one).into_owned()))
+                } else {
+                    let ac = AhoCorasick::builder()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .build(lits)
+                        .map_err(|e| FilterError::Regex {
+                            filter: name.clone(),
+                            key: "failregex",
+                            index: 0,
+                            message: format!("literal prefilter: {e}"),
+                        })?;
+                    Prefilter::Many(ac)
+                }
+            }
+            _ => Prefilter::None,
+        };
+
+        Ok(Filter {
+            name,
+            description: def.description,
+            rules,
+            ignore,
+            gate,
+            header,
+            prefilter,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The failregexes as written (before tag expansion).
+    pub fn failregex_sources(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.source.as_str()).collect()
+    }
+
+    /// Checks one line: a whole log line, or the message after the
+    /// timestamp (a leading timestamp is skipped).
+    pub fn check(&self, line: &str) -> LineMatch {
+        let msg = match crate::timestamp::stamp_len(line) {
+            Some(n) => &line[n..],
+            None => line,
+        };
+        self.check_message(msg)
+    }
+
+    /// Checks text that starts after the timestamp.
+    /// Leading blanks are not part of the message (`^` is the first word).
+    pub fn check_message(&self, msg: &str) -> LineMatch {
+        let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
+        if !self.prefilter.may_match(bytes) {
+            return LineMatch::Missed;
+        }
+        if let Some(g) = &self.gate
+            && !g.is_match(bytes)
+        {
+            return LineMatch::Missed;
+        }
+        let bytes = match &self.header {
+            Some(h) => match h.find(bytes) {
+                Some(m) => &bytes[m.end()..],
+                None => return LineMatch::Missed,
+            },
+            None => bytes,
+        };
+        for (regex_index, rule) in self.rules.iter().enumerate() {
+            if !rule.literals.iter().all(|l| l.find(bytes).is_some()) {
+                continue;
+            }
+            let Some(caps) = rule.regex.captures(bytes) else {
+                continue;
+            };
+            // The first host group that took part; a text that is not an
+            // address (999.1.1.1) is no failure, whatever else matched.
+            let Some(host) = rule
+                .host_groups
+                .iter()
+                .find_map(|&i| caps.get(i))
+                .and_then(|m| parse_host(m.as_bytes()))
+            else {
+                continue;
+            };
+            if self.ignore.iter().any(|r| {
+                r.literals.iter().all(|l| l.find(bytes).is_some()) && r.regex.is_match(bytes)
+            }) {
+                return LineMatch::Ignored;
+            }
+            let captures = rule
+                .evidence
+                .iter()
+                .filter_map(|(i, n)| {
+                    caps.get(*i).map(|m| {
+                        (
+                            n.clone(),
+                            String::from_utf8_lossy(m.as_bytes()).into_owned(),
+                        )
+                    })
+                })
+                .collect();
+            return LineMatch::Failure(Hit {
+                host,
+                captures,
+                regex_index,
+            });
+        }
+        LineMatch::Missed
+    }
+}
+
+/// Up to a few required literals of a pattern, longest first.
+fn required_literals(pat: &str) -> Vec<memmem::Finder<'static>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pat)
+    else {
+        return Vec::new();
+    };
+    pattern::required_literals(&hir, MIN_LITERAL, 3)
+        .iter()
+        .map(|l| memmem::Finder::new(l).into_owned())
+        .collect()
+}
+
+fn parse_def(text: &str, path: &Path) -> Result<FilterDef, FilterError> {
+    toml::from_str(text).map_err(|e| FilterError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn build(filter: &str, key: &'static str, index: usize, pat: &str) -> Result<Regex, FilterError> {
+    RegexBuilder::new(pat)
+        // ASCII classes: `\w`, `\d`, `\s` and `.` over bytes keep the
+        // automata small (several times faster on hits); UTF-8 text still
+        // matches `.`/`\S`, and `(?u)` turns Unicode classes back on.
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| FilterError::Regex {
+            filter: filter.to_string(),
+            key,
+            index,
+            message: e.to_string(),
+        })
+}
+
+/// An address as the kernel map keys it: IPv4-mapped IPv6 becomes IPv4, a
+/// zone suffix is dropped, IPv6 text is normalised by the parse itself.
+fn parse_host(s: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(s).ok()?;
+    let s = s.split('%').next().unwrap_or(s);
+    s.parse::<IpAddr>().ok().map(|a| a.to_canonical())
+}
+
+/// `pre<F-CONTENT>inner</F-CONTENT>post` -> (pre, inner, post).
+fn split_content(p: &str) -> Option<(&str, &str, &str)> {
+    const OPEN: &str = "<F-CONTENT>";
+    const CLOSE: &str = "</F-CONTENT>";
+    let open = p.find(OPEN)?;
+    let close = p.find(CLOSE)?;
+    if close < open + OPEN.len() || p[open + 1..].contains(OPEN) || p[close + 1..].contains(CLOSE) {
+        return None;
+    }
+    Some((
+        &p[..open],
+        &p[open + OPEN.len()..close],
+        &p[close + CLOSE.len()..],
+    ))
+}
+
+/// Whether the prefregex is a plain header: anchored, capturing nothing,
+/// and its content is the rest of the line.
+fn is_header(pre: &str, inner: &str, post: &str) -> bool {
+    pre.starts_with('^')
+        && matches!(inner, ".+" | ".*")
+        && matches!(post, "" | "$")
+        && !pre.contains("(?P<")
+        && !pre.contains("(?<")
+}
+
+/// One regex for prefix + failregex, so a line costs one capture run: a
+/// failregex anchored with `^` starts where the content starts, otherwise
+/// it may start anywhere in it; likewise for `$` at the end.
+fn combine(pre: &str, body: &str, post: &str) -> String {
+    let (head, body) = match body.strip_prefix('^') {
+        Some(b) => ("", b),
+        None => (".*?", body),
+    };
+    let anchored_end = body.ends_with('$') && !body.ends_with("\\$");
+    let (body, tail) = if anchored_end {
+        (&body[..body.len() - 1], "")
+    } else {
+        (body, ".*")
+    };
+    format!("{pre}{head}(?:{body}){tail}{post}")
+}
+
+#[cfg(test)]
+mod tests;

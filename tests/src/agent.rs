@@ -1,0 +1,436 @@
+//! A real `fail2xdp` agent attached to the receiving veth of a [`NetnsPair`],
+//! with its own pin dir, state dir and control socket, so tests can run in
+//! parallel; and the CLI aimed at the same instance.
+
+use std::{
+    fs,
+    io::Read,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use fail2xdp_common::{LINK_PIN_PREFIX, Stats, map};
+
+use crate::netns::{NetnsPair, command_in, unique_name};
+
+/// The `fail2xdp` binary under test: `$FAIL2XDP_BIN`, else `debug/fail2xdp`
+/// in `$CARGO_TARGET_DIR`, else next to this test executable, else the
+/// workspace's `target/debug`.
+pub fn fail2xdp_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FAIL2XDP_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut candidates = Vec::new();
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("debug/fail2xdp"));
+    }
+    // A test executable lives in <target>/<profile>/deps/.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join("fail2xdp"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fail2xdp"));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates.remove(0))
+}
+
+/// How to run the agent beyond the defaults.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// `--config`; `None` runs the built-in jails.
+    pub config: Option<PathBuf>,
+    /// `--xdp-mode`.
+    pub xdp_mode: String,
+    /// Further arguments after `run --iface <if>`.
+    pub extra_args: Vec<String>,
+    /// How long to wait for the program to be attached.
+    pub start_timeout: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            config: None,
+            xdp_mode: "native".into(),
+            extra_args: Vec::new(),
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The pinned XDP link as `bpftool link show` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub id: u64,
+    pub prog_id: u64,
+}
+
+/// One `fail2xdp run` process in the receiving namespace of a pair. Drop
+/// stops it, runs `fail2xdp detach` on its pin dir and removes the pin dir.
+#[derive(Debug)]
+pub struct Agent {
+    bin: PathBuf,
+    pin_dir: PathBuf,
+    dir: tempfile::TempDir,
+    netns: PathBuf,
+    iface: String,
+    opts: AgentOptions,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent on `pair.recv_if` and waits until its program is attached.
+    pub fn start(pair: &NetnsPair) -> Result<Self> {
+        Self::start_with(pair, AgentOptions::default())
+    }
+
+    pub fn start_with(pair: &NetnsPair, opts: AgentOptions) -> Result<Self> {
+        let mut agent = Self::new(pair, opts)?;
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// An instance (pin dir, state dir, socket) with no process running yet:
+    /// CLI commands work on its pins once [`Agent::spawn`] has created them.
+    pub fn new(pair: &NetnsPair, opts: AgentOptions) -> Result<Self> {
+        let bin = fail2xdp_bin();
+        if !bin.is_file() {
+            bail!(
+                "fail2xdp binary not found at {} (build it with `cargo build -p fail2xdp`, or set FAIL2XDP_BIN)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("f2x-test-")
+            .tempdir()
+            .context("creating the agent's temp dir")?;
+        fs::create_dir(dir.path().join("state")).context("creating the state dir")?;
+        Ok(Self {
+            bin,
+            pin_dir: PathBuf::from("/sys/fs/bpf").join(unique_name("f2x-test")),
+            dir,
+            netns: pair.recv_ns.path(),
+            iface: pair.recv_if.clone(),
+            opts,
+            child: None,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Where the agent's stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The pin of the XDP link on the receiving veth.
+    pub fn link_pin(&self) -> PathBuf {
+        self.pin_dir
+            .join(format!("{LINK_PIN_PREFIX}{}", self.iface))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs `fail2xdp run` and waits until the pinned link carries a program
+    /// it did not carry before (fresh attach, or replacement on restart).
+    pub fn spawn(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("agent already running");
+        }
+        let before = self.link_info().ok().map(|l| l.prog_id);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening the agent log")?;
+        let mut cmd = self.command()?;
+        cmd.args([
+            "run",
+            "--iface",
+            &self.iface,
+            "--xdp-mode",
+            &self.opts.xdp_mode,
+        ]);
+        if let Some(c) = &self.opts.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(&self.opts.extra_args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        self.child = Some(child);
+
+        let deadline = Instant::now() + self.opts.start_timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!(
+                    "fail2xdp run exited with {status} before attaching; its log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(l) = self.link_info()
+                && Some(l.prog_id) != before
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fail2xdp run did not attach to {} within {:?} ({} missing or unchanged); its log:\n{}",
+                    self.iface,
+                    self.opts.start_timeout,
+                    self.link_pin().display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; returns how it ended.
+    pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
+        self.signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+    }
+
+    /// SIGKILL: the agent gets no chance to clean up; the pinned link keeps
+    /// the program attached.
+    pub fn kill9(&mut self) -> Result<Option<ExitStatus>> {
+        self.signal_and_wait(libc::SIGKILL, Duration::from_secs(10))
+    }
+
+    fn signal_and_wait(&mut self, sig: i32, grace: Duration) -> Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let pid = child.id() as i32;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid, sig) };
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                let st = child.wait()?;
+                bail!(
+                    "agent ignored signal {sig} for {grace:?}; killed ({:?})",
+                    st.signal()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `fail2xdp` with this instance's global options, in the receiving namespace.
+    pub fn command(&self) -> Result<Command> {
+        let mut cmd = command_in(&self.netns, &self.bin)?;
+        cmd.arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket());
+        Ok(cmd)
+    }
+
+    /// Runs a CLI command against this instance, whatever its outcome.
+    pub fn cli_output(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = self.command()?;
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        // Drain both pipes while waiting: a long `list --json` must not block on a full pipe.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        // The CLI must answer promptly; a hang is a failure, not a stuck test run.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                bail!("fail2xdp {} did not finish within 30 s", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli_output(args)?;
+        if !out.status.success() {
+            bail!(
+                "fail2xdp {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `fail2xdp ban <target> [extra...]`, e.g. `&["--for", "2s", "--ports", "25"]`.
+    pub fn ban(&self, target: &str, extra: &[&str]) -> Result<()> {
+        let mut args = vec!["ban", target];
+        args.extend_from_slice(extra);
+        self.cli(&args).map(drop)
+    }
+
+    pub fn unban(&self, target: &str) -> Result<()> {
+        self.cli(&["unban", target]).map(drop)
+    }
+
+    pub fn allow_add(&self, target: &str) -> Result<()> {
+        self.cli(&["allow", "add", target]).map(drop)
+    }
+
+    /// `fail2xdp list --json`, parsed.
+    pub fn list_json(&self) -> Result<serde_json::Value> {
+        let out = self.cli(&["list", "--json"])?;
+        serde_json::from_str(&out).with_context(|| format!("list --json printed no JSON: {out}"))
+    }
+
+    /// `fail2xdp status --json`, parsed.
+    pub fn status_json(&self) -> Result<serde_json::Value> {
+        let out = self.cli(&["status", "--json"])?;
+        serde_json::from_str(&out).with_context(|| format!("status --json printed no JSON: {out}"))
+    }
+
+    /// The XDP program's counters, summed over CPUs, read straight from the
+    /// pinned STATS map (independent of the CLI under test).
+    pub fn stats(&self) -> Result<Stats> {
+        let path = self.pin_dir.join(map::STATS);
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let arr: aya::maps::PerCpuArray<aya::maps::MapData, Stats> =
+            aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
+        let mut total = Stats::default();
+        for s in arr.get(&0, 0)?.iter() {
+            total.add(s);
+        }
+        Ok(total)
+    }
+
+    /// Link and program id of the pinned XDP link.
+    pub fn link_info(&self) -> Result<LinkInfo> {
+        let pin = self.link_pin();
+        if !pin.exists() {
+            bail!("{} does not exist", pin.display());
+        }
+        let out = Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(&pin)
+            .output()
+            .context("running bpftool")?;
+        if !out.status.success() {
+            bail!(
+                "bpftool link show pinned {}: {}",
+                pin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        match (field("id"), field("prog_id")) {
+            (Some(id), Some(prog_id)) => Ok(LinkInfo { id, prog_id }),
+            _ => bail!("unexpected bpftool output: {v}"),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("warning: stopping the agent: {e:#}");
+        }
+        if self.pin_dir.exists() {
+            match self.cli_output(&["detach"]) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!(
+                    "warning: fail2xdp detach: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => eprintln!("warning: fail2xdp detach: {e:#}"),
+            }
+        }
+        // Unpinning the link (its last reference once the agent is gone) detaches
+        // the program even when `detach` failed.
+        if self.pin_dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.pin_dir)
+        {
+            eprintln!("warning: removing {}: {e}", self.pin_dir.display());
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent log ({}) ---\n{}",
+                self.log_path().display(),
+                self.log()
+            );
+        }
+    }
+}

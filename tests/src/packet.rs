@@ -1,0 +1,347 @@
+//! Crafted frames: Ethernet, optional 802.1Q/802.1ad tags, IPv4 or IPv6, and
+//! a TCP SYN or a small UDP datagram with correct checksums, so the receiving
+//! kernel and any parser would accept them as real.
+
+use std::net::IpAddr;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// One VLAN tag as it appears on the wire, outermost first in [`TcpSyn::vlans`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanTag {
+    pub tpid: u16,
+    pub vid: u16,
+}
+
+impl VlanTag {
+    /// An 802.1Q customer tag.
+    pub fn dot1q(vid: u16) -> Self {
+        Self {
+            tpid: ETH_P_8021Q,
+            vid,
+        }
+    }
+    /// An 802.1ad service (outer QinQ) tag.
+    pub fn dot1ad(vid: u16) -> Self {
+        Self {
+            tpid: ETH_P_8021AD,
+            vid,
+        }
+    }
+}
+
+/// A TCP SYN (or UDP datagram) from `src` to `dst:dport`. Source and
+/// destination must be the same family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// [`IPPROTO_TCP`] (a SYN) or [`IPPROTO_UDP`] (4 bytes of payload).
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// Outermost first.
+    pub vlans: Vec<VlanTag>,
+    /// Zero-pad the frame to at least this many bytes (Ethernet padding; the
+    /// IP length fields still describe the real packet).
+    pub min_len: usize,
+}
+
+impl Probe {
+    /// A TCP SYN.
+    pub fn syn(src: IpAddr, dst: IpAddr, dport: u16) -> Self {
+        Self {
+            proto: IPPROTO_TCP,
+            src,
+            dst,
+            sport: 40000,
+            dport,
+            src_mac: [0x02, 0, 0, 0, 0, 0x01],
+            dst_mac: [0x02, 0, 0, 0, 0, 0x02],
+            vlans: Vec::new(),
+            min_len: 60,
+        }
+    }
+
+    /// A UDP datagram with 4 bytes of payload.
+    pub fn udp(src: IpAddr, dst: IpAddr, dport: u16) -> Self {
+        Self {
+            proto: IPPROTO_UDP,
+            ..Self::syn(src, dst, dport)
+        }
+    }
+
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    pub fn vlans(mut self, tags: &[VlanTag]) -> Self {
+        self.vlans = tags.to_vec();
+        self
+    }
+
+    pub fn min_len(mut self, len: usize) -> Self {
+        self.min_len = len;
+        self
+    }
+
+    /// The key a [`Receiver`](crate::Receiver) counts this packet under.
+    pub fn key(&self) -> (IpAddr, u8, u16) {
+        (self.src, self.proto, self.dport)
+    }
+
+    /// The frame as it goes on the wire (without FCS).
+    ///
+    /// # Panics
+    /// If source and destination are of different families: a test bug.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(96);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        for tag in &self.vlans {
+            f.extend_from_slice(&tag.tpid.to_be_bytes());
+            f.extend_from_slice(&(tag.vid & 0x0fff).to_be_bytes());
+        }
+        let mut l4 = Vec::with_capacity(20);
+        l4.extend_from_slice(&self.sport.to_be_bytes());
+        l4.extend_from_slice(&self.dport.to_be_bytes());
+        // Where the checksum goes once the pseudo-header is known.
+        let csum_at = if self.proto == IPPROTO_UDP {
+            l4.extend_from_slice(&12u16.to_be_bytes()); // length: header + payload
+            l4.extend_from_slice(&[0, 0]); // checksum
+            l4.extend_from_slice(b"f2x!");
+            6
+        } else {
+            l4.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&[0; 4]); // ack
+            l4.push(5 << 4); // data offset: 5 words, no options
+            l4.push(0x02); // SYN
+            l4.extend_from_slice(&64240u16.to_be_bytes()); // window
+            l4.extend_from_slice(&[0; 4]); // checksum, urgent pointer
+            16
+        };
+        let l4_len = l4.len() as u16;
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+                let mut ip = [0u8; 20];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&(20 + l4_len).to_be_bytes());
+                ip[6] = 0x40; // DF
+                ip[8] = 64; // TTL
+                ip[9] = self.proto;
+                ip[12..16].copy_from_slice(&s.octets());
+                ip[16..20].copy_from_slice(&d.octets());
+                let c = checksum(&[&ip]);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut pseudo = [0u8; 12];
+                pseudo[0..4].copy_from_slice(&s.octets());
+                pseudo[4..8].copy_from_slice(&d.octets());
+                pseudo[9] = self.proto;
+                pseudo[10..12].copy_from_slice(&l4_len.to_be_bytes());
+                let c = checksum(&[&pseudo, &l4]);
+                l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&ip);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+                let mut ip = [0u8; 40];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&l4_len.to_be_bytes());
+                ip[6] = self.proto;
+                ip[7] = 64; // hop limit
+                ip[8..24].copy_from_slice(&s.octets());
+                ip[24..40].copy_from_slice(&d.octets());
+                let mut pseudo = [0u8; 40];
+                pseudo[0..16].copy_from_slice(&s.octets());
+                pseudo[16..32].copy_from_slice(&d.octets());
+                pseudo[34..36].copy_from_slice(&l4_len.to_be_bytes());
+                pseudo[39] = self.proto;
+                let c = checksum(&[&pseudo, &l4]);
+                // UDP over IPv6 must not carry a zero checksum.
+                let c = if c == 0 && self.proto == IPPROTO_UDP {
+                    0xffff
+                } else {
+                    c
+                };
+                l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&ip);
+            }
+            _ => panic!(
+                "TcpSyn with mixed address families: {} -> {}",
+                self.src, self.dst
+            ),
+        }
+        f.extend_from_slice(&l4);
+        if f.len() < self.min_len {
+            f.resize(self.min_len, 0);
+        }
+        f
+    }
+}
+
+/// Internet checksum over the concatenation of `parts` (each of even length
+/// except possibly the last).
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        let mut chunks = part.chunks_exact(2);
+        for c in &mut chunks {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Source address, protocol and destination port of a TCP or UDP frame,
+/// skipping any VLAN tags still in the frame; `None` for anything else.
+pub fn parse_l4(frame: &[u8]) -> Option<(IpAddr, u8, u16)> {
+    let mut off = 12;
+    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    off += 2;
+    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
+        off += 4;
+    }
+    let ip = frame.get(off..)?;
+    let (src, proto, l4): (IpAddr, u8, &[u8]) = match ethertype {
+        ETH_P_IP => {
+            let ihl = usize::from(ip.first()? & 0x0f) * 4;
+            if ihl < 20 {
+                return None;
+            }
+            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            (IpAddr::from(s), *ip.get(9)?, ip.get(ihl..)?)
+        }
+        ETH_P_IPV6 => {
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            (IpAddr::from(s), *ip.get(6)?, ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    let hdr = if proto == IPPROTO_TCP {
+        20
+    } else if proto == IPPROTO_UDP {
+        8
+    } else {
+        return None;
+    };
+    if l4.len() < hdr {
+        return None;
+    }
+    Some((src, proto, u16::from_be_bytes([l4[2], l4[3]])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum_ok(parts: &[&[u8]]) -> bool {
+        // A correct checksum makes the ones' complement sum of everything 0xffff.
+        checksum(parts) == 0
+    }
+
+    #[test]
+    fn ipv4_syn_checksums_verify() {
+        let syn = Probe::syn(
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            25,
+        );
+        let f = syn.frame();
+        assert_eq!(f.len(), 60); // 54 padded to the Ethernet minimum
+        let ip = &f[14..34];
+        assert!(sum_ok(&[ip]));
+        let tcp = &f[34..54];
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&ip[12..16]);
+        pseudo[4..8].copy_from_slice(&ip[16..20]);
+        pseudo[9] = 6;
+        pseudo[11] = 20;
+        assert!(sum_ok(&[&pseudo, tcp]));
+        assert_eq!(parse_l4(&f), Some(syn.key()));
+    }
+
+    #[test]
+    fn ipv6_syn_with_two_tags_parses_back() {
+        let syn = Probe::syn(
+            "2001:db8:1::7".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            587,
+        )
+        .vlans(&[VlanTag::dot1ad(100), VlanTag::dot1q(200)]);
+        let f = syn.frame();
+        assert_eq!(f.len(), 14 + 8 + 40 + 20);
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        assert_eq!(&f[16..18], &[0x81, 0x00]);
+        let ip = &f[22..62];
+        let tcp = &f[62..82];
+        let mut pseudo = [0u8; 40];
+        pseudo[0..32].copy_from_slice(&ip[8..40]);
+        pseudo[35] = 20;
+        pseudo[39] = 6;
+        assert!(sum_ok(&[&pseudo, tcp]));
+        assert_eq!(parse_l4(&f), Some(syn.key()));
+    }
+
+    #[test]
+    fn udp_checksums_verify() {
+        let p = Probe::udp(
+            "2001:db8:1::7".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            53,
+        );
+        let f = p.frame();
+        assert_eq!(f.len(), 14 + 40 + 12);
+        let mut pseudo = [0u8; 40];
+        pseudo[0..32].copy_from_slice(&f[22..54]);
+        pseudo[35] = 12;
+        pseudo[39] = IPPROTO_UDP;
+        assert!(sum_ok(&[&pseudo, &f[54..]]));
+        assert_eq!(parse_l4(&f), Some(p.key()));
+        let p4 = Probe::udp(
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            53,
+        );
+        assert_eq!(parse_l4(&p4.frame()), Some((p4.src, IPPROTO_UDP, 53)));
+    }
+
+    #[test]
+    fn known_checksum_vector() {
+        // RFC 1071 style example: the classic IPv4 header from Wikipedia.
+        let hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&[&hdr]), 0xb861);
+    }
+
+    #[test]
+    fn only_tcp_and_udp_are_counted() {
+        let mut f = Probe::syn(
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            25,
+        )
+        .frame();
+        f[14 + 9] = 1; // ICMP
+        assert_eq!(parse_l4(&f), None);
+        assert_eq!(parse_l4(&f[..10]), None);
+    }
+}

@@ -1,0 +1,444 @@
+//! Ingest benchmark: lines per second through sources + filters + jails of
+//! the real agent binary (data plane in dry-run), and its peak RSS, beside
+//! `fail2ban-regex` with fail2ban's own postfix filter (mode=auth) on the
+//! same log. Run as root: `cargo xtask bench ingest`, or
+//! `cargo bench -p fail2xdp --bench ingest`.
+//!
+//! The log is 1,000,000 lines from `/work/shared/perf/genlog.py` (seed 42),
+//! generated once and cached in the target dir. The agent runs pinned to one
+//! CPU with `run --dry-run --replay` on a veth inside a namespace the bench
+//! creates (and removes); progress is read from its control socket.
+//!
+//! Environment: `F2X_BENCH_LINES` (default 1000000), `F2X_BENCH_F2B_LINES`
+//! (lines given to fail2ban-regex, default 100000: it runs at ~20k lines/s),
+//! `F2X_BENCH_CPU` (default 1), `GENLOG` (path of genlog.py).
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use fail2xdp::control::{self, Request, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fail2xdp");
+const F2B_FILTER: &str = "/etc/fail2ban/filter.d/postfix.conf";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; a filter argument that is not ours skips the run.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"ingest".contains(a.as_str()))
+    {
+        return Ok(());
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the ingest benchmark attaches XDP in a network namespace: run it as root");
+    }
+    let lines = env_num("F2X_BENCH_LINES", 1_000_000);
+    let f2b_lines = env_num("F2X_BENCH_F2B_LINES", 100_000).min(lines);
+    let cpu = env_num("F2X_BENCH_CPU", 1);
+    let log = maillog(lines)?;
+    let work = tempfile::Builder::new().prefix("f2x-bench-").tempdir()?;
+
+    let f2b = fail2ban_regex(&log, f2b_lines, work.path());
+    let sasl = run_agent(
+        &log,
+        lines,
+        cpu,
+        work.path(),
+        "sasl",
+        "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{LOG}\"]\nports = \"smtp,submission,submissions\"\n",
+    )?;
+    let default = run_agent(
+        &log,
+        lines,
+        cpu,
+        work.path(),
+        "default",
+        &fail2xdp::config::DEFAULT_TOML.replace(
+            "files_any = [\"/var/log/mail.log\", \"/var/log/maillog\"]",
+            "files = [\"{LOG}\"]",
+        ),
+    )?;
+
+    println!();
+    println!(
+        "ingest: {lines} lines of {} (genlog.py seed 42), agent on CPU {cpu}",
+        log.display()
+    );
+    println!(
+        "{:<48} {:>14} {:>12} {:>10}",
+        "", "lines/s", "peak RSS", "failures"
+    );
+    for r in [&sasl, &default] {
+        println!(
+            "{:<48} {:>14} {:>8.1} MiB {:>10}",
+            r.label,
+            group(r.lines_per_sec as u64),
+            r.peak_rss_kib as f64 / 1024.0,
+            r.failures
+        );
+    }
+    match &f2b {
+        Ok(f) => println!(
+            "{:<48} {:>14} {:>8.1} MiB {:>10}",
+            format!("fail2ban-regex postfix[mode=auth] ({} lines)", f.lines),
+            group(f.lines_per_sec as u64),
+            f.peak_rss_kib as f64 / 1024.0,
+            f.matched
+        ),
+        Err(e) => println!("fail2ban-regex: not measured: {e:#}"),
+    }
+    println!();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    if let Ok(f) = &f2b {
+        let ratio = sasl.lines_per_sec / f.lines_per_sec;
+        println!(
+            "target >= 100x fail2ban-regex lines/s     {ratio:>10.0}x  {}",
+            verdict(ratio >= 100.0)
+        );
+    }
+    println!(
+        "target >= 2,000,000 lines/s on one core  {:>11}  {}",
+        group(sasl.lines_per_sec as u64),
+        verdict(sasl.lines_per_sec >= 2_000_000.0)
+    );
+    let worst_rss = sasl.peak_rss_kib.max(default.peak_rss_kib);
+    println!(
+        "target peak RSS <= 64 MiB                {:>7.1} MiB  {}",
+        worst_rss as f64 / 1024.0,
+        verdict(worst_rss <= 64 * 1024)
+    );
+    Ok(())
+}
+
+/// 1,000 -> "1,000".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The cached synthetic maillog of `lines` lines.
+fn maillog(lines: u64) -> Result<PathBuf> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("bench-data");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("maillog-{lines}-s42.log"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let genlog = std::env::var("GENLOG").unwrap_or_else(|_| "/work/shared/perf/genlog.py".into());
+    eprintln!("generating {} with {genlog} ...", path.display());
+    let tmp = path.with_extension("tmp");
+    let st = Command::new("python3")
+        .arg(&genlog)
+        .args(["-n", &lines.to_string(), "-s", "42", "-o"])
+        .arg(&tmp)
+        .status()
+        .with_context(|| format!("running {genlog}"))?;
+    if !st.success() {
+        bail!("{genlog} failed: {st}");
+    }
+    fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+struct F2b {
+    lines: u64,
+    matched: u64,
+    lines_per_sec: f64,
+    peak_rss_kib: u64,
+}
+
+/// fail2ban-regex on the first `n` lines; its own "processed in" time (without
+/// interpreter start-up) gives the rate.
+fn fail2ban_regex(log: &Path, n: u64, dir: &Path) -> Result<F2b> {
+    if !Path::new(F2B_FILTER).is_file() {
+        bail!("{F2B_FILTER} is missing (Debian package fail2ban)");
+    }
+    let part = dir.join("f2b-input.log");
+    {
+        let mut out = std::io::BufWriter::new(fs::File::create(&part)?);
+        for l in BufReader::new(fs::File::open(log)?)
+            .lines()
+            .take(n as usize)
+        {
+            writeln!(out, "{}", l?)?;
+        }
+    }
+    eprintln!("running fail2ban-regex on {n} lines ...");
+    let t0 = Instant::now();
+    let out = Command::new("fail2ban-regex")
+        .arg(&part)
+        .arg(format!("{F2B_FILTER}[mode=auth]"))
+        .output()
+        .context("running fail2ban-regex")?;
+    let wall = t0.elapsed();
+    // Only children waited for so far: the agent runs after this.
+    let peak_rss_kib = children_maxrss_kib();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "fail2ban-regex failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secs = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("[processed in ")?
+                .strip_suffix(" sec]")?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(wall.as_secs_f64());
+    let matched = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("Lines: ")?;
+            let m = rest.split(", ").find(|p| p.ends_with(" matched"))?;
+            m.trim_end_matches(" matched").parse().ok()
+        })
+        .unwrap_or(0);
+    Ok(F2b {
+        lines: n,
+        matched,
+        lines_per_sec: n as f64 / secs.max(1e-9),
+        peak_rss_kib,
+    })
+}
+
+fn children_maxrss_kib() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid rusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } == 0 {
+        ru.ru_maxrss as u64
+    } else {
+        0
+    }
+}
+
+struct AgentRun {
+    label: String,
+    lines_per_sec: f64,
+    peak_rss_kib: u64,
+    failures: u64,
+}
+
+/// A namespace with a veth for the agent to attach to, and its pins; all
+/// removed on drop.
+struct Bench {
+    ns: String,
+    pin_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Bench {
+    fn new(tag: &str) -> Result<Self> {
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let ns = format!("f2xb-{id}");
+        let b = Bench {
+            ns: ns.clone(),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/f2xb-{id}")),
+            child: None,
+        };
+        ip(&["netns", "add", &ns])?;
+        ip(&[
+            "link", "add", "f2xb0", "netns", &ns, "type", "veth", "peer", "name", "f2xb1", "netns",
+            &ns,
+        ])?;
+        for i in ["f2xb0", "f2xb1"] {
+            ip(&["-n", &ns, "link", "set", i, "up"])?;
+        }
+        Ok(b)
+    }
+
+    /// `fail2xdp` for this instance, inside the namespace, pinned to `cpu`
+    /// (reader thread, runtime workers and all).
+    fn command(&self, dir: &Path, cpu: u64) -> Command {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpu.to_string(), "nsenter"])
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .arg(BIN)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(dir.join("control.sock"));
+        c
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        if self.pin_dir.exists() {
+            let _ = Command::new(BIN)
+                .arg("--pin-dir")
+                .arg(&self.pin_dir)
+                .arg("detach")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = fs::remove_dir_all(&self.pin_dir);
+        }
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn status(sock: &Path) -> Option<serde_json::Value> {
+    match control::call_timeout(
+        sock,
+        &Request::Status { jail: None },
+        Duration::from_secs(5),
+    ) {
+        Ok(Response::Json(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Lines every source has delivered and every jail has seen: (min over jails
+/// of lines seen, failures summed).
+fn progress(v: &serde_json::Value) -> (u64, u64) {
+    let jails = v["jails"].as_array().cloned().unwrap_or_default();
+    let seen = jails
+        .iter()
+        .filter_map(|j| j["lines"].as_u64())
+        .min()
+        .unwrap_or(0);
+    let failures = jails.iter().filter_map(|j| j["failures"].as_u64()).sum();
+    (seen, failures)
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn run_agent(
+    log: &Path,
+    lines: u64,
+    cpu: u64,
+    work: &Path,
+    tag: &str,
+    config: &str,
+) -> Result<AgentRun> {
+    let dir = work.join(tag);
+    fs::create_dir_all(dir.join("state"))?;
+    let cfg = dir.join("bench.toml");
+    fs::write(&cfg, config.replace("{LOG}", &log.display().to_string()))?;
+    let mut bench = Bench::new(tag)?;
+    let sock = dir.join("control.sock");
+    let agent_log = fs::File::create(dir.join("agent.log"))?;
+    let mut cmd = bench.command(&dir, cpu);
+    cmd.args([
+        "run",
+        "--iface",
+        "f2xb0",
+        "--xdp-mode",
+        "native",
+        "--dry-run",
+        "--replay",
+        "--config",
+    ])
+    .arg(&cfg)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(agent_log.try_clone()?)
+    .stderr(agent_log);
+    eprintln!("running the agent ({tag}) on {lines} lines ...");
+    let child = cmd.spawn().context("spawning the agent")?;
+    let pid = child.id();
+    bench.child = Some(child);
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Instant, u64)> = None;
+    let (done_at, failures) = loop {
+        if Instant::now() > deadline {
+            bail!(
+                "the agent did not finish within 10 minutes; log in {}",
+                dir.display()
+            );
+        }
+        if let Some(c) = bench.child.as_mut()
+            && let Some(st) = c.try_wait()?
+        {
+            bail!(
+                "the agent exited ({st}): {}",
+                fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+            );
+        }
+        if let Some(v) = status(&sock) {
+            let (seen, failures) = progress(&v);
+            let now = Instant::now();
+            if first.is_none() && seen > 0 {
+                first = Some((now, seen));
+            }
+            if seen >= lines {
+                break (now, failures);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let (t0, seen0) = first.unwrap_or((done_at, 0));
+    let elapsed = done_at.duration_since(t0).as_secs_f64().max(1e-6);
+    let peak_rss_kib = vm_hwm_kib(pid);
+    drop(bench);
+    Ok(AgentRun {
+        label: format!("fail2xdp dry-run ({tag} config)"),
+        lines_per_sec: (lines - seen0) as f64 / elapsed,
+        peak_rss_kib,
+        failures,
+    })
+}

@@ -1,1 +1,0 @@
-//! OWNER H6: TOML configuration (jails, sources, filters), validation with file:line:key.

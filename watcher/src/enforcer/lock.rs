@@ -1,0 +1,38 @@
+//! flock on the pin directory: serializes map writers across processes (the
+//! agent, CLI invocations) so Config slot tables never interleave.
+use std::{fs::File, io, os::fd::AsRawFd};
+
+pub struct DirLock<'a> {
+    dir: &'a File,
+}
+
+impl<'a> DirLock<'a> {
+    pub fn exclusive(dir: &'a File) -> io::Result<Self> {
+        loop {
+            // SAFETY: flock on an fd we own; no memory is passed.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock { dir });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for DirLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as above. Closing the fd would also release the lock.
+        unsafe { libc::flock(self.dir.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Opens a directory for locking (O_DIRECTORY: bpffs has no regular files).
+pub fn open_dir(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+}

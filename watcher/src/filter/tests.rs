@@ -1,0 +1,331 @@
+//! Engine tests; the built-in filters are exercised against the fixtures
+//! under tests/data/filters/ in fixtures.rs.
+use super::*;
+use std::net::IpAddr;
+
+fn def(fail: &[&str]) -> FilterDef {
+    FilterDef {
+        name: Some("t".into()),
+        failregex: fail.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_builtin_compiles() {
+    for name in Filter::builtin_names() {
+        let f = Filter::builtin_with_options(name, &BTreeMap::new());
+        assert!(matches!(f, Ok(Some(_))), "{name}: {f:?}");
+    }
+    assert!(Filter::builtin("nope").is_none());
+}
+
+#[test]
+fn host_forms_and_normalisation() {
+    let f = Filter::compile(def(&[r"^from <HOST>(?::\d+)?$"])).unwrap();
+    let host = |l: &str| match f.check(l) {
+        LineMatch::Failure(h) => Some(h.host.to_string()),
+        _ => None,
+    };
+    assert_eq!(host("from 192.0.2.1").as_deref(), Some("192.0.2.1"));
+    assert_eq!(
+        host("from unknown[192.0.2.1]").as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(
+        host("from mail.example.net[192.0.2.1]:25").as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(
+        host("from unknown[2001:DB8:0::1]").as_deref(),
+        Some("2001:db8::1")
+    );
+    assert_eq!(
+        host("from [::ffff:192.0.2.7]").as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(host("from 2001:db8::a").as_deref(), Some("2001:db8::a"));
+    // Not addresses: no failure.
+    assert_eq!(host("from 256.1.1.1"), None);
+    assert_eq!(host("from unknown[1:2:3]"), None);
+    assert_eq!(host("from mail.example.net"), None);
+}
+
+#[test]
+fn captures_are_evidence_and_internal_groups_are_not() {
+    let f = Filter::compile(def(&[
+        r"^auth failed for <F-USER>\S+</F-USER> from <HOST>$",
+    ]))
+    .unwrap();
+    let LineMatch::Failure(hit) = f.check("Nov 22 05:27:23 auth failed for bob from 192.0.2.9")
+    else {
+        panic!("no failure");
+    };
+    assert_eq!(hit.captures, vec![("user".to_string(), "bob".to_string())]);
+    assert_eq!(hit.regex_index, 0);
+}
+
+#[test]
+fn first_matching_failregex_wins_and_ignoreregex_applies() {
+    let mut d = def(&[r"^a <HOST>$", r"^b <HOST>$"]);
+    d.ignoreregex = vec![r"^b 192\.0\.2\.2$".into()];
+    let f = Filter::compile(d).unwrap();
+    assert!(matches!(
+        f.check("b 192.0.2.3"),
+        LineMatch::Failure(Hit { regex_index: 1, .. })
+    ));
+    assert_eq!(f.check("b 192.0.2.2"), LineMatch::Ignored);
+    assert_eq!(f.check("c 192.0.2.3"), LineMatch::Missed);
+}
+
+#[test]
+fn prefregex_header_and_wrapped_modes_agree() {
+    // Header mode (content runs to the end) and wrapped mode (text after
+    // the content) must find the same failures.
+    let mut header = def(&[r"^fail from <HOST>$", r"bad <HOST>"]);
+    header.prefregex = Some(r"^\s*\S+ prog\[\d+\]: <F-CONTENT>.+</F-CONTENT>$".into());
+    let mut wrapped = header.clone();
+    wrapped.prefregex = Some(r"^\s*\S+ prog\[\d+\]: <F-CONTENT>.+</F-CONTENT>(?:)$".into());
+    let (h, w) = (
+        Filter::compile(header).unwrap(),
+        Filter::compile(wrapped).unwrap(),
+    );
+    assert!(h.header.is_some() && w.header.is_none());
+    for (line, want) in [
+        (
+            "Nov 22 05:27:23 host prog[1]: fail from 192.0.2.1",
+            Some("192.0.2.1"),
+        ),
+        (
+            "Nov 22 05:27:23 host prog[1]: x bad 192.0.2.2 y",
+            Some("192.0.2.2"),
+        ),
+        ("Nov 22 05:27:23 host prog[1]: x fail from 192.0.2.1", None),
+        ("Nov 22 05:27:23 host other[1]: fail from 192.0.2.1", None),
+    ] {
+        for f in [&h, &w] {
+            let got = match f.check(line) {
+                LineMatch::Failure(hit) => Some(hit.host.to_string()),
+                _ => None,
+            };
+            assert_eq!(got.as_deref(), want, "{line}");
+        }
+    }
+}
+
+#[test]
+fn unsupported_constructs_are_config_errors_naming_filter_and_construct() {
+    let mut d = def(&[r"^ok <HOST>$", r"^x(?!y) <HOST>$"]);
+    d.name = Some("mine".into());
+    let e = Filter::compile(d).unwrap_err().to_string();
+    assert!(
+        e.contains("mine") && e.contains("failregex[1]") && e.contains("look-ahead"),
+        "{e}"
+    );
+    let e = Filter::compile(def(&[r"^(a)\1 <HOST>$"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("backreference"), "{e}");
+    let e = Filter::compile(def(&[r"^no host here$"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no <HOST>"), "{e}");
+    let e = Filter::compile(def(&[r"^(<HOST>$"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("failregex[0]"), "{e}");
+}
+
+#[test]
+fn toml_file_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "failregex = ['^x <HOST>$']\nbogus = 1\n").unwrap();
+    let e = Filter::from_toml_file(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.toml") && e.contains("bogus") && e.contains('2'),
+        "{e}"
+    );
+    let p = dir.path().join("good.toml");
+    std::fs::write(&p, "failregex = ['^x <HOST>$']\n").unwrap();
+    let f = Filter::from_toml_file(&p).unwrap();
+    assert_eq!(f.name(), "good");
+    assert!(matches!(f.check("x 192.0.2.1"), LineMatch::Failure(_)));
+}
+
+#[test]
+fn options_can_be_overridden() {
+    let mut o = BTreeMap::new();
+    o.insert("daemon".to_string(), r"postfix-custom/smtpd".to_string());
+    let f = Filter::builtin_with_options("postfix-sasl", &o)
+        .unwrap()
+        .unwrap();
+    let line = "Nov 22 05:27:23 mx postfix-custom/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: x";
+    assert!(matches!(f.check(line), LineMatch::Failure(_)));
+    let f = Filter::builtin("postfix-sasl").unwrap();
+    assert!(matches!(f.check(line), LineMatch::Failure(_)));
+    let line = "Nov 22 05:27:23 mx custom/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: x";
+    assert_eq!(f.check(line), LineMatch::Missed);
+}
+
+/// One annotated fixture line.
+struct Fixture {
+    lineno: usize,
+    expect: Expect,
+    line: String,
+}
+
+enum Expect {
+    Match {
+        host: IpAddr,
+        captures: Vec<(String, String)>,
+    },
+    Ignore,
+    NoMatch,
+}
+
+fn fixtures(name: &str) -> Vec<Fixture> {
+    let path = format!(
+        "{}/tests/data/filters/{name}.log",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (head, line) = l
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("{path}:{}: no ' | '", i + 1));
+        let mut words = head.split_whitespace();
+        let expect = match words.next() {
+            Some("MATCH") => {
+                let host = words
+                    .next()
+                    .and_then(|h| h.parse().ok())
+                    .unwrap_or_else(|| panic!("{path}:{}", i + 1));
+                let captures = words
+                    .map(|w| {
+                        let (k, v) = w
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("{path}:{}: {w}", i + 1));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect();
+                Expect::Match { host, captures }
+            }
+            Some("IGNORE") => Expect::Ignore,
+            Some("NOMATCH") => Expect::NoMatch,
+            other => panic!("{path}:{}: bad annotation {other:?}", i + 1),
+        };
+        out.push(Fixture {
+            lineno: i + 1,
+            expect,
+            line: line.to_string(),
+        });
+    }
+    out
+}
+
+/// The address no crafted line may ever produce.
+const FRAMED: &str = "203.0.113.9";
+
+#[test]
+fn builtin_filters_match_their_fixtures() {
+    let mut failures = Vec::new();
+    for name in Filter::builtin_names() {
+        let f = Filter::builtin(name).unwrap();
+        let fx = fixtures(name);
+        assert!(
+            fx.iter()
+                .filter(|x| matches!(x.expect, Expect::Match { .. }))
+                .count()
+                >= 5,
+            "{name}: too few MATCH fixtures"
+        );
+        assert!(
+            fx.iter().any(|x| matches!(x.expect, Expect::NoMatch)),
+            "{name}: no NOMATCH fixtures"
+        );
+        for x in fx {
+            let got = f.check(&x.line);
+            if let LineMatch::Failure(h) = &got {
+                assert_ne!(h.host.to_string(), FRAMED, "{name}:{}: framed", x.lineno);
+            }
+            let ok = match (&x.expect, &got) {
+                (Expect::Match { host, captures }, LineMatch::Failure(h)) => {
+                    h.host == *host && captures.iter().all(|c| h.captures.contains(c))
+                }
+                (Expect::Ignore, LineMatch::Ignored) => true,
+                (Expect::NoMatch, LineMatch::Missed | LineMatch::Ignored) => true,
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{name}.log:{}: got {got:?}\n    {}",
+                    x.lineno, x.line
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} fixture failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every matching fixture, with attacker-style text put into each `<...>`
+/// field, after each `=` and at the end: the filter may stop matching, but
+/// it must never report the injected address.
+#[test]
+fn injected_addresses_never_become_the_host() {
+    let payloads = [
+        "unknown[203.0.113.9]",
+        "x>, method=PLAIN, rip=203.0.113.9, lip=192.0.2.1",
+        "a,203.0.113.9",
+        "203.0.113.9",
+        "[203.0.113.9]:25",
+        " from unknown[203.0.113.9]",
+        ", IP address 203.0.113.9",
+        " rhost=203.0.113.9",
+    ];
+    let mut checked = 0;
+    for name in Filter::builtin_names() {
+        let f = Filter::builtin(name).unwrap();
+        for x in fixtures(name) {
+            let Expect::Match { host, .. } = x.expect else {
+                continue;
+            };
+            let l = &x.line;
+            let mut variants = Vec::new();
+            for p in payloads {
+                variants.push(format!("{l}{p}"));
+                for (i, c) in l.char_indices() {
+                    match c {
+                        '<' => {
+                            if let Some(end) = l[i..].find('>') {
+                                variants.push(format!("{}<{p}{}", &l[..i], &l[i + end..]));
+                            }
+                        }
+                        '=' => variants.push(format!("{}={p}{}", &l[..i], &l[i + 1..])),
+                        _ => {}
+                    }
+                }
+            }
+            for v in variants {
+                checked += 1;
+                if let LineMatch::Failure(h) = f.check(&v) {
+                    assert_eq!(
+                        h.host, host,
+                        "{name}.log:{}: injected line gave {}\n    {v}",
+                        x.lineno, h.host
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}

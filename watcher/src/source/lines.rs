@@ -1,0 +1,201 @@
+//! Splitting a byte stream into bounded lines, and the checks every line passes.
+//!
+//! Input arrives in arbitrary chunks; the splitter keeps at most `max` bytes of an
+//! unfinished line. Once a line exceeds `max` the rest of it is discarded as it arrives, so
+//! a multi-megabyte line costs no more memory than a normal one.
+
+use super::Counters;
+
+/// Why a complete line was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    TooLong,
+    Nul,
+    InvalidUtf8,
+}
+
+impl Reject {
+    pub(crate) fn count(self, stats: &Counters) {
+        let a = match self {
+            Reject::TooLong => &stats.too_long,
+            Reject::Nul => &stats.nul,
+            Reject::InvalidUtf8 => &stats.invalid_utf8,
+        };
+        Counters::add(a, 1);
+    }
+}
+
+/// Check a complete line (without its newline). A trailing `\r` is dropped; `Ok(None)` for
+/// an empty line.
+pub(crate) fn check(line: &[u8], max: usize) -> Result<Option<&str>, Reject> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > max {
+        return Err(Reject::TooLong);
+    }
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if memchr::memchr(0, line).is_some() {
+        return Err(Reject::Nul);
+    }
+    match std::str::from_utf8(line) {
+        Ok(s) => Ok(Some(s)),
+        Err(_) => Err(Reject::InvalidUtf8),
+    }
+}
+
+/// Carries the unfinished tail of a stream between chunks.
+#[derive(Debug, Default)]
+pub(crate) struct Splitter {
+    /// Start of a line whose newline has not arrived yet (never longer than `max`).
+    pending: Vec<u8>,
+    /// The current line already exceeded `max`; drop bytes up to the next newline.
+    discarding: bool,
+    /// Reading started in the middle of a line: drop bytes up to the next newline, uncounted.
+    resync: bool,
+}
+
+/// One element produced by [`Splitter::feed`].
+pub(crate) enum Piece<'a> {
+    Line(&'a [u8]),
+    /// A line longer than the limit ended (it was not kept).
+    TooLong,
+}
+
+impl Splitter {
+    /// Split `chunk`, calling `f` for every line it completes, in order. Bytes after the last
+    /// newline are kept for the next call (or discarded if the line is already too long).
+    pub(crate) fn feed(&mut self, chunk: &[u8], max: usize, mut f: impl FnMut(Piece<'_>)) {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            let seg = &chunk[start..nl];
+            start = nl + 1;
+            if self.resync {
+                self.resync = false;
+                self.pending.clear();
+            } else if self.discarding {
+                self.discarding = false;
+                f(Piece::TooLong);
+            } else if !self.pending.is_empty() {
+                // +1 leaves room for a trailing '\r' that check() strips.
+                if self.pending.len() + seg.len() > max + 1 {
+                    self.pending.clear();
+                    f(Piece::TooLong);
+                } else {
+                    self.pending.extend_from_slice(seg);
+                    let line = std::mem::take(&mut self.pending);
+                    f(Piece::Line(&line));
+                    // Keep the allocation for the next partial line.
+                    self.pending = line;
+                    self.pending.clear();
+                }
+            } else {
+                f(Piece::Line(seg));
+            }
+        }
+        let rest = &chunk[start..];
+        if self.discarding || self.resync || rest.is_empty() {
+            return;
+        }
+        if self.pending.len() + rest.len() > max + 1 {
+            self.pending.clear();
+            self.pending.shrink_to(max + 1);
+            self.discarding = true;
+        } else {
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    /// Forget an unfinished line (the file was truncated under it).
+    pub(crate) fn reset(&mut self) {
+        self.pending.clear();
+        self.discarding = false;
+        self.resync = false;
+    }
+
+    /// The stream starts in the middle of a line: ignore everything up to the first newline.
+    pub(crate) fn start_mid_line(&mut self) {
+        self.reset();
+        self.resync = true;
+    }
+
+    /// Bytes of an unfinished line held back.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]], max: usize) -> (Vec<String>, usize, Splitter) {
+        let mut sp = Splitter::default();
+        let mut out = Vec::new();
+        let mut long = 0;
+        for c in chunks {
+            sp.feed(c, max, |p| match p {
+                Piece::Line(l) => out.push(String::from_utf8_lossy(l).into_owned()),
+                Piece::TooLong => long += 1,
+            });
+        }
+        (out, long, sp)
+    }
+
+    #[test]
+    fn lines_across_chunks() {
+        let (out, long, sp) = run(&[b"ab", b"c\nde", b"f\n\ngh"], 100);
+        assert_eq!(out, ["abc", "def", ""]);
+        assert_eq!(long, 0);
+        assert_eq!(sp.pending_len(), 2);
+    }
+
+    #[test]
+    fn long_line_discarded_while_streaming() {
+        let big = vec![b'x'; 1000];
+        let (out, long, sp) = run(&[b"ok\nxx", &big, &big, b"tail\nnext\n"], 100);
+        assert_eq!(out, ["ok", "next"]);
+        assert_eq!(long, 1);
+        assert_eq!(sp.pending_len(), 0);
+        assert!(sp.pending.capacity() <= 1000);
+    }
+
+    #[test]
+    fn exactly_max_is_kept_and_max_plus_one_is_not() {
+        let (out, long, _) = run(&[b"12345\n123456\n", b"12", b"345\r\n"], 5);
+        assert_eq!(out, ["12345", "123456", "12345\r"]);
+        assert_eq!(long, 0);
+        assert_eq!(check(b"123456", 5), Err(Reject::TooLong));
+        assert_eq!(check(b"12345\r", 5), Ok(Some("12345")));
+    }
+
+    #[test]
+    fn mid_line_start_is_dropped_silently() {
+        let mut sp = Splitter::default();
+        sp.start_mid_line();
+        let mut out = Vec::new();
+        let mut long = 0;
+        for c in [
+            &b"rest of"[..],
+            b" old
+new
+",
+        ] {
+            sp.feed(c, 4, |p| match p {
+                Piece::Line(l) => out.push(l.to_vec()),
+                Piece::TooLong => long += 1,
+            });
+        }
+        assert_eq!(out, [b"new".to_vec()]);
+        assert_eq!(long, 0);
+    }
+
+    #[test]
+    fn checks() {
+        assert_eq!(check(b"a\0b", 10), Err(Reject::Nul));
+        assert_eq!(check(b"a\xffb", 10), Err(Reject::InvalidUtf8));
+        assert_eq!(check(b"", 10), Ok(None));
+        assert_eq!(check("é".as_bytes(), 10), Ok(Some("é")));
+    }
+}

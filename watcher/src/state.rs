@@ -1,1 +1,0 @@
-//! OWNER H6: crash-safe ban metadata store.

@@ -1,0 +1,334 @@
+//! Control socket: permissions, stale/live socket handling, NotRunning,
+//! request/response roundtrip, bad input, timeouts.
+use std::{
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use fail2xdp::control::{self, ControlError, Handler, Request, Response};
+
+/// Answers every request with the request itself as JSON and records it.
+#[derive(Default)]
+struct Echo {
+    seen: Mutex<Vec<Request>>,
+}
+
+impl Handler for Echo {
+    fn handle(&self, req: Request) -> Response {
+        self.seen.lock().unwrap().push(req.clone());
+        match req {
+            Request::Reload => Response::ok("reloaded"),
+            Request::Unban { target } if target == "bad" => Response::error("no such ban"),
+            Request::Status { jail: Some(j) } if j == "slow" => {
+                std::thread::sleep(Duration::from_secs(3));
+                Response::ok("late")
+            }
+            other => Response::Json(serde_json::to_value(other).unwrap()),
+        }
+    }
+}
+
+/// An agent-side server on its own runtime thread; dropping it stops the
+/// server (and removes the socket).
+struct Server {
+    rt: Option<tokio::runtime::Runtime>,
+    handler: Arc<Echo>,
+    path: PathBuf,
+}
+
+impl Server {
+    fn start(path: &Path) -> Result<Server, ControlError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handler = Arc::new(Echo::default());
+        let listener = {
+            let _g = rt.enter();
+            control::bind(path)?
+        };
+        let h: Arc<dyn Handler> = handler.clone();
+        rt.spawn(async move { listener.serve(h).await });
+        Ok(Server {
+            rt: Some(rt),
+            handler,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+fn sock(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("agent.sock")
+}
+
+#[test]
+fn roundtrip_of_every_request_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sock(&dir)).unwrap();
+    let reqs = [
+        Request::Status { jail: None },
+        Request::Status {
+            jail: Some("postfix".into()),
+        },
+        Request::Explain {
+            addr: "192.0.2.7".into(),
+        },
+        Request::Ban {
+            target: "198.51.100.0/24".into(),
+            ttl_secs: Some(600),
+            ports: Some("smtp,587".into()),
+            jail: "manual".into(),
+            reason: Some("spam run \"quoted\"\nnewline".into()),
+            force: true,
+        },
+        Request::Unban {
+            target: "2001:db8::1".into(),
+        },
+        Request::List,
+    ];
+    for r in &reqs {
+        let back = control::call(&srv.path, r).unwrap();
+        assert_eq!(back, Response::Json(serde_json::to_value(r).unwrap()));
+    }
+    assert_eq!(
+        control::call(&srv.path, &Request::Reload).unwrap(),
+        Response::ok("reloaded")
+    );
+    assert_eq!(
+        control::call(
+            &srv.path,
+            &Request::Unban {
+                target: "bad".into()
+            }
+        )
+        .unwrap(),
+        Response::error("no such ban")
+    );
+    let seen = srv.handler.seen.lock().unwrap();
+    assert_eq!(&seen[..reqs.len()], &reqs[..]);
+}
+
+#[test]
+fn socket_is_root_only_and_removed_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir);
+    let srv = Server::start(&path).unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    drop(srv);
+    assert!(!path.exists(), "stopped agent left its socket behind");
+    assert!(matches!(
+        control::call(&path, &Request::List),
+        Err(ControlError::NotRunning { .. })
+    ));
+}
+
+#[test]
+fn not_running_when_absent_or_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir);
+    assert!(matches!(
+        control::call(&path, &Request::Reload),
+        Err(ControlError::NotRunning { .. })
+    ));
+    // A socket file nobody listens on (agent killed with SIGKILL).
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    assert!(matches!(
+        control::call(&path, &Request::Reload),
+        Err(ControlError::NotRunning { .. })
+    ));
+    // try_agent maps that to "no agent".
+    let g = fail2xdp::cli::Global {
+        pin_dir: dir.path().join("pins"),
+        state_dir: dir.path().join("state"),
+        socket: path.clone(),
+    };
+    assert!(control::try_agent(&g, &Request::List).unwrap().is_none());
+    // A new agent replaces the stale socket and answers.
+    let _srv = Server::start(&path).unwrap();
+    assert!(control::try_agent(&g, &Request::List).unwrap().is_some());
+}
+
+#[test]
+fn second_agent_is_refused_and_first_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir);
+    let _first = Server::start(&path).unwrap();
+    match Server::start(&path) {
+        Err(ControlError::AlreadyRunning { .. }) => {}
+        Err(e) => panic!("expected AlreadyRunning, got {e}"),
+        Ok(_) => panic!("second agent bound a live socket"),
+    }
+    assert_eq!(
+        control::call(&path, &Request::Reload).unwrap(),
+        Response::ok("reloaded")
+    );
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir);
+    std::fs::write(&path, b"precious").unwrap();
+    match Server::start(&path) {
+        Err(ControlError::NotASocket { .. }) => {}
+        Err(e) => panic!("expected NotASocket, got {e}"),
+        Ok(_) => panic!("replaced a regular file"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
+#[test]
+fn garbage_and_oversized_requests_get_errors_not_a_dead_agent() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sock(&dir)).unwrap();
+    let s = std::os::unix::net::UnixStream::connect(&srv.path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    for bad in [
+        "{not json}\n",
+        "{\"Ban\":{}}\n",
+        "\"Nope\"\n",
+        "\u{0}\u{1}\n",
+    ] {
+        w.write_all(bad.as_bytes()).unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let resp: Response = serde_json::from_str(&line).unwrap();
+        assert!(matches!(resp, Response::Error { .. }), "{bad:?} -> {line}");
+    }
+    // Same connection still serves a good request.
+    w.write_all(b"\"Reload\"\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Response>(&line).unwrap(),
+        Response::ok("reloaded")
+    );
+
+    // An endless line is cut off with an error; the agent keeps serving others.
+    let huge = vec![b'a'; control::MAX_REQUEST_BYTES * 4];
+    let _ = w.write_all(&huge);
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("longer than"), "{line}");
+    assert_eq!(
+        control::call(&srv.path, &Request::Reload).unwrap(),
+        Response::ok("reloaded")
+    );
+}
+
+#[test]
+fn slow_agent_times_out_instead_of_hanging_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sock(&dir)).unwrap();
+    let t = Instant::now();
+    let r = control::call_timeout(
+        &srv.path,
+        &Request::Status {
+            jail: Some("slow".into()),
+        },
+        Duration::from_millis(300),
+    );
+    assert!(matches!(r, Err(ControlError::Timeout { .. })), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Meanwhile other clients are served.
+    assert_eq!(
+        control::call(&srv.path, &Request::Reload).unwrap(),
+        Response::ok("reloaded")
+    );
+}
+
+/// Child side of `other_users_cannot_steer_the_agent`, run as uid 65534.
+#[test]
+#[ignore = "helper process for other_users_cannot_steer_the_agent"]
+fn unprivileged_client() {
+    let Ok(path) = std::env::var("FAIL2XDP_CTL_CHILD_SOCK") else {
+        return;
+    };
+    match control::call_timeout(Path::new(&path), &Request::Reload, Duration::from_secs(5)) {
+        Ok(r) => println!("\nANSWERED {r:?}"),
+        Err(ControlError::NotRunning { .. }) => println!("\nNOTRUNNING"),
+        Err(e) => println!("\nREFUSED {e}"),
+    }
+}
+
+fn run_as_nobody(path: &Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unprivileged_client",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FAIL2XDP_CTL_CHILD_SOCK", path)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| {
+            l.starts_with("ANSWERED") || l.starts_with("NOTRUNNING") || l.starts_with("REFUSED")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "child said nothing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_owned()
+}
+
+#[test]
+fn other_users_cannot_steer_the_agent() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch to uid 65534");
+        return;
+    }
+    // The test binary must be reachable by uid 65534; run it from a copy if not.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = sock(&dir);
+    let srv = Server::start(&path).unwrap();
+    let mut exe_ok = true;
+    for a in std::env::current_exe().unwrap().ancestors().skip(1) {
+        if let Ok(m) = std::fs::metadata(a) {
+            exe_ok &= m.permissions().mode() & 0o001 != 0;
+        }
+    }
+    if !exe_ok {
+        eprintln!("skipped: test binary not reachable by uid 65534");
+        return;
+    }
+    // Mode 0600: connect itself is refused, and that is an error, not "no agent".
+    let r = run_as_nobody(&path);
+    assert!(r.starts_with("REFUSED"), "{r}");
+    // Even if the socket were world-writable (the instant between bind and
+    // chmod), the peer check refuses to serve another user.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = run_as_nobody(&path);
+    assert!(r.starts_with("REFUSED"), "{r}");
+    assert!(
+        srv.handler.seen.lock().unwrap().is_empty(),
+        "handler ran for uid 65534"
+    );
+}
