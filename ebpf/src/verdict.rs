@@ -28,7 +28,7 @@ const fn word(off: usize) -> usize {
     off / 8
 }
 
-/// Reason counter to bump besides pass/drop totals; `NONE` for a plain pass.
+/// Reason counter to bump besides pass/drop totals; `None` for a plain pass.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Reason {
@@ -109,7 +109,7 @@ struct Probe {
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
-/// Runs `step` over slots `0..n` (at most `max`).
+/// Runs `step` `n` times (at most `max`); callback index `i` probes slot `i + 1`.
 #[inline(always)]
 fn probe(n: u32, max: usize, step: unsafe extern "C" fn(u64, *mut c_void) -> i64, p: &mut Probe) {
     let n = if n as usize > max { max as u32 } else { n };

@@ -389,9 +389,12 @@ struct XdpFilter {
     ifname: String,
     prog: OwnedFd,
     owns_pins: bool,
+    /// libxdp keeps dispatcher state here; created by us, removed if left empty.
+    owns_libxdp_dir: bool,
 }
 
 const XDP_FILTER_PINS: &str = "/sys/fs/bpf/xdp-filter";
+const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
 
 impl XdpFilter {
     fn start(variant: Variant) -> Result<Self> {
@@ -418,6 +421,7 @@ impl XdpFilter {
             ifname,
             prog: raw::load_pass()?,
             owns_pins: true,
+            owns_libxdp_dir: !PathBuf::from(LIBXDP_DIR).exists(),
         };
         let ifname = me.ifname.clone();
         match variant {
@@ -501,6 +505,10 @@ impl Drop for XdpFilter {
         }
         if self.owns_pins && PathBuf::from(XDP_FILTER_PINS).exists() {
             let _ = fs::remove_dir_all(XDP_FILTER_PINS);
+        }
+        if self.owns_libxdp_dir {
+            // Fails, as it should, if anything else put state there meanwhile.
+            let _ = fs::remove_dir(LIBXDP_DIR);
         }
         // The namespace, and with it the veth, goes when `ns` drops.
     }
@@ -772,7 +780,7 @@ fn thousands(n: u32) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -355,6 +355,30 @@ impl Agent {
         serde_json::from_str(&out).with_context(|| format!("list --json printed no JSON: {out}"))
     }
 
+    /// The entry for `net` in `list --json` (an array of objects with the
+    /// CIDR in "net"); a bare address means its /32 or /128.
+    pub fn ban_entry(&self, net: &str) -> Result<Option<serde_json::Value>> {
+        Ok(find_ban(&self.list_json()?, net).cloned())
+    }
+
+    /// Polls `list --json` until `net` is banned (e.g. by a jail reading a
+    /// log the test wrote); returns its entry.
+    pub fn wait_for_ban(&self, net: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(b) = self.ban_entry(net)? {
+                return Ok(b);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{net} not banned within {timeout:?}; agent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `fail2xdp status --json`, parsed.
     pub fn status_json(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["status", "--json"])?;
@@ -401,6 +425,18 @@ impl Agent {
             _ => bail!("unexpected bpftool output: {v}"),
         }
     }
+}
+
+/// The ban for `net` in `list --json` output; see [`Agent::ban_entry`].
+pub fn find_ban<'a>(list: &'a serde_json::Value, net: &str) -> Option<&'a serde_json::Value> {
+    let want = match (net.contains('/'), net.contains(':')) {
+        (true, _) => net.to_string(),
+        (false, false) => format!("{net}/32"),
+        (false, true) => format!("{net}/128"),
+    };
+    list.as_array()?
+        .iter()
+        .find(|b| b.get("net").and_then(serde_json::Value::as_str) == Some(want.as_str()))
 }
 
 impl Drop for Agent {

@@ -29,9 +29,10 @@ mod lab;
 mod netns;
 mod packet;
 mod preflight;
+mod stale;
 mod traffic;
 
-pub use agent::{Agent, AgentOptions, LinkInfo, fail2xdp_bin};
+pub use agent::{Agent, AgentOptions, LinkInfo, fail2xdp_bin, find_ban};
 pub use lab::Lab;
 pub use netns::{Netns, NetnsPair, unique_name};
 pub use packet::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Probe, VlanTag, parse_l4};

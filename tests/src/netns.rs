@@ -144,6 +144,7 @@ impl NetnsPair {
     pub const RECV_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
     pub fn new() -> Result<Self> {
+        crate::stale::clean_stale_once();
         let base = unique_name("f2x");
         let send_ns = Netns::create(&format!("{base}-s"))?;
         let recv_ns = Netns::create(&format!("{base}-r"))?;

@@ -10,6 +10,10 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
 
 /// One VLAN tag as it appears on the wire, outermost first in [`TcpSyn::vlans`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub struct Probe {
     /// Zero-pad the frame to at least this many bytes (Ethernet padding; the
     /// IP length fields still describe the real packet).
     pub min_len: usize,
+    /// IPv4: this many 4-byte words of NOP options in the header (IHL 5 + n).
+    /// IPv6: this many 8-byte Destination Options headers before the L4 header.
+    pub ip_options: u8,
 }
 
 impl Probe {
@@ -67,6 +74,7 @@ impl Probe {
             dst_mac: [0x02, 0, 0, 0, 0, 0x02],
             vlans: Vec::new(),
             min_len: 60,
+            ip_options: 0,
         }
     }
 
@@ -86,6 +94,12 @@ impl Probe {
 
     pub fn vlans(mut self, tags: &[VlanTag]) -> Self {
         self.vlans = tags.to_vec();
+        self
+    }
+
+    /// See [`Probe::ip_options`]: what a parser must skip to find the ports.
+    pub fn ip_options(mut self, n: u8) -> Self {
+        self.ip_options = n;
         self
     }
 
@@ -133,9 +147,11 @@ impl Probe {
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-                let mut ip = [0u8; 20];
-                ip[0] = 0x45;
-                ip[2..4].copy_from_slice(&(20 + l4_len).to_be_bytes());
+                let hlen = 20 + 4 * usize::from(self.ip_options);
+                let mut ip = vec![0x01u8; hlen]; // options: NOPs
+                ip[..20].fill(0);
+                ip[0] = 0x40 | (hlen / 4) as u8;
+                ip[2..4].copy_from_slice(&(hlen as u16 + l4_len).to_be_bytes());
                 ip[6] = 0x40; // DF
                 ip[8] = 64; // TTL
                 ip[9] = self.proto;
@@ -154,13 +170,24 @@ impl Probe {
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
-                let mut ip = [0u8; 40];
+                let n = usize::from(self.ip_options);
+                let mut ip = vec![0u8; 40 + 8 * n];
                 ip[0] = 0x60;
-                ip[4..6].copy_from_slice(&l4_len.to_be_bytes());
-                ip[6] = self.proto;
+                ip[4..6].copy_from_slice(&((8 * n) as u16 + l4_len).to_be_bytes());
+                ip[6] = if n > 0 { IPPROTO_DSTOPTS } else { self.proto };
                 ip[7] = 64; // hop limit
                 ip[8..24].copy_from_slice(&s.octets());
                 ip[24..40].copy_from_slice(&d.octets());
+                for i in 0..n {
+                    // Next header, length 0 (8 bytes), one PadN option filling the rest.
+                    let next = if i + 1 < n {
+                        IPPROTO_DSTOPTS
+                    } else {
+                        self.proto
+                    };
+                    let at = 40 + 8 * i;
+                    ip[at..at + 8].copy_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                }
                 let mut pseudo = [0u8; 40];
                 pseudo[0..16].copy_from_slice(&s.octets());
                 pseudo[16..32].copy_from_slice(&d.octets());
@@ -177,7 +204,7 @@ impl Probe {
                 f.extend_from_slice(&ip);
             }
             _ => panic!(
-                "TcpSyn with mixed address families: {} -> {}",
+                "Probe with mixed address families: {} -> {}",
                 self.src, self.dst
             ),
         }
@@ -230,7 +257,26 @@ pub fn parse_l4(frame: &[u8]) -> Option<(IpAddr, u8, u16)> {
         }
         ETH_P_IPV6 => {
             let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
-            (IpAddr::from(s), *ip.get(6)?, ip.get(40..)?)
+            let mut next = *ip.get(6)?;
+            let mut at = 40;
+            // Bounded walk over the extension headers a sender may put first.
+            for _ in 0..8 {
+                let hdr = ip.get(at..at + 8)?;
+                match next {
+                    IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                        at += (usize::from(hdr[1]) + 1) * 8;
+                    }
+                    IPPROTO_FRAGMENT => {
+                        if u16::from_be_bytes([hdr[2], hdr[3]]) & 0xfff8 != 0 {
+                            return None; // not the first fragment: no ports
+                        }
+                        at += 8;
+                    }
+                    _ => break,
+                }
+                next = hdr[0];
+            }
+            (IpAddr::from(s), next, ip.get(at..)?)
         }
         _ => return None,
     };
@@ -320,6 +366,34 @@ mod tests {
             53,
         );
         assert_eq!(parse_l4(&p4.frame()), Some((p4.src, IPPROTO_UDP, 53)));
+    }
+
+    #[test]
+    fn options_and_extension_headers_are_well_formed() {
+        let v4 = Probe::syn(
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            25,
+        )
+        .ip_options(3);
+        let f = v4.frame();
+        assert_eq!(f[14], 0x48);
+        assert!(sum_ok(&[&f[14..46]]));
+        assert_eq!(parse_l4(&f), Some(v4.key()));
+        let v6 = Probe::syn(
+            "2001:db8:1::7".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            25,
+        )
+        .ip_options(2);
+        let f = v6.frame();
+        assert_eq!(f.len(), 14 + 40 + 16 + 20);
+        assert_eq!(
+            (f[14 + 6], f[54], f[62]),
+            (IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_TCP)
+        );
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 36);
+        assert_eq!(parse_l4(&f), Some(v6.key()));
     }
 
     #[test]

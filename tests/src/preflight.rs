@@ -50,6 +50,7 @@ pub fn require_privileges() {
     if let Err(e) = check_privileges() {
         panic!("{e}");
     }
+    crate::stale::clean_stale_once();
 }
 
 fn effective_caps() -> Option<u64> {
@@ -73,7 +74,7 @@ fn is_bpffs(path: &str) -> bool {
     }
     // SAFETY: statfs succeeded and filled st.
     let st = unsafe { st.assume_init() };
-    st.f_type as i64 == BPF_FS_MAGIC
+    st.f_type == BPF_FS_MAGIC
 }
 
 pub(crate) fn which(tool: &str) -> Option<std::path::PathBuf> {

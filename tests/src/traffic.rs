@@ -318,7 +318,7 @@ fn count_loop(s: &Shared) {
         };
         let Ok(n) = usize::try_from(n) else { continue }; // timeout or EINTR: check stop
         // The socket also sees what the receiving side itself transmits (RSTs).
-        if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
             continue;
         }
         if let Some(key) = parse_l4(&buf[..n]) {

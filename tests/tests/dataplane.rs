@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use fail2xdp_tests::{Lab, NetnsPair, Probe, VlanTag, require_privileges};
+use fail2xdp_tests::{Lab, NetnsPair, Probe, VlanTag, find_ban, require_privileges};
 
 const N: u64 = 20;
 
@@ -189,16 +189,29 @@ fn vlan_tagged_frames_are_filtered_like_untagged() -> Result<()> {
 fn expired_ban_passes_without_the_agent() -> Result<()> {
     let mut lab = Lab::start()?;
     let banned = lab.syn("198.51.100.7", 25);
-    let made = Instant::now();
+    let v6 = lab.syn("2001:db8:1::7", 25);
+    let ttl = Duration::from_secs(2);
+    let before_ban = Instant::now();
     lab.agent.ban("198.51.100.7", &["--for", "2s"])?;
+    lab.agent.ban("2001:db8:1::/64", &["--for", "2s"])?;
+    let after_ban = Instant::now();
     assert_eq!(lab.delivered(&banned, N)?, 0, "dropped while the ban lasts");
-    // Nothing in userspace may remove the entry now: expiry is the kernel's job.
+    assert_eq!(lab.delivered(&v6, N)?, 0, "dropped while the ban lasts");
+    // Otherwise the drops above say nothing about the ban's length.
+    assert!(
+        before_ban.elapsed() < ttl,
+        "machine too slow: the ban expired before it was checked"
+    );
+    // Nothing in userspace may remove the entries now: expiry is the kernel's job.
     lab.agent.kill9()?;
-    std::thread::sleep(Duration::from_millis(2500).saturating_sub(made.elapsed()));
+    std::thread::sleep(
+        (after_ban + ttl + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
+    );
     let before = lab.agent.stats()?;
     assert_eq!(lab.delivered(&banned, N)?, N, "passes after expiry");
+    assert_eq!(lab.delivered(&v6, N)?, N, "passes after expiry");
     let after = lab.agent.stats()?;
-    assert_eq!(after.pass_expired - before.pass_expired, N);
+    assert_eq!(after.pass_expired - before.pass_expired, 2 * N);
     Ok(())
 }
 
@@ -351,8 +364,10 @@ fn list_json_shows_per_ban_drops_rising() -> Result<()> {
     lab.agent.ban("198.51.100.7", &[])?;
     lab.agent.ban("2001:db8:1::/64", &[])?;
     let drops = |net: &str| -> Result<u64> {
-        let v = lab.agent.list_json()?;
-        let entry = find_ban(&v, net).with_context(|| format!("{net} not in list --json: {v}"))?;
+        let entry = lab
+            .agent
+            .ban_entry(net)?
+            .with_context(|| format!("{net} not in list --json"))?;
         entry
             .get("drops")
             .and_then(serde_json::Value::as_u64)
@@ -371,19 +386,6 @@ fn list_json_shows_per_ban_drops_rising() -> Result<()> {
         "another ban's drops are not counted here"
     );
     Ok(())
-}
-
-/// The ban for `net` in `list --json` output (an array of objects with the
-/// CIDR in "net"); a bare address means its /32 or /128.
-fn find_ban<'a>(v: &'a serde_json::Value, net: &str) -> Option<&'a serde_json::Value> {
-    let want = match (net.contains('/'), net.contains(':')) {
-        (true, _) => net.to_string(),
-        (false, false) => format!("{net}/32"),
-        (false, true) => format!("{net}/128"),
-    };
-    v.as_array()?
-        .iter()
-        .find(|b| b.get("net").and_then(serde_json::Value::as_str) == Some(want.as_str()))
 }
 
 /// A frame the parser cannot read is passed, never dropped, even when the
@@ -443,5 +445,88 @@ fn unreadable_frames_from_a_banned_source_pass() -> Result<()> {
     let after = lab.agent.stats()?;
     assert_eq!(after.drop_pkts - before.drop_pkts, 2 * N);
     assert!(after.pass_unparsed - before.pass_unparsed >= 4 * N);
+    Ok(())
+}
+
+/// `detach` takes the program off the interface and removes every pin: the
+/// banned source passes again and nothing of the instance is left.
+#[test]
+fn detach_removes_the_program_and_the_pins() -> Result<()> {
+    let mut lab = Lab::start()?;
+    lab.agent.ban("198.51.100.7", &[])?;
+    let banned = lab.syn("198.51.100.7", 25);
+    assert_eq!(lab.delivered(&banned, N)?, 0);
+    lab.agent.stop()?;
+    lab.agent.cli(&["detach"])?;
+    assert!(lab.pair.recv_xdp()?.is_empty(), "program still attached");
+    assert!(!lab.agent.pin_dir().exists(), "pins left behind");
+    assert_eq!(lab.delivered(&banned, N)?, N);
+    Ok(())
+}
+
+/// Two instances, each with its own pin dir and interface, share nothing.
+#[test]
+fn instances_with_their_own_pin_dirs_are_independent() -> Result<()> {
+    let a = Lab::start()?;
+    let b = Lab::start()?;
+    a.agent.ban("198.51.100.7", &[])?;
+    b.agent.ban("198.51.100.8", &[])?;
+    assert_eq!(a.delivered(&a.syn("198.51.100.7", 25), N)?, 0);
+    assert_eq!(a.delivered(&a.syn("198.51.100.8", 25), N)?, N);
+    assert_eq!(b.delivered(&b.syn("198.51.100.7", 25), N)?, N);
+    assert_eq!(b.delivered(&b.syn("198.51.100.8", 25), N)?, 0);
+    assert!(a.agent.ban_entry("198.51.100.8")?.is_none());
+    assert!(b.agent.ban_entry("198.51.100.7")?.is_none());
+    Ok(())
+}
+
+/// A ban the guard refuses (too broad without --force, loopback) fails
+/// loudly and drops nothing.
+#[test]
+fn refused_bans_change_nothing() -> Result<()> {
+    let lab = Lab::start()?;
+    for target in ["198.0.0.0/8", "2001:db8::/16", "127.0.0.1", "::1"] {
+        let out = lab.agent.cli_output(&["ban", target])?;
+        assert!(!out.status.success(), "ban {target} was accepted");
+        assert!(
+            !out.stderr.is_empty(),
+            "ban {target} failed without saying why"
+        );
+    }
+    assert_eq!(lab.agent.list_json()?, serde_json::json!([]));
+    assert_eq!(lab.delivered(&lab.syn("198.51.100.7", 25), N)?, N);
+    assert_eq!(lab.delivered(&lab.syn("2001:db8:1::7", 25), N)?, N);
+    Ok(())
+}
+
+/// IPv4 options and IPv6 extension headers are legal and the receiving
+/// stack accepts them: a port-scoped ban must look past them, or a client
+/// could walk around it by adding a few padding bytes.
+#[test]
+fn port_scoped_ban_looks_past_ip_options_and_extension_headers() -> Result<()> {
+    let lab = Lab::start()?;
+    lab.agent.ban("198.51.100.7", &["--ports", "25"])?;
+    lab.agent.ban("2001:db8:1::7", &["--ports", "25"])?;
+    for src in ["198.51.100.7", "2001:db8:1::7"] {
+        for n in [1, 3] {
+            let to = |port| lab.syn(src, port).ip_options(n);
+            assert_eq!(
+                lab.delivered(&to(25), N)?,
+                0,
+                "{src} -> :25 with {n} option units"
+            );
+            assert_eq!(
+                lab.delivered(&to(80), N)?,
+                N,
+                "{src} -> :80 with {n} option units"
+            );
+            let vlan = to(25).vlans(&[VlanTag::dot1q(7)]);
+            assert_eq!(
+                lab.delivered(&vlan, N)?,
+                0,
+                "{src} -> :25 tagged, {n} option units"
+            );
+        }
+    }
     Ok(())
 }

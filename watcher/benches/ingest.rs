@@ -77,23 +77,25 @@ fn main() -> Result<()> {
         log.display()
     );
     println!(
-        "{:<48} {:>14} {:>12} {:>10}",
-        "", "lines/s", "peak RSS", "failures"
+        "{:<48} {:>14} {:>16} {:>12} {:>10}",
+        "", "lines/s", "lines/CPU-s", "peak RSS", "failures"
     );
     for r in [&sasl, &default] {
         println!(
-            "{:<48} {:>14} {:>8.1} MiB {:>10}",
+            "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}",
             r.label,
             group(r.lines_per_sec as u64),
+            group(r.lines_per_cpu_sec as u64),
             r.peak_rss_kib as f64 / 1024.0,
             r.failures
         );
     }
     match &f2b {
         Ok(f) => println!(
-            "{:<48} {:>14} {:>8.1} MiB {:>10}",
+            "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}",
             format!("fail2ban-regex postfix[mode=auth] ({} lines)", f.lines),
             group(f.lines_per_sec as u64),
+            "-",
             f.peak_rss_kib as f64 / 1024.0,
             f.matched
         ),
@@ -102,16 +104,19 @@ fn main() -> Result<()> {
     println!();
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     if let Ok(f) = &f2b {
-        let ratio = sasl.lines_per_sec / f.lines_per_sec;
+        // fail2ban-regex is single-threaded: its processing time is its CPU time.
+        let ratio = sasl.lines_per_cpu_sec / f.lines_per_sec;
         println!(
-            "target >= 100x fail2ban-regex lines/s     {ratio:>10.0}x  {}",
-            verdict(ratio >= 100.0)
+            "target >= 100x fail2ban-regex lines/s     {ratio:>10.0}x  {} (per CPU second; wall {:.0}x)",
+            verdict(ratio >= 100.0),
+            sasl.lines_per_sec / f.lines_per_sec
         );
     }
     println!(
-        "target >= 2,000,000 lines/s on one core  {:>11}  {}",
-        group(sasl.lines_per_sec as u64),
-        verdict(sasl.lines_per_sec >= 2_000_000.0)
+        "target >= 2,000,000 lines/s on one core  {:>11}  {} (per CPU second; wall {})",
+        group(sasl.lines_per_cpu_sec as u64),
+        verdict(sasl.lines_per_cpu_sec >= 2_000_000.0),
+        group(sasl.lines_per_sec as u64)
     );
     let worst_rss = sasl.peak_rss_kib.max(default.peak_rss_kib);
     println!(
@@ -187,12 +192,14 @@ fn fail2ban_regex(log: &Path, n: u64, dir: &Path) -> Result<F2b> {
     }
     eprintln!("running fail2ban-regex on {n} lines ...");
     let t0 = Instant::now();
+    let cpu0 = children_cpu_secs();
     let out = Command::new("fail2ban-regex")
         .arg(&part)
         .arg(format!("{F2B_FILTER}[mode=auth]"))
         .output()
         .context("running fail2ban-regex")?;
     let wall = t0.elapsed();
+    let cpu = children_cpu_secs() - cpu0;
     // Only children waited for so far: the agent runs after this.
     let peak_rss_kib = children_maxrss_kib();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -220,12 +227,26 @@ fn fail2ban_regex(log: &Path, n: u64, dir: &Path) -> Result<F2b> {
             m.trim_end_matches(" matched").parse().ok()
         })
         .unwrap_or(0);
+    // Its own processing time (wall, under whatever load there is) or its CPU
+    // time including interpreter start-up: whichever makes it look faster.
+    let rate = (n as f64 / secs.max(1e-9)).max(n as f64 / cpu.max(1e-9));
     Ok(F2b {
         lines: n,
         matched,
-        lines_per_sec: n as f64 / secs.max(1e-9),
+        lines_per_sec: rate,
         peak_rss_kib,
     })
+}
+
+/// User + system CPU seconds of the children waited for so far.
+fn children_cpu_secs() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid rusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn children_maxrss_kib() -> u64 {
@@ -240,7 +261,10 @@ fn children_maxrss_kib() -> u64 {
 
 struct AgentRun {
     label: String,
+    /// Wall clock, the agent pinned to one CPU (shared with whatever else runs there).
     lines_per_sec: f64,
+    /// Per second of CPU time the agent used: the rate of one dedicated core.
+    lines_per_cpu_sec: f64,
     peak_rss_kib: u64,
     failures: u64,
 }
@@ -350,6 +374,17 @@ fn progress(v: &serde_json::Value) -> (u64, u64) {
     (seen, failures)
 }
 
+/// CPU time of every thread of `pid` so far (ns precision, from schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -403,8 +438,8 @@ fn run_agent(
     bench.child = Some(child);
 
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first: Option<(Instant, u64)> = None;
-    let (done_at, failures) = loop {
+    let mut first: Option<(Instant, u64, u64)> = None;
+    let (done_at, failures, cpu_done) = loop {
         if Instant::now() > deadline {
             bail!(
                 "the agent did not finish within 10 minutes; log in {}",
@@ -423,21 +458,23 @@ fn run_agent(
             let (seen, failures) = progress(&v);
             let now = Instant::now();
             if first.is_none() && seen > 0 {
-                first = Some((now, seen));
+                first = Some((now, seen, cpu_ns(pid)));
             }
             if seen >= lines {
-                break (now, failures);
+                break (now, failures, cpu_ns(pid));
             }
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let (t0, seen0) = first.unwrap_or((done_at, 0));
+    let (t0, seen0, cpu0) = first.unwrap_or((done_at, 0, cpu_done));
     let elapsed = done_at.duration_since(t0).as_secs_f64().max(1e-6);
+    let cpu_secs = (cpu_done.saturating_sub(cpu0) as f64 / 1e9).max(1e-6);
     let peak_rss_kib = vm_hwm_kib(pid);
     drop(bench);
     Ok(AgentRun {
         label: format!("fail2xdp dry-run ({tag} config)"),
         lines_per_sec: (lines - seen0) as f64 / elapsed,
+        lines_per_cpu_sec: (lines - seen0) as f64 / cpu_secs,
         peak_rss_kib,
         failures,
     })

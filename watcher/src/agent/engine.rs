@@ -362,6 +362,7 @@ impl Engine {
         let Some(store) = self.store.clone() else {
             return Ok((0, 0, 0));
         };
+        let t0 = std::time::Instant::now();
         let now_sys = SystemTime::now();
         let now = unix_ns(now_sys);
         let present: HashSet<IpNet> = match &self.enforcer {
@@ -412,12 +413,18 @@ impl Engine {
                 jail: r.jail.clone(),
             });
         })?;
+        let read = t0.elapsed();
         let mut restored = 0;
         if let Some(enf) = self.enforcer.as_mut()
             && !reqs.is_empty()
         {
             restored = enf.ban_batch(&reqs)?;
         }
+        log::debug!(
+            "restore: maps listed and store read in {read:?}, {} ban(s) written in {:?}",
+            reqs.len(),
+            t0.elapsed() - read
+        );
         Ok((restored, already, skipped))
     }
 

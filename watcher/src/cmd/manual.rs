@@ -104,12 +104,33 @@ fn via_agent(g: &Global, req: &Request) -> Result<Option<ExitCode>> {
     }
 }
 
-/// Hook for the state store (H7): record who banned what and why, so
-/// `explain` can answer for manual bans too. The maps are already written.
-fn persist_manual_ban(_g: &Global, _req: &BanRequest, _reason: Option<&str>) {}
+/// Records who banned what and why, so `explain` answers for manual bans and
+/// the ban is re-applied after a reboot. The maps are already written, so a
+/// store failure is a warning, not a failed ban.
+fn persist_manual_ban(g: &Global, req: &BanRequest, reason: Option<&str>) {
+    if let Err(e) = crate::state::record_manual(
+        &g.state_dir,
+        req.net,
+        &req.jail,
+        reason,
+        req.ttl,
+        req.ports.0.clone(),
+    ) {
+        log::warn!("ban is in the maps but not recorded in the state store: {e}");
+    }
+}
 
-/// Hook for the state store (H7): forget a ban lifted without the agent.
-fn forget_manual_ban(_g: &Global, _net: &IpNet) {}
+/// Forgets the record of a ban lifted without the agent.
+fn forget_manual_ban(g: &Global, net: &IpNet) {
+    if let Err(e) = crate::state::remove_manual(&g.state_dir, net) {
+        log::warn!("state store: {e}");
+    }
+}
+
+/// Imports larger than this are enforced but not recorded one by one: a
+/// million-line blocklist belongs in the maps, not in a million store records;
+/// re-import it after a reboot as with ipset.
+const MAX_RECORDED_IMPORT: usize = 100_000;
 
 #[allow(clippy::too_many_arguments)]
 fn ban_file(
@@ -173,8 +194,19 @@ fn ban_file(
     }
     let parsed = t0.elapsed();
     let n = enf.ban_batch(&reqs).context("writing the bans")?;
-    for req in &reqs {
-        persist_manual_ban(g, req, reason);
+    if reqs.len() <= MAX_RECORDED_IMPORT {
+        let recs = reqs
+            .iter()
+            .map(|r| crate::state::BanRecord::manual(r.net, &r.jail, reason, r.ttl, r.ports.0.clone()))
+            .collect();
+        if let Err(e) = crate::state::record_manual_many(&g.state_dir, recs) {
+            log::warn!("bans are in the maps but not recorded in the state store: {e}");
+        }
+    } else {
+        log::warn!(
+            "{} entries are more than {MAX_RECORDED_IMPORT}: enforced, but not recorded in the state store (re-import after a reboot)",
+            reqs.len()
+        );
     }
     println!(
         "banned {n} of {} entries {length} from {name} ({bad} bad lines skipped; {:.2}s: parse {:.2}s, maps {:.2}s)",

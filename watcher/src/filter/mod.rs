@@ -30,6 +30,8 @@ pub use pattern::{IP4, IP6};
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
 /// Shorter required literals reject too few lines to be worth a scan.
 const MIN_LITERAL: usize = 3;
+/// Up to this many distinct literals are searched one by one.
+const FEW_LITERALS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -128,6 +130,9 @@ enum Prefilter {
     None,
     /// memmem's SIMD search beats a one-pattern automaton.
     One(Box<memmem::Finder<'static>>),
+    /// A few SIMD substring scans beat an automaton whose own prefilter
+    /// keys on a byte common in mail logs.
+    Few(Vec<memmem::Finder<'static>>),
     Many(AhoCorasick),
 }
 
@@ -136,6 +141,7 @@ impl Prefilter {
         match self {
             Prefilter::None => true,
             Prefilter::One(f) => f.find(hay).is_some(),
+            Prefilter::Few(fs) => fs.iter().any(|f| f.find(hay).is_some()),
             Prefilter::Many(ac) => ac.is_match(hay),
         }
     }
@@ -333,6 +339,12 @@ impl Filter {
                 lits.dedup();
                 if let [one] = lits[..] {
                     Prefilter::One(Box::new(memmem::Finder::new(one).into_owned()))
+                } else if lits.len() <= FEW_LITERALS {
+                    Prefilter::Few(
+                        lits.iter()
+                            .map(|l| memmem::Finder::new(l).into_owned())
+                            .collect(),
+                    )
                 } else {
                     let ac = AhoCorasick::builder()
                         .match_kind(MatchKind::LeftmostFirst)
@@ -368,6 +380,11 @@ impl Filter {
         &self.description
     }
 
+    /// The failregexes as compiled (tags expanded, prefregex applied).
+    pub fn failregex_compiled(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.regex.as_str()).collect()
+    }
+
     /// The failregexes as written (before tag expansion).
     pub fn failregex_sources(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.source.as_str()).collect()
@@ -384,10 +401,30 @@ impl Filter {
     }
 
     /// Checks text that starts after the timestamp.
+    /// Bit i set: rule i may match (rules past 64 always may).
+    fn candidates(&self, hay: &[u8]) -> u64 {
+        let mut set = 0u64;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if i >= 64 {
+                return set | 1 << 63;
+            }
+            if rule.literals.iter().all(|l| l.find(hay).is_some()) {
+                set |= 1 << i;
+            }
+        }
+        set
+    }
+
     /// Leading blanks are not part of the message (`^` is the first word).
     pub fn check_message(&self, msg: &str) -> LineMatch {
         let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
         if !self.prefilter.may_match(bytes) {
+            return LineMatch::Missed;
+        }
+        // Rules whose literals are all in the line (the content is a part
+        // of it, so this holds there too); decided before any regex runs.
+        let candidates = self.candidates(bytes);
+        if candidates == 0 {
             return LineMatch::Missed;
         }
         if let Some(g) = &self.gate
@@ -403,7 +440,7 @@ impl Filter {
             None => bytes,
         };
         for (regex_index, rule) in self.rules.iter().enumerate() {
-            if !rule.literals.iter().all(|l| l.find(bytes).is_some()) {
+            if regex_index < 64 && candidates & (1 << regex_index) == 0 {
                 continue;
             }
             let Some(caps) = rule.regex.captures(bytes) else {

@@ -37,6 +37,7 @@ impl<'a> Expander<'a> {
     /// Replaces the tags in `pat`:
     /// - `<HOST>`: an address, bare or as Postfix `name[addr]`; the address
     ///   is the host either way.
+    /// - `<CLIENT>`: Postfix `name[addr]` (or `[addr]`) only; the cheapest.
     /// - `<ADDR>`, `<IP4>`, `<IP6>`: a bare address (as host).
     /// - `<F-NAME>` ... `</F-NAME>`: the capture `name` (lower case), kept as
     ///   evidence; `<F-CONTENT>` is handled by the caller.
@@ -85,6 +86,13 @@ impl<'a> Expander<'a> {
                     r"(?:[A-Za-z0-9_.-]*\[(?P<{HOST_GROUP}{n}>{IP4}|{IP6})\]|(?P<{HOST_GROUP}{}>{IP4}|{IP6}))",
                     n + 1
                 )
+            }
+            // Postfix's "name[addr]" only. Name, brackets and address use
+            // disjoint bytes, so a pattern built from it can stay one-pass
+            // (a single forward scan that also yields the captures).
+            "CLIENT" => {
+                self.host_groups += 1;
+                format!(r"[A-Za-z0-9_.-]*\[(?P<{HOST_GROUP}{n}>[0-9A-Fa-f:.]+)\]")
             }
             "ADDR" => {
                 self.host_groups += 1;

@@ -329,3 +329,18 @@ fn injected_addresses_never_become_the_host() {
     }
     assert!(checked > 500, "{checked}");
 }
+
+#[test]
+fn more_than_64_rules_all_take_part() {
+    let pats: Vec<String> = (0..70).map(|i| format!(r"^rule{i} from <HOST>$")).collect();
+    let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+    let f = Filter::compile(def(&refs)).unwrap();
+    for i in [0usize, 5, 63, 64, 69] {
+        let got = f.check(&format!("rule{i} from 192.0.2.{i}"));
+        assert!(
+            matches!(&got, LineMatch::Failure(h) if h.regex_index == i && h.host.to_string() == format!("192.0.2.{i}")),
+            "{i}: {got:?}"
+        );
+    }
+    assert_eq!(f.check("rule70 from 192.0.2.1"), LineMatch::Missed);
+}

@@ -124,7 +124,7 @@ pub struct Jail {
     hosts: HostTable,
     /// Current bans made by (or restored for) this jail: net -> expiry (unix
     /// ns wall clock; `None` permanent). Failures of a banned net are not counted again.
-    bans: HashMap<IpNet, Option<i64>>,
+    bans: HashMap<IpNet, Option<i64>, foldhash::fast::RandomState>,
     /// Newest failure time seen (log clock), the reference for purging.
     latest: i64,
     pub stats: JailStats,
@@ -136,7 +136,7 @@ impl Jail {
             name: Arc::from(name),
             hosts: HostTable::new(rules.max_hosts),
             rules,
-            bans: HashMap::new(),
+            bans: HashMap::default(),
             latest: i64::MIN,
             stats: JailStats::default(),
         }
@@ -178,9 +178,11 @@ impl Jail {
 
     /// Is `net` banned by this jail at wall time `now` (unix ns)?
     pub fn is_banned(&self, net: &IpNet, now: i64) -> bool {
-        self.bans
-            .get(net)
-            .is_some_and(|exp| exp.is_none_or(|e| e > now))
+        !self.bans.is_empty()
+            && self
+                .bans
+                .get(net)
+                .is_some_and(|exp| exp.is_none_or(|e| e > now))
     }
 
     pub fn note_ban(&mut self, net: IpNet, expires: Option<i64>) {
@@ -221,10 +223,15 @@ impl Jail {
             e.times.pop_front();
         }
         if keep > 0 {
-            if e.evidence.len() >= keep {
-                e.evidence.pop_front();
-            }
-            e.evidence.push_back(f.line.into());
+            // Reuse the oldest line's buffer: no allocation per failure once full.
+            let mut buf = if e.evidence.len() >= keep {
+                e.evidence.pop_front().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            buf.clear();
+            buf.push_str(f.line);
+            e.evidence.push_back(buf);
         }
         if e.times.len() < maxretry {
             return None;
@@ -236,7 +243,7 @@ impl Jail {
             first_seen: e.first_seen,
             last_seen: e.last_seen,
             failures: e.total,
-            evidence: e.evidence.into_iter().map(String::from).collect(),
+            evidence: e.evidence.into(),
             filter: f.filter,
             regex: f.regex,
         })

@@ -27,6 +27,8 @@ use serde::Deserialize;
 use super::lines::{Piece, Reject, Splitter, check};
 use super::{Counters, LogLine, Outbox, Shared, Sink, SourceError, SourceOptions};
 
+/// How often a reader waiting for journalctl output checks for a stop request.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 /// Pause before restarting a journalctl that exited on its own.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -90,6 +92,26 @@ pub(super) fn start(
         .spawn(move || r.run(child))
         .map_err(SourceError::Thread)?;
     Ok((name, thread))
+}
+
+fn kill_group(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on the process group led by our own, not yet reaped, child.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), sig);
+    }
+}
+
+/// Wait until `r` has data or EOF, at most `timeout`.
+fn readable(r: &impl std::os::fd::AsRawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
+    // Errors (EINTR) count as readable: read() reports or retries them.
+    n != 0
 }
 
 /// `FIELD=value` with a journal field name, or `+` (OR between groups).
@@ -236,12 +258,19 @@ impl Reader {
             }
         }
         cmd.args(&self.matches);
+        // Its own process group, so a stop reaches a wrapper's children too, and a Ctrl-C
+        // meant for the agent does not kill the reader before the agent stops it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().map_err(|source| SourceError::Spawn {
             cmd: self.describe(),
             source,
         })?;
         if let Ok(mut pid) = self.shared.child_pid.lock() {
             *pid = Some(child.id());
+        }
+        // A stop requested while the child was being started found no pid to signal.
+        if self.shared.stopped() {
+            kill_group(child.id(), libc::SIGTERM);
         }
         if let Some(err) = child.stderr.take() {
             let _ = std::thread::Builder::new()
@@ -263,8 +292,9 @@ impl Reader {
             let got_output = self.pump(&mut child);
             if let Ok(mut pid) = self.shared.child_pid.lock() {
                 *pid = None;
+                // Not reaped yet, so the group id is still ours.
+                kill_group(child.id(), libc::SIGKILL);
             }
-            let _ = child.kill();
             let status = child.wait();
             self.out.flush(&self.shared.stats);
             self.save_cursor(true);
@@ -314,6 +344,14 @@ impl Reader {
         // JSON escapes a byte into up to 6 characters, and an entry carries other fields.
         let max_json = self.opts.max_line * 6 + 64 * 1024;
         loop {
+            // Wait with a timeout: a stop must not depend on the child closing its output
+            // (a wrapper's grandchild can keep the pipe open).
+            if !readable(&stdout, STOP_CHECK) {
+                if self.shared.stopped() {
+                    break;
+                }
+                continue;
+            }
             let n = match stdout.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

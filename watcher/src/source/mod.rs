@@ -283,9 +283,10 @@ impl Shared {
         if let Ok(pid) = self.child_pid.lock()
             && let Some(pid) = *pid
         {
-            // SAFETY: kill(2) on our own child, which is not reaped while the lock is held.
+            // SAFETY: kill(2) on the process group of our own child (journalctl runs in its
+            // own group), which is not reaped while the lock is held.
             unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
             }
         }
     }
