@@ -41,6 +41,42 @@ pub fn fail2xdp_bin() -> PathBuf {
         .unwrap_or_else(|| candidates.remove(0))
 }
 
+/// Warns (once) when a source file of the agent or of its XDP program is
+/// newer than the binary: the tests would judge yesterday's code.
+fn warn_if_stale(bin: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else {
+            return;
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut stack = vec![
+            root.join("watcher/src"),
+            root.join("ebpf/src"),
+            root.join("common/src"),
+        ];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > built)
+                {
+                    eprintln!(
+                        "warning: {} is newer than {}: run `cargo build -p fail2xdp` first",
+                        path.display(),
+                        bin.display()
+                    );
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// How to run the agent beyond the defaults.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -107,6 +143,7 @@ impl Agent {
                 bin.display()
             );
         }
+        warn_if_stale(&bin);
         let dir = tempfile::Builder::new()
             .prefix("f2x-test-")
             .tempdir()

@@ -59,7 +59,7 @@ impl Lab {
     }
 
     /// Sends `n` copies of `syn` and returns how many got past XDP.
-    pub fn delivered(&self, syn: &Probe, n: u64) -> Result<u64> {
+    pub fn delivered(&self, probe: &Probe, n: u64) -> Result<u64> {
         let before = self.rx.count(syn);
         self.tx.send(syn, n)?;
         self.rx.settle(&self.tx)?;

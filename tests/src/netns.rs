@@ -236,29 +236,40 @@ impl NetnsPair {
         m
     }
 
-    /// The XDP attachments of the receiving veth as `ip -d link` reports them,
-    /// e.g. `["xdp id 42"]`: one entry per attached program and mode.
+    /// The XDP programs attached to the receiving veth, one entry per mode,
+    /// e.g. `["native id 42"]` (modes: native, generic, offload).
     pub fn recv_xdp(&self) -> Result<Vec<String>> {
         let out = self
             .recv_ns
-            .ip(&["-d", "link", "show", "dev", &self.recv_if])?;
-        Ok(parse_xdp_attachments(&out))
+            .ip(&["-j", "link", "show", "dev", &self.recv_if])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).with_context(|| format!("`ip -j link` printed {out}"))?;
+        Ok(xdp_attachments(&v[0]))
     }
 }
 
-/// Picks `prog/xdp id N`, `prog/xdpgeneric id N`, ... out of `ip -d link` output.
-fn parse_xdp_attachments(out: &str) -> Vec<String> {
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let mut found = Vec::new();
-    for (i, w) in words.iter().enumerate() {
-        if let Some(mode) = w.strip_prefix("prog/")
-            && mode.starts_with("xdp")
-            && let (Some(&"id"), Some(id)) = (words.get(i + 1), words.get(i + 2))
-        {
-            found.push(format!("{mode} id {id}"));
-        }
-    }
-    found
+/// Reads `ip -j link`'s "xdp" object: "attached" lists every mode when
+/// several are in use, otherwise the object itself is the one attachment.
+fn xdp_attachments(link: &serde_json::Value) -> Vec<String> {
+    let Some(xdp) = link.get("xdp") else {
+        return Vec::new();
+    };
+    let one = [xdp.clone()];
+    let all = xdp
+        .get("attached")
+        .and_then(|a| a.as_array())
+        .map_or(&one[..], Vec::as_slice);
+    all.iter()
+        .filter_map(|a| {
+            let mode = match a.get("mode")?.as_u64()? {
+                1 => "native",
+                2 => "generic",
+                3 => "offload",
+                _ => "unknown",
+            };
+            Some(format!("{mode} id {}", a.get("prog")?.get("id")?.as_u64()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -266,11 +277,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_xdp_attachments() {
-        let out = "5: xr1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 xdp qdisc noqueue\n\
-                   link/ether 02:00:00:00:00:02 brd ff:ff:ff:ff:ff:ff link-netns f2x-1-0-s\n\
-                   prog/xdp id 77 name fail2xdp tag 0123 jited\n";
-        assert_eq!(parse_xdp_attachments(out), vec!["xdp id 77"]);
-        assert!(parse_xdp_attachments("5: xr1: <UP> mtu 1500\n").is_empty());
+    fn reads_xdp_attachments() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"ifname":"xr1","xdp":{"mode":2,"prog":{"id":7,"name":"fail2xdp"},
+               "attached":[{"mode":2,"prog":{"id":7,"name":"fail2xdp"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(xdp_attachments(&v), vec!["generic id 7"]);
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"xdp":{"mode":1,"prog":{"id":42}}}"#).unwrap();
+        assert_eq!(xdp_attachments(&v), vec!["native id 42"]);
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"xdp":{"mode":4,"attached":[{"mode":1,"prog":{"id":1}},{"mode":2,"prog":{"id":2}}]}}"#)
+                .unwrap();
+        assert_eq!(xdp_attachments(&v), vec!["native id 1", "generic id 2"]);
+        assert!(xdp_attachments(&serde_json::json!({"ifname": "xr1"})).is_empty());
     }
 }

@@ -15,7 +15,7 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-/// One VLAN tag as it appears on the wire, outermost first in [`TcpSyn::vlans`].
+/// One VLAN tag as it appears on the wire, outermost first in [`Probe::vlans`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VlanTag {
     pub tpid: u16,

@@ -133,7 +133,7 @@ impl Sender {
     }
 
     /// Sends `count` copies of `syn`.
-    pub fn send(&self, syn: &Probe, count: u64) -> Result<()> {
+    pub fn send(&self, probe: &Probe, count: u64) -> Result<()> {
         let frame = syn.frame();
         for _ in 0..count {
             self.send_frame(&frame)?;
@@ -141,11 +141,11 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends the `syns` round-robin until `stop` is set or `max` has passed,
+    /// Sends the `probes` round-robin until `stop` is set or `max` has passed,
     /// paced to a few thousand frames a second per packet so the receiver keeps
     /// up. Returns how many of each were sent.
-    pub fn flood(&self, syns: &[Probe], stop: &AtomicBool, max: Duration) -> Result<Vec<u64>> {
-        let frames: Vec<Vec<u8>> = syns.iter().map(Probe::frame).collect();
+    pub fn flood(&self, probes: &[Probe], stop: &AtomicBool, max: Duration) -> Result<Vec<u64>> {
+        let frames: Vec<Vec<u8>> = probes.iter().map(Probe::frame).collect();
         let mut sent = vec![0u64; frames.len()];
         let end = Instant::now() + max;
         while !stop.load(Ordering::Relaxed) && Instant::now() < end {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use fail2xdp_tests::{Lab, NetnsPair, Probe, VlanTag, find_ban, require_privileges};
+use fail2xdp_tests::{AgentOptions, Lab, NetnsPair, Probe, VlanTag, find_ban, require_privileges};
 
 const N: u64 = 20;
 
@@ -73,6 +73,9 @@ fn assert_dropped_and_clean(lab: &Lab, banned: &Probe, clean: &Probe) -> Result<
 #[test]
 fn exact_ipv4_ban_drops_that_source_only() -> Result<()> {
     let lab = Lab::start()?;
+    // The default is native XDP, which veth supports.
+    let prog = lab.agent.link_info()?.prog_id;
+    assert_eq!(lab.pair.recv_xdp()?, vec![format!("native id {prog}")]);
     let banned = lab.syn("198.51.100.7", 25);
     let clean = lab.syn("198.51.100.8", 25);
     assert_eq!(lab.delivered(&banned, N)?, N, "passes before the ban");
@@ -292,9 +295,13 @@ fn restart_reuses_pins_without_a_second_attach() -> Result<()> {
     let first = lab.agent.link_info()?;
     assert_eq!(
         lab.pair.recv_xdp()?,
-        vec![format!("xdp id {}", first.prog_id)]
+        vec![format!("native id {}", first.prog_id)]
     );
-    lab.agent.stop()?;
+    let status = lab.agent.stop()?;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM is a clean stop: {status:?}"
+    );
     assert!(
         lab.agent.link_pin().exists(),
         "a stopped agent leaves its program attached"
@@ -315,7 +322,7 @@ fn restart_reuses_pins_without_a_second_attach() -> Result<()> {
     );
     assert_eq!(
         lab.pair.recv_xdp()?,
-        vec![format!("xdp id {}", second.prog_id)]
+        vec![format!("native id {}", second.prog_id)]
     );
     for src in ["198.51.100.7", "2001:db8:1::7", "203.0.113.50"] {
         assert_eq!(
@@ -528,5 +535,29 @@ fn port_scoped_ban_looks_past_ip_options_and_extension_headers() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Generic (skb) mode, for drivers without native XDP, enforces the same.
+#[test]
+fn generic_mode_drops_too() -> Result<()> {
+    let lab = Lab::start_with(AgentOptions {
+        xdp_mode: "generic".into(),
+        ..Default::default()
+    })?;
+    let prog = lab.agent.link_info()?.prog_id;
+    assert_eq!(lab.pair.recv_xdp()?, vec![format!("generic id {prog}")]);
+    lab.agent.ban("198.51.100.7", &[])?;
+    lab.agent.ban("2001:db8:1::/64", &["--ports", "25"])?;
+    assert_dropped_and_clean(
+        &lab,
+        &lab.syn("198.51.100.7", 25),
+        &lab.syn("198.51.100.8", 25),
+    )?;
+    assert_dropped_and_clean(
+        &lab,
+        &lab.syn("2001:db8:1::7", 25),
+        &lab.syn("2001:db8:1::7", 80),
+    )?;
     Ok(())
 }

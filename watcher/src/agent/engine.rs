@@ -82,6 +82,29 @@ pub fn system_time(ns: i64) -> SystemTime {
     }
 }
 
+/// A line's log time, parsed on first use.
+struct LineTime<'a> {
+    time: Option<i64>,
+    tp: &'a mut TimeParser,
+    now: i64,
+    now_ts: jiff::Timestamp,
+}
+
+impl LineTime<'_> {
+    fn get(&mut self, text: &str) -> i64 {
+        if let Some(t) = self.time {
+            return t;
+        }
+        // A line without a readable stamp happened now.
+        let t = self
+            .tp
+            .parse(text, self.now_ts)
+            .map_or(self.now, |(t, _)| jiff_ns(t));
+        self.time = Some(t);
+        t
+    }
+}
+
 fn jiff_ns(t: jiff::Timestamp) -> i64 {
     i64::try_from(t.as_nanosecond()).unwrap_or(if t.as_second() < 0 {
         i64::MIN
@@ -200,30 +223,34 @@ impl Engine {
         let now = unix_ns(now_sys);
         let now_ts = jiff::Timestamp::try_from(now_sys).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         for line in lines {
+            // Filters read the message after the stamp; the stamp itself is
+            // only turned into a time for the few lines that are failures.
             // Journal entries carry their time and no stamp in the text.
-            let (time, msg) = match line.time {
-                Some(t) => (jiff_ns(t), None),
-                None => match tp.parse(&line.text, now_ts) {
-                    Some((t, off)) => (jiff_ns(t), line.text.get(off..)),
-                    None => (now, None),
-                },
+            let msg = match line.time {
+                Some(_) => None,
+                None => crate::timestamp::stamp_len(&line.text).and_then(|n| line.text.get(n..)),
+            };
+            let mut when = LineTime {
+                time: line.time.map(jiff_ns),
+                tp: &mut *tp,
+                now,
+                now_ts,
             };
             for &ji in &route {
-                if let Some(off) = self.offer(ji, line, msg, time, now) {
+                if let Some(off) = self.offer(ji, line, msg, &mut when) {
                     self.punish(ji, off, now);
                 }
             }
         }
     }
 
-    /// `msg`: the text after the timestamp when it was already parsed.
+    /// `msg`: the text after the timestamp, when the line has one.
     fn offer(
         &mut self,
         ji: usize,
         line: &LogLine,
         msg: Option<&str>,
-        time: i64,
-        now: i64,
+        when: &mut LineTime<'_>,
     ) -> Option<Offense> {
         let slot = &mut self.slots[ji];
         slot.jail.stats.lines += 1;
@@ -240,12 +267,12 @@ impl Engine {
                     }
                     let failure = Failure {
                         host: hit.host,
-                        time,
+                        time: when.get(&line.text),
                         line: &line.text,
                         filter: fi,
                         regex: hit.regex_index,
                     };
-                    return slot.jail.failure(&failure, now);
+                    return slot.jail.failure(&failure, when.now);
                 }
                 LineMatch::Ignored => {
                     slot.jail.stats.ignored += 1;
@@ -401,10 +428,7 @@ impl Engine {
                 already += 1;
                 return;
             }
-            let ttl = match expires {
-                None => None,
-                Some(e) => Some(Duration::from_nanos((e - now).max(1) as u64)),
-            };
+            let ttl = expires.map(|e| Duration::from_nanos((e - now).max(1) as u64));
             let ports = PortSet::from_ports(r.ports.clone()).unwrap_or_else(|_| PortSet::all());
             reqs.push(BanRequest {
                 net: r.net,

@@ -615,7 +615,7 @@ impl Cx<'_> {
             if let Some(m) = &src.journal {
                 for (i, x) in m.get_ref().iter().enumerate() {
                     let s = x.get_ref();
-                    if s != "+" && !s.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+                    if s != "+" && s.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
                         self.problem_at(
                             x.span(),
                             &format!("{prefix}.journal[{i}]"),
