@@ -17,7 +17,10 @@ fn main() -> Result<()> {
     for p in ["src", "Cargo.toml", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", ebpf.join(p).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("common/src").display()
+    );
 
     // The outer cargo's toolchain and flags must not leak into the nightly build.
     let mut cmd = Command::new("cargo");
@@ -34,7 +37,9 @@ fn main() -> Result<()> {
         "running cargo +nightly for the eBPF program (run `cargo xtask build-ebpf` to install prerequisites)",
     )?;
     if !status.success() {
-        bail!("building the eBPF program failed: run `cargo xtask build-ebpf` to install prerequisites");
+        bail!(
+            "building the eBPF program failed: run `cargo xtask build-ebpf` to install prerequisites"
+        );
     }
     let obj = target_dir.join("bpfel-unknown-none/release/fail2xdp");
     fs::copy(&obj, &out).with_context(|| format!("copying {}", obj.display()))?;

@@ -166,10 +166,24 @@ impl Config {
         allow_v6_n: 0,
         pfx_v4_n: 0,
         pfx_v6_n: 0,
-        allow_v4: [LenSlotV4 { len: LEN_UNUSED, mask: [0; 4] }; LEN_SLOTS_V4],
-        pfx_v4: [LenSlotV4 { len: LEN_UNUSED, mask: [0; 4] }; LEN_SLOTS_V4],
-        allow_v6: [LenSlotV6 { len: LEN_UNUSED, _pad: 0, mask: [0; 2] }; LEN_SLOTS_V6],
-        pfx_v6: [LenSlotV6 { len: LEN_UNUSED, _pad: 0, mask: [0; 2] }; LEN_SLOTS_V6],
+        allow_v4: [LenSlotV4 {
+            len: LEN_UNUSED,
+            mask: [0; 4],
+        }; LEN_SLOTS_V4],
+        pfx_v4: [LenSlotV4 {
+            len: LEN_UNUSED,
+            mask: [0; 4],
+        }; LEN_SLOTS_V4],
+        allow_v6: [LenSlotV6 {
+            len: LEN_UNUSED,
+            _pad: 0,
+            mask: [0; 2],
+        }; LEN_SLOTS_V6],
+        pfx_v6: [LenSlotV6 {
+            len: LEN_UNUSED,
+            _pad: 0,
+            mask: [0; 2],
+        }; LEN_SLOTS_V6],
     };
 }
 
@@ -213,14 +227,26 @@ impl Stats {
 
 /// Mask of `len` leading one bits over 4 bytes, in memory (network) order.
 pub const fn mask_v4(len: u32) -> [u8; 4] {
-    let m: u32 = if len == 0 { 0 } else if len >= 32 { u32::MAX } else { u32::MAX << (32 - len) };
+    let m: u32 = if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len)
+    };
     m.to_be_bytes()
 }
 
 /// Mask of `len` leading one bits over 16 bytes, as two native u64 words of
 /// the packet-order bytes (what the XDP program ANDs with).
 pub const fn mask_v6(len: u32) -> [u64; 2] {
-    let m: u128 = if len == 0 { 0 } else if len >= 128 { u128::MAX } else { u128::MAX << (128 - len) };
+    let m: u128 = if len == 0 {
+        0
+    } else if len >= 128 {
+        u128::MAX
+    } else {
+        u128::MAX << (128 - len)
+    };
     let b = m.to_be_bytes();
     let mut hi = [0u8; 8];
     let mut lo = [0u8; 8];

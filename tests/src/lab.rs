@@ -58,11 +58,23 @@ impl Lab {
         self.pair.udp(src, dport)
     }
 
-    /// Sends `n` copies of `syn` and returns how many got past XDP.
+    /// Sends `n` copies of `probe` and returns how many got past XDP.
     pub fn delivered(&self, probe: &Probe, n: u64) -> Result<u64> {
-        let before = self.rx.count(syn);
-        self.tx.send(syn, n)?;
+        let before = self.rx.count(probe);
+        self.tx.send(probe, n)?;
         self.rx.settle(&self.tx)?;
-        Ok(self.rx.count(syn) - before)
+        Ok(self.rx.count(probe) - before)
+    }
+
+    /// Sends `n` copies of a raw frame that is not TCP/UDP with ports (a
+    /// truncated one, a later fragment) and returns how many got past XDP.
+    /// The frame must be untagged: the receiving kernel strips an outer tag.
+    pub fn delivered_frame(&self, frame: &[u8], n: u64) -> Result<u64> {
+        let before = self.rx.count_frame(frame);
+        for _ in 0..n {
+            self.tx.send_frame(frame)?;
+        }
+        self.rx.settle(&self.tx)?;
+        Ok(self.rx.count_frame(frame) - before)
     }
 }

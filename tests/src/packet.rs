@@ -59,6 +59,9 @@ pub struct Probe {
     /// IPv4: this many 4-byte words of NOP options in the header (IHL 5 + n).
     /// IPv6: this many 8-byte Destination Options headers before the L4 header.
     pub ip_options: u8,
+    /// Make this a fragment: (offset in bytes, a multiple of 8; more fragments
+    /// follow). The L4 header then lies in the frame only at offset 0.
+    pub fragment: Option<(u16, bool)>,
 }
 
 impl Probe {
@@ -75,6 +78,7 @@ impl Probe {
             vlans: Vec::new(),
             min_len: 60,
             ip_options: 0,
+            fragment: None,
         }
     }
 
@@ -100,6 +104,12 @@ impl Probe {
     /// See [`Probe::ip_options`]: what a parser must skip to find the ports.
     pub fn ip_options(mut self, n: u8) -> Self {
         self.ip_options = n;
+        self
+    }
+
+    /// See [`Probe::fragment`].
+    pub fn fragment(mut self, offset: u16, more: bool) -> Self {
+        self.fragment = Some((offset, more));
         self
     }
 
@@ -152,7 +162,14 @@ impl Probe {
                 ip[..20].fill(0);
                 ip[0] = 0x40 | (hlen / 4) as u8;
                 ip[2..4].copy_from_slice(&(hlen as u16 + l4_len).to_be_bytes());
-                ip[6] = 0x40; // DF
+                match self.fragment {
+                    None => ip[6] = 0x40, // DF
+                    Some((offset, more)) => {
+                        let field = (offset / 8) | if more { 0x2000 } else { 0 };
+                        ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes()); // id
+                        ip[6..8].copy_from_slice(&field.to_be_bytes());
+                    }
+                }
                 ip[8] = 64; // TTL
                 ip[9] = self.proto;
                 ip[12..16].copy_from_slice(&s.octets());
@@ -171,10 +188,16 @@ impl Probe {
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
                 let n = usize::from(self.ip_options);
-                let mut ip = vec![0u8; 40 + 8 * n];
+                let frag = usize::from(self.fragment.is_some());
+                let ext = 8 * (n + frag);
+                let mut ip = vec![0u8; 40 + ext];
                 ip[0] = 0x60;
-                ip[4..6].copy_from_slice(&((8 * n) as u16 + l4_len).to_be_bytes());
-                ip[6] = if n > 0 { IPPROTO_DSTOPTS } else { self.proto };
+                ip[4..6].copy_from_slice(&(ext as u16 + l4_len).to_be_bytes());
+                ip[6] = match (n, frag) {
+                    (0, 0) => self.proto,
+                    (0, _) => IPPROTO_FRAGMENT,
+                    _ => IPPROTO_DSTOPTS,
+                };
                 ip[7] = 64; // hop limit
                 ip[8..24].copy_from_slice(&s.octets());
                 ip[24..40].copy_from_slice(&d.octets());
@@ -182,11 +205,20 @@ impl Probe {
                     // Next header, length 0 (8 bytes), one PadN option filling the rest.
                     let next = if i + 1 < n {
                         IPPROTO_DSTOPTS
+                    } else if frag > 0 {
+                        IPPROTO_FRAGMENT
                     } else {
                         self.proto
                     };
                     let at = 40 + 8 * i;
                     ip[at..at + 8].copy_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                }
+                if let Some((offset, more)) = self.fragment {
+                    let at = 40 + 8 * n;
+                    let field = (offset & 0xfff8) | u16::from(more);
+                    ip[at] = self.proto;
+                    ip[at + 2..at + 4].copy_from_slice(&field.to_be_bytes());
+                    ip[at + 4..at + 8].copy_from_slice(&0x4242u32.to_be_bytes()); // id
                 }
                 let mut pseudo = [0u8; 40];
                 pseudo[0..16].copy_from_slice(&s.octets());
@@ -251,6 +283,9 @@ pub fn parse_l4(frame: &[u8]) -> Option<(IpAddr, u8, u16)> {
             let ihl = usize::from(ip.first()? & 0x0f) * 4;
             if ihl < 20 {
                 return None;
+            }
+            if u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff != 0 {
+                return None; // not the first fragment: no ports
             }
             let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
             (IpAddr::from(s), *ip.get(9)?, ip.get(ihl..)?)
@@ -394,6 +429,33 @@ mod tests {
         );
         assert_eq!(u16::from_be_bytes([f[18], f[19]]), 36);
         assert_eq!(parse_l4(&f), Some(v6.key()));
+    }
+
+    #[test]
+    fn fragments_carry_ports_only_at_offset_zero() {
+        for src in ["198.51.100.7", "2001:db8:1::7"] {
+            let src: IpAddr = src.parse().unwrap();
+            let dst: IpAddr = if src.is_ipv4() {
+                "192.0.2.2"
+            } else {
+                "2001:db8::2"
+            }
+            .parse()
+            .unwrap();
+            let first = Probe::syn(src, dst, 25).fragment(0, true);
+            assert_eq!(parse_l4(&first.frame()), Some(first.key()));
+            let later = Probe::syn(src, dst, 25).fragment(64, false);
+            assert_eq!(parse_l4(&later.frame()), None);
+        }
+        let f = Probe::syn(
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            25,
+        )
+        .fragment(64, true)
+        .frame();
+        assert_eq!(&f[20..22], &[0x20, 8]);
+        assert!(sum_ok(&[&f[14..34]]));
     }
 
     #[test]

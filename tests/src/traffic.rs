@@ -132,9 +132,9 @@ impl Sender {
         }
     }
 
-    /// Sends `count` copies of `syn`.
+    /// Sends `count` copies of `probe`.
     pub fn send(&self, probe: &Probe, count: u64) -> Result<()> {
-        let frame = syn.frame();
+        let frame = probe.frame();
         for _ in 0..count {
             self.send_frame(&frame)?;
         }

@@ -6,8 +6,9 @@
 //! The receiver's AF_PACKET socket sits behind XDP, so its per-source counts
 //! are the ground truth of what was dropped; the program's own STATS are
 //! checked against them. Each test has its own namespaces and pin dir, so
-//! they run in parallel. Every test first shows the traffic it expects to be
-//! dropped passing when it should, so none can pass by dropping everything.
+//! they run in parallel. Every "dropped" is checked beside traffic that must
+//! pass through the same program, so no test passes by dropping everything,
+//! and the counting itself is checked without XDP first.
 
 use std::{
     net::IpAddr,
@@ -92,6 +93,15 @@ fn exact_ipv4_ban_drops_that_source_only() -> Result<()> {
     assert_eq!(after.drop_exact_v4 - before.drop_exact_v4, 2 * N);
     assert_eq!(after.drop_pkts - before.drop_pkts, 2 * N);
     assert!(after.pass_pkts - before.pass_pkts >= N);
+    // `status --json` reports the program's counters and the map fill.
+    let st = lab.agent.status_json()?;
+    let counter = |k: &str| st["counters"][k].as_u64();
+    assert_eq!(counter("drop_exact_v4"), Some(after.drop_exact_v4), "{st}");
+    assert_eq!(counter("drop_pkts"), Some(after.drop_pkts), "{st}");
+    let bans_v4 = st["maps"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["map"] == "BANS_V4"));
+    assert_eq!(bans_v4.and_then(|m| m["entries"].as_u64()), Some(1), "{st}");
     Ok(())
 }
 
@@ -559,5 +569,144 @@ fn generic_mode_drops_too() -> Result<()> {
         &lab.syn("2001:db8:1::7", 25),
         &lab.syn("2001:db8:1::7", 80),
     )?;
+    Ok(())
+}
+
+/// `ban --file` loads thousands of entries in one go; each is enforced,
+/// neighbours are not, and bad lines are reported and skipped.
+#[test]
+fn ban_file_enforces_every_entry() -> Result<()> {
+    let lab = Lab::start()?;
+    let mut text = String::from("# bulk import\n\n");
+    for i in 1..=250 {
+        text.push_str(&format!("198.51.100.{i}\n203.0.113.{i}  # from a feed\n"));
+    }
+    for i in 1..=2000u32 {
+        text.push_str(&format!("2001:db8:5::{i:x}\n"));
+    }
+    text.push_str("2001:db8:7::/48\nnot-an-address\n198.0.0.0/8\n");
+    let file = lab.agent.state_dir().join("bans.txt");
+    std::fs::write(&file, text)?;
+    let file = file.to_string_lossy().into_owned();
+    let out = lab.agent.cli_output(&["ban", "--file", &file])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad lines make the exit code 1: {stderr}"
+    );
+    assert!(stderr.contains("not-an-address"), "{stderr}");
+    assert!(
+        stderr.contains("198.0.0.0/8"),
+        "the too broad prefix is refused: {stderr}"
+    );
+    let bans = lab.agent.list_json()?;
+    assert_eq!(bans.as_array().map(Vec::len), Some(500 + 2000 + 1));
+    for src in [
+        "198.51.100.1",
+        "198.51.100.250",
+        "203.0.113.77",
+        "2001:db8:5::1",
+        "2001:db8:5::7d0",
+        "2001:db8:7:1::1",
+    ] {
+        assert_eq!(lab.delivered(&lab.syn(src, 25), N)?, 0, "{src}");
+    }
+    for src in [
+        "198.51.100.251",
+        "203.0.113.0",
+        "2001:db8:5::7d1",
+        "2001:db8:8::1",
+    ] {
+        assert_eq!(lab.delivered(&lab.syn(src, 25), N)?, N, "{src}");
+    }
+    Ok(())
+}
+
+/// Fragments: an all-ports ban needs only the address, so every fragment is
+/// dropped; a port-scoped ban sees ports in the first fragment only, and a
+/// later fragment (no ports) passes, as an unknown port does.
+#[test]
+fn fragments_follow_the_scope_of_the_ban() -> Result<()> {
+    let lab = Lab::start()?;
+    lab.agent.ban("198.51.100.7", &[])?;
+    lab.agent.ban("2001:db8:1::7", &[])?;
+    lab.agent.ban("198.51.100.9", &["--ports", "25"])?;
+    lab.agent.ban("2001:db8:1::9", &["--ports", "25"])?;
+    for (all, scoped) in [
+        ("198.51.100.7", "198.51.100.9"),
+        ("2001:db8:1::7", "2001:db8:1::9"),
+    ] {
+        let first = |src, port| lab.syn(src, port).fragment(0, true);
+        let later = |src| lab.syn(src, 25).fragment(64, false).frame();
+        assert_eq!(
+            lab.delivered(&first(all, 25), N)?,
+            0,
+            "{all} first fragment"
+        );
+        assert_eq!(
+            lab.delivered_frame(&later(all), N)?,
+            0,
+            "{all} later fragment"
+        );
+        assert_eq!(
+            lab.delivered(&first(scoped, 25), N)?,
+            0,
+            "{scoped} first fragment, :25"
+        );
+        assert_eq!(
+            lab.delivered(&first(scoped, 80), N)?,
+            N,
+            "{scoped} first fragment, :80"
+        );
+        assert_eq!(
+            lab.delivered_frame(&later(scoped), N)?,
+            N,
+            "{scoped} later fragment"
+        );
+    }
+    Ok(())
+}
+
+/// Bans made before the agent ever ran (the CLI creates the pinned maps)
+/// are enforced from the moment it attaches.
+#[test]
+fn bans_made_before_the_first_start_are_enforced() -> Result<()> {
+    require_privileges();
+    let pair = NetnsPair::new()?;
+    let rx = pair.receiver()?;
+    let tx = pair.sender()?;
+    let mut agent = fail2xdp_tests::Agent::new(&pair, AgentOptions::default())?;
+    agent.ban("198.51.100.7", &[])?;
+    agent.ban("2001:db8:1::/64", &["--ports", "25"])?;
+    let lab = Lab {
+        agent,
+        tx,
+        rx,
+        pair,
+    };
+    let banned = lab.syn("198.51.100.7", 25);
+    assert_eq!(lab.delivered(&banned, N)?, N, "nothing is attached yet");
+    let mut lab = lab;
+    lab.agent.spawn()?;
+    assert_dropped_and_clean(&lab, &banned, &lab.syn("198.51.100.8", 25))?;
+    assert_dropped_and_clean(
+        &lab,
+        &lab.syn("2001:db8:1::7", 25),
+        &lab.syn("2001:db8:1::7", 80),
+    )?;
+    Ok(())
+}
+
+/// Removing an allowlist entry lets the covering ban apply again.
+#[test]
+fn allowlist_removal_restores_the_ban() -> Result<()> {
+    let lab = Lab::start()?;
+    lab.agent.ban("198.51.100.0/24", &[])?;
+    lab.agent.allow_add("198.51.100.7")?;
+    let allowed = lab.syn("198.51.100.7", 25);
+    assert_eq!(lab.delivered(&allowed, N)?, N);
+    lab.agent.cli(&["allow", "del", "198.51.100.7"])?;
+    assert_eq!(lab.delivered(&allowed, N)?, 0);
     Ok(())
 }

@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::cmd;
 
 #[derive(Parser, Debug)]
-#[command(name = "fail2xdp", version, about = "Ban abusive mail clients in XDP, from their logs")]
+#[command(
+    name = "fail2xdp",
+    version,
+    about = "Ban abusive mail clients in XDP, from their logs"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

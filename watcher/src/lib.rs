@@ -5,17 +5,18 @@
 //! `state` keeps ban metadata across restarts; `control` serves the CLI.
 
 pub mod addr;
+pub mod agent;
 pub mod cli;
 pub mod cmd;
+pub mod config;
+pub mod control;
 pub mod enforcer;
 pub mod filter;
-pub mod source;
 pub mod jail;
-pub mod timestamp;
-pub mod config;
+pub mod source;
 pub mod state;
-pub mod control;
-pub mod agent;
+pub mod timestamp;
 
 /// The XDP object built from ebpf/ by build.rs, embedded so one binary carries its data plane.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fail2xdp.bpf.o"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fail2xdp.bpf.o"));

@@ -127,6 +127,27 @@ pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
             .status()
             .context("starting the ingest bench")?
             .success();
+        // Detection-to-drop needs real packets, so it lives with the netns tests.
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "watcher_e2e",
+                "--",
+            ])
+            .args([
+                "--ignored",
+                "--nocapture",
+                "--exact",
+                "detection_to_drop_latency",
+            ])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the detection-to-drop latency bench")?
+            .success();
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -197,6 +197,14 @@ impl Engine {
         }
         self.slots = slots;
         self.routes = routes;
+        // The global allowlist also goes to the data plane, so the XDP
+        // program passes it even past a covering ban made by hand; a jail's
+        // own allowlist only stops that jail from banning.
+        if let Some(enf) = self.enforcer.as_mut()
+            && let Err(e) = enf.allow_sync_configured(&cfg.allowlist)
+        {
+            log::error!("writing the configured allowlist to the data plane: {e}");
+        }
         self.cfg = Arc::new(cfg);
     }
 

@@ -197,7 +197,9 @@ fn ban_file(
     if reqs.len() <= MAX_RECORDED_IMPORT {
         let recs = reqs
             .iter()
-            .map(|r| crate::state::BanRecord::manual(r.net, &r.jail, reason, r.ttl, r.ports.0.clone()))
+            .map(|r| {
+                crate::state::BanRecord::manual(r.net, &r.jail, reason, r.ttl, r.ports.0.clone())
+            })
             .collect();
         if let Err(e) = crate::state::record_manual_many(&g.state_dir, recs) {
             log::warn!("bans are in the maps but not recorded in the state store: {e}");
@@ -344,7 +346,73 @@ pub fn list(g: &Global, a: ListArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The running agent's own view (jails, sources), when one answers.
+fn agent_status(g: &Global, jail: Option<&str>) -> Option<serde_json::Value> {
+    let req = Request::Status {
+        jail: jail.map(str::to_owned),
+    };
+    match control::call(&g.socket, &req) {
+        Ok(Response::Json(v)) => Some(v),
+        Ok(Response::Error { message }) => {
+            log::warn!("agent status: {message}");
+            None
+        }
+        _ => None,
+    }
+}
+
+fn print_agent_status(v: &serde_json::Value) {
+    let n = |j: &serde_json::Value, k: &str| j.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    for j in v
+        .get("jails")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "jail {}: lines {}, failures {}, ignored {}, current bans {}, total bans {}, tracked hosts {}, evicted {}, refused {}",
+            j.get("name").and_then(|x| x.as_str()).unwrap_or("?"),
+            n(j, "lines"),
+            n(j, "failures"),
+            n(j, "ignored"),
+            n(j, "current_bans"),
+            n(j, "total_bans"),
+            n(j, "tracked_hosts"),
+            n(j, "evictions"),
+            n(j, "refused"),
+        );
+    }
+    for s in v
+        .get("sources")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let skipped: u64 = s
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("skipped"))
+            .filter_map(|(_, x)| x.as_u64())
+            .sum();
+        println!(
+            "source {}: lines {}, skipped {}, rotations {}, truncations {}",
+            s.get("name").and_then(|x| x.as_str()).unwrap_or("?"),
+            n(s, "lines"),
+            skipped,
+            n(s, "rotations"),
+            n(s, "truncations"),
+        );
+    }
+}
+
 pub fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
+    let agent = agent_status(g, a.jail.as_deref());
+    if let Some(v) = &agent
+        && !a.json
+    {
+        print_agent_status(v);
+    }
     let links = enforcer::links(&g.pin_dir).context("reading the pinned links")?;
     let Some(enf) = open_existing(g, a.json)? else {
         if a.json {
@@ -366,7 +434,7 @@ pub fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
         if a.json {
             println!(
                 "{}",
-                json!({ "jail": jail, "active_bans": active, "bans": bans.iter().map(ban_json).collect::<Vec<_>>() })
+                json!({ "jail": jail, "active_bans": active, "bans": bans.iter().map(ban_json).collect::<Vec<_>>(), "agent": agent })
             );
         } else {
             println!("jail {jail}: {active} active bans");
@@ -392,6 +460,7 @@ pub fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
                     "pass_expired": s.pass_expired, "pass_other_port": s.pass_other_port,
                 },
                 "maps": fill,
+                "agent": agent,
             })
         );
         return Ok(ExitCode::SUCCESS);

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use log::info;
 
 use crate::{
     cli::*,
@@ -41,31 +40,5 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             at.link_id
         );
     }
-    match crate::agent::run(g, &a, enf) {
-        // Until the agent lands, keep the process alive like the agent
-        // would, so tests and users can run the data plane already.
-        Err(e) if e.to_string() == "not implemented yet" => {
-            info!("agent not available yet; enforcing pinned bans until SIGTERM/SIGINT");
-            wait_for_signal()?;
-            info!("stopping; the XDP program stays attached (pinned)");
-            Ok(ExitCode::SUCCESS)
-        }
-        r => r,
-    }
-}
-
-fn wait_for_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            r = tokio::signal::ctrl_c() => r?,
-        }
-        Ok::<(), std::io::Error>(())
-    })
-    .context("waiting for SIGTERM/SIGINT")
+    crate::agent::run(g, &a, enf)
 }
