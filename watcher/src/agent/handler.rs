@@ -87,14 +87,7 @@ impl Shared {
             return Response::error(format!("no jail named {j}"));
         }
         let data_plane = match e.enforcer.as_ref().map(|enf| enf.stats()) {
-            Some(Ok(s)) => json!({
-                "pass_pkts": s.pass_pkts, "pass_bytes": s.pass_bytes,
-                "drop_pkts": s.drop_pkts, "drop_bytes": s.drop_bytes,
-                "drop_exact_v4": s.drop_exact_v4, "drop_exact_v6": s.drop_exact_v6,
-                "drop_prefix_v4": s.drop_prefix_v4, "drop_prefix_v6": s.drop_prefix_v6,
-                "pass_allowlisted": s.pass_allowlisted, "pass_unparsed": s.pass_unparsed,
-                "pass_expired": s.pass_expired, "pass_other_port": s.pass_other_port,
-            }),
+            Some(Ok(s)) => crate::enforcer::report::stats_json(&s),
             Some(Err(err)) => json!({ "error": err.to_string() }),
             None => Value::Null,
         };

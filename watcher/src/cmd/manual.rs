@@ -451,14 +451,7 @@ pub fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
                 "pin_dir": g.pin_dir,
                 "pinned": true,
                 "interfaces": links,
-                "counters": {
-                    "pass_pkts": s.pass_pkts, "pass_bytes": s.pass_bytes,
-                    "drop_pkts": s.drop_pkts, "drop_bytes": s.drop_bytes,
-                    "drop_exact_v4": s.drop_exact_v4, "drop_exact_v6": s.drop_exact_v6,
-                    "drop_prefix_v4": s.drop_prefix_v4, "drop_prefix_v6": s.drop_prefix_v6,
-                    "pass_allowlisted": s.pass_allowlisted, "pass_unparsed": s.pass_unparsed,
-                    "pass_expired": s.pass_expired, "pass_other_port": s.pass_other_port,
-                },
+                "counters": enforcer::report::stats_json(&s),
                 "maps": fill,
                 "agent": agent,
             })

@@ -12,6 +12,7 @@ mod load;
 mod lock;
 mod netlink;
 pub mod prefix;
+pub mod report;
 mod sys;
 
 use std::{
