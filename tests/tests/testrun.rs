@@ -9,13 +9,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf, EbpfLoader, TestRun, TestRunOptions,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{ProgramError, Xdp},
 };
+use fail2xdp::enforcer::table::{BanTable, Slot, slots_for};
 use fail2xdp_common::{
     AllowValue, BanValue, Config, EXPIRES_NEVER, LEN_UNUSED, LenSlotV4, LenSlotV6, PROG_NAME,
-    PfxKeyV4, PfxKeyV6, Stats, map, mask_v4, mask_v6,
+    PfxKeyV4, PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6, Stats, TBL_BANS_V4, TBL_BANS_V6,
+    TBL_PFX_V4, TBL_PFX_V6, map, mask_v4, mask_v6,
 };
+use std::os::fd::AsFd as _;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -67,12 +70,37 @@ fn require_root() {
 /// One private instance of the data plane: object loaded, maps unpinned.
 struct Dp {
     ebpf: Ebpf,
+    slots: u32,
+}
+
+fn arr_name(n: &str) -> &'static str {
+    map::ALL.iter().find(|&&m| m == n).copied().unwrap_or("?")
+}
+
+/// Ban tables of a test instance hold this many entries unless a test asks
+/// for more (arrays are preallocated: keep parallel tests small).
+const TEST_CAPACITY: u32 = 4096;
+
+fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(md) | Map::HashMap(md) => md,
+        _ => panic!("unexpected map type"),
+    }
 }
 
 impl Dp {
     fn new() -> Self {
+        Self::with_capacity(TEST_CAPACITY)
+    }
+
+    fn with_capacity(cap: u32) -> Self {
         require_root();
+        let slots = slots_for(cap);
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map::BANS_V4, slots)
+            .map_max_entries(map::BANS_V6, slots)
+            .map_max_entries(map::PFX_V4, slots)
+            .map_max_entries(map::PFX_V6, slots)
             .load(fail2xdp::EBPF_OBJECT)
             .unwrap_or_else(|e| panic!("loading the embedded XDP object: {e:?}"));
         for name in [PROG_NAME, "xdp_pass"] {
@@ -84,7 +112,46 @@ impl Dp {
             prog.load()
                 .unwrap_or_else(|e| panic!("kernel refused program {name}: {e:?}"));
         }
-        Dp { ebpf }
+        let dp = Dp { ebpf, slots };
+        // Geometry and seed, as the enforcer sets them on a fresh instance.
+        dp.t::<SlotV4>(TBL_BANS_V4)
+            .repair()
+            .expect("BANS_V4 geometry");
+        dp.t::<SlotV6>(TBL_BANS_V6)
+            .repair()
+            .expect("BANS_V6 geometry");
+        dp.t::<SlotP4>(TBL_PFX_V4)
+            .repair()
+            .expect("PFX_V4 geometry");
+        dp.t::<SlotP6>(TBL_PFX_V6)
+            .repair()
+            .expect("PFX_V6 geometry");
+        dp
+    }
+
+    /// The enforcer's table code on this instance's (unpinned) maps.
+    fn t<S: Slot>(&self, tbl: usize) -> BanTable<'_, S> {
+        let (arr, ovf) = [
+            (map::BANS_V4, map::BANS_V4_OVF),
+            (map::BANS_V6, map::BANS_V6_OVF),
+            (map::PFX_V4, map::PFX_V4_OVF),
+            (map::PFX_V6, map::PFX_V6_OVF),
+        ][tbl];
+        let md = |n: &str| {
+            map_data(
+                self.ebpf
+                    .map(n)
+                    .unwrap_or_else(|| panic!("map {n} missing")),
+            )
+        };
+        BanTable::new(
+            md(arr).fd().as_fd(),
+            md(ovf).fd().as_fd(),
+            md(map::CONFIG).fd().as_fd(),
+            tbl,
+            arr_name(arr),
+            self.slots,
+        )
     }
 
     fn prog(&self, name: &str) -> &Xdp {
@@ -135,25 +202,22 @@ impl Dp {
     fn ban(&mut self, addr: IpAddr, v: BanValue) {
         match addr {
             IpAddr::V4(a) => self
-                .hash::<[u8; 4], BanValue>(map::BANS_V4)
-                .insert(a.octets(), v, 0),
+                .t::<SlotV4>(TBL_BANS_V4)
+                .insert_many(&[(a.octets(), v)]),
             IpAddr::V6(a) => self
-                .hash::<[u8; 16], BanValue>(map::BANS_V6)
-                .insert(a.octets(), v, 0),
+                .t::<SlotV6>(TBL_BANS_V6)
+                .insert_many(&[(a.octets(), v)]),
         }
         .expect("inserting an exact ban");
     }
 
     fn exact(&mut self, addr: IpAddr) -> BanValue {
         match addr {
-            IpAddr::V4(a) => self
-                .hash::<[u8; 4], BanValue>(map::BANS_V4)
-                .get(&a.octets(), 0),
-            IpAddr::V6(a) => self
-                .hash::<[u8; 16], BanValue>(map::BANS_V6)
-                .get(&a.octets(), 0),
+            IpAddr::V4(a) => self.t::<SlotV4>(TBL_BANS_V4).get(&a.octets()),
+            IpAddr::V6(a) => self.t::<SlotV6>(TBL_BANS_V6).get(&a.octets()),
         }
         .expect("reading an exact ban")
+        .expect("the exact ban is there")
     }
 
     /// Inserts a prefix ban and makes sure its length has a slot, the way
@@ -162,15 +226,15 @@ impl Dp {
         match addr {
             IpAddr::V4(a) => {
                 let key = key_v4(a, len);
-                self.hash::<PfxKeyV4, BanValue>(map::PFX_V4)
-                    .insert(key, v, 0)
+                self.t::<SlotP4>(TBL_PFX_V4)
+                    .insert_many(&[(key, v)])
                     .expect("inserting a v4 prefix ban");
                 self.use_len(addr, len, false);
             }
             IpAddr::V6(a) => {
                 let key = key_v6(a, len);
-                self.hash::<PfxKeyV6, BanValue>(map::PFX_V6)
-                    .insert(key, v, 0)
+                self.t::<SlotP6>(TBL_PFX_V6)
+                    .insert_many(&[(key, v)])
                     .expect("inserting a v6 prefix ban");
                 self.use_len(addr, len, false);
             }
@@ -179,14 +243,11 @@ impl Dp {
 
     fn prefix(&mut self, addr: IpAddr, len: u32) -> BanValue {
         match addr {
-            IpAddr::V4(a) => self
-                .hash::<PfxKeyV4, BanValue>(map::PFX_V4)
-                .get(&key_v4(a, len), 0),
-            IpAddr::V6(a) => self
-                .hash::<PfxKeyV6, BanValue>(map::PFX_V6)
-                .get(&key_v6(a, len), 0),
+            IpAddr::V4(a) => self.t::<SlotP4>(TBL_PFX_V4).get(&key_v4(a, len)),
+            IpAddr::V6(a) => self.t::<SlotP6>(TBL_PFX_V6).get(&key_v6(a, len)),
         }
         .expect("reading a prefix ban")
+        .expect("the prefix ban is there")
     }
 
     fn allow(&mut self, addr: IpAddr, len: u32) {
@@ -1232,17 +1293,17 @@ fn garbage_frames_pass() {
 #[test]
 #[ignore = "timing; run with --ignored on a quiet machine"]
 fn verdict_cost_within_budget() {
-    let mut dp = Dp::new();
     const N: u32 = 1 << 20;
+    let mut dp = Dp::with_capacity(N);
     {
-        let mut bans = dp.hash::<[u8; 4], BanValue>(map::BANS_V4);
         // Keys from reserved 240.0.0.0/4: never sent, only the table size matters.
-        for i in 0..N - 1 {
-            let a = (0xf000_0000u32 + i).to_be_bytes();
-            bans.insert(a, permanent(), 0).expect("bulk insert");
-        }
-        bans.insert(V4_BANNED.octets(), permanent(), 0)
-            .expect("insert");
+        let mut items: Vec<([u8; 4], BanValue)> = (0..N - 1)
+            .map(|i| ((0xf000_0000u32 + i).to_be_bytes(), permanent()))
+            .collect();
+        items.push((V4_BANNED.octets(), permanent()));
+        dp.t::<SlotV4>(TBL_BANS_V4)
+            .insert_many(&items)
+            .expect("bulk insert");
     }
     let clean = v4_tcp(V4_CLEAN, 25);
     let banned = v4_tcp(V4_BANNED, 25);
