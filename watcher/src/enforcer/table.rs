@@ -449,6 +449,12 @@ impl<'a, S: Slot> BanTable<'a, S> {
     /// Every entry, table then overflow.
     pub fn entries(&self) -> Result<Vec<(S::Key, BanValue)>, TableError> {
         let mut out = Vec::new();
+        // An empty table is not worth reading slot by slot (a million-ban
+        // table is tens of MB); `count` is never below the truth.
+        let g = self.read_config()?.tables[self.tbl];
+        if g.bits != 0 && g.count == 0 && g.ovf == 0 {
+            return Ok(out);
+        }
         sys::walk::<u32, S>(self.arr, |_, s| {
             if s.used() {
                 out.push((s.key(), s.val()));
