@@ -213,9 +213,14 @@ impl Enforcer {
         let mut cfg = self.read_config()?;
         let zero_n =
             cfg.allow_v4_n == 0 && cfg.allow_v6_n == 0 && cfg.pfx_v4_n == 0 && cfg.pfx_v6_n == 0;
-        if zero_n && cfg != Config::EMPTY {
+        // The ban tables' geometry (set just above) is not slot-table state.
+        let empty = Config {
+            tables: cfg.tables,
+            ..Config::EMPTY
+        };
+        if zero_n && cfg != empty {
             // Nothing is probed while every n is 0, so one write is safe.
-            cfg = Config::EMPTY;
+            cfg = empty;
             sys::update(fd(&self.maps.config), &0u32, &cfg, sys::BPF_ANY)
                 .map_err(map_io(map::CONFIG, "writing"))?;
         }
