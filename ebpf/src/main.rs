@@ -12,7 +12,7 @@ mod parse;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -34,15 +34,18 @@ const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 /// The ban tables are open-addressing tables in arrays (see
 /// `fail2xdp_common::TableGeom`): an array lookup is inlined by the verifier,
 /// a hash-map lookup is a helper call that costs 25-40 ns. Userspace sets the
-/// real size (a power of two) when it creates the maps.
+/// real size (a power of two) when it creates the maps. Mmapable so that
+/// userspace scans (list, purge, counting) read memory instead of copying
+/// a million slots through bpf(2); writes still go through the syscall.
+const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
 #[btf_map]
-static BANS_V4: Array<SlotV4, 2> = Array::new();
+static BANS_V4: Array<SlotV4, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static BANS_V6: Array<SlotV6, 2> = Array::new();
+static BANS_V6: Array<SlotV6, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V4: Array<SlotP4, 2> = Array::new();
+static PFX_V4: Array<SlotP4, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V6: Array<SlotP6, 2> = Array::new();
+static PFX_V6: Array<SlotP6, 2, MMAPABLE> = Array::new();
 /// Keys that found no slot near their home; looked up only while
 /// Config says the map is non-empty.
 #[btf_map]

@@ -187,8 +187,8 @@ impl Dp {
         HashMap::try_from(m).unwrap_or_else(|e| panic!("map {name}: {e:?}"))
     }
 
-    fn config(&mut self) -> Config {
-        let m = self.ebpf.map_mut(map::CONFIG).expect("CONFIG map");
+    fn config(&self) -> Config {
+        let m = self.ebpf.map(map::CONFIG).expect("CONFIG map");
         let a: Array<_, Config> = Array::try_from(m).expect("CONFIG is an array");
         a.get(&0, 0).expect("CONFIG[0]")
     }
@@ -1349,4 +1349,77 @@ fn verdict_cost_within_budget() {
         p <= 60.0,
         "clean packet with 10k prefix bans: +{p:.1} ns > 60"
     );
+}
+
+/// Keys whose home slot is the same go to the next slots, then past
+/// MAX_PROBE to the overflow map; the XDP program must find every one, and
+/// backward-shift deletion must leave the others findable.
+#[test]
+fn colliding_keys_probe_overflow_and_shift_back() {
+    use fail2xdp_common::{MAX_PROBE, fold_v6, home};
+    let dp = Dp::new();
+    let g = dp.config().tables[TBL_BANS_V6];
+    assert_ne!(g.bits, 0, "geometry set up");
+    let home_of = |a: &Ipv6Addr| {
+        let o = a.octets();
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 8];
+        hi.copy_from_slice(&o[..8]);
+        lo.copy_from_slice(&o[8..]);
+        home(
+            fold_v6(u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)),
+            g.seed,
+            g.bits,
+        ) & g.mask
+    };
+    let base = u128::from(v6("2001:db8:f00::"));
+    let first = Ipv6Addr::from(base);
+    let target = home_of(&first);
+    let keys: Vec<Ipv6Addr> = (0u128..10_000_000)
+        .map(|i| Ipv6Addr::from(base + i))
+        .filter(|a| home_of(a) == target)
+        .take(MAX_PROBE as usize + 4)
+        .collect();
+    assert_eq!(keys.len(), MAX_PROBE as usize + 4, "found colliding keys");
+    let t = dp.t::<SlotV6>(TBL_BANS_V6);
+    let items: Vec<_> = keys.iter().map(|a| (a.octets(), permanent())).collect();
+    assert_eq!(t.insert_many(&items).expect("ban"), keys.len());
+    let tg = dp.config().tables[TBL_BANS_V6];
+    assert_eq!((tg.count, tg.ovf), (MAX_PROBE, 4));
+    for a in &keys {
+        expect(&dp, &v6_tcp(*a, 25), XDP_DROP, &format!("colliding {a}"));
+    }
+    expect(
+        &dp,
+        &v6_tcp(v6("2001:db8:f00::ffff:1"), 25),
+        XDP_PASS,
+        "clean",
+    );
+    // Remove two in the table (one at home, one in the middle) and one that
+    // overflowed; the rest stay dropped.
+    let gone = [keys[0], keys[5], keys[MAX_PROBE as usize + 1]];
+    for a in &gone {
+        assert!(t.remove(&a.octets()).expect("unban"), "{a} was there");
+        assert!(!t.remove(&a.octets()).expect("unban again"));
+    }
+    let tg = dp.config().tables[TBL_BANS_V6];
+    assert_eq!((tg.count, tg.ovf), (MAX_PROBE - 2, 3));
+    for a in &keys {
+        let want = if gone.contains(a) { XDP_PASS } else { XDP_DROP };
+        expect(&dp, &v6_tcp(*a, 25), want, &format!("after unbans {a}"));
+    }
+    // A re-ban of an overflowed key updates it there and keeps its drops.
+    let ov = keys[MAX_PROBE as usize + 2];
+    let before = dp.t::<SlotV6>(TBL_BANS_V6).get(&ov.octets()).expect("get");
+    assert!(before.is_some_and(|v| v.drops >= 1));
+    t.insert_many(&[(ov.octets(), on_ports(&[587]))])
+        .expect("re-ban");
+    let after = t.get(&ov.octets()).expect("get").expect("still banned");
+    assert_eq!(
+        (after.nports, after.drops),
+        (1, before.map_or(0, |v| v.drops))
+    );
+    assert_eq!(dp.config().tables[TBL_BANS_V6].ovf, 3);
+    expect(&dp, &v6_tcp(ov, 25), XDP_PASS, "other port");
+    expect(&dp, &v6_tcp(ov, 587), XDP_DROP, "its port");
 }

@@ -232,6 +232,64 @@ impl<S: Copy> Slots<S> for Snapshot<S> {
     }
 }
 
+/// A read-only mapping of a mmapable array map (BPF_F_MMAPABLE).
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a fresh shared read-only mapping of `len` bytes of the map;
+        // the kernel refuses it (EINVAL/EPERM) unless the map is mmapable.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Calls `f` with every slot index and content: through a memory mapping
+/// when the array allows it, else with batched bpf(2) lookups.
+pub fn scan<S: Pod>(fd: BorrowedFd<'_>, slots: u32, mut f: impl FnMut(u32, &S)) -> io::Result<()> {
+    // Array elements are laid out at value_size rounded up to 8.
+    let stride = size_of::<S>().next_multiple_of(8);
+    let len = stride * slots as usize;
+    match Mapped::new(fd, len) {
+        Ok(m) => {
+            for i in 0..slots as usize {
+                // SAFETY: slot i lies within the `len` mapped bytes, 8-aligned
+                // in a page-aligned mapping; S is Pod, so any bytes are a
+                // value. A volatile copy, since the XDP program writes there.
+                let s = unsafe {
+                    std::ptr::read_volatile(m.ptr.cast::<u8>().add(i * stride).cast::<S>())
+                };
+                f(i as u32, &s);
+            }
+            Ok(())
+        }
+        Err(_) => sys::walk::<u32, S>(fd, |i, s| f(*i, s)),
+    }
+}
+
 fn home_of<S: Slot>(g: &TableGeom, key: &S::Key) -> u32 {
     home(S::fold(key), g.seed, g.bits) & g.mask
 }
@@ -413,7 +471,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
             return Ok(false);
         }
         let mut count = 0u32;
-        sys::walk::<u32, S>(self.arr, |_, s| count += s.used() as u32)
+        scan::<S>(self.arr, self.slots, |_, s| count += s.used() as u32)
             .map_err(io("reading", self.name))?;
         let ovf = sys::count::<S::Key, BanValue>(self.ovf).map_err(io("reading", self.name))?;
         let t = &mut cfg.tables[self.tbl];
@@ -455,7 +513,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
         if g.bits != 0 && g.count == 0 && g.ovf == 0 {
             return Ok(out);
         }
-        sys::walk::<u32, S>(self.arr, |_, s| {
+        scan::<S>(self.arr, self.slots, |_, s| {
             if s.used() {
                 out.push((s.key(), s.val()));
             }
@@ -497,8 +555,8 @@ impl<'a, S: Slot> BanTable<'a, S> {
         };
         if snapshot {
             snap.slots = vec![S::default(); self.slots as usize];
-            sys::walk::<u32, S>(self.arr, |i, s| {
-                if let Some(d) = snap.slots.get_mut(*i as usize) {
+            scan::<S>(self.arr, self.slots, |i, s| {
+                if let Some(d) = snap.slots.get_mut(i as usize) {
                     *d = *s;
                 }
             })
