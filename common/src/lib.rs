@@ -16,13 +16,15 @@ pub const PROG_NAME: &str = "fail2xdp";
 /// Map names: the static's name in ebpf/src/main.rs, the kernel map name and
 /// the pin file name under the pin directory, all the same.
 pub mod map {
-    /// Exact IPv4 bans (/32): `[u8; 4]` -> [`BanValue`](crate::BanValue).
+    /// Exact IPv4 bans (/32): open-addressing table, a mmapable array of
+    /// [`SlotV4`](crate::SlotV4) (`[u8; 4]` key, [`BanValue`](crate::BanValue));
+    /// geometry in `Config::tables[TBL_BANS_V4]`.
     pub const BANS_V4: &str = "BANS_V4";
-    /// Exact IPv6 bans (/128): `[u8; 16]` -> [`BanValue`](crate::BanValue).
+    /// Exact IPv6 bans (/128): array of [`SlotV6`](crate::SlotV6).
     pub const BANS_V6: &str = "BANS_V6";
-    /// IPv4 prefix bans: [`PfxKeyV4`](crate::PfxKeyV4) -> [`BanValue`](crate::BanValue).
+    /// IPv4 prefix bans: array of [`SlotP4`](crate::SlotP4) ([`PfxKeyV4`](crate::PfxKeyV4) key).
     pub const PFX_V4: &str = "PFX_V4";
-    /// IPv6 prefix bans: [`PfxKeyV6`](crate::PfxKeyV6) -> [`BanValue`](crate::BanValue).
+    /// IPv6 prefix bans: array of [`SlotP6`](crate::SlotP6) ([`PfxKeyV6`](crate::PfxKeyV6) key).
     pub const PFX_V6: &str = "PFX_V6";
     /// IPv4 allowlist (any prefix length): [`PfxKeyV4`](crate::PfxKeyV4) -> [`AllowValue`](crate::AllowValue).
     pub const ALLOW_V4: &str = "ALLOW_V4";

@@ -1,7 +1,8 @@
 //! Ban writes: the one place bans enter or leave the maps. Exact /32 and
-//! /128 go to BANS_V4/BANS_V6, other prefixes to PFX_* keyed by (len, masked
-//! address), with the Config slot tables updated before an entry of a new
-//! length appears and after the last entry of a length is gone from view.
+//! /128 go to the BANS_V4/BANS_V6 tables, other prefixes to the PFX_* tables
+//! keyed by (len, masked address) (table.rs does the slot work), with the
+//! Config slot tables updated before an entry of a new length appears and
+//! after the last entry of a length is gone from view.
 use std::{
     collections::{BTreeSet, HashMap},
     hash::Hash,
