@@ -26,9 +26,10 @@ pub mod map {
     pub const PFX_V4: &str = "PFX_V4";
     /// IPv6 prefix bans: array of [`SlotP6`](crate::SlotP6) ([`PfxKeyV6`](crate::PfxKeyV6) key).
     pub const PFX_V6: &str = "PFX_V6";
-    /// IPv4 allowlist (any prefix length): [`PfxKeyV4`](crate::PfxKeyV4) -> [`AllowValue`](crate::AllowValue).
+    /// IPv4 allowlist (any prefix length): array of [`SlotA4`](crate::SlotA4)
+    /// ([`PfxKeyV4`](crate::PfxKeyV4) key, [`AllowValue`](crate::AllowValue)).
     pub const ALLOW_V4: &str = "ALLOW_V4";
-    /// IPv6 allowlist: [`PfxKeyV6`](crate::PfxKeyV6) -> [`AllowValue`](crate::AllowValue).
+    /// IPv6 allowlist: array of [`SlotA6`](crate::SlotA6).
     pub const ALLOW_V6: &str = "ALLOW_V6";
     /// One-entry array: [`Config`](crate::Config), the prefix lengths in use.
     pub const CONFIG: &str = "CONFIG";
@@ -44,9 +45,11 @@ pub mod map {
     pub const BANS_V6_OVF: &str = "BANS_V6_OVF";
     pub const PFX_V4_OVF: &str = "PFX_V4_OVF";
     pub const PFX_V6_OVF: &str = "PFX_V6_OVF";
+    pub const ALLOW_V4_OVF: &str = "ALLOW_V4_OVF";
+    pub const ALLOW_V6_OVF: &str = "ALLOW_V6_OVF";
 
     /// Every map, for pinning, status and detach.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 15] = [
         BANS_V4,
         BANS_V6,
         PFX_V4,
@@ -60,6 +63,8 @@ pub mod map {
         BANS_V6_OVF,
         PFX_V4_OVF,
         PFX_V6_OVF,
+        ALLOW_V4_OVF,
+        ALLOW_V6_OVF,
     ];
 }
 
@@ -86,6 +91,10 @@ pub const TBL_BANS_V4: usize = 0;
 pub const TBL_BANS_V6: usize = 1;
 pub const TBL_PFX_V4: usize = 2;
 pub const TBL_PFX_V6: usize = 3;
+pub const TBL_ALLOW_V4: usize = 4;
+pub const TBL_ALLOW_V6: usize = 5;
+/// Number of open-addressing tables.
+pub const TABLES: usize = 6;
 
 /// Shape and fill of one open-addressing table (an array map of 2^bits
 /// slots, linear probing, no tombstones).
@@ -157,6 +166,24 @@ pub struct SlotP4 {
     pub used: u32,
     pub _pad: u32,
     pub val: BanValue,
+}
+
+/// Slot of ALLOW_V4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotA4 {
+    pub key: PfxKeyV4,
+    pub used: u32,
+    pub val: AllowValue,
+}
+
+/// Slot of ALLOW_V6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotA6 {
+    pub key: PfxKeyV6,
+    pub used: u32,
+    pub val: AllowValue,
 }
 
 /// Slot of PFX_V6.
@@ -274,7 +301,7 @@ pub struct Config {
     pub allow_v6: [LenSlotV6; LEN_SLOTS_V6],
     pub pfx_v6: [LenSlotV6; LEN_SLOTS_V6],
     /// The open-addressing tables, indexed by `TBL_*`.
-    pub tables: [TableGeom; 4],
+    pub tables: [TableGeom; TABLES],
 }
 
 impl Config {
@@ -307,7 +334,7 @@ impl Config {
             mask: 0,
             count: 0,
             ovf: 0,
-        }; 4],
+        }; TABLES],
     };
 }
 
@@ -398,6 +425,8 @@ mod pod {
     unsafe impl aya::Pod for super::SlotV6 {}
     unsafe impl aya::Pod for super::SlotP4 {}
     unsafe impl aya::Pod for super::SlotP6 {}
+    unsafe impl aya::Pod for super::SlotA4 {}
+    unsafe impl aya::Pod for super::SlotA6 {}
 }
 
 // Layout is part of the contract with pinned maps made by an older agent.
@@ -414,4 +443,6 @@ const _: () = {
     assert!(core::mem::size_of::<SlotP4>() == 64);
     assert!(core::mem::size_of::<SlotP6>() == 72);
     assert!(core::mem::offset_of!(SlotP6, val) == 24);
+    assert!(core::mem::size_of::<SlotA4>() == 16);
+    assert!(core::mem::size_of::<SlotA6>() == 28);
 };

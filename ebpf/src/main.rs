@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PfxKeyV4, PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6,
-    Stats, capacity,
+    AllowValue, BanValue, Config, JailName, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6,
+    SlotV4, SlotV6, Stats, capacity,
 };
 
 use crate::verdict::{Reason, Verdict};
@@ -61,10 +61,14 @@ static PFX_V4_OVF: HashMap<PfxKeyV4, BanValue, { capacity::OVERFLOW as usize }, 
 static PFX_V6_OVF: HashMap<PfxKeyV6, BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static ALLOW_V4: HashMap<PfxKeyV4, AllowValue, { capacity::ALLOW_V4 as usize }, NO_PREALLOC> =
+static ALLOW_V4: Array<SlotA4, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V6: Array<SlotA6, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V4_OVF: HashMap<PfxKeyV4, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static ALLOW_V6: HashMap<PfxKeyV6, AllowValue, { capacity::ALLOW_V6 as usize }, NO_PREALLOC> =
+static ALLOW_V6_OVF: HashMap<PfxKeyV6, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
 static CONFIG: Array<Config, 1> = Array::new();

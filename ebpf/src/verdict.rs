@@ -14,13 +14,13 @@ use aya_ebpf::{
 };
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6, LEN_UNUSED, LenSlotV4, LenSlotV6,
-    MAX_BAN_PORTS, MAX_PROBE, PfxKeyV4, PfxKeyV6, Stats, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4,
-    TBL_PFX_V6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
+    MAX_BAN_PORTS, MAX_PROBE, PfxKeyV4, PfxKeyV6, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4,
+    TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
 };
 
 use crate::{
-    ALLOW_V4, ALLOW_V6, BANS_V4, BANS_V4_OVF, BANS_V6, BANS_V6_OVF, CONFIG, PFX_V4, PFX_V4_OVF,
-    PFX_V6, PFX_V6_OVF,
+    ALLOW_V4, ALLOW_V4_OVF, ALLOW_V6, ALLOW_V6_OVF, BANS_V4, BANS_V4_OVF, BANS_V6, BANS_V6_OVF,
+    CONFIG, PFX_V4, PFX_V4_OVF, PFX_V6, PFX_V6_OVF,
     parse::{self, NO_PORT, Packet, Skip, Src},
 };
 
@@ -135,7 +135,7 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
     };
     if cfg.allow_v4_n > 0 {
         if let Some(key) = key_v4(&cfg.allow_v4, 0, p.hi) {
-            if ALLOW_V4.get_ptr(&key).is_some() {
+            if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -183,7 +183,7 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
     };
     if cfg.allow_v6_n > 0 {
         if let Some(key) = key_v6(&cfg.allow_v6, 0, p.hi, p.lo) {
-            if ALLOW_V6.get_ptr(&key).is_some() {
+            if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -259,7 +259,7 @@ unsafe extern "C" fn allow_v4_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v4(&cfg.allow_v4, i + 1, p.hi) else {
         return CONTINUE;
     };
-    if ALLOW_V4.get_ptr(&key).is_some() {
+    if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
         p.hit = 1;
         return STOP;
     }
@@ -293,7 +293,7 @@ unsafe extern "C" fn allow_v6_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v6(&cfg.allow_v6, i + 1, p.hi, p.lo) else {
         return CONTINUE;
     };
-    if ALLOW_V6.get_ptr(&key).is_some() {
+    if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
         p.hit = 1;
         return STOP;
     }
@@ -427,6 +427,59 @@ fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
         return PFX_V6_OVF.get_ptr_mut(key);
     }
     None
+}
+
+/// Whether the allowlist holds exactly `key`.
+#[inline(always)]
+fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
+    let addr = u32::from_ne_bytes(key.addr);
+    if g.count != 0 {
+        let h = home(fold_p4(key.len, addr), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let Some(s) = ALLOW_V4.get_ptr(h.wrapping_add(i) & g.mask) else {
+                break;
+            };
+            // SAFETY: an array element, valid for the whole run.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                if (*s).key.len == key.len && u32::from_ne_bytes((*s).key.addr) == addr {
+                    return true;
+                }
+            }
+        }
+    }
+    g.ovf != 0 && ALLOW_V4_OVF.get_ptr(key).is_some()
+}
+
+#[inline(always)]
+fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
+    let (hi, lo) = words(&key.addr);
+    if g.count != 0 {
+        let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let Some(s) = ALLOW_V6.get_ptr(h.wrapping_add(i) & g.mask) else {
+                break;
+            };
+            // SAFETY: as in find_p6; the address is compared as u32 words.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                let k = core::ptr::addr_of!((*s).key.addr).cast::<u32>();
+                if (*s).key.len == key.len
+                    && *k == hi as u32
+                    && *k.add(1) == (hi >> 32) as u32
+                    && *k.add(2) == lo as u32
+                    && *k.add(3) == (lo >> 32) as u32
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    g.ovf != 0 && ALLOW_V6_OVF.get_ptr(key).is_some()
 }
 
 /// The address as two native words of its packet-order bytes, the form the

@@ -9,14 +9,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf, EbpfLoader, TestRun, TestRunOptions,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{ProgramError, Xdp},
 };
 use fail2xdp::enforcer::table::{BanTable, Slot, slots_for};
 use fail2xdp_common::{
     AllowValue, BanValue, Config, EXPIRES_NEVER, LEN_UNUSED, LenSlotV4, LenSlotV6, PROG_NAME,
-    PfxKeyV4, PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6, Stats, TBL_BANS_V4, TBL_BANS_V6,
-    TBL_PFX_V4, TBL_PFX_V6, map, mask_v4, mask_v6,
+    PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6, SlotV4, SlotV6, Stats, TBL_ALLOW_V4,
+    TBL_ALLOW_V6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, map, mask_v4, mask_v6,
 };
 use std::os::fd::AsFd as _;
 
@@ -101,6 +101,8 @@ impl Dp {
             .map_max_entries(map::BANS_V6, slots)
             .map_max_entries(map::PFX_V4, slots)
             .map_max_entries(map::PFX_V6, slots)
+            .map_max_entries(map::ALLOW_V4, slots)
+            .map_max_entries(map::ALLOW_V6, slots)
             .load(fail2xdp::EBPF_OBJECT)
             .unwrap_or_else(|e| panic!("loading the embedded XDP object: {e:?}"));
         for name in [PROG_NAME, "xdp_pass"] {
@@ -126,6 +128,12 @@ impl Dp {
         dp.t::<SlotP6>(TBL_PFX_V6)
             .repair()
             .expect("PFX_V6 geometry");
+        dp.t::<SlotA4>(TBL_ALLOW_V4)
+            .repair()
+            .expect("ALLOW_V4 geometry");
+        dp.t::<SlotA6>(TBL_ALLOW_V6)
+            .repair()
+            .expect("ALLOW_V6 geometry");
         dp
     }
 
@@ -136,6 +144,8 @@ impl Dp {
             (map::BANS_V6, map::BANS_V6_OVF),
             (map::PFX_V4, map::PFX_V4_OVF),
             (map::PFX_V6, map::PFX_V6_OVF),
+            (map::ALLOW_V4, map::ALLOW_V4_OVF),
+            (map::ALLOW_V6, map::ALLOW_V6_OVF),
         ][tbl];
         let md = |n: &str| {
             map_data(
@@ -177,14 +187,6 @@ impl Dp {
 
     fn run(&self, frame: &[u8]) -> u32 {
         self.run_n(frame, 1)
-    }
-
-    fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        let m = self
-            .ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("map {name} missing"));
-        HashMap::try_from(m).unwrap_or_else(|e| panic!("map {name}: {e:?}"))
     }
 
     fn config(&self) -> Config {
@@ -253,14 +255,12 @@ impl Dp {
     fn allow(&mut self, addr: IpAddr, len: u32) {
         let v = AllowValue::default();
         match addr {
-            IpAddr::V4(a) => {
-                self.hash::<PfxKeyV4, AllowValue>(map::ALLOW_V4)
-                    .insert(key_v4(a, len), v, 0)
-            }
-            IpAddr::V6(a) => {
-                self.hash::<PfxKeyV6, AllowValue>(map::ALLOW_V6)
-                    .insert(key_v6(a, len), v, 0)
-            }
+            IpAddr::V4(a) => self
+                .t::<SlotA4>(TBL_ALLOW_V4)
+                .insert_many(&[(key_v4(a, len), v)]),
+            IpAddr::V6(a) => self
+                .t::<SlotA6>(TBL_ALLOW_V6)
+                .insert_many(&[(key_v6(a, len), v)]),
         }
         .expect("inserting an allowlist entry");
         self.use_len(addr, len, true);

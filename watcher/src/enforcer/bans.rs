@@ -5,7 +5,6 @@
 //! after the last entry of a length is gone from view.
 use std::{
     collections::{BTreeSet, HashMap},
-    hash::Hash,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, BorrowedFd},
 };
@@ -13,8 +12,8 @@ use std::{
 use aya::{Pod, maps::MapData};
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, JAIL_MANUAL, JAIL_NAME_LEN, JailName, MAX_BAN_PORTS, PfxKeyV4,
-    PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6,
-    map,
+    PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6, SlotV4, SlotV6, TBL_ALLOW_V4, TBL_ALLOW_V6,
+    TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, map,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -127,6 +126,24 @@ impl Enforcer {
         self.table(&self.maps.pfx_v6, &self.maps.pfx_v6_ovf, TBL_PFX_V6, 3)
     }
 
+    pub(super) fn t_a4(&self) -> BanTable<'_, SlotA4> {
+        self.table(
+            &self.maps.allow_v4,
+            &self.maps.allow_v4_ovf,
+            TBL_ALLOW_V4,
+            4,
+        )
+    }
+
+    pub(super) fn t_a6(&self) -> BanTable<'_, SlotA6> {
+        self.table(
+            &self.maps.allow_v6,
+            &self.maps.allow_v6_ovf,
+            TBL_ALLOW_V6,
+            5,
+        )
+    }
+
     pub(super) fn lock(&self) -> Result<DirLock<'_>, EnforcerError> {
         DirLock::exclusive(&self.dir).map_err(io_err(format!("locking {}", self.pin_dir.display())))
     }
@@ -179,18 +196,8 @@ impl Enforcer {
         Ok(match w {
             Which::PfxV4 => self.t_p4().entries()?.iter().map(|(k, _)| k.len).collect(),
             Which::PfxV6 => self.t_p6().entries()?.iter().map(|(k, _)| k.len).collect(),
-            Which::AllowV4 => {
-                dump::<PfxKeyV4, fail2xdp_common::AllowValue>(&self.maps.allow_v4, map::ALLOW_V4)?
-                    .iter()
-                    .map(|(k, _)| k.len)
-                    .collect()
-            }
-            Which::AllowV6 => {
-                dump::<PfxKeyV6, fail2xdp_common::AllowValue>(&self.maps.allow_v6, map::ALLOW_V6)?
-                    .iter()
-                    .map(|(k, _)| k.len)
-                    .collect()
-            }
+            Which::AllowV4 => self.t_a4().entries()?.iter().map(|(k, _)| k.len).collect(),
+            Which::AllowV6 => self.t_a6().entries()?.iter().map(|(k, _)| k.len).collect(),
         })
     }
 
@@ -203,6 +210,8 @@ impl Enforcer {
             self.t_v6().repair()?,
             self.t_p4().repair()?,
             self.t_p6().repair()?,
+            self.t_a4().repair()?,
+            self.t_a6().repair()?,
         ] {
             if !ok {
                 return Err(EnforcerError::MapMismatch {
@@ -351,7 +360,7 @@ impl Enforcer {
     }
 
     /// `delete_prefixed` for the prefix ban tables. Caller holds the lock.
-    fn delete_pfx<S: Slot>(
+    pub(super) fn delete_pfx<S: Slot>(
         &self,
         t: &BanTable<'_, S>,
         w: Which,
@@ -377,39 +386,6 @@ impl Enforcer {
         let mut any = false;
         for k in keys {
             any |= t.remove(k)?;
-        }
-        Ok(any)
-    }
-
-    /// Deletes prefix-keyed entries, first unprobing every length that has
-    /// no entry left afterwards. Caller holds the lock. True if any existed.
-    pub(super) fn delete_prefixed<K: Pod + Eq + Hash, V: Pod>(
-        &self,
-        md: &MapData,
-        name: &'static str,
-        w: Which,
-        keys: &[K],
-        len_of: impl Fn(&K) -> u32,
-    ) -> Result<bool, EnforcerError> {
-        let all = dump::<K, V>(md, name)?;
-        let doomed: std::collections::HashSet<&K> = keys.iter().collect();
-        let remaining: BTreeSet<u32> = all
-            .iter()
-            .filter(|(k, _)| !doomed.contains(k))
-            .map(|(k, _)| len_of(k))
-            .collect();
-        let mut cfg = self.read_config()?;
-        let emptied: BTreeSet<u32> = keys
-            .iter()
-            .map(&len_of)
-            .filter(|l| !remaining.contains(l))
-            .collect();
-        for len in emptied {
-            self.remove_len(&mut cfg, w, len)?;
-        }
-        let mut any = false;
-        for k in keys {
-            any |= sys::delete(fd(md), k).map_err(map_io(name, "deleting from"))?;
         }
         Ok(any)
     }
@@ -504,25 +480,14 @@ impl Enforcer {
         Ok(n)
     }
 
-    /// Entries/capacity of every hash map, for `status`.
+    /// Entries/capacity of every table and of JAILS, for `status`.
     pub fn map_fill(&self) -> Result<Vec<MapFill>, EnforcerError> {
         let m = &self.maps;
-        let count = |md: &MapData,
-                     name: &'static str,
-                     i: usize,
-                     key_size: usize|
-         -> Result<MapFill, EnforcerError> {
-            let entries = match key_size {
-                4 => sys::count::<u32, JailName>(fd(md)),
-                8 => sys::count::<PfxKeyV4, fail2xdp_common::AllowValue>(fd(md)),
-                _ => sys::count::<PfxKeyV6, fail2xdp_common::AllowValue>(fd(md)),
-            }
-            .map_err(map_io(name, "counting"))?;
-            Ok(MapFill {
-                map: name,
-                entries,
-                capacity: m.capacity[i],
-            })
+        let jails = MapFill {
+            map: map::JAILS,
+            entries: sys::count::<u32, JailName>(fd(&m.jails))
+                .map_err(map_io(map::JAILS, "counting"))?,
+            capacity: m.capacity[8],
         };
         // The ban tables keep their count in CONFIG (table plus overflow);
         // their capacity is half their slots.
@@ -537,9 +502,9 @@ impl Enforcer {
             table(1, TBL_BANS_V6),
             table(2, TBL_PFX_V4),
             table(3, TBL_PFX_V6),
-            count(&m.allow_v4, map::ALLOW_V4, 4, 8)?,
-            count(&m.allow_v6, map::ALLOW_V6, 5, 20)?,
-            count(&m.jails, map::JAILS, 8, 4)?,
+            table(4, TBL_ALLOW_V4),
+            table(5, TBL_ALLOW_V6),
+            jails,
         ])
     }
 }

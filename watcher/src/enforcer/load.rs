@@ -13,8 +13,8 @@ use aya::{
     programs::Xdp,
 };
 use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PROG_NAME, PfxKeyV4, PfxKeyV6, SlotP4, SlotP6, SlotV4,
-    SlotV6, Stats, capacity, map,
+    AllowValue, BanValue, Config, JailName, PROG_NAME, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4,
+    SlotP6, SlotV4, SlotV6, Stats, capacity, map,
 };
 use log::{info, warn};
 
@@ -98,12 +98,14 @@ fn expected(name: &str) -> (MapType, usize, usize) {
         map::BANS_V6_OVF => (MapType::Hash, 16, size_of::<BanValue>()),
         map::PFX_V4_OVF => (MapType::Hash, size_of::<PfxKeyV4>(), size_of::<BanValue>()),
         map::PFX_V6_OVF => (MapType::Hash, size_of::<PfxKeyV6>(), size_of::<BanValue>()),
-        map::ALLOW_V4 => (
+        map::ALLOW_V4 => (MapType::Array, 4, size_of::<SlotA4>()),
+        map::ALLOW_V6 => (MapType::Array, 4, size_of::<SlotA6>()),
+        map::ALLOW_V4_OVF => (
             MapType::Hash,
             size_of::<PfxKeyV4>(),
             size_of::<AllowValue>(),
         ),
-        map::ALLOW_V6 => (
+        map::ALLOW_V6_OVF => (
             MapType::Hash,
             size_of::<PfxKeyV6>(),
             size_of::<AllowValue>(),
@@ -147,7 +149,7 @@ fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<(MapData, u32), Enf
 }
 
 fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
-    let mut capacity = [0u32; 13];
+    let mut capacity = [0u32; 15];
     let mut get = |i: usize| -> Result<MapData, EnforcerError> {
         let (md, cap) = open_pinned(pin_dir, map::ALL[i])?;
         capacity[i] = cap;
@@ -159,6 +161,7 @@ fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
     let jails = get(8)?;
     let (bans_v4_ovf, bans_v6_ovf, pfx_v4_ovf, pfx_v6_ovf) =
         (get(9)?, get(10)?, get(11)?, get(12)?);
+    let (allow_v4_ovf, allow_v6_ovf) = (get(13)?, get(14)?);
     let stats = PerCpuArray::try_from(Map::PerCpuArray(stats_md)).map_err(|e| {
         EnforcerError::MapMismatch {
             map: map::STATS,
@@ -178,6 +181,8 @@ fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
         bans_v6_ovf,
         pfx_v4_ovf,
         pfx_v6_ovf,
+        allow_v4_ovf,
+        allow_v6_ovf,
         stats,
         capacity,
     })
@@ -230,8 +235,8 @@ impl Enforcer {
             (map::BANS_V6, slots_for(caps.bans_v6)),
             (map::PFX_V4, slots_for(caps.pfx_v4)),
             (map::PFX_V6, slots_for(caps.pfx_v6)),
-            (map::ALLOW_V4, caps.allow_v4),
-            (map::ALLOW_V6, caps.allow_v6),
+            (map::ALLOW_V4, slots_for(caps.allow_v4)),
+            (map::ALLOW_V6, slots_for(caps.allow_v6)),
             (map::JAILS, caps.jails),
         ] {
             loader.map_max_entries(name, cap.max(1));
@@ -256,13 +261,18 @@ impl Enforcer {
         for (i, name) in map::ALL.iter().enumerate() {
             let want = match *name {
                 map::CONFIG | map::STATS => continue,
-                map::BANS_V4_OVF | map::BANS_V6_OVF | map::PFX_V4_OVF | map::PFX_V6_OVF => continue,
+                map::BANS_V4_OVF
+                | map::BANS_V6_OVF
+                | map::PFX_V4_OVF
+                | map::PFX_V6_OVF
+                | map::ALLOW_V4_OVF
+                | map::ALLOW_V6_OVF => continue,
                 map::BANS_V4 => slots_for(caps.bans_v4),
                 map::BANS_V6 => slots_for(caps.bans_v6),
                 map::PFX_V4 => slots_for(caps.pfx_v4),
                 map::PFX_V6 => slots_for(caps.pfx_v6),
-                map::ALLOW_V4 => caps.allow_v4,
-                map::ALLOW_V6 => caps.allow_v6,
+                map::ALLOW_V4 => slots_for(caps.allow_v4),
+                map::ALLOW_V6 => slots_for(caps.allow_v6),
                 _ => caps.jails,
             };
             if maps.capacity[i] != want.max(1) {

@@ -127,9 +127,11 @@ pub(crate) struct Maps {
     pub bans_v6_ovf: MapData,
     pub pfx_v4_ovf: MapData,
     pub pfx_v6_ovf: MapData,
+    pub allow_v4_ovf: MapData,
+    pub allow_v6_ovf: MapData,
     pub stats: PerCpuArray<MapData, Stats>,
     /// max_entries of each map in `fail2xdp_common::map::ALL` order.
-    pub capacity: [u32; 13],
+    pub capacity: [u32; 15],
 }
 
 impl Enforcer {

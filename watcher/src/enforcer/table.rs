@@ -30,8 +30,8 @@ use std::{
 
 use aya::Pod;
 use fail2xdp_common::{
-    BanValue, Config, MAX_PROBE, PfxKeyV4, PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6, TableGeom,
-    fold_p4, fold_p6, fold_v4, fold_v6, home,
+    AllowValue, BanValue, Config, MAX_PROBE, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6,
+    SlotV4, SlotV6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
 };
 
 use super::sys;
@@ -39,10 +39,13 @@ use super::sys;
 /// One slot type of a table and its key.
 pub trait Slot: Pod + Copy + Default + Debug {
     type Key: Pod + Copy + Eq + Hash + Debug;
+    type Val: Pod + Copy + Debug;
     fn key(&self) -> Self::Key;
     fn used(&self) -> bool;
-    fn val(&self) -> BanValue;
-    fn make(key: Self::Key, val: BanValue) -> Self;
+    fn val(&self) -> Self::Val;
+    fn make(key: Self::Key, val: Self::Val) -> Self;
+    /// What an update keeps of the value it replaces.
+    fn keep(_old: &Self::Val, _new: &mut Self::Val) {}
     /// The key folded to the 64 bits [`home`] hashes, exactly as the XDP
     /// program folds the packet's address.
     fn fold(key: &Self::Key) -> u64;
@@ -58,6 +61,10 @@ fn words(a: &[u8; 16]) -> (u64, u64) {
 
 impl Slot for SlotV4 {
     type Key = [u8; 4];
+    type Val = BanValue;
+    fn keep(old: &BanValue, new: &mut BanValue) {
+        new.drops = old.drops;
+    }
     fn key(&self) -> [u8; 4] {
         self.key
     }
@@ -77,6 +84,10 @@ impl Slot for SlotV4 {
 
 impl Slot for SlotV6 {
     type Key = [u8; 16];
+    type Val = BanValue;
+    fn keep(old: &BanValue, new: &mut BanValue) {
+        new.drops = old.drops;
+    }
     fn key(&self) -> [u8; 16] {
         self.key
     }
@@ -102,6 +113,10 @@ impl Slot for SlotV6 {
 
 impl Slot for SlotP4 {
     type Key = PfxKeyV4;
+    type Val = BanValue;
+    fn keep(old: &BanValue, new: &mut BanValue) {
+        new.drops = old.drops;
+    }
     fn key(&self) -> PfxKeyV4 {
         self.key
     }
@@ -126,6 +141,10 @@ impl Slot for SlotP4 {
 
 impl Slot for SlotP6 {
     type Key = PfxKeyV6;
+    type Val = BanValue;
+    fn keep(old: &BanValue, new: &mut BanValue) {
+        new.drops = old.drops;
+    }
     fn key(&self) -> PfxKeyV6 {
         self.key
     }
@@ -141,6 +160,46 @@ impl Slot for SlotP6 {
     fn fold(key: &PfxKeyV6) -> u64 {
         let (hi, lo) = words(&key.addr);
         fold_p6(key.len, hi, lo)
+    }
+}
+
+impl Slot for SlotA4 {
+    type Key = PfxKeyV4;
+    type Val = AllowValue;
+    fn key(&self) -> PfxKeyV4 {
+        self.key
+    }
+    fn used(&self) -> bool {
+        self.used != 0
+    }
+    fn val(&self) -> AllowValue {
+        self.val
+    }
+    fn make(key: PfxKeyV4, val: AllowValue) -> Self {
+        SlotA4 { key, used: 1, val }
+    }
+    fn fold(key: &PfxKeyV4) -> u64 {
+        SlotP4::fold(key)
+    }
+}
+
+impl Slot for SlotA6 {
+    type Key = PfxKeyV6;
+    type Val = AllowValue;
+    fn key(&self) -> PfxKeyV6 {
+        self.key
+    }
+    fn used(&self) -> bool {
+        self.used != 0
+    }
+    fn val(&self) -> AllowValue {
+        self.val
+    }
+    fn make(key: PfxKeyV6, val: AllowValue) -> Self {
+        SlotA6 { key, used: 1, val }
+    }
+    fn fold(key: &PfxKeyV6) -> u64 {
+        SlotP6::fold(key)
     }
 }
 
@@ -330,7 +389,7 @@ pub fn put<S: Slot>(
     t: &mut impl Slots<S>,
     g: &TableGeom,
     key: &S::Key,
-    mut val: BanValue,
+    mut val: S::Val,
     allow_new: bool,
 ) -> io::Result<Put> {
     let h = home_of::<S>(g, key);
@@ -345,7 +404,7 @@ pub fn put<S: Slot>(
             return Ok(Put::Inserted);
         }
         if s.key() == *key {
-            val.drops = s.val().drops;
+            S::keep(&s.val(), &mut val);
             t.write(idx, &S::make(*key, val))?;
             return Ok(Put::Updated);
         }
@@ -473,7 +532,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
         let mut count = 0u32;
         scan::<S>(self.arr, self.slots, |_, s| count += s.used() as u32)
             .map_err(io("reading", self.name))?;
-        let ovf = sys::count::<S::Key, BanValue>(self.ovf).map_err(io("reading", self.name))?;
+        let ovf = sys::count::<S::Key, S::Val>(self.ovf).map_err(io("reading", self.name))?;
         let t = &mut cfg.tables[self.tbl];
         // Raise first: a stale low count would hide entries.
         if t.count != count || t.ovf != ovf as u32 || g.bits == 0 {
@@ -490,7 +549,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
         Ok(g.count + g.ovf)
     }
 
-    pub fn get(&self, key: &S::Key) -> Result<Option<BanValue>, TableError> {
+    pub fn get(&self, key: &S::Key) -> Result<Option<S::Val>, TableError> {
         let cfg = self.read_config()?;
         let g = self.geom(&cfg)?;
         if let Some((_, s)) =
@@ -501,11 +560,11 @@ impl<'a, S: Slot> BanTable<'a, S> {
         if g.ovf == 0 {
             return Ok(None);
         }
-        sys::lookup::<S::Key, BanValue>(self.ovf, key).map_err(io("reading", self.name))
+        sys::lookup::<S::Key, S::Val>(self.ovf, key).map_err(io("reading", self.name))
     }
 
     /// Every entry, table then overflow.
-    pub fn entries(&self) -> Result<Vec<(S::Key, BanValue)>, TableError> {
+    pub fn entries(&self) -> Result<Vec<(S::Key, S::Val)>, TableError> {
         let mut out = Vec::new();
         // An empty table is not worth reading slot by slot (a million-ban
         // table is tens of MB); `count` is never below the truth.
@@ -519,13 +578,13 @@ impl<'a, S: Slot> BanTable<'a, S> {
             }
         })
         .map_err(io("reading", self.name))?;
-        out.extend(sys::dump::<S::Key, BanValue>(self.ovf).map_err(io("reading", self.name))?);
+        out.extend(sys::dump::<S::Key, S::Val>(self.ovf).map_err(io("reading", self.name))?);
         Ok(out)
     }
 
     /// Inserts or updates every item (a re-ban keeps its drop counter).
     /// Returns how many were written; on `Full`, the ones before stay.
-    pub fn insert_many(&self, items: &[(S::Key, BanValue)]) -> Result<usize, TableError> {
+    pub fn insert_many(&self, items: &[(S::Key, S::Val)]) -> Result<usize, TableError> {
         if items.is_empty() {
             return Ok(0);
         }
@@ -534,8 +593,8 @@ impl<'a, S: Slot> BanTable<'a, S> {
         let cap = self.capacity();
         let start = cfg.tables[self.tbl];
         // Overflowed keys: re-bans of those update the overflow map.
-        let ovf_keys: HashMap<S::Key, BanValue> = if start.ovf > 0 {
-            sys::dump::<S::Key, BanValue>(self.ovf)
+        let ovf_keys: HashMap<S::Key, S::Val> = if start.ovf > 0 {
+            sys::dump::<S::Key, S::Val>(self.ovf)
                 .map_err(io("reading", self.name))?
                 .into_iter()
                 .collect()
@@ -568,7 +627,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
         for (k, v) in items {
             if let Some(old) = ovf_keys.get(k) {
                 let mut v = *v;
-                v.drops = old.drops;
+                S::keep(old, &mut v);
                 sys::update(self.ovf, k, &v, sys::BPF_ANY).map_err(io("writing", self.name))?;
                 done += 1;
                 continue;
