@@ -226,6 +226,14 @@ impl Enforcer {
         ensure_pin_dir(pin_dir)?;
         let paths: Vec<(&'static str, PathBuf)> =
             map::ALL.iter().map(|&n| (n, pin_dir.join(n))).collect();
+        // The loader would reuse a pin of another shape and fail in the
+        // verifier with a cryptic message (e.g. hash-map pins of an older
+        // version where the ban tables are arrays now): say what it is.
+        for (name, path) in &paths {
+            if path.exists() {
+                open_pinned(pin_dir, name)?;
+            }
+        }
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
