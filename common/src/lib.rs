@@ -16,17 +16,20 @@ pub const PROG_NAME: &str = "fail2xdp";
 /// Map names: the static's name in ebpf/src/main.rs, the kernel map name and
 /// the pin file name under the pin directory, all the same.
 pub mod map {
-    /// Exact IPv4 bans (/32): `[u8; 4]` -> [`BanValue`](crate::BanValue).
+    /// Exact IPv4 bans (/32): open-addressing table, a mmapable array of
+    /// [`SlotV4`](crate::SlotV4) (`[u8; 4]` key, [`BanValue`](crate::BanValue));
+    /// geometry in `Config::tables[TBL_BANS_V4]`.
     pub const BANS_V4: &str = "BANS_V4";
-    /// Exact IPv6 bans (/128): `[u8; 16]` -> [`BanValue`](crate::BanValue).
+    /// Exact IPv6 bans (/128): array of [`SlotV6`](crate::SlotV6).
     pub const BANS_V6: &str = "BANS_V6";
-    /// IPv4 prefix bans: [`PfxKeyV4`](crate::PfxKeyV4) -> [`BanValue`](crate::BanValue).
+    /// IPv4 prefix bans: array of [`SlotP4`](crate::SlotP4) ([`PfxKeyV4`](crate::PfxKeyV4) key).
     pub const PFX_V4: &str = "PFX_V4";
-    /// IPv6 prefix bans: [`PfxKeyV6`](crate::PfxKeyV6) -> [`BanValue`](crate::BanValue).
+    /// IPv6 prefix bans: array of [`SlotP6`](crate::SlotP6) ([`PfxKeyV6`](crate::PfxKeyV6) key).
     pub const PFX_V6: &str = "PFX_V6";
-    /// IPv4 allowlist (any prefix length): [`PfxKeyV4`](crate::PfxKeyV4) -> [`AllowValue`](crate::AllowValue).
+    /// IPv4 allowlist (any prefix length): array of [`SlotA4`](crate::SlotA4)
+    /// ([`PfxKeyV4`](crate::PfxKeyV4) key, [`AllowValue`](crate::AllowValue)).
     pub const ALLOW_V4: &str = "ALLOW_V4";
-    /// IPv6 allowlist: [`PfxKeyV6`](crate::PfxKeyV6) -> [`AllowValue`](crate::AllowValue).
+    /// IPv6 allowlist: array of [`SlotA6`](crate::SlotA6).
     pub const ALLOW_V6: &str = "ALLOW_V6";
     /// One-entry array: [`Config`](crate::Config), the prefix lengths in use.
     pub const CONFIG: &str = "CONFIG";
@@ -35,9 +38,33 @@ pub mod map {
     /// Jail names for `list`/`bpftool`: `u32` jail id -> [`JailName`](crate::JailName).
     pub const JAILS: &str = "JAILS";
 
+    /// Overflow of the open-addressing tables: hash maps with the old key
+    /// and value types, holding the few keys that found no slot within
+    /// [`MAX_PROBE`](crate::MAX_PROBE) of their home (adversarial collisions).
+    pub const BANS_V4_OVF: &str = "BANS_V4_OVF";
+    pub const BANS_V6_OVF: &str = "BANS_V6_OVF";
+    pub const PFX_V4_OVF: &str = "PFX_V4_OVF";
+    pub const PFX_V6_OVF: &str = "PFX_V6_OVF";
+    pub const ALLOW_V4_OVF: &str = "ALLOW_V4_OVF";
+    pub const ALLOW_V6_OVF: &str = "ALLOW_V6_OVF";
+
     /// Every map, for pinning, status and detach.
-    pub const ALL: [&str; 9] = [
-        BANS_V4, BANS_V6, PFX_V4, PFX_V6, ALLOW_V4, ALLOW_V6, CONFIG, STATS, JAILS,
+    pub const ALL: [&str; 15] = [
+        BANS_V4,
+        BANS_V6,
+        PFX_V4,
+        PFX_V6,
+        ALLOW_V4,
+        ALLOW_V6,
+        CONFIG,
+        STATS,
+        JAILS,
+        BANS_V4_OVF,
+        BANS_V6_OVF,
+        PFX_V4_OVF,
+        PFX_V6_OVF,
+        ALLOW_V4_OVF,
+        ALLOW_V6_OVF,
     ];
 }
 
@@ -51,6 +78,121 @@ pub mod capacity {
     pub const ALLOW_V4: u32 = 1 << 16;
     pub const ALLOW_V6: u32 = 1 << 16;
     pub const JAILS: u32 = 4096;
+    /// Entries of each overflow hash map (see `map::BANS_V4_OVF`).
+    pub const OVERFLOW: u32 = 4096;
+}
+
+/// Slots an open-addressing table is probed at most, from a key's home.
+/// A key that finds no free slot that close goes to the overflow map.
+pub const MAX_PROBE: u32 = 16;
+
+/// Index of each open-addressing table in [`Config::tables`].
+pub const TBL_BANS_V4: usize = 0;
+pub const TBL_BANS_V6: usize = 1;
+pub const TBL_PFX_V4: usize = 2;
+pub const TBL_PFX_V6: usize = 3;
+pub const TBL_ALLOW_V4: usize = 4;
+pub const TBL_ALLOW_V6: usize = 5;
+/// Number of open-addressing tables.
+pub const TABLES: usize = 6;
+
+/// Shape and fill of one open-addressing table (an array map of 2^bits
+/// slots, linear probing, no tombstones).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableGeom {
+    /// Random per instance, so remote clients cannot aim at one home slot.
+    pub seed: u64,
+    /// log2 of the slot count, 1..=32; 0 before userspace set the table up.
+    pub bits: u32,
+    /// Slot count - 1.
+    pub mask: u32,
+    /// Used slots; the XDP program skips the table while it is 0.
+    pub count: u32,
+    /// Entries in the overflow map; it is looked up only while non-zero.
+    pub ovf: u32,
+}
+
+/// Multiplicative (Fibonacci) hashing of a key folded to 64 bits: the top
+/// `bits` bits of the product depend on every input bit.
+#[inline(always)]
+pub fn home(x: u64, seed: u64, bits: u32) -> u32 {
+    ((x ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> ((64 - bits) & 63)) as u32
+}
+
+/// The 64-bit folds of each key type, from the native words of the
+/// packet-order address bytes (what the XDP program has in registers).
+#[inline(always)]
+pub fn fold_v4(addr: u32) -> u64 {
+    addr as u64
+}
+#[inline(always)]
+pub fn fold_p4(len: u32, addr: u32) -> u64 {
+    addr as u64 | (len as u64) << 32
+}
+#[inline(always)]
+pub fn fold_v6(hi: u64, lo: u64) -> u64 {
+    hi ^ lo.rotate_left(31)
+}
+#[inline(always)]
+pub fn fold_p6(len: u32, hi: u64, lo: u64) -> u64 {
+    fold_v6(hi, lo) ^ len as u64
+}
+
+/// Slot of BANS_V4. `used == 0` marks an empty slot (probing stops there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotV4 {
+    pub key: [u8; 4],
+    pub used: u32,
+    pub val: BanValue,
+}
+
+/// Slot of BANS_V6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotV6 {
+    pub key: [u8; 16],
+    pub used: u32,
+    pub _pad: u32,
+    pub val: BanValue,
+}
+
+/// Slot of PFX_V4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotP4 {
+    pub key: PfxKeyV4,
+    pub used: u32,
+    pub _pad: u32,
+    pub val: BanValue,
+}
+
+/// Slot of ALLOW_V4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotA4 {
+    pub key: PfxKeyV4,
+    pub used: u32,
+    pub val: AllowValue,
+}
+
+/// Slot of ALLOW_V6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotA6 {
+    pub key: PfxKeyV6,
+    pub used: u32,
+    pub val: AllowValue,
+}
+
+/// Slot of PFX_V6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotP6 {
+    pub key: PfxKeyV6,
+    pub used: u32,
+    pub val: BanValue,
 }
 
 /// `BanValue::expires_ns` of a ban that never expires. Chosen as the largest
@@ -158,6 +300,8 @@ pub struct Config {
     pub pfx_v4: [LenSlotV4; LEN_SLOTS_V4],
     pub allow_v6: [LenSlotV6; LEN_SLOTS_V6],
     pub pfx_v6: [LenSlotV6; LEN_SLOTS_V6],
+    /// The open-addressing tables, indexed by `TBL_*`.
+    pub tables: [TableGeom; TABLES],
 }
 
 impl Config {
@@ -184,6 +328,13 @@ impl Config {
             _pad: 0,
             mask: [0; 2],
         }; LEN_SLOTS_V6],
+        tables: [TableGeom {
+            seed: 0,
+            bits: 0,
+            mask: 0,
+            count: 0,
+            ovf: 0,
+        }; TABLES],
     };
 }
 
@@ -269,6 +420,13 @@ mod pod {
     unsafe impl aya::Pod for super::JailName {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::TableGeom {}
+    unsafe impl aya::Pod for super::SlotV4 {}
+    unsafe impl aya::Pod for super::SlotV6 {}
+    unsafe impl aya::Pod for super::SlotP4 {}
+    unsafe impl aya::Pod for super::SlotP6 {}
+    unsafe impl aya::Pod for super::SlotA4 {}
+    unsafe impl aya::Pod for super::SlotA6 {}
 }
 
 // Layout is part of the contract with pinned maps made by an older agent.
@@ -279,4 +437,12 @@ const _: () = {
     assert!(core::mem::size_of::<LenSlotV4>() == 8);
     assert!(core::mem::size_of::<LenSlotV6>() == 24);
     assert!(core::mem::size_of::<Stats>() == 96);
+    assert!(core::mem::size_of::<TableGeom>() == 24);
+    assert!(core::mem::size_of::<SlotV4>() == 56);
+    assert!(core::mem::size_of::<SlotV6>() == 72);
+    assert!(core::mem::size_of::<SlotP4>() == 64);
+    assert!(core::mem::size_of::<SlotP6>() == 72);
+    assert!(core::mem::offset_of!(SlotP6, val) == 24);
+    assert!(core::mem::size_of::<SlotA4>() == 16);
+    assert!(core::mem::size_of::<SlotA6>() == 28);
 };

@@ -12,13 +12,14 @@ mod parse;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PfxKeyV4, PfxKeyV6, Stats, capacity,
+    AllowValue, BanValue, Config, JailName, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6,
+    SlotV4, SlotV6, Stats, capacity,
 };
 
 use crate::verdict::{Reason, Verdict};
@@ -30,23 +31,44 @@ use crate::verdict::{Reason, Verdict};
 /// element of another address (preallocated maps reuse slots at once).
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
+/// The ban tables are open-addressing tables in arrays (see
+/// `fail2xdp_common::TableGeom`): an array lookup is inlined by the verifier,
+/// a hash-map lookup is a helper call that costs 25-40 ns. Userspace sets the
+/// real size (a power of two) when it creates the maps. Mmapable so that
+/// userspace scans (list, purge, counting) read memory instead of copying
+/// a million slots through bpf(2); writes still go through the syscall.
+const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
 #[btf_map]
-static BANS_V4: HashMap<[u8; 4], BanValue, { capacity::BANS_V4 as usize }, NO_PREALLOC> =
+static BANS_V4: Array<SlotV4, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static BANS_V6: Array<SlotV6, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static PFX_V4: Array<SlotP4, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static PFX_V6: Array<SlotP6, 2, MMAPABLE> = Array::new();
+/// Keys that found no slot near their home; looked up only while
+/// Config says the map is non-empty.
+#[btf_map]
+static BANS_V4_OVF: HashMap<[u8; 4], BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static BANS_V6: HashMap<[u8; 16], BanValue, { capacity::BANS_V6 as usize }, NO_PREALLOC> =
+static BANS_V6_OVF: HashMap<[u8; 16], BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static PFX_V4: HashMap<PfxKeyV4, BanValue, { capacity::PFX_V4 as usize }, NO_PREALLOC> =
+static PFX_V4_OVF: HashMap<PfxKeyV4, BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static PFX_V6: HashMap<PfxKeyV6, BanValue, { capacity::PFX_V6 as usize }, NO_PREALLOC> =
+static PFX_V6_OVF: HashMap<PfxKeyV6, BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static ALLOW_V4: HashMap<PfxKeyV4, AllowValue, { capacity::ALLOW_V4 as usize }, NO_PREALLOC> =
+static ALLOW_V4: Array<SlotA4, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V6: Array<SlotA6, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V4_OVF: HashMap<PfxKeyV4, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
-static ALLOW_V6: HashMap<PfxKeyV6, AllowValue, { capacity::ALLOW_V6 as usize }, NO_PREALLOC> =
+static ALLOW_V6_OVF: HashMap<PfxKeyV6, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
     HashMap::new();
 #[btf_map]
 static CONFIG: Array<Config, 1> = Array::new();

@@ -14,11 +14,13 @@ use aya_ebpf::{
 };
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6, LEN_UNUSED, LenSlotV4, LenSlotV6,
-    MAX_BAN_PORTS, PfxKeyV4, PfxKeyV6, Stats,
+    MAX_BAN_PORTS, MAX_PROBE, PfxKeyV4, PfxKeyV6, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4,
+    TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
 };
 
 use crate::{
-    ALLOW_V4, ALLOW_V6, BANS_V4, BANS_V6, CONFIG, PFX_V4, PFX_V6,
+    ALLOW_V4, ALLOW_V4_OVF, ALLOW_V6, ALLOW_V6_OVF, BANS_V4, BANS_V4_OVF, BANS_V6, BANS_V6_OVF,
+    CONFIG, PFX_V4, PFX_V4_OVF, PFX_V6, PFX_V6_OVF,
     parse::{self, NO_PORT, Packet, Skip, Src},
 };
 
@@ -133,7 +135,7 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
     };
     if cfg.allow_v4_n > 0 {
         if let Some(key) = key_v4(&cfg.allow_v4, 0, p.hi) {
-            if ALLOW_V4.get_ptr(&key).is_some() {
+            if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -144,14 +146,14 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
             }
         }
     }
-    if let Some(v) = BANS_V4.get_ptr_mut(src) {
+    if let Some(v) = find_v4(&cfg.tables[TBL_BANS_V4], p.hi as u32, src) {
         if applies(v, p.port, &mut p.miss) {
             return Verdict::drop(Reason::DropExactV4);
         }
     }
     if cfg.pfx_v4_n > 0 {
         if let Some(key) = key_v4(&cfg.pfx_v4, 0, p.hi) {
-            if let Some(v) = PFX_V4.get_ptr_mut(&key) {
+            if let Some(v) = find_p4(&cfg.tables[TBL_PFX_V4], &key) {
                 if applies(v, p.port, &mut p.miss) {
                     return Verdict::drop(Reason::DropPrefixV4);
                 }
@@ -181,7 +183,7 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
     };
     if cfg.allow_v6_n > 0 {
         if let Some(key) = key_v6(&cfg.allow_v6, 0, p.hi, p.lo) {
-            if ALLOW_V6.get_ptr(&key).is_some() {
+            if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -192,14 +194,14 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
             }
         }
     }
-    if let Some(v) = BANS_V6.get_ptr_mut(src) {
+    if let Some(v) = find_v6(&cfg.tables[TBL_BANS_V6], p.hi, p.lo, src) {
         if applies(v, p.port, &mut p.miss) {
             return Verdict::drop(Reason::DropExactV6);
         }
     }
     if cfg.pfx_v6_n > 0 {
         if let Some(key) = key_v6(&cfg.pfx_v6, 0, p.hi, p.lo) {
-            if let Some(v) = PFX_V6.get_ptr_mut(&key) {
+            if let Some(v) = find_p6(&cfg.tables[TBL_PFX_V6], &key) {
                 if applies(v, p.port, &mut p.miss) {
                     return Verdict::drop(Reason::DropPrefixV6);
                 }
@@ -257,7 +259,7 @@ unsafe extern "C" fn allow_v4_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v4(&cfg.allow_v4, i + 1, p.hi) else {
         return CONTINUE;
     };
-    if ALLOW_V4.get_ptr(&key).is_some() {
+    if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
         p.hit = 1;
         return STOP;
     }
@@ -273,7 +275,7 @@ unsafe extern "C" fn pfx_v4_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v4(&cfg.pfx_v4, i + 1, p.hi) else {
         return CONTINUE;
     };
-    if let Some(v) = PFX_V4.get_ptr_mut(&key) {
+    if let Some(v) = find_p4(&cfg.tables[TBL_PFX_V4], &key) {
         if applies(v, p.port, &mut p.miss) {
             p.hit = 1;
             return STOP;
@@ -291,7 +293,7 @@ unsafe extern "C" fn allow_v6_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v6(&cfg.allow_v6, i + 1, p.hi, p.lo) else {
         return CONTINUE;
     };
-    if ALLOW_V6.get_ptr(&key).is_some() {
+    if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
         p.hit = 1;
         return STOP;
     }
@@ -307,13 +309,177 @@ unsafe extern "C" fn pfx_v6_step(i: u64, p: *mut c_void) -> i64 {
     let Some(key) = key_v6(&cfg.pfx_v6, i + 1, p.hi, p.lo) else {
         return CONTINUE;
     };
-    if let Some(v) = PFX_V6.get_ptr_mut(&key) {
+    if let Some(v) = find_p6(&cfg.tables[TBL_PFX_V6], &key) {
         if applies(v, p.port, &mut p.miss) {
             p.hit = 1;
             return STOP;
         }
     }
     CONTINUE
+}
+
+// Open-addressing probes: at most MAX_PROBE array slots from the key's
+// home, stopping at the first empty slot; then the overflow map, only while
+// it holds anything. Userspace writes one slot per map update, so a probe
+// may read one slot half-written; that can only affect the one or two keys
+// being moved or written at that moment (see enforcer/table.rs), and the
+// next packet sees the finished slot. Slots are read through raw pointers
+// because `drops` is added to concurrently by other CPUs.
+
+#[inline(always)]
+fn find_v4(g: &TableGeom, addr: u32, src: &[u8; 4]) -> Option<*mut BanValue> {
+    if g.count != 0 {
+        let h = home(fold_v4(addr), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let s = BANS_V4.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            // SAFETY: an array element, valid for the whole run.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                if u32::from_ne_bytes((*s).key) == addr {
+                    return Some(addr_of_mut!((*s).val));
+                }
+            }
+        }
+    }
+    if g.ovf != 0 {
+        return BANS_V4_OVF.get_ptr_mut(src);
+    }
+    None
+}
+
+#[inline(always)]
+fn find_v6(g: &TableGeom, hi: u64, lo: u64, src: &[u8; 16]) -> Option<*mut BanValue> {
+    if g.count != 0 {
+        let h = home(fold_v6(hi, lo), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let s = BANS_V6.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            // SAFETY: an array element, valid for the whole run; the key is
+            // at offset 0 of an 8-aligned value, so it reads as two words.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                let k = s.cast::<u64>();
+                if *k == hi && *k.add(1) == lo {
+                    return Some(addr_of_mut!((*s).val));
+                }
+            }
+        }
+    }
+    if g.ovf != 0 {
+        return BANS_V6_OVF.get_ptr_mut(src);
+    }
+    None
+}
+
+#[inline(always)]
+fn find_p4(g: &TableGeom, key: &PfxKeyV4) -> Option<*mut BanValue> {
+    let addr = u32::from_ne_bytes(key.addr);
+    if g.count != 0 {
+        let h = home(fold_p4(key.len, addr), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let s = PFX_V4.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            // SAFETY: an array element, valid for the whole run.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                if (*s).key.len == key.len && u32::from_ne_bytes((*s).key.addr) == addr {
+                    return Some(addr_of_mut!((*s).val));
+                }
+            }
+        }
+    }
+    if g.ovf != 0 {
+        return PFX_V4_OVF.get_ptr_mut(key);
+    }
+    None
+}
+
+#[inline(always)]
+fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
+    let (hi, lo) = words(&key.addr);
+    if g.count != 0 {
+        let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let s = PFX_V6.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            // SAFETY: an array element, valid for the whole run. The address
+            // sits at offset 4, so it is compared as 4-aligned u32 words.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                let k = addr_of_mut!((*s).key.addr).cast::<u32>();
+                if (*s).key.len == key.len
+                    && *k == hi as u32
+                    && *k.add(1) == (hi >> 32) as u32
+                    && *k.add(2) == lo as u32
+                    && *k.add(3) == (lo >> 32) as u32
+                {
+                    return Some(addr_of_mut!((*s).val));
+                }
+            }
+        }
+    }
+    if g.ovf != 0 {
+        return PFX_V6_OVF.get_ptr_mut(key);
+    }
+    None
+}
+
+/// Whether the allowlist holds exactly `key`.
+#[inline(always)]
+fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
+    let addr = u32::from_ne_bytes(key.addr);
+    if g.count != 0 {
+        let h = home(fold_p4(key.len, addr), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let Some(s) = ALLOW_V4.get_ptr(h.wrapping_add(i) & g.mask) else {
+                break;
+            };
+            // SAFETY: an array element, valid for the whole run.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                if (*s).key.len == key.len && u32::from_ne_bytes((*s).key.addr) == addr {
+                    return true;
+                }
+            }
+        }
+    }
+    g.ovf != 0 && ALLOW_V4_OVF.get_ptr(key).is_some()
+}
+
+#[inline(always)]
+fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
+    let (hi, lo) = words(&key.addr);
+    if g.count != 0 {
+        let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
+        for i in 0..MAX_PROBE {
+            let Some(s) = ALLOW_V6.get_ptr(h.wrapping_add(i) & g.mask) else {
+                break;
+            };
+            // SAFETY: as in find_p6; the address is compared as u32 words.
+            unsafe {
+                if (*s).used == 0 {
+                    break;
+                }
+                let k = core::ptr::addr_of!((*s).key.addr).cast::<u32>();
+                if (*s).key.len == key.len
+                    && *k == hi as u32
+                    && *k.add(1) == (hi >> 32) as u32
+                    && *k.add(2) == lo as u32
+                    && *k.add(3) == (lo >> 32) as u32
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    g.ovf != 0 && ALLOW_V6_OVF.get_ptr(key).is_some()
 }
 
 /// The address as two native words of its packet-order bytes, the form the
@@ -332,8 +498,9 @@ fn words(a: &[u8; 16]) -> (u64, u64) {
 #[inline(always)]
 fn applies(v: *mut BanValue, port: u32, miss: &mut Reason) -> bool {
     // SAFETY (all derefs of `v`): it came from a successful map lookup and
-    // stays valid for the whole program run (hash elements are freed only
-    // after an RCU grace period). Fields are read through the raw pointer
+    // stays valid for the whole program run (array elements live as long
+    // as the map; overflow hash elements are freed only after an RCU grace
+    // period). Fields are read through the raw pointer
     // because `drops` is written concurrently by other CPUs.
     let expires = unsafe { (*v).expires_ns };
     // Permanent bans skip the clock read.

@@ -22,12 +22,14 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{Array, Map, MapData, PerCpuHashMap, PerCpuValues},
     programs::Xdp,
 };
+use fail2xdp::enforcer::table::{BanTable, Slot, slots_for};
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, LEN_UNUSED, LenSlotV4, LenSlotV6, PROG_NAME, PfxKeyV4,
-    PfxKeyV6, map, mask_v4, mask_v6,
+    PfxKeyV6, SlotP4, SlotP6, SlotV4, SlotV6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6,
+    capacity, map, mask_v4, mask_v6,
 };
 use fail2xdp_tests::{Netns, Probe, unique_name};
 
@@ -333,8 +335,10 @@ impl Ours {
         fs::create_dir(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
-            .map_max_entries(map::BANS_V4, 1 << 20)
-            .map_max_entries(map::BANS_V6, 1 << 20)
+            .map_max_entries(map::BANS_V4, slots_for(1 << 20))
+            .map_max_entries(map::BANS_V6, slots_for(1 << 20))
+            .map_max_entries(map::PFX_V4, slots_for(capacity::PFX_V4))
+            .map_max_entries(map::PFX_V6, slots_for(capacity::PFX_V6))
             .load(fail2xdp::EBPF_OBJECT)
             .context("loading the embedded XDP object")?;
         for name in [PROG_NAME, "xdp_pass"] {
@@ -344,7 +348,37 @@ impl Ours {
                     .with_context(|| format!("loading program {name}"))?;
             }
         }
-        Ok(Self { ebpf, pin_dir })
+        let ours = Self { ebpf, pin_dir };
+        // Geometry and seed, as the enforcer sets them on a fresh instance.
+        ours.t::<SlotV4>(TBL_BANS_V4)?.repair()?;
+        ours.t::<SlotV6>(TBL_BANS_V6)?.repair()?;
+        ours.t::<SlotP4>(TBL_PFX_V4)?.repair()?;
+        ours.t::<SlotP6>(TBL_PFX_V6)?.repair()?;
+        Ok(ours)
+    }
+
+    /// The enforcer's table code on this instance's maps.
+    fn t<S: Slot>(&self, tbl: usize) -> Result<BanTable<'_, S>> {
+        let (arr, ovf, slots) = [
+            (map::BANS_V4, map::BANS_V4_OVF, slots_for(1 << 20)),
+            (map::BANS_V6, map::BANS_V6_OVF, slots_for(1 << 20)),
+            (map::PFX_V4, map::PFX_V4_OVF, slots_for(capacity::PFX_V4)),
+            (map::PFX_V6, map::PFX_V6_OVF, slots_for(capacity::PFX_V6)),
+        ][tbl];
+        let md = |n: &str| -> Result<BorrowedFd<'_>> {
+            match self.ebpf.map(n).with_context(|| format!("map {n}"))? {
+                Map::Array(md) | Map::HashMap(md) => Ok(md.fd().as_fd()),
+                _ => bail!("map {n} has an unexpected type"),
+            }
+        };
+        Ok(BanTable::new(
+            md(arr)?,
+            md(ovf)?,
+            md(map::CONFIG)?,
+            tbl,
+            map::ALL[tbl],
+            slots,
+        ))
     }
 
     fn prog(&self, name: &str) -> Option<BorrowedFd<'_>> {
@@ -352,33 +386,27 @@ impl Ours {
         Some(p.fd().ok()?.as_fd())
     }
 
-    fn hash<K: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, BanValue>> {
-        let m = self
-            .ebpf
-            .map_mut(name)
-            .with_context(|| format!("map {name}"))?;
-        Ok(HashMap::try_from(m)?)
-    }
-
     /// Fills the exact maps up to `n` entries each, the banned sources first.
     fn fill_exact(&mut self, from: u32, n: u32) -> Result<()> {
         let v = ban_value();
-        let mut v4 = self.hash::<[u8; 4]>(map::BANS_V4)?;
+        let mut v4 = Vec::new();
         if from == 0 {
-            v4.insert(BANNED_V4.octets(), v, 0)?;
+            v4.push((BANNED_V4.octets(), v));
         }
         for i in from.max(1)..n {
             // 10.0.0.0/8 onwards: inert keys, far from the measured sources.
-            v4.insert((0x0a00_0000u32 + i).to_be_bytes(), v, 0)?;
+            v4.push(((0x0a00_0000u32 + i).to_be_bytes(), v));
         }
-        let mut v6 = self.hash::<[u8; 16]>(map::BANS_V6)?;
+        self.t::<SlotV4>(TBL_BANS_V4)?.insert_many(&v4)?;
+        let mut v6 = Vec::new();
         if from == 0 {
-            v6.insert(BANNED_V6.octets(), v, 0)?;
+            v6.push((BANNED_V6.octets(), v));
         }
         for i in from.max(1)..n {
             let a = Ipv6Addr::new(0x2001, 0xdb8, 0xeeee, 0, 0, 0, (i >> 16) as u16, i as u16);
-            v6.insert(a.octets(), v, 0)?;
+            v6.push((a.octets(), v));
         }
+        self.t::<SlotV6>(TBL_BANS_V6)?.insert_many(&v6)?;
         Ok(())
     }
 
@@ -387,68 +415,67 @@ impl Ours {
     /// then the Config slots the contract requires, longest first.
     fn fill_prefixes(&mut self) -> Result<()> {
         let v = ban_value();
-        let mut p4 = self.hash::<PfxKeyV4>(map::PFX_V4)?;
+        let mut p4 = Vec::new();
         let masked4 = |a: u32, len: u32| (a & u32::from_be_bytes(mask_v4(len))).to_be_bytes();
-        p4.insert(
+        p4.push((
             PfxKeyV4 {
                 len: 24,
                 addr: masked4(u32::from(BANNED_V4), 24),
             },
             v,
-            0,
-        )?;
+        ));
         for i in 1..5000u32 {
-            p4.insert(
+            p4.push((
                 PfxKeyV4 {
                     len: 24,
                     addr: masked4(0x0a00_0000 + (i << 8), 24),
                 },
                 v,
-                0,
-            )?;
+            ));
         }
         for i in 0..5000u32 {
-            p4.insert(
+            p4.push((
                 PfxKeyV4 {
                     len: 16,
                     addr: masked4(0x1400_0000 + (i << 16), 16),
                 },
                 v,
-                0,
-            )?;
+            ));
         }
-        let mut p6 = self.hash::<PfxKeyV6>(map::PFX_V6)?;
+        self.t::<SlotP4>(TBL_PFX_V4)?.insert_many(&p4)?;
+        let mut p6 = Vec::new();
         let b = BANNED_V6.segments();
         let net6 = |s: [u16; 4]| Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).octets();
-        p6.insert(
+        p6.push((
             PfxKeyV6 {
                 len: 64,
                 addr: net6([b[0], b[1], b[2], b[3]]),
             },
             v,
-            0,
-        )?;
+        ));
         for i in 1..5000u16 {
-            p6.insert(
+            p6.push((
                 PfxKeyV6 {
                     len: 64,
                     addr: net6([0x2001, 0xdb8, 2, i]),
                 },
                 v,
-                0,
-            )?;
+            ));
         }
         for i in 0..5000u16 {
-            p6.insert(
+            p6.push((
                 PfxKeyV6 {
                     len: 48,
                     addr: net6([0x2001, 0xdb8, 0x1000 + i, 0]),
                 },
                 v,
-                0,
-            )?;
+            ));
         }
-        let mut cfg = Config::EMPTY;
+        self.t::<SlotP6>(TBL_PFX_V6)?.insert_many(&p6)?;
+        let m = self.ebpf.map_mut(map::CONFIG).context("map CONFIG")?;
+        let mut arr: Array<&mut MapData, Config> = Array::try_from(m)?;
+        // Keeps the table geometry the fills above maintain.
+        let mut cfg = arr.get(&0, 0)?;
         cfg.pfx_v4[0] = LenSlotV4 {
             len: 24,
             mask: mask_v4(24),
@@ -470,8 +497,6 @@ impl Ours {
         };
         cfg.pfx_v6_n = 2;
         debug_assert!(cfg.pfx_v4[2].len == LEN_UNUSED);
-        let m = self.ebpf.map_mut(map::CONFIG).context("map CONFIG")?;
-        let mut arr: Array<&mut MapData, Config> = Array::try_from(m)?;
         arr.set(0, cfg, 0)?;
         Ok(())
     }

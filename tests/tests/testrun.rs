@@ -9,13 +9,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf, EbpfLoader, TestRun, TestRunOptions,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{ProgramError, Xdp},
 };
+use fail2xdp::enforcer::table::{BanTable, Slot, slots_for};
 use fail2xdp_common::{
     AllowValue, BanValue, Config, EXPIRES_NEVER, LEN_UNUSED, LenSlotV4, LenSlotV6, PROG_NAME,
-    PfxKeyV4, PfxKeyV6, Stats, map, mask_v4, mask_v6,
+    PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6, SlotV4, SlotV6, Stats, TBL_ALLOW_V4,
+    TBL_ALLOW_V6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, map, mask_v4, mask_v6,
 };
+use std::os::fd::AsFd as _;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -67,12 +70,39 @@ fn require_root() {
 /// One private instance of the data plane: object loaded, maps unpinned.
 struct Dp {
     ebpf: Ebpf,
+    slots: u32,
+}
+
+fn arr_name(n: &str) -> &'static str {
+    map::ALL.iter().find(|&&m| m == n).copied().unwrap_or("?")
+}
+
+/// Ban tables of a test instance hold this many entries unless a test asks
+/// for more (arrays are preallocated: keep parallel tests small).
+const TEST_CAPACITY: u32 = 4096;
+
+fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(md) | Map::HashMap(md) => md,
+        _ => panic!("unexpected map type"),
+    }
 }
 
 impl Dp {
     fn new() -> Self {
+        Self::with_capacity(TEST_CAPACITY)
+    }
+
+    fn with_capacity(cap: u32) -> Self {
         require_root();
+        let slots = slots_for(cap);
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map::BANS_V4, slots)
+            .map_max_entries(map::BANS_V6, slots)
+            .map_max_entries(map::PFX_V4, slots)
+            .map_max_entries(map::PFX_V6, slots)
+            .map_max_entries(map::ALLOW_V4, slots)
+            .map_max_entries(map::ALLOW_V6, slots)
             .load(fail2xdp::EBPF_OBJECT)
             .unwrap_or_else(|e| panic!("loading the embedded XDP object: {e:?}"));
         for name in [PROG_NAME, "xdp_pass"] {
@@ -84,7 +114,54 @@ impl Dp {
             prog.load()
                 .unwrap_or_else(|e| panic!("kernel refused program {name}: {e:?}"));
         }
-        Dp { ebpf }
+        let dp = Dp { ebpf, slots };
+        // Geometry and seed, as the enforcer sets them on a fresh instance.
+        dp.t::<SlotV4>(TBL_BANS_V4)
+            .repair()
+            .expect("BANS_V4 geometry");
+        dp.t::<SlotV6>(TBL_BANS_V6)
+            .repair()
+            .expect("BANS_V6 geometry");
+        dp.t::<SlotP4>(TBL_PFX_V4)
+            .repair()
+            .expect("PFX_V4 geometry");
+        dp.t::<SlotP6>(TBL_PFX_V6)
+            .repair()
+            .expect("PFX_V6 geometry");
+        dp.t::<SlotA4>(TBL_ALLOW_V4)
+            .repair()
+            .expect("ALLOW_V4 geometry");
+        dp.t::<SlotA6>(TBL_ALLOW_V6)
+            .repair()
+            .expect("ALLOW_V6 geometry");
+        dp
+    }
+
+    /// The enforcer's table code on this instance's (unpinned) maps.
+    fn t<S: Slot>(&self, tbl: usize) -> BanTable<'_, S> {
+        let (arr, ovf) = [
+            (map::BANS_V4, map::BANS_V4_OVF),
+            (map::BANS_V6, map::BANS_V6_OVF),
+            (map::PFX_V4, map::PFX_V4_OVF),
+            (map::PFX_V6, map::PFX_V6_OVF),
+            (map::ALLOW_V4, map::ALLOW_V4_OVF),
+            (map::ALLOW_V6, map::ALLOW_V6_OVF),
+        ][tbl];
+        let md = |n: &str| {
+            map_data(
+                self.ebpf
+                    .map(n)
+                    .unwrap_or_else(|| panic!("map {n} missing")),
+            )
+        };
+        BanTable::new(
+            md(arr).fd().as_fd(),
+            md(ovf).fd().as_fd(),
+            md(map::CONFIG).fd().as_fd(),
+            tbl,
+            arr_name(arr),
+            self.slots,
+        )
     }
 
     fn prog(&self, name: &str) -> &Xdp {
@@ -112,16 +189,8 @@ impl Dp {
         self.run_n(frame, 1)
     }
 
-    fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        let m = self
-            .ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("map {name} missing"));
-        HashMap::try_from(m).unwrap_or_else(|e| panic!("map {name}: {e:?}"))
-    }
-
-    fn config(&mut self) -> Config {
-        let m = self.ebpf.map_mut(map::CONFIG).expect("CONFIG map");
+    fn config(&self) -> Config {
+        let m = self.ebpf.map(map::CONFIG).expect("CONFIG map");
         let a: Array<_, Config> = Array::try_from(m).expect("CONFIG is an array");
         a.get(&0, 0).expect("CONFIG[0]")
     }
@@ -135,25 +204,22 @@ impl Dp {
     fn ban(&mut self, addr: IpAddr, v: BanValue) {
         match addr {
             IpAddr::V4(a) => self
-                .hash::<[u8; 4], BanValue>(map::BANS_V4)
-                .insert(a.octets(), v, 0),
+                .t::<SlotV4>(TBL_BANS_V4)
+                .insert_many(&[(a.octets(), v)]),
             IpAddr::V6(a) => self
-                .hash::<[u8; 16], BanValue>(map::BANS_V6)
-                .insert(a.octets(), v, 0),
+                .t::<SlotV6>(TBL_BANS_V6)
+                .insert_many(&[(a.octets(), v)]),
         }
         .expect("inserting an exact ban");
     }
 
     fn exact(&mut self, addr: IpAddr) -> BanValue {
         match addr {
-            IpAddr::V4(a) => self
-                .hash::<[u8; 4], BanValue>(map::BANS_V4)
-                .get(&a.octets(), 0),
-            IpAddr::V6(a) => self
-                .hash::<[u8; 16], BanValue>(map::BANS_V6)
-                .get(&a.octets(), 0),
+            IpAddr::V4(a) => self.t::<SlotV4>(TBL_BANS_V4).get(&a.octets()),
+            IpAddr::V6(a) => self.t::<SlotV6>(TBL_BANS_V6).get(&a.octets()),
         }
         .expect("reading an exact ban")
+        .expect("the exact ban is there")
     }
 
     /// Inserts a prefix ban and makes sure its length has a slot, the way
@@ -162,15 +228,15 @@ impl Dp {
         match addr {
             IpAddr::V4(a) => {
                 let key = key_v4(a, len);
-                self.hash::<PfxKeyV4, BanValue>(map::PFX_V4)
-                    .insert(key, v, 0)
+                self.t::<SlotP4>(TBL_PFX_V4)
+                    .insert_many(&[(key, v)])
                     .expect("inserting a v4 prefix ban");
                 self.use_len(addr, len, false);
             }
             IpAddr::V6(a) => {
                 let key = key_v6(a, len);
-                self.hash::<PfxKeyV6, BanValue>(map::PFX_V6)
-                    .insert(key, v, 0)
+                self.t::<SlotP6>(TBL_PFX_V6)
+                    .insert_many(&[(key, v)])
                     .expect("inserting a v6 prefix ban");
                 self.use_len(addr, len, false);
             }
@@ -179,27 +245,22 @@ impl Dp {
 
     fn prefix(&mut self, addr: IpAddr, len: u32) -> BanValue {
         match addr {
-            IpAddr::V4(a) => self
-                .hash::<PfxKeyV4, BanValue>(map::PFX_V4)
-                .get(&key_v4(a, len), 0),
-            IpAddr::V6(a) => self
-                .hash::<PfxKeyV6, BanValue>(map::PFX_V6)
-                .get(&key_v6(a, len), 0),
+            IpAddr::V4(a) => self.t::<SlotP4>(TBL_PFX_V4).get(&key_v4(a, len)),
+            IpAddr::V6(a) => self.t::<SlotP6>(TBL_PFX_V6).get(&key_v6(a, len)),
         }
         .expect("reading a prefix ban")
+        .expect("the prefix ban is there")
     }
 
     fn allow(&mut self, addr: IpAddr, len: u32) {
         let v = AllowValue::default();
         match addr {
-            IpAddr::V4(a) => {
-                self.hash::<PfxKeyV4, AllowValue>(map::ALLOW_V4)
-                    .insert(key_v4(a, len), v, 0)
-            }
-            IpAddr::V6(a) => {
-                self.hash::<PfxKeyV6, AllowValue>(map::ALLOW_V6)
-                    .insert(key_v6(a, len), v, 0)
-            }
+            IpAddr::V4(a) => self
+                .t::<SlotA4>(TBL_ALLOW_V4)
+                .insert_many(&[(key_v4(a, len), v)]),
+            IpAddr::V6(a) => self
+                .t::<SlotA6>(TBL_ALLOW_V6)
+                .insert_many(&[(key_v6(a, len), v)]),
         }
         .expect("inserting an allowlist entry");
         self.use_len(addr, len, true);
@@ -1232,17 +1293,17 @@ fn garbage_frames_pass() {
 #[test]
 #[ignore = "timing; run with --ignored on a quiet machine"]
 fn verdict_cost_within_budget() {
-    let mut dp = Dp::new();
     const N: u32 = 1 << 20;
+    let mut dp = Dp::with_capacity(N);
     {
-        let mut bans = dp.hash::<[u8; 4], BanValue>(map::BANS_V4);
         // Keys from reserved 240.0.0.0/4: never sent, only the table size matters.
-        for i in 0..N - 1 {
-            let a = (0xf000_0000u32 + i).to_be_bytes();
-            bans.insert(a, permanent(), 0).expect("bulk insert");
-        }
-        bans.insert(V4_BANNED.octets(), permanent(), 0)
-            .expect("insert");
+        let mut items: Vec<([u8; 4], BanValue)> = (0..N - 1)
+            .map(|i| ((0xf000_0000u32 + i).to_be_bytes(), permanent()))
+            .collect();
+        items.push((V4_BANNED.octets(), permanent()));
+        dp.t::<SlotV4>(TBL_BANS_V4)
+            .insert_many(&items)
+            .expect("bulk insert");
     }
     let clean = v4_tcp(V4_CLEAN, 25);
     let banned = v4_tcp(V4_BANNED, 25);
@@ -1288,4 +1349,77 @@ fn verdict_cost_within_budget() {
         p <= 60.0,
         "clean packet with 10k prefix bans: +{p:.1} ns > 60"
     );
+}
+
+/// Keys whose home slot is the same go to the next slots, then past
+/// MAX_PROBE to the overflow map; the XDP program must find every one, and
+/// backward-shift deletion must leave the others findable.
+#[test]
+fn colliding_keys_probe_overflow_and_shift_back() {
+    use fail2xdp_common::{MAX_PROBE, fold_v6, home};
+    let dp = Dp::new();
+    let g = dp.config().tables[TBL_BANS_V6];
+    assert_ne!(g.bits, 0, "geometry set up");
+    let home_of = |a: &Ipv6Addr| {
+        let o = a.octets();
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 8];
+        hi.copy_from_slice(&o[..8]);
+        lo.copy_from_slice(&o[8..]);
+        home(
+            fold_v6(u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)),
+            g.seed,
+            g.bits,
+        ) & g.mask
+    };
+    let base = u128::from(v6("2001:db8:f00::"));
+    let first = Ipv6Addr::from(base);
+    let target = home_of(&first);
+    let keys: Vec<Ipv6Addr> = (0u128..10_000_000)
+        .map(|i| Ipv6Addr::from(base + i))
+        .filter(|a| home_of(a) == target)
+        .take(MAX_PROBE as usize + 4)
+        .collect();
+    assert_eq!(keys.len(), MAX_PROBE as usize + 4, "found colliding keys");
+    let t = dp.t::<SlotV6>(TBL_BANS_V6);
+    let items: Vec<_> = keys.iter().map(|a| (a.octets(), permanent())).collect();
+    assert_eq!(t.insert_many(&items).expect("ban"), keys.len());
+    let tg = dp.config().tables[TBL_BANS_V6];
+    assert_eq!((tg.count, tg.ovf), (MAX_PROBE, 4));
+    for a in &keys {
+        expect(&dp, &v6_tcp(*a, 25), XDP_DROP, &format!("colliding {a}"));
+    }
+    expect(
+        &dp,
+        &v6_tcp(v6("2001:db8:f00::ffff:1"), 25),
+        XDP_PASS,
+        "clean",
+    );
+    // Remove two in the table (one at home, one in the middle) and one that
+    // overflowed; the rest stay dropped.
+    let gone = [keys[0], keys[5], keys[MAX_PROBE as usize + 1]];
+    for a in &gone {
+        assert!(t.remove(&a.octets()).expect("unban"), "{a} was there");
+        assert!(!t.remove(&a.octets()).expect("unban again"));
+    }
+    let tg = dp.config().tables[TBL_BANS_V6];
+    assert_eq!((tg.count, tg.ovf), (MAX_PROBE - 2, 3));
+    for a in &keys {
+        let want = if gone.contains(a) { XDP_PASS } else { XDP_DROP };
+        expect(&dp, &v6_tcp(*a, 25), want, &format!("after unbans {a}"));
+    }
+    // A re-ban of an overflowed key updates it there and keeps its drops.
+    let ov = keys[MAX_PROBE as usize + 2];
+    let before = dp.t::<SlotV6>(TBL_BANS_V6).get(&ov.octets()).expect("get");
+    assert!(before.is_some_and(|v| v.drops >= 1));
+    t.insert_many(&[(ov.octets(), on_ports(&[587]))])
+        .expect("re-ban");
+    let after = t.get(&ov.octets()).expect("get").expect("still banned");
+    assert_eq!(
+        (after.nports, after.drops),
+        (1, before.map_or(0, |v| v.drops))
+    );
+    assert_eq!(dp.config().tables[TBL_BANS_V6].ovf, 3);
+    expect(&dp, &v6_tcp(ov, 25), XDP_PASS, "other port");
+    expect(&dp, &v6_tcp(ov, 587), XDP_DROP, "its port");
 }

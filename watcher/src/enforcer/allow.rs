@@ -1,16 +1,14 @@
 //! The allowlist maps: any prefix length, probed before any ban. Entries
 //! from the configuration carry `FROM_CONFIG` in `AllowValue::reserved`, so
 //! a reload can replace them without touching `allow add` entries.
-use std::{collections::HashSet, os::fd::AsFd as _};
+use std::collections::HashSet;
 
-use fail2xdp_common::{AllowValue, PfxKeyV4, PfxKeyV6, map};
+use fail2xdp_common::{AllowValue, PfxKeyV4, PfxKeyV6};
 
 use super::{
     Enforcer, EnforcerError,
-    bans::{dump, net_order, net_v4, net_v6},
-    io_err,
+    bans::{net_order, net_v4, net_v6},
     prefix::Which,
-    sys,
 };
 use crate::addr::{Guard, IpNet};
 
@@ -43,7 +41,7 @@ impl Enforcer {
                     addr: n.addr().octets(),
                 };
                 self.add_len(&mut cfg, Which::AllowV4, k.len)?;
-                sys::update(self.maps.allow_v4.fd().as_fd(), &k, &v, sys::BPF_ANY)
+                self.t_a4().insert_many(&[(k, v)])?;
             }
             IpNet::V6(n) => {
                 let k = PfxKeyV6 {
@@ -51,10 +49,10 @@ impl Enforcer {
                     addr: n.addr().octets(),
                 };
                 self.add_len(&mut cfg, Which::AllowV6, k.len)?;
-                sys::update(self.maps.allow_v6.fd().as_fd(), &k, &v, sys::BPF_ANY)
+                self.t_a6().insert_many(&[(k, v)])?;
             }
         }
-        .map_err(io_err(format!("adding {net} to the allowlist")))
+        Ok(())
     }
 
     /// Removes exactly `net`; false if it was not listed.
@@ -81,22 +79,10 @@ impl Enforcer {
         }
         let mut any = false;
         if !k4.is_empty() {
-            any |= self.delete_prefixed::<PfxKeyV4, AllowValue>(
-                &self.maps.allow_v4,
-                map::ALLOW_V4,
-                Which::AllowV4,
-                &k4,
-                |k| k.len,
-            )?;
+            any |= self.delete_pfx(&self.t_a4(), Which::AllowV4, &k4, |k| k.len)?;
         }
         if !k6.is_empty() {
-            any |= self.delete_prefixed::<PfxKeyV6, AllowValue>(
-                &self.maps.allow_v6,
-                map::ALLOW_V6,
-                Which::AllowV6,
-                &k6,
-                |k| k.len,
-            )?;
+            any |= self.delete_pfx(&self.t_a6(), Which::AllowV6, &k6, |k| k.len)?;
         }
         Ok(any)
     }
@@ -138,22 +124,19 @@ impl Enforcer {
     /// Every allowlist entry with its origin, sorted.
     pub fn allow_entries(&self) -> Result<Vec<AllowEntry>, EnforcerError> {
         let conf = |v: &AllowValue| v.reserved & FROM_CONFIG != 0;
-        let mut out: Vec<AllowEntry> =
-            dump::<PfxKeyV4, AllowValue>(&self.maps.allow_v4, map::ALLOW_V4)?
-                .into_iter()
-                .map(|(k, v)| AllowEntry {
-                    net: net_v4(k.len, k.addr),
-                    configured: conf(&v),
-                })
-                .chain(
-                    dump::<PfxKeyV6, AllowValue>(&self.maps.allow_v6, map::ALLOW_V6)?
-                        .into_iter()
-                        .map(|(k, v)| AllowEntry {
-                            net: net_v6(k.len, k.addr),
-                            configured: conf(&v),
-                        }),
-                )
-                .collect();
+        let mut out: Vec<AllowEntry> = self
+            .t_a4()
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| AllowEntry {
+                net: net_v4(k.len, k.addr),
+                configured: conf(&v),
+            })
+            .chain(self.t_a6().entries()?.into_iter().map(|(k, v)| AllowEntry {
+                net: net_v6(k.len, k.addr),
+                configured: conf(&v),
+            }))
+            .collect();
         out.sort_by_key(|e| net_order(&e.net));
         Ok(out)
     }

@@ -1,10 +1,10 @@
 //! Ban writes: the one place bans enter or leave the maps. Exact /32 and
-//! /128 go to BANS_V4/BANS_V6, other prefixes to PFX_* keyed by (len, masked
-//! address), with the Config slot tables updated before an entry of a new
-//! length appears and after the last entry of a length is gone from view.
+//! /128 go to the BANS_V4/BANS_V6 tables, other prefixes to the PFX_* tables
+//! keyed by (len, masked address) (table.rs does the slot work), with the
+//! Config slot tables updated before an entry of a new length appears and
+//! after the last entry of a length is gone from view.
 use std::{
     collections::{BTreeSet, HashMap},
-    hash::Hash,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, BorrowedFd},
 };
@@ -12,7 +12,8 @@ use std::{
 use aya::{Pod, maps::MapData};
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, JAIL_MANUAL, JAIL_NAME_LEN, JailName, MAX_BAN_PORTS, PfxKeyV4,
-    PfxKeyV6, map,
+    PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6, SlotV4, SlotV6, TBL_ALLOW_V4, TBL_ALLOW_V6,
+    TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, map,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -21,6 +22,7 @@ use super::{
     lock::DirLock,
     prefix::{self, Step, Which},
     sys,
+    table::{BanTable, Slot, capacity_of},
 };
 use crate::addr::{AddrError, IpNet, PortSet};
 
@@ -91,6 +93,57 @@ fn map_io(name: &str, what: &str) -> impl FnOnce(std::io::Error) -> EnforcerErro
 }
 
 impl Enforcer {
+    fn table<'a, S: Slot>(
+        &'a self,
+        arr: &'a MapData,
+        ovf: &'a MapData,
+        tbl: usize,
+        i: usize,
+    ) -> BanTable<'a, S> {
+        BanTable::new(
+            fd(arr),
+            fd(ovf),
+            fd(&self.maps.config),
+            tbl,
+            map::ALL[i],
+            self.maps.capacity[i],
+        )
+    }
+
+    pub(super) fn t_v4(&self) -> BanTable<'_, SlotV4> {
+        self.table(&self.maps.bans_v4, &self.maps.bans_v4_ovf, TBL_BANS_V4, 0)
+    }
+
+    pub(super) fn t_v6(&self) -> BanTable<'_, SlotV6> {
+        self.table(&self.maps.bans_v6, &self.maps.bans_v6_ovf, TBL_BANS_V6, 1)
+    }
+
+    pub(super) fn t_p4(&self) -> BanTable<'_, SlotP4> {
+        self.table(&self.maps.pfx_v4, &self.maps.pfx_v4_ovf, TBL_PFX_V4, 2)
+    }
+
+    pub(super) fn t_p6(&self) -> BanTable<'_, SlotP6> {
+        self.table(&self.maps.pfx_v6, &self.maps.pfx_v6_ovf, TBL_PFX_V6, 3)
+    }
+
+    pub(super) fn t_a4(&self) -> BanTable<'_, SlotA4> {
+        self.table(
+            &self.maps.allow_v4,
+            &self.maps.allow_v4_ovf,
+            TBL_ALLOW_V4,
+            4,
+        )
+    }
+
+    pub(super) fn t_a6(&self) -> BanTable<'_, SlotA6> {
+        self.table(
+            &self.maps.allow_v6,
+            &self.maps.allow_v6_ovf,
+            TBL_ALLOW_V6,
+            5,
+        )
+    }
+
     pub(super) fn lock(&self) -> Result<DirLock<'_>, EnforcerError> {
         DirLock::exclusive(&self.dir).map_err(io_err(format!("locking {}", self.pin_dir.display())))
     }
@@ -141,26 +194,10 @@ impl Enforcer {
     /// Lengths with at least one entry in a prefix-keyed map.
     fn lens_in_use(&self, w: Which) -> Result<BTreeSet<u32>, EnforcerError> {
         Ok(match w {
-            Which::PfxV4 => dump::<PfxKeyV4, BanValue>(&self.maps.pfx_v4, map::PFX_V4)?
-                .iter()
-                .map(|(k, _)| k.len)
-                .collect(),
-            Which::PfxV6 => dump::<PfxKeyV6, BanValue>(&self.maps.pfx_v6, map::PFX_V6)?
-                .iter()
-                .map(|(k, _)| k.len)
-                .collect(),
-            Which::AllowV4 => {
-                dump::<PfxKeyV4, fail2xdp_common::AllowValue>(&self.maps.allow_v4, map::ALLOW_V4)?
-                    .iter()
-                    .map(|(k, _)| k.len)
-                    .collect()
-            }
-            Which::AllowV6 => {
-                dump::<PfxKeyV6, fail2xdp_common::AllowValue>(&self.maps.allow_v6, map::ALLOW_V6)?
-                    .iter()
-                    .map(|(k, _)| k.len)
-                    .collect()
-            }
+            Which::PfxV4 => self.t_p4().entries()?.iter().map(|(k, _)| k.len).collect(),
+            Which::PfxV6 => self.t_p6().entries()?.iter().map(|(k, _)| k.len).collect(),
+            Which::AllowV4 => self.t_a4().entries()?.iter().map(|(k, _)| k.len).collect(),
+            Which::AllowV6 => self.t_a6().entries()?.iter().map(|(k, _)| k.len).collect(),
         })
     }
 
@@ -168,12 +205,32 @@ impl Enforcer {
     /// fresh zero-filled maps) and names the manual jail.
     pub(super) fn repair(&self) -> Result<(), EnforcerError> {
         let _l = self.lock()?;
+        for ok in [
+            self.t_v4().repair()?,
+            self.t_v6().repair()?,
+            self.t_p4().repair()?,
+            self.t_p6().repair()?,
+            self.t_a4().repair()?,
+            self.t_a6().repair()?,
+        ] {
+            if !ok {
+                return Err(EnforcerError::MapMismatch {
+                    map: map::CONFIG,
+                    detail: "table geometry does not match the pinned ban arrays".into(),
+                });
+            }
+        }
         let mut cfg = self.read_config()?;
         let zero_n =
             cfg.allow_v4_n == 0 && cfg.allow_v6_n == 0 && cfg.pfx_v4_n == 0 && cfg.pfx_v6_n == 0;
-        if zero_n && cfg != Config::EMPTY {
+        // The ban tables' geometry (set just above) is not slot-table state.
+        let empty = Config {
+            tables: cfg.tables,
+            ..Config::EMPTY
+        };
+        if zero_n && cfg != empty {
             // Nothing is probed while every n is 0, so one write is safe.
-            cfg = Config::EMPTY;
+            cfg = empty;
             sys::update(fd(&self.maps.config), &0u32, &cfg, sys::BPF_ANY)
                 .map_err(map_io(map::CONFIG, "writing"))?;
         }
@@ -248,12 +305,7 @@ impl Enforcer {
         let now = clock::boottime_ns();
         let created_ns = clock::realtime_ns();
         let mut jails = self.jail_table()?;
-        let (mut e4, mut e6, mut p4, mut p6) = (
-            Batch::default(),
-            Batch::default(),
-            Batch::default(),
-            Batch::default(),
-        );
+        let (mut e4, mut e6, mut p4, mut p6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in reqs {
             if r.ports.0.len() > MAX_BAN_PORTS {
                 return Err(AddrError::TooManyPorts(r.ports.0.len()).into());
@@ -269,19 +321,19 @@ impl Enforcer {
                 ports,
             };
             match key_of(&r.net) {
-                Key::V4(k) => e4.push(k, v),
-                Key::V6(k) => e6.push(k, v),
-                Key::P4(k) => p4.push(k, v),
-                Key::P6(k) => p6.push(k, v),
+                Key::V4(k) => e4.push((k, v)),
+                Key::V6(k) => e6.push((k, v)),
+                Key::P4(k) => p4.push((k, v)),
+                Key::P6(k) => p6.push((k, v)),
             }
         }
         let mut cfg = self.read_config()?;
         for (w, lens) in [
             (
                 Which::PfxV4,
-                p4.keys.iter().map(|k| k.len).collect::<BTreeSet<_>>(),
+                p4.iter().map(|(k, _)| k.len).collect::<BTreeSet<_>>(),
             ),
-            (Which::PfxV6, p6.keys.iter().map(|k| k.len).collect()),
+            (Which::PfxV6, p6.iter().map(|(k, _)| k.len).collect()),
         ] {
             // Longest first keeps the shifting in plan_add short.
             for len in lens.into_iter().rev() {
@@ -289,10 +341,10 @@ impl Enforcer {
             }
         }
         let mut n = 0;
-        n += e4.write(&self.maps.bans_v4, map::BANS_V4)?;
-        n += e6.write(&self.maps.bans_v6, map::BANS_V6)?;
-        n += p4.write(&self.maps.pfx_v4, map::PFX_V4)?;
-        n += p6.write(&self.maps.pfx_v6, map::PFX_V6)?;
+        n += self.t_v4().insert_many(&e4)?;
+        n += self.t_v6().insert_many(&e6)?;
+        n += self.t_p4().insert_many(&p4)?;
+        n += self.t_p6().insert_many(&p6)?;
         Ok(n)
     }
 
@@ -300,40 +352,24 @@ impl Enforcer {
     pub fn unban(&mut self, net: &IpNet) -> Result<bool, EnforcerError> {
         let _l = self.lock()?;
         match key_of(net) {
-            Key::V4(k) => sys::delete(fd(&self.maps.bans_v4), &k)
-                .map_err(map_io(map::BANS_V4, "deleting from")),
-            Key::V6(k) => sys::delete(fd(&self.maps.bans_v6), &k)
-                .map_err(map_io(map::BANS_V6, "deleting from")),
-            Key::P4(k) => self.delete_prefixed::<PfxKeyV4, BanValue>(
-                &self.maps.pfx_v4,
-                map::PFX_V4,
-                Which::PfxV4,
-                &[k],
-                |k| k.len,
-            ),
-            Key::P6(k) => self.delete_prefixed::<PfxKeyV6, BanValue>(
-                &self.maps.pfx_v6,
-                map::PFX_V6,
-                Which::PfxV6,
-                &[k],
-                |k| k.len,
-            ),
+            Key::V4(k) => Ok(self.t_v4().remove(&k)?),
+            Key::V6(k) => Ok(self.t_v6().remove(&k)?),
+            Key::P4(k) => self.delete_pfx(&self.t_p4(), Which::PfxV4, &[k], |k| k.len),
+            Key::P6(k) => self.delete_pfx(&self.t_p6(), Which::PfxV6, &[k], |k| k.len),
         }
     }
 
-    /// Deletes prefix-keyed entries, first unprobing every length that has
-    /// no entry left afterwards. Caller holds the lock. True if any existed.
-    pub(super) fn delete_prefixed<K: Pod + Eq + Hash, V: Pod>(
+    /// `delete_prefixed` for the prefix ban tables. Caller holds the lock.
+    pub(super) fn delete_pfx<S: Slot>(
         &self,
-        md: &MapData,
-        name: &'static str,
+        t: &BanTable<'_, S>,
         w: Which,
-        keys: &[K],
-        len_of: impl Fn(&K) -> u32,
+        keys: &[S::Key],
+        len_of: impl Fn(&S::Key) -> u32,
     ) -> Result<bool, EnforcerError> {
-        let all = dump::<K, V>(md, name)?;
-        let doomed: std::collections::HashSet<&K> = keys.iter().collect();
-        let remaining: BTreeSet<u32> = all
+        let doomed: std::collections::HashSet<&S::Key> = keys.iter().collect();
+        let remaining: BTreeSet<u32> = t
+            .entries()?
             .iter()
             .filter(|(k, _)| !doomed.contains(k))
             .map(|(k, _)| len_of(k))
@@ -349,7 +385,7 @@ impl Enforcer {
         }
         let mut any = false;
         for k in keys {
-            any |= sys::delete(fd(md), k).map_err(map_io(name, "deleting from"))?;
+            any |= t.remove(k)?;
         }
         Ok(any)
     }
@@ -373,12 +409,11 @@ impl Enforcer {
     /// The ban on exactly `net` (not a covering prefix).
     pub fn get(&self, net: &IpNet) -> Result<Option<BanInfo>, EnforcerError> {
         let v = match key_of(net) {
-            Key::V4(k) => sys::lookup::<_, BanValue>(fd(&self.maps.bans_v4), &k),
-            Key::V6(k) => sys::lookup::<_, BanValue>(fd(&self.maps.bans_v6), &k),
-            Key::P4(k) => sys::lookup::<_, BanValue>(fd(&self.maps.pfx_v4), &k),
-            Key::P6(k) => sys::lookup::<_, BanValue>(fd(&self.maps.pfx_v6), &k),
-        }
-        .map_err(io_err(format!("looking up {net}")))?;
+            Key::V4(k) => self.t_v4().get(&k)?,
+            Key::V6(k) => self.t_v6().get(&k)?,
+            Key::P4(k) => self.t_p4().get(&k)?,
+            Key::P6(k) => self.t_p6().get(&k)?,
+        };
         let jails = self.jail_names()?;
         Ok(v.map(|v| self.info(net.trunc(), &v, &jails, clock::boottime_ns())))
     }
@@ -388,16 +423,16 @@ impl Enforcer {
         let jails = self.jail_names()?;
         let now = clock::boottime_ns();
         let mut out = Vec::new();
-        for (k, v) in dump::<[u8; 4], BanValue>(&self.maps.bans_v4, map::BANS_V4)? {
+        for (k, v) in self.t_v4().entries()? {
             out.push(self.info(net_v4(32, k), &v, &jails, now));
         }
-        for (k, v) in dump::<[u8; 16], BanValue>(&self.maps.bans_v6, map::BANS_V6)? {
+        for (k, v) in self.t_v6().entries()? {
             out.push(self.info(net_v6(128, k), &v, &jails, now));
         }
-        for (k, v) in dump::<PfxKeyV4, BanValue>(&self.maps.pfx_v4, map::PFX_V4)? {
+        for (k, v) in self.t_p4().entries()? {
             out.push(self.info(net_v4(k.len, k.addr), &v, &jails, now));
         }
-        for (k, v) in dump::<PfxKeyV6, BanValue>(&self.maps.pfx_v6, map::PFX_V6)? {
+        for (k, v) in self.t_p6().entries()? {
             out.push(self.info(net_v6(k.len, k.addr), &v, &jails, now));
         }
         out.sort_by_key(|b| net_order(&b.net));
@@ -410,161 +445,72 @@ impl Enforcer {
         let now = clock::boottime_ns();
         let expired = |v: &BanValue| v.expires_ns != EXPIRES_NEVER && v.expires_ns <= now;
         let mut n = 0;
-        for (k, v) in dump::<[u8; 4], BanValue>(&self.maps.bans_v4, map::BANS_V4)? {
-            if expired(&v)
-                && sys::delete(fd(&self.maps.bans_v4), &k)
-                    .map_err(map_io(map::BANS_V4, "deleting from"))?
-            {
+        for (k, v) in self.t_v4().entries()? {
+            if expired(&v) && self.t_v4().remove(&k)? {
                 n += 1;
             }
         }
-        for (k, v) in dump::<[u8; 16], BanValue>(&self.maps.bans_v6, map::BANS_V6)? {
-            if expired(&v)
-                && sys::delete(fd(&self.maps.bans_v6), &k)
-                    .map_err(map_io(map::BANS_V6, "deleting from"))?
-            {
+        for (k, v) in self.t_v6().entries()? {
+            if expired(&v) && self.t_v6().remove(&k)? {
                 n += 1;
             }
         }
-        let k4: Vec<PfxKeyV4> = dump::<PfxKeyV4, BanValue>(&self.maps.pfx_v4, map::PFX_V4)?
+        let k4: Vec<PfxKeyV4> = self
+            .t_p4()
+            .entries()?
             .into_iter()
             .filter(|(_, v)| expired(v))
             .map(|(k, _)| k)
             .collect();
         if !k4.is_empty() {
-            self.delete_prefixed::<PfxKeyV4, BanValue>(
-                &self.maps.pfx_v4,
-                map::PFX_V4,
-                Which::PfxV4,
-                &k4,
-                |k| k.len,
-            )?;
+            self.delete_pfx(&self.t_p4(), Which::PfxV4, &k4, |k| k.len)?;
             n += k4.len();
         }
-        let k6: Vec<PfxKeyV6> = dump::<PfxKeyV6, BanValue>(&self.maps.pfx_v6, map::PFX_V6)?
+        let k6: Vec<PfxKeyV6> = self
+            .t_p6()
+            .entries()?
             .into_iter()
             .filter(|(_, v)| expired(v))
             .map(|(k, _)| k)
             .collect();
         if !k6.is_empty() {
-            self.delete_prefixed::<PfxKeyV6, BanValue>(
-                &self.maps.pfx_v6,
-                map::PFX_V6,
-                Which::PfxV6,
-                &k6,
-                |k| k.len,
-            )?;
+            self.delete_pfx(&self.t_p6(), Which::PfxV6, &k6, |k| k.len)?;
             n += k6.len();
         }
         Ok(n)
     }
 
-    /// Entries/capacity of every hash map, for `status`.
+    /// Entries/capacity of every table and of JAILS, for `status`.
     pub fn map_fill(&self) -> Result<Vec<MapFill>, EnforcerError> {
         let m = &self.maps;
-        let count = |md: &MapData,
-                     name: &'static str,
-                     i: usize,
-                     key_size: usize|
-         -> Result<MapFill, EnforcerError> {
-            let entries = match key_size {
-                4 if i == 8 => sys::count::<u32, JailName>(fd(md)),
-                4 => sys::count::<[u8; 4], BanValue>(fd(md)),
-                16 => sys::count::<[u8; 16], BanValue>(fd(md)),
-                8 if i == 2 => sys::count::<PfxKeyV4, BanValue>(fd(md)),
-                8 => sys::count::<PfxKeyV4, fail2xdp_common::AllowValue>(fd(md)),
-                _ if i == 3 => sys::count::<PfxKeyV6, BanValue>(fd(md)),
-                _ => sys::count::<PfxKeyV6, fail2xdp_common::AllowValue>(fd(md)),
-            }
-            .map_err(map_io(name, "counting"))?;
-            Ok(MapFill {
-                map: name,
-                entries,
-                capacity: m.capacity[i],
-            })
+        let jails = MapFill {
+            map: map::JAILS,
+            entries: sys::count::<u32, JailName>(fd(&m.jails))
+                .map_err(map_io(map::JAILS, "counting"))?,
+            capacity: m.capacity[8],
+        };
+        // The ban tables keep their count in CONFIG (table plus overflow);
+        // their capacity is half their slots.
+        let cfg = self.read_config()?;
+        let table = |i: usize, tbl: usize| MapFill {
+            map: map::ALL[i],
+            entries: (cfg.tables[tbl].count + cfg.tables[tbl].ovf) as usize,
+            capacity: capacity_of(m.capacity[i]),
         };
         Ok(vec![
-            count(&m.bans_v4, map::BANS_V4, 0, 4)?,
-            count(&m.bans_v6, map::BANS_V6, 1, 16)?,
-            count(&m.pfx_v4, map::PFX_V4, 2, 8)?,
-            count(&m.pfx_v6, map::PFX_V6, 3, 20)?,
-            count(&m.allow_v4, map::ALLOW_V4, 4, 8)?,
-            count(&m.allow_v6, map::ALLOW_V6, 5, 20)?,
-            count(&m.jails, map::JAILS, 8, 4)?,
+            table(0, TBL_BANS_V4),
+            table(1, TBL_BANS_V6),
+            table(2, TBL_PFX_V4),
+            table(3, TBL_PFX_V6),
+            table(4, TBL_ALLOW_V4),
+            table(5, TBL_ALLOW_V6),
+            jails,
         ])
     }
 }
 
 pub(super) fn dump<K: Pod, V: Pod>(md: &MapData, name: &str) -> Result<Vec<(K, V)>, EnforcerError> {
     sys::dump::<K, V>(fd(md)).map_err(map_io(name, "reading"))
-}
-
-/// Keys and values bound for one map.
-struct Batch<K> {
-    keys: Vec<K>,
-    vals: Vec<BanValue>,
-}
-
-impl<K> Default for Batch<K> {
-    fn default() -> Self {
-        Batch {
-            keys: Vec::new(),
-            vals: Vec::new(),
-        }
-    }
-}
-
-impl<K: Pod + Eq + Hash> Batch<K> {
-    fn push(&mut self, k: K, v: BanValue) {
-        self.keys.push(k);
-        self.vals.push(v);
-    }
-
-    fn write(mut self, md: &MapData, name: &str) -> Result<usize, EnforcerError> {
-        if self.keys.is_empty() {
-            return Ok(0);
-        }
-        // Carry drop counters over: a longer ban of the same client is the
-        // same ban. Few keys: look each up; many: one dump beats N lookups.
-        if self.keys.len() <= 4096 {
-            for (k, v) in self.keys.iter().zip(self.vals.iter_mut()) {
-                if let Some(old) =
-                    sys::lookup::<K, BanValue>(fd(md), k).map_err(map_io(name, "reading"))?
-                {
-                    v.drops = old.drops;
-                }
-            }
-        } else {
-            let mut old: HashMap<K, u64> = HashMap::new();
-            sys::walk::<K, BanValue>(fd(md), |k, v| {
-                if v.drops != 0 {
-                    old.insert(*k, v.drops);
-                }
-            })
-            .map_err(map_io(name, "reading"))?;
-            if !old.is_empty() {
-                for (k, v) in self.keys.iter().zip(self.vals.iter_mut()) {
-                    if let Some(&d) = old.get(k) {
-                        v.drops = d;
-                    }
-                }
-            }
-        }
-        sys::update_batch(fd(md), &self.keys, &self.vals).map_err(|(done, err)| {
-            let what = if err.raw_os_error() == Some(libc::E2BIG) {
-                format!(
-                    "map {name} is full ({done} of {} entries written; raise its capacity)",
-                    self.keys.len()
-                )
-            } else {
-                format!(
-                    "writing {name} ({done} of {} entries written)",
-                    self.keys.len()
-                )
-            };
-            EnforcerError::Io { what, err }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -13,11 +13,12 @@ use aya::{
     programs::Xdp,
 };
 use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PROG_NAME, PfxKeyV4, PfxKeyV6, Stats, capacity, map,
+    AllowValue, BanValue, Config, JailName, PROG_NAME, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4,
+    SlotP6, SlotV4, SlotV6, Stats, capacity, map,
 };
 use log::{info, warn};
 
-use super::{Enforcer, EnforcerError, Maps, io_err, lock};
+use super::{Enforcer, EnforcerError, Maps, io_err, lock, table::slots_for};
 
 /// Sizes the maps get when they are first created (pinned maps keep theirs).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -89,16 +90,22 @@ pub(crate) fn ensure_pin_dir(pin_dir: &Path) -> Result<(), EnforcerError> {
 /// Expected kernel shape of each map, in `map::ALL` order.
 fn expected(name: &str) -> (MapType, usize, usize) {
     match name {
-        map::BANS_V4 => (MapType::Hash, 4, size_of::<BanValue>()),
-        map::BANS_V6 => (MapType::Hash, 16, size_of::<BanValue>()),
-        map::PFX_V4 => (MapType::Hash, size_of::<PfxKeyV4>(), size_of::<BanValue>()),
-        map::PFX_V6 => (MapType::Hash, size_of::<PfxKeyV6>(), size_of::<BanValue>()),
-        map::ALLOW_V4 => (
+        map::BANS_V4 => (MapType::Array, 4, size_of::<SlotV4>()),
+        map::BANS_V6 => (MapType::Array, 4, size_of::<SlotV6>()),
+        map::PFX_V4 => (MapType::Array, 4, size_of::<SlotP4>()),
+        map::PFX_V6 => (MapType::Array, 4, size_of::<SlotP6>()),
+        map::BANS_V4_OVF => (MapType::Hash, 4, size_of::<BanValue>()),
+        map::BANS_V6_OVF => (MapType::Hash, 16, size_of::<BanValue>()),
+        map::PFX_V4_OVF => (MapType::Hash, size_of::<PfxKeyV4>(), size_of::<BanValue>()),
+        map::PFX_V6_OVF => (MapType::Hash, size_of::<PfxKeyV6>(), size_of::<BanValue>()),
+        map::ALLOW_V4 => (MapType::Array, 4, size_of::<SlotA4>()),
+        map::ALLOW_V6 => (MapType::Array, 4, size_of::<SlotA6>()),
+        map::ALLOW_V4_OVF => (
             MapType::Hash,
             size_of::<PfxKeyV4>(),
             size_of::<AllowValue>(),
         ),
-        map::ALLOW_V6 => (
+        map::ALLOW_V6_OVF => (
             MapType::Hash,
             size_of::<PfxKeyV6>(),
             size_of::<AllowValue>(),
@@ -142,7 +149,7 @@ fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<(MapData, u32), Enf
 }
 
 fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
-    let mut capacity = [0u32; 9];
+    let mut capacity = [0u32; 15];
     let mut get = |i: usize| -> Result<MapData, EnforcerError> {
         let (md, cap) = open_pinned(pin_dir, map::ALL[i])?;
         capacity[i] = cap;
@@ -152,6 +159,9 @@ fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
     let (allow_v4, allow_v6, config) = (get(4)?, get(5)?, get(6)?);
     let stats_md = get(7)?;
     let jails = get(8)?;
+    let (bans_v4_ovf, bans_v6_ovf, pfx_v4_ovf, pfx_v6_ovf) =
+        (get(9)?, get(10)?, get(11)?, get(12)?);
+    let (allow_v4_ovf, allow_v6_ovf) = (get(13)?, get(14)?);
     let stats = PerCpuArray::try_from(Map::PerCpuArray(stats_md)).map_err(|e| {
         EnforcerError::MapMismatch {
             map: map::STATS,
@@ -167,6 +177,12 @@ fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
         allow_v6,
         config,
         jails,
+        bans_v4_ovf,
+        bans_v6_ovf,
+        pfx_v4_ovf,
+        pfx_v6_ovf,
+        allow_v4_ovf,
+        allow_v6_ovf,
         stats,
         capacity,
     })
@@ -210,17 +226,25 @@ impl Enforcer {
         ensure_pin_dir(pin_dir)?;
         let paths: Vec<(&'static str, PathBuf)> =
             map::ALL.iter().map(|&n| (n, pin_dir.join(n))).collect();
+        // The loader would reuse a pin of another shape and fail in the
+        // verifier with a cryptic message (e.g. hash-map pins of an older
+        // version where the ban tables are arrays now): say what it is.
+        for (name, path) in &paths {
+            if path.exists() {
+                open_pinned(pin_dir, name)?;
+            }
+        }
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
         for (name, cap) in [
-            (map::BANS_V4, caps.bans_v4),
-            (map::BANS_V6, caps.bans_v6),
-            (map::PFX_V4, caps.pfx_v4),
-            (map::PFX_V6, caps.pfx_v6),
-            (map::ALLOW_V4, caps.allow_v4),
-            (map::ALLOW_V6, caps.allow_v6),
+            (map::BANS_V4, slots_for(caps.bans_v4)),
+            (map::BANS_V6, slots_for(caps.bans_v6)),
+            (map::PFX_V4, slots_for(caps.pfx_v4)),
+            (map::PFX_V6, slots_for(caps.pfx_v6)),
+            (map::ALLOW_V4, slots_for(caps.allow_v4)),
+            (map::ALLOW_V6, slots_for(caps.allow_v6)),
             (map::JAILS, caps.jails),
         ] {
             loader.map_max_entries(name, cap.max(1));
@@ -245,12 +269,18 @@ impl Enforcer {
         for (i, name) in map::ALL.iter().enumerate() {
             let want = match *name {
                 map::CONFIG | map::STATS => continue,
-                map::BANS_V4 => caps.bans_v4,
-                map::BANS_V6 => caps.bans_v6,
-                map::PFX_V4 => caps.pfx_v4,
-                map::PFX_V6 => caps.pfx_v6,
-                map::ALLOW_V4 => caps.allow_v4,
-                map::ALLOW_V6 => caps.allow_v6,
+                map::BANS_V4_OVF
+                | map::BANS_V6_OVF
+                | map::PFX_V4_OVF
+                | map::PFX_V6_OVF
+                | map::ALLOW_V4_OVF
+                | map::ALLOW_V6_OVF => continue,
+                map::BANS_V4 => slots_for(caps.bans_v4),
+                map::BANS_V6 => slots_for(caps.bans_v6),
+                map::PFX_V4 => slots_for(caps.pfx_v4),
+                map::PFX_V6 => slots_for(caps.pfx_v6),
+                map::ALLOW_V4 => slots_for(caps.allow_v4),
+                map::ALLOW_V6 => slots_for(caps.allow_v6),
                 _ => caps.jails,
             };
             if maps.capacity[i] != want.max(1) {

@@ -14,6 +14,7 @@ mod netlink;
 pub mod prefix;
 pub mod report;
 mod sys;
+pub mod table;
 
 use std::{
     fs::File,
@@ -95,6 +96,8 @@ pub enum EnforcerError {
     JailsFull(String),
     #[error(transparent)]
     Addr(#[from] AddrError),
+    #[error(transparent)]
+    Table(#[from] table::TableError),
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EnforcerError {
@@ -121,9 +124,15 @@ pub(crate) struct Maps {
     pub allow_v6: MapData,
     pub config: MapData,
     pub jails: MapData,
+    pub bans_v4_ovf: MapData,
+    pub bans_v6_ovf: MapData,
+    pub pfx_v4_ovf: MapData,
+    pub pfx_v6_ovf: MapData,
+    pub allow_v4_ovf: MapData,
+    pub allow_v6_ovf: MapData,
     pub stats: PerCpuArray<MapData, Stats>,
     /// max_entries of each map in `fail2xdp_common::map::ALL` order.
-    pub capacity: [u32; 9],
+    pub capacity: [u32; 15],
 }
 
 impl Enforcer {
