@@ -676,7 +676,7 @@ fn bans_made_before_the_first_start_are_enforced() -> Result<()> {
     let pair = NetnsPair::new()?;
     let rx = pair.receiver()?;
     let tx = pair.sender()?;
-    let mut agent = fail2xdp_tests::Agent::new(&pair, AgentOptions::default())?;
+    let agent = fail2xdp_tests::Agent::new(&pair, AgentOptions::default())?;
     agent.ban("198.51.100.7", &[])?;
     agent.ban("2001:db8:1::/64", &["--ports", "25"])?;
     let lab = Lab {
