@@ -128,6 +128,7 @@ impl Engine {
                 origin: String::new(),
                 jails: Vec::new(),
                 allowlist: Vec::new(),
+                capacity: Default::default(),
             }),
             slots: Vec::new(),
             routes: HashMap::new(),

@@ -6,17 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{
-    cli::*,
-    enforcer::{Capacities, Enforcer},
-};
+use crate::{cli::*, enforcer::Enforcer};
 
 pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     // A bad configuration must change nothing running: check it before the
     // program in a pinned link is replaced. (The agent loads it again.)
-    crate::config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
-    // Map sizes from the configuration would go here; pinned maps keep theirs.
-    let caps = Capacities::default();
+    let cfg =
+        crate::config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
+    // Only maps created now get these sizes; pinned maps keep theirs.
+    let caps = cfg.capacity;
     let mut enf = Enforcer::load(&g.pin_dir, &caps).with_context(|| {
         format!(
             "loading the XDP program with maps under {}",

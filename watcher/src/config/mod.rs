@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use crate::{
     addr::{self, IpNet, PortSet},
+    enforcer::Capacities,
     filter::Filter,
     jail::{Increment, Rules},
     source::SourceSpec,
@@ -33,6 +34,8 @@ const DEFAULT_INCREMENT_FACTOR: f64 = 2.0;
 const DEFAULT_INCREMENT_MAX: Duration = Duration::from_secs(7 * 86_400);
 /// Above this, one jail's host table alone could exhaust memory.
 const MAX_MAX_HOSTS: i64 = 100_000_000;
+/// Largest map size accepted: tables are allocated in full by the kernel.
+const MAX_CAPACITY: u32 = 1 << 26;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct Config {
     pub jails: Vec<JailConfig>,
     /// Networks no jail bans.
     pub allowlist: Vec<IpNet>,
+    /// Map sizes used when the pinned maps are first created.
+    pub capacity: Capacities,
 }
 
 /// One jail, ready to run.
@@ -175,6 +180,7 @@ struct RawFile {
     defaults: RawJail,
     #[serde(default)]
     jails: BTreeMap<String, Spanned<RawJail>>,
+    capacity: Option<Spanned<Capacities>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,10 +339,28 @@ impl Cx<'_> {
         if raw.jails.is_empty() {
             self.problem_at(0..0, "jails", "no jail is configured".into());
         }
+        let capacity = match raw.capacity {
+            Some(c) => {
+                let span = c.span();
+                let c = c.into_inner();
+                for (key, n) in c.named() {
+                    if !(1..=MAX_CAPACITY).contains(&n) {
+                        self.problem_at(
+                            span.clone(),
+                            &format!("capacity.{key}"),
+                            format!("must be between 1 and {MAX_CAPACITY}, not {n}"),
+                        );
+                    }
+                }
+                c
+            }
+            None => Capacities::default(),
+        };
         Config {
             origin: self.file.to_string(),
             jails,
             allowlist,
+            capacity,
         }
     }
 

@@ -166,3 +166,19 @@ fn disabled_jails_are_skipped_and_allowlists_merge() {
         ]
     );
 }
+
+#[test]
+fn capacity_sizes_the_maps_and_is_checked() {
+    assert_eq!(builtin().expect("built-in").capacity, Capacities::default());
+    let c = ok(&format!("[capacity]\nbans_v4 = 2048\n{JAIL}"));
+    assert_eq!(c.capacity.bans_v4, 2048);
+    assert_eq!(c.capacity.bans_v6, Capacities::default().bans_v6);
+
+    let p = problems(&format!("[capacity]\nbans_v6 = 0\n{JAIL}"));
+    assert!(
+        p.iter().any(|p| p.key == "capacity.bans_v6" && p.line == 1),
+        "{p:?}"
+    );
+    let p = problems(&format!("[capacity]\nbans_v5 = 10\n{JAIL}"));
+    assert!(p.iter().any(|p| p.line == 2), "{p:?}");
+}

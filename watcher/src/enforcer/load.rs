@@ -33,6 +33,21 @@ pub struct Capacities {
     pub jails: u32,
 }
 
+impl Capacities {
+    /// Every size with its configuration key, for validation and messages.
+    pub fn named(&self) -> [(&'static str, u32); 7] {
+        [
+            ("bans_v4", self.bans_v4),
+            ("bans_v6", self.bans_v6),
+            ("pfx_v4", self.pfx_v4),
+            ("pfx_v6", self.pfx_v6),
+            ("allow_v4", self.allow_v4),
+            ("allow_v6", self.allow_v6),
+            ("jails", self.jails),
+        ]
+    }
+}
+
 impl Default for Capacities {
     fn default() -> Self {
         Capacities {
