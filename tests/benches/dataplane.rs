@@ -685,6 +685,9 @@ struct Row {
     /// How the xdp-filter numbers differ from the case, if they do.
     peer_note: Option<&'static str>,
     target: Target,
+    /// Exact-table slots the XDP program reads for a clean source, and what
+    /// plain linear probing (to the first empty slot) would read.
+    probes: Option<(u32, u32)>,
 }
 
 impl Row {
@@ -786,7 +789,17 @@ fn run() -> Result<bool> {
                 (false, true) => Target::CleanPrefix,
             };
             let peer = |v| peer_ns.get(&(v, fam, banned, peer_n)).copied();
+            let probes = match (banned, target, fam) {
+                (false, Target::CleanExact, "IPv4") => {
+                    Some(ours.t::<SlotV4>(TBL_BANS_V4)?.probes(&CLEAN_V4.octets())?)
+                }
+                (false, Target::CleanExact, _) => {
+                    Some(ours.t::<SlotV6>(TBL_BANS_V6)?.probes(&CLEAN_V6.octets())?)
+                }
+                _ => None,
+            };
             rows.push(Row {
+                probes,
                 case: format!("{fam} {}, {what}", if banned { "banned" } else { "clean" }),
                 ours: measure(&o, prog, trivial.as_fd(), pkt, want)?,
                 peer: [peer(Variant::Shipped), peer(Variant::Lean)],
@@ -870,9 +883,9 @@ fn run() -> Result<bool> {
     );
     println!();
     println!(
-        "| case | fail2xdp | trivial | target (excess) | xdp-filter shipped | xdp-filter lean | met |"
+        "| case | fail2xdp | trivial | target (excess) | xdp-filter shipped | xdp-filter lean | met | probes |"
     );
-    println!("|---|---:|---:|---|---:|---:|---|");
+    println!("|---|---:|---:|---|---:|---:|---|---|");
     let mut all_met = true;
     let mut wrong = false;
     for r in &rows {
@@ -893,8 +906,12 @@ fn run() -> Result<bool> {
         } else {
             ""
         };
+        let probes = match r.probes {
+            Some((rh, linear)) => format!("probes: {rh} (linear probing: {linear})"),
+            None => String::new(),
+        };
         println!(
-            "| {} | {} | {} | <= +{}{vs_peer} | {} | {} | {} |",
+            "| {} | {} | {} | <= +{}{vs_peer} | {} | {} | {} | {probes} |",
             r.case,
             r.ours.show(),
             trivial,
