@@ -424,6 +424,62 @@ pub fn probes<S: Slot>(
     Ok((early.unwrap_or(MAX_PROBE), linear.unwrap_or(MAX_PROBE)))
 }
 
+/// Checks, slot by slot in index order, the Robin Hood order early
+/// termination relies on: every entry within `MAX_PROBE` of its home and at
+/// most one slot farther from it than the entry before it (an empty slot
+/// counts as one slot before home).
+#[derive(Default)]
+pub struct Order {
+    /// Distance of the previous slot's entry; `None` after an empty slot.
+    prev: Option<u32>,
+    /// Distance of slot 0's entry, checked against the last slot at the end.
+    first: Option<u32>,
+    seen: bool,
+    broken: bool,
+}
+
+impl Order {
+    pub fn next<S: Slot>(&mut self, g: &TableGeom, idx: u32, s: &S) {
+        let d = s.used().then(|| dist::<S>(g, idx, s));
+        if let Some(d) = d {
+            if d >= MAX_PROBE {
+                self.broken = true;
+            }
+            if !self.seen {
+                self.first = Some(d);
+            } else if d > self.prev.map_or(0, |p| p + 1) {
+                self.broken = true;
+            }
+        }
+        self.seen = true;
+        self.prev = d;
+    }
+
+    /// Whether the order held, wrap-around included.
+    pub fn holds(&self) -> bool {
+        let wrap = match self.first {
+            Some(d) => d <= self.prev.map_or(0, |p| p + 1),
+            None => true,
+        };
+        !self.broken && wrap
+    }
+}
+
+/// The same entries in Robin Hood order, and those that spill.
+pub fn robin_hood_layout<S: Slot>(
+    old: &[S],
+    g: &TableGeom,
+) -> io::Result<(Vec<S>, Vec<(S::Key, S::Val)>)> {
+    let mut new = vec![S::default(); old.len()];
+    let mut spills = Vec::new();
+    for s in old.iter().filter(|s| s.used()) {
+        let p = plan(&mut new, g, &s.key(), s.val(), true)?;
+        spills.extend(p.spill);
+        apply(&mut new, &p)?;
+    }
+    Ok((new, spills))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Put {
     /// The key was there; its value was replaced, its drop counter kept.
@@ -660,9 +716,18 @@ impl<'a, S: Slot> BanTable<'a, S> {
         } else if g.mask.wrapping_add(1) as u64 != self.slots as u64 {
             return Ok(false);
         }
+        let geom = cfg.tables[self.tbl];
         let mut count = 0u32;
-        scan::<S>(self.arr, self.slots, |_, s| count += s.used() as u32)
-            .map_err(io("reading", self.name))?;
+        let mut order = Order::default();
+        scan::<S>(self.arr, self.slots, |i, s| {
+            count += s.used() as u32;
+            order.next(&geom, i, s);
+        })
+        .map_err(io("reading", self.name))?;
+        if !order.holds() {
+            // Pins written by a linear-probing agent: lay them out again.
+            self.relayout(&geom)?;
+        }
         let ovf = sys::count::<S::Key, S::Val>(self.ovf).map_err(io("reading", self.name))?;
         let t = &mut cfg.tables[self.tbl];
         // Raise first: a stale low count would hide entries.
@@ -672,6 +737,51 @@ impl<'a, S: Slot> BanTable<'a, S> {
             self.write_config(&cfg)?;
         }
         Ok(true)
+    }
+
+    /// Rewrites the array in Robin Hood order: the entries that no longer
+    /// fit go to the overflow map first, then the changed slots are written
+    /// in one batch, backwards. Until that ends, a key may be missed by the
+    /// early-terminating probe (fail-open, only on the first start after an
+    /// upgrade from pins in plain linear-probing order).
+    fn relayout(&self, g: &TableGeom) -> Result<(), TableError> {
+        let mut old = vec![S::default(); self.slots as usize];
+        scan::<S>(self.arr, self.slots, |i, s| {
+            if let Some(d) = old.get_mut(i as usize) {
+                *d = *s;
+            }
+        })
+        .map_err(io("reading", self.name))?;
+        let (new, spills) = robin_hood_layout(&old, g).map_err(io("reordering", self.name))?;
+        if !spills.is_empty() {
+            let mut cfg = self.read_config()?;
+            cfg.tables[self.tbl].ovf += spills.len() as u32;
+            self.write_config(&cfg)?;
+            for (k, v) in &spills {
+                sys::update(self.ovf, k, v, sys::BPF_ANY)
+                    .map_err(io("writing overflow of", self.name))?;
+            }
+        }
+        let mut snap = Snapshot {
+            slots: new,
+            dirty: BTreeMap::new(),
+        };
+        for (i, (o, n)) in old.iter().zip(&snap.slots).enumerate() {
+            if o.used() != n.used() || (n.used() && o.key() != n.key()) {
+                snap.dirty.insert(i as u32, ());
+            }
+        }
+        if snap.dirty.is_empty() {
+            return Ok(());
+        }
+        let idx = write_order(&snap, g.mask);
+        let vals: Vec<S> = idx.iter().map(|&i| snap.slots[i as usize]).collect();
+        sys::update_batch(self.arr, &idx, &vals).map_err(|(_, e)| TableError::Io {
+            what: "writing",
+            map: self.name,
+            err: e,
+        })?;
+        Ok(())
     }
 
     /// Current entries (table and overflow).
@@ -1130,6 +1240,45 @@ mod tests {
         let (early, linear) = probes::<SlotV4>(&mut t, &g, &miss).unwrap();
         assert_eq!(early, 3);
         assert_eq!(linear, MAX_PROBE);
+    }
+
+    #[test]
+    fn linear_probing_pins_are_reordered() {
+        // A layout written by plain linear probing (first empty slot):
+        // keys homed at 11 first, then keys homed at 10, which land beyond
+        // them, farther from home than Robin Hood order allows.
+        let g = new_geom(64, 17);
+        let mut old = vec![SlotV4::default(); 64];
+        let mut keys = same_home(&g, 11, 3);
+        keys.extend(same_home(&g, 10, 3));
+        let mut order = Order::default();
+        for (x, k) in keys.iter().enumerate() {
+            let h = home_of::<SlotV4>(&g, k);
+            let free = (0..64)
+                .map(|i| (h + i) & g.mask)
+                .find(|&i| old[i as usize].used == 0)
+                .unwrap();
+            old[free as usize] = SlotV4::make(*k, val(x as u64));
+        }
+        for (i, s) in old.iter().enumerate() {
+            order.next(&g, i as u32, s);
+        }
+        assert!(
+            !order.holds(),
+            "this seed should give an out-of-order layout"
+        );
+        let (mut new, spills) = robin_hood_layout(&old, &g).unwrap();
+        assert!(spills.is_empty());
+        let mut order = Order::default();
+        for (i, s) in new.iter().enumerate() {
+            order.next(&g, i as u32, s);
+        }
+        assert!(order.holds());
+        assert_robin_hood(&new, &g, 0);
+        for (x, k) in keys.iter().enumerate() {
+            let got = find::<SlotV4>(&mut new, &g, k).unwrap();
+            assert_eq!(got.map(|(_, s)| s.val.expires_ns), Some(x as u64));
+        }
     }
 
     #[test]
