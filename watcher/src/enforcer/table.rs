@@ -814,6 +814,26 @@ impl<'a, S: Slot> BanTable<'a, S> {
         probes::<S>(&mut MapSlots(self.arr), &g, key).map_err(io("reading", self.name))
     }
 
+    /// From one copy of the array: whether it is in Robin Hood order, and
+    /// [`probes`] for each of `keys` (for benches and diagnostics).
+    pub fn probe_survey(&self, keys: &[S::Key]) -> Result<(bool, Vec<(u32, u32)>), TableError> {
+        let g = self.geom(&self.read_config()?)?;
+        let mut copy = vec![S::default(); self.slots as usize];
+        let mut order = Order::default();
+        scan::<S>(self.arr, self.slots, |i, s| {
+            order.next(&g, i, s);
+            if let Some(d) = copy.get_mut(i as usize) {
+                *d = *s;
+            }
+        })
+        .map_err(io("reading", self.name))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(probes::<S>(&mut copy, &g, k).map_err(io("reading", self.name))?);
+        }
+        Ok((order.holds(), out))
+    }
+
     /// Every entry, table then overflow.
     pub fn entries(&self) -> Result<Vec<(S::Key, S::Val)>, TableError> {
         let mut out = Vec::new();
