@@ -3,20 +3,35 @@
 //! helper call costing 25-40 ns), plus an overflow hash map per table for
 //! keys that find no slot within `MAX_PROBE` of their home.
 //!
+//! Entries are kept in Robin Hood order (along a run of used slots, each
+//! entry is at most one slot farther from its home than the one before
+//! it), so a miss stops at the first occupant nearer its own home than the
+//! probed key would be, not only at an empty slot: a miss in a crowded
+//! region reads a few slots instead of the rest of the run.
+//!
 //! The XDP program reads without any lock, so every change is a sequence of
 //! single-slot writes (one `bpf_map_update_elem` each, a memcpy of one slot)
 //! that keeps every other key findable at every moment:
-//! - insert writes the new key into the first empty slot of its probe path;
+//!
+//! - insert walks from home; a new or displaced entry farther from its home
+//!   than the resident takes its slot and the resident walks on. The whole
+//!   chain is computed first ([`plan`]), an entry that would land
+//!   `MAX_PROBE` or more from home is put in the overflow map first, then
+//!   the slots are written last to first ([`apply`]): each moved entry
+//!   reaches its new slot before its old one is overwritten. Every slot,
+//!   old or new, satisfies the order for each key that does not move, so
+//!   those stay findable in any mix of old and new slots;
 //! - delete is backward-shift deletion without tombstones: each entry moved
 //!   back is written to its new slot before its old slot is reused or
 //!   cleared, so a reader finds it in one place or the other;
 //! - `Config::tables[t].count` is raised before a new entry is written and
 //!   lowered after it is gone, `ovf` likewise for the overflow map.
-//! A reader may see one slot half-written, which can only affect the one
-//! key written at that moment (or, while a delete shifts, the moved key
-//! whose old copy is still intact further on); a packet then passes that
-//! the next one would drop. A drop counted by the XDP program on a slot
-//! in the middle of a move can be lost.
+//!
+//! A reader may see one slot half-written. That affects the key written
+//! there, and, because misses stop early, any key whose probe crosses that
+//! slot and meets a torn occupant that looks nearer its home: a packet then
+//! passes that the next one would drop (fail-open). A drop counted by the
+//! XDP program on a slot in the middle of a move can be lost.
 //!
 //! The probing logic is generic over [`Slots`], so it is tested against a
 //! plain `Vec` below and runs unchanged on the array maps.
@@ -240,6 +255,9 @@ pub fn random_seed() -> u64 {
     }
     u64::from_ne_bytes(b)
 }
+
+/// A key and its value, as they leave or enter a table.
+pub type Entry<S> = (<S as Slot>::Key, <S as Slot>::Val);
 
 /// Where the slots live: the array map, a snapshot of it, or a test model.
 pub trait Slots<S> {
@@ -466,10 +484,7 @@ impl Order {
 }
 
 /// The same entries in Robin Hood order, and those that spill.
-pub fn robin_hood_layout<S: Slot>(
-    old: &[S],
-    g: &TableGeom,
-) -> io::Result<(Vec<S>, Vec<(S::Key, S::Val)>)> {
+pub fn robin_hood_layout<S: Slot>(old: &[S], g: &TableGeom) -> io::Result<(Vec<S>, Vec<Entry<S>>)> {
     let mut new = vec![S::default(); old.len()];
     let mut spills = Vec::new();
     for s in old.iter().filter(|s| s.used()) {
@@ -593,7 +608,7 @@ pub fn put<S: Slot>(
     key: &S::Key,
     val: S::Val,
     allow_new: bool,
-) -> io::Result<(Put, Option<(S::Key, S::Val)>)> {
+) -> io::Result<(Put, Option<Entry<S>>)> {
     let p = plan(t, g, key, val, allow_new)?;
     apply(t, &p)?;
     Ok((p.kind, p.spill))
@@ -1301,6 +1316,56 @@ mod tests {
         for (x, k) in keys.iter().enumerate() {
             let got = find::<SlotV4>(&mut new, &g, k).unwrap();
             assert_eq!(got.map(|(_, s)| s.val.expires_ns), Some(x as u64));
+        }
+    }
+
+    #[test]
+    fn batch_write_order_keeps_old_keys_findable() {
+        // A batch planned on a snapshot, then written in `write_order` onto
+        // the live copy: after every single write, every key that was there
+        // before (and did not spill) is still found. Homes crowd around the
+        // wrap-around so runs cross the end of the array.
+        for seed in [5, 77, 4242] {
+            let g = new_geom(256, seed);
+            let keys: Vec<[u8; 4]> = (0u32..)
+                .map(u32::to_ne_bytes)
+                .filter(|k| home_of::<SlotV4>(&g, k).wrapping_sub(250) & g.mask < 10)
+                .take(90)
+                .collect();
+            let mut live = vec![SlotV4::default(); 256];
+            for k in &keys[..40] {
+                put::<SlotV4>(&mut live, &g, k, val(1), true).unwrap();
+            }
+            let mut snap = Snapshot {
+                slots: live.clone(),
+                dirty: BTreeMap::new(),
+            };
+            let mut must: HashMap<[u8; 4], u64> = HashMap::new();
+            for (i, s) in live.iter().enumerate() {
+                if s.used != 0 {
+                    must.insert(s.key, s.val.expires_ns);
+                    assert!(dist::<SlotV4>(&g, i as u32, s) < MAX_PROBE);
+                }
+            }
+            for k in &keys[40..] {
+                let p = plan::<SlotV4>(&mut snap, &g, k, val(2), true).unwrap();
+                if let Some((sk, _)) = p.spill {
+                    must.remove(&sk);
+                }
+                apply::<SlotV4>(&mut snap, &p).unwrap();
+            }
+            let order = write_order(&snap, g.mask);
+            let mut w = Watched {
+                slots: live,
+                g,
+                must: &must,
+            };
+            for i in order {
+                let s = snap.slots[i as usize];
+                w.write(i, &s).unwrap();
+            }
+            assert_eq!(w.slots, snap.slots);
+            assert_robin_hood(&w.slots, &g, 0);
         }
     }
 
