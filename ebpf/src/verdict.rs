@@ -319,26 +319,42 @@ unsafe extern "C" fn pfx_v6_step(i: u64, p: *mut c_void) -> i64 {
 }
 
 // Open-addressing probes: at most MAX_PROBE array slots from the key's
-// home, stopping at the first empty slot; then the overflow map, only while
-// it holds anything. Userspace writes one slot per map update, so a probe
-// may read one slot half-written; that can only affect the one or two keys
-// being moved or written at that moment (see enforcer/table.rs), and the
+// home, stopping at the first empty slot or at the first occupant nearer
+// its own home than the key would be (userspace keeps Robin Hood order, so
+// the key cannot lie beyond it); then the overflow map, only while it holds
+// anything. Userspace writes one slot per map update, so a probe
+// may read one slot half-written; that can affect the keys being moved or
+// written at that moment, and a key whose probe crosses that slot may stop
+// early on the torn occupant (see enforcer/table.rs): fail-open, and the
 // next packet sees the finished slot. Slots are read through raw pointers
 // because `drops` is added to concurrently by other CPUs.
+
+/// Whether the occupant (key folded to `fold`) of slot `idx`, read `i`
+/// slots from the probed key's home, sits nearer its own home: then, by the
+/// Robin Hood order, the probed key is not in the table.
+#[inline(always)]
+fn closer(g: &TableGeom, idx: u32, i: u32, fold: u64) -> bool {
+    idx.wrapping_sub(home(fold, g.seed, g.bits)) & g.mask < i
+}
 
 #[inline(always)]
 fn find_v4(g: &TableGeom, addr: u32, src: &[u8; 4]) -> Option<*mut BanValue> {
     if g.count != 0 {
         let h = home(fold_v4(addr), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let s = BANS_V4.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            let idx = h.wrapping_add(i) & g.mask;
+            let s = BANS_V4.get_ptr_mut(idx)?;
             // SAFETY: an array element, valid for the whole run.
             unsafe {
                 if (*s).used == 0 {
                     break;
                 }
-                if u32::from_ne_bytes((*s).key) == addr {
+                let k = u32::from_ne_bytes((*s).key);
+                if k == addr {
                     return Some(addr_of_mut!((*s).val));
+                }
+                if closer(g, idx, i, fold_v4(k)) {
+                    break;
                 }
             }
         }
@@ -354,7 +370,8 @@ fn find_v6(g: &TableGeom, hi: u64, lo: u64, src: &[u8; 16]) -> Option<*mut BanVa
     if g.count != 0 {
         let h = home(fold_v6(hi, lo), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let s = BANS_V6.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            let idx = h.wrapping_add(i) & g.mask;
+            let s = BANS_V6.get_ptr_mut(idx)?;
             // SAFETY: an array element, valid for the whole run; the key is
             // at offset 0 of an 8-aligned value, so it reads as two words.
             unsafe {
@@ -362,8 +379,12 @@ fn find_v6(g: &TableGeom, hi: u64, lo: u64, src: &[u8; 16]) -> Option<*mut BanVa
                     break;
                 }
                 let k = s.cast::<u64>();
-                if *k == hi && *k.add(1) == lo {
+                let (k0, k1) = (*k, *k.add(1));
+                if k0 == hi && k1 == lo {
                     return Some(addr_of_mut!((*s).val));
+                }
+                if closer(g, idx, i, fold_v6(k0, k1)) {
+                    break;
                 }
             }
         }
@@ -380,14 +401,19 @@ fn find_p4(g: &TableGeom, key: &PfxKeyV4) -> Option<*mut BanValue> {
     if g.count != 0 {
         let h = home(fold_p4(key.len, addr), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let s = PFX_V4.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            let idx = h.wrapping_add(i) & g.mask;
+            let s = PFX_V4.get_ptr_mut(idx)?;
             // SAFETY: an array element, valid for the whole run.
             unsafe {
                 if (*s).used == 0 {
                     break;
                 }
-                if (*s).key.len == key.len && u32::from_ne_bytes((*s).key.addr) == addr {
+                let (len, a) = ((*s).key.len, u32::from_ne_bytes((*s).key.addr));
+                if len == key.len && a == addr {
                     return Some(addr_of_mut!((*s).val));
+                }
+                if closer(g, idx, i, fold_p4(len, a)) {
+                    break;
                 }
             }
         }
@@ -404,7 +430,8 @@ fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
     if g.count != 0 {
         let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let s = PFX_V6.get_ptr_mut(h.wrapping_add(i) & g.mask)?;
+            let idx = h.wrapping_add(i) & g.mask;
+            let s = PFX_V6.get_ptr_mut(idx)?;
             // SAFETY: an array element, valid for the whole run. The address
             // sits at offset 4, so it is compared as 4-aligned u32 words.
             unsafe {
@@ -412,13 +439,14 @@ fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
                     break;
                 }
                 let k = addr_of_mut!((*s).key.addr).cast::<u32>();
-                if (*s).key.len == key.len
-                    && *k == hi as u32
-                    && *k.add(1) == (hi >> 32) as u32
-                    && *k.add(2) == lo as u32
-                    && *k.add(3) == (lo >> 32) as u32
-                {
+                let len = (*s).key.len;
+                let khi = *k as u64 | (*k.add(1) as u64) << 32;
+                let klo = *k.add(2) as u64 | (*k.add(3) as u64) << 32;
+                if len == key.len && khi == hi && klo == lo {
                     return Some(addr_of_mut!((*s).val));
+                }
+                if closer(g, idx, i, fold_p6(len, khi, klo)) {
+                    break;
                 }
             }
         }
@@ -436,7 +464,8 @@ fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
     if g.count != 0 {
         let h = home(fold_p4(key.len, addr), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let Some(s) = ALLOW_V4.get_ptr(h.wrapping_add(i) & g.mask) else {
+            let idx = h.wrapping_add(i) & g.mask;
+            let Some(s) = ALLOW_V4.get_ptr(idx) else {
                 break;
             };
             // SAFETY: an array element, valid for the whole run.
@@ -444,8 +473,12 @@ fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
                 if (*s).used == 0 {
                     break;
                 }
-                if (*s).key.len == key.len && u32::from_ne_bytes((*s).key.addr) == addr {
+                let (len, a) = ((*s).key.len, u32::from_ne_bytes((*s).key.addr));
+                if len == key.len && a == addr {
                     return true;
+                }
+                if closer(g, idx, i, fold_p4(len, a)) {
+                    break;
                 }
             }
         }
@@ -459,7 +492,8 @@ fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
     if g.count != 0 {
         let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
         for i in 0..MAX_PROBE {
-            let Some(s) = ALLOW_V6.get_ptr(h.wrapping_add(i) & g.mask) else {
+            let idx = h.wrapping_add(i) & g.mask;
+            let Some(s) = ALLOW_V6.get_ptr(idx) else {
                 break;
             };
             // SAFETY: as in find_p6; the address is compared as u32 words.
@@ -468,13 +502,14 @@ fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
                     break;
                 }
                 let k = core::ptr::addr_of!((*s).key.addr).cast::<u32>();
-                if (*s).key.len == key.len
-                    && *k == hi as u32
-                    && *k.add(1) == (hi >> 32) as u32
-                    && *k.add(2) == lo as u32
-                    && *k.add(3) == (lo >> 32) as u32
-                {
+                let len = (*s).key.len;
+                let khi = *k as u64 | (*k.add(1) as u64) << 32;
+                let klo = *k.add(2) as u64 | (*k.add(3) as u64) << 32;
+                if len == key.len && khi == hi && klo == lo {
                     return true;
+                }
+                if closer(g, idx, i, fold_p6(len, khi, klo)) {
+                    break;
                 }
             }
         }

@@ -3,20 +3,35 @@
 //! helper call costing 25-40 ns), plus an overflow hash map per table for
 //! keys that find no slot within `MAX_PROBE` of their home.
 //!
+//! Entries are kept in Robin Hood order (along a run of used slots, each
+//! entry is at most one slot farther from its home than the one before
+//! it), so a miss stops at the first occupant nearer its own home than the
+//! probed key would be, not only at an empty slot: a miss in a crowded
+//! region reads a few slots instead of the rest of the run.
+//!
 //! The XDP program reads without any lock, so every change is a sequence of
 //! single-slot writes (one `bpf_map_update_elem` each, a memcpy of one slot)
 //! that keeps every other key findable at every moment:
-//! - insert writes the new key into the first empty slot of its probe path;
+//!
+//! - insert walks from home; a new or displaced entry farther from its home
+//!   than the resident takes its slot and the resident walks on. The whole
+//!   chain is computed first ([`plan`]), an entry that would land
+//!   `MAX_PROBE` or more from home is put in the overflow map first, then
+//!   the slots are written last to first ([`apply`]): each moved entry
+//!   reaches its new slot before its old one is overwritten. Every slot,
+//!   old or new, satisfies the order for each key that does not move, so
+//!   those stay findable in any mix of old and new slots;
 //! - delete is backward-shift deletion without tombstones: each entry moved
 //!   back is written to its new slot before its old slot is reused or
 //!   cleared, so a reader finds it in one place or the other;
 //! - `Config::tables[t].count` is raised before a new entry is written and
 //!   lowered after it is gone, `ovf` likewise for the overflow map.
-//! A reader may see one slot half-written, which can only affect the one
-//! key written at that moment (or, while a delete shifts, the moved key
-//! whose old copy is still intact further on); a packet then passes that
-//! the next one would drop. A drop counted by the XDP program on a slot
-//! in the middle of a move can be lost.
+//!
+//! A reader may see one slot half-written. That affects the key written
+//! there, and, because misses stop early, any key whose probe crosses that
+//! slot and meets a torn occupant that looks nearer its home: a packet then
+//! passes that the next one would drop (fail-open). A drop counted by the
+//! XDP program on a slot in the middle of a move can be lost.
 //!
 //! The probing logic is generic over [`Slots`], so it is tested against a
 //! plain `Vec` below and runs unchanged on the array maps.
@@ -241,6 +256,9 @@ pub fn random_seed() -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// A key and its value, as they leave or enter a table.
+pub type Entry<S> = (<S as Slot>::Key, <S as Slot>::Val);
+
 /// Where the slots live: the array map, a snapshot of it, or a test model.
 pub trait Slots<S> {
     fn read(&mut self, i: u32) -> io::Result<S>;
@@ -289,6 +307,22 @@ impl<S: Copy> Slots<S> for Snapshot<S> {
         self.dirty.insert(i, ());
         Ok(())
     }
+}
+
+/// The changed slots of a snapshot in the order one batch update writes
+/// them: backwards, as [`apply`] does, starting just below a slot that is
+/// empty afterwards. Entries only move forward within a run of used slots,
+/// and no run crosses an empty slot, so each moved entry lands at its new
+/// place before its old one is overwritten, also across the wrap-around.
+fn write_order<S: Slot>(snap: &Snapshot<S>, mask: u32) -> Vec<u32> {
+    let cut = snap
+        .slots
+        .iter()
+        .position(|s| !s.used())
+        .map_or(0, |i| i as u32);
+    let mut idx: Vec<u32> = snap.dirty.keys().copied().collect();
+    idx.sort_by_key(|&i| std::cmp::Reverse(i.wrapping_sub(cut) & mask));
+    idx
 }
 
 /// A read-only mapping of a mmapable array map (BPF_F_MMAPABLE).
@@ -353,15 +387,22 @@ fn home_of<S: Slot>(g: &TableGeom, key: &S::Key) -> u32 {
     home(S::fold(key), g.seed, g.bits) & g.mask
 }
 
-/// Slot index and content of `key`, probing as the XDP program does.
+/// Distance of an entry stored at `idx` from its home slot.
+fn dist<S: Slot>(g: &TableGeom, idx: u32, s: &S) -> u32 {
+    idx.wrapping_sub(home_of::<S>(g, &s.key())) & g.mask
+}
+
+/// Slot index and content of `key`, probing as the XDP program does:
+/// Robin Hood order lets a miss stop at the first occupant closer to its
+/// own home than the key would be, as well as at an empty slot.
 pub fn find<S: Slot>(
     t: &mut impl Slots<S>,
     g: &TableGeom,
     key: &S::Key,
 ) -> io::Result<Option<(u32, S)>> {
     let h = home_of::<S>(g, key);
-    for i in 0..MAX_PROBE {
-        let idx = h.wrapping_add(i) & g.mask;
+    for d in 0..MAX_PROBE {
+        let idx = h.wrapping_add(d) & g.mask;
         let s = t.read(idx)?;
         if !s.used() {
             break;
@@ -369,8 +410,89 @@ pub fn find<S: Slot>(
         if s.key() == *key {
             return Ok(Some((idx, s)));
         }
+        if dist::<S>(g, idx, &s) < d {
+            break;
+        }
     }
     Ok(None)
+}
+
+/// Slots the XDP program reads for `key` (hit or miss, overflow map not
+/// counted), and how many plain linear probing would read (up to the key
+/// or the first empty slot, at most `MAX_PROBE`).
+pub fn probes<S: Slot>(
+    t: &mut impl Slots<S>,
+    g: &TableGeom,
+    key: &S::Key,
+) -> io::Result<(u32, u32)> {
+    let h = home_of::<S>(g, key);
+    let (mut early, mut linear) = (None, None);
+    for d in 0..MAX_PROBE {
+        let idx = h.wrapping_add(d) & g.mask;
+        let s = t.read(idx)?;
+        if !s.used() || s.key() == *key {
+            early.get_or_insert(d + 1);
+            linear = Some(d + 1);
+            break;
+        }
+        if dist::<S>(g, idx, &s) < d {
+            early.get_or_insert(d + 1);
+        }
+    }
+    Ok((early.unwrap_or(MAX_PROBE), linear.unwrap_or(MAX_PROBE)))
+}
+
+/// Checks, slot by slot in index order, the Robin Hood order early
+/// termination relies on: every entry within `MAX_PROBE` of its home and at
+/// most one slot farther from it than the entry before it (an empty slot
+/// counts as one slot before home).
+#[derive(Default)]
+pub struct Order {
+    /// Distance of the previous slot's entry; `None` after an empty slot.
+    prev: Option<u32>,
+    /// Distance of slot 0's entry, checked against the last slot at the end.
+    first: Option<u32>,
+    seen: bool,
+    broken: bool,
+}
+
+impl Order {
+    pub fn next<S: Slot>(&mut self, g: &TableGeom, idx: u32, s: &S) {
+        let d = s.used().then(|| dist::<S>(g, idx, s));
+        if let Some(d) = d {
+            if d >= MAX_PROBE {
+                self.broken = true;
+            }
+            if !self.seen {
+                self.first = Some(d);
+            } else if d > self.prev.map_or(0, |p| p + 1) {
+                self.broken = true;
+            }
+        }
+        self.seen = true;
+        self.prev = d;
+    }
+
+    /// Whether the order held, wrap-around included.
+    pub fn holds(&self) -> bool {
+        let wrap = match self.first {
+            Some(d) => d <= self.prev.map_or(0, |p| p + 1),
+            None => true,
+        };
+        !self.broken && wrap
+    }
+}
+
+/// The same entries in Robin Hood order, and those that spill.
+pub fn robin_hood_layout<S: Slot>(old: &[S], g: &TableGeom) -> io::Result<(Vec<S>, Vec<Entry<S>>)> {
+    let mut new = vec![S::default(); old.len()];
+    let mut spills = Vec::new();
+    for s in old.iter().filter(|s| s.used()) {
+        let p = plan(&mut new, g, &s.key(), s.val(), true)?;
+        spills.extend(p.spill);
+        apply(&mut new, &p)?;
+    }
+    Ok((new, spills))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,38 +500,118 @@ pub enum Put {
     /// The key was there; its value was replaced, its drop counter kept.
     Updated,
     Inserted,
-    /// No empty slot within MAX_PROBE of home: the overflow map's job.
+    /// Some entry (the new key or a resident it displaced) would land
+    /// `MAX_PROBE` or more slots from its home: it is the overflow map's
+    /// job, see [`Plan::spill`].
     NoRoom,
     /// A new key, but the table already holds `allow_new == false` entries.
     Full,
 }
 
-/// Writes `key -> val` in one slot write.
-pub fn put<S: Slot>(
+/// The slot writes of one insert or update, computed before any is made.
+#[derive(Debug)]
+pub struct Plan<S: Slot> {
+    pub kind: Put,
+    /// New slot contents in probe order; written last to first.
+    writes: Vec<(u32, S)>,
+    /// With `Put::NoRoom`: the entry that leaves (or never enters) the
+    /// table. It must be in the overflow map before [`apply`] runs.
+    pub spill: Option<(S::Key, S::Val)>,
+}
+
+/// Robin Hood insert: walking from home, an entry farther from its home
+/// than the resident takes the slot and the resident walks on. An entry
+/// that would end up `MAX_PROBE` or more from its home spills.
+pub fn plan<S: Slot>(
     t: &mut impl Slots<S>,
     g: &TableGeom,
     key: &S::Key,
     mut val: S::Val,
     allow_new: bool,
-) -> io::Result<Put> {
-    let h = home_of::<S>(g, key);
-    for i in 0..MAX_PROBE {
-        let idx = h.wrapping_add(i) & g.mask;
+) -> io::Result<Plan<S>> {
+    let mut writes = Vec::new();
+    if let Some((idx, s)) = find(t, g, key)? {
+        S::keep(&s.val(), &mut val);
+        writes.push((idx, S::make(*key, val)));
+        return Ok(Plan {
+            kind: Put::Updated,
+            writes,
+            spill: None,
+        });
+    }
+    if !allow_new {
+        return Ok(Plan {
+            kind: Put::Full,
+            writes,
+            spill: None,
+        });
+    }
+    let mut cur = S::make(*key, val);
+    let mut idx = home_of::<S>(g, key);
+    let mut d = 0;
+    // At most one lap: the load is at most one half, so an empty slot or a
+    // spill comes first; the bound only guards a corrupt table.
+    for _ in 0..=g.mask {
+        if d >= MAX_PROBE {
+            return Ok(Plan {
+                kind: Put::NoRoom,
+                writes,
+                spill: Some((cur.key(), cur.val())),
+            });
+        }
         let s = t.read(idx)?;
         if !s.used() {
-            if !allow_new {
-                return Ok(Put::Full);
-            }
-            t.write(idx, &S::make(*key, val))?;
-            return Ok(Put::Inserted);
+            writes.push((idx, cur));
+            return Ok(Plan {
+                kind: Put::Inserted,
+                writes,
+                spill: None,
+            });
         }
-        if s.key() == *key {
-            S::keep(&s.val(), &mut val);
-            t.write(idx, &S::make(*key, val))?;
-            return Ok(Put::Updated);
+        let od = dist::<S>(g, idx, &s);
+        if od < d {
+            writes.push((idx, cur));
+            cur = s;
+            d = od;
         }
+        idx = idx.wrapping_add(1) & g.mask;
+        d += 1;
     }
-    Ok(if allow_new { Put::NoRoom } else { Put::Full })
+    Ok(Plan {
+        kind: Put::NoRoom,
+        writes,
+        spill: Some((cur.key(), cur.val())),
+    })
+}
+
+/// Makes the writes of `plan`, last slot first. Each write puts an entry
+/// at its new place, one slot farther from home than its old one, before
+/// the next write overwrites the old: every other key keeps a findable
+/// copy at every moment, because each slot, old or new, satisfies the
+/// Robin Hood order for every key whose place did not change. What a
+/// lock-free reader can still meet is a slot caught half-written: a key
+/// probing across it may stop early and miss (fail-open: one packet
+/// passes that the next one drops).
+pub fn apply<S: Slot>(t: &mut impl Slots<S>, plan: &Plan<S>) -> io::Result<()> {
+    for (idx, s) in plan.writes.iter().rev() {
+        t.write(*idx, s)?;
+    }
+    Ok(())
+}
+
+/// [`plan`] then [`apply`]; a spilled entry is left to the caller, so this
+/// suits only tables whose caller tolerates that entry vanishing while it
+/// writes the overflow map afterwards (tests).
+pub fn put<S: Slot>(
+    t: &mut impl Slots<S>,
+    g: &TableGeom,
+    key: &S::Key,
+    val: S::Val,
+    allow_new: bool,
+) -> io::Result<(Put, Option<Entry<S>>)> {
+    let p = plan(t, g, key, val, allow_new)?;
+    apply(t, &p)?;
+    Ok((p.kind, p.spill))
 }
 
 /// Backward-shift deletion. True if `key` was in the table.
@@ -529,9 +731,18 @@ impl<'a, S: Slot> BanTable<'a, S> {
         } else if g.mask.wrapping_add(1) as u64 != self.slots as u64 {
             return Ok(false);
         }
+        let geom = cfg.tables[self.tbl];
         let mut count = 0u32;
-        scan::<S>(self.arr, self.slots, |_, s| count += s.used() as u32)
-            .map_err(io("reading", self.name))?;
+        let mut order = Order::default();
+        scan::<S>(self.arr, self.slots, |i, s| {
+            count += s.used() as u32;
+            order.next(&geom, i, s);
+        })
+        .map_err(io("reading", self.name))?;
+        if !order.holds() {
+            // Pins written by a linear-probing agent: lay them out again.
+            self.relayout(&geom)?;
+        }
         let ovf = sys::count::<S::Key, S::Val>(self.ovf).map_err(io("reading", self.name))?;
         let t = &mut cfg.tables[self.tbl];
         // Raise first: a stale low count would hide entries.
@@ -541,6 +752,51 @@ impl<'a, S: Slot> BanTable<'a, S> {
             self.write_config(&cfg)?;
         }
         Ok(true)
+    }
+
+    /// Rewrites the array in Robin Hood order: the entries that no longer
+    /// fit go to the overflow map first, then the changed slots are written
+    /// in one batch, backwards. Until that ends, a key may be missed by the
+    /// early-terminating probe (fail-open, only on the first start after an
+    /// upgrade from pins in plain linear-probing order).
+    fn relayout(&self, g: &TableGeom) -> Result<(), TableError> {
+        let mut old = vec![S::default(); self.slots as usize];
+        scan::<S>(self.arr, self.slots, |i, s| {
+            if let Some(d) = old.get_mut(i as usize) {
+                *d = *s;
+            }
+        })
+        .map_err(io("reading", self.name))?;
+        let (new, spills) = robin_hood_layout(&old, g).map_err(io("reordering", self.name))?;
+        if !spills.is_empty() {
+            let mut cfg = self.read_config()?;
+            cfg.tables[self.tbl].ovf += spills.len() as u32;
+            self.write_config(&cfg)?;
+            for (k, v) in &spills {
+                sys::update(self.ovf, k, v, sys::BPF_ANY)
+                    .map_err(io("writing overflow of", self.name))?;
+            }
+        }
+        let mut snap = Snapshot {
+            slots: new,
+            dirty: BTreeMap::new(),
+        };
+        for (i, (o, n)) in old.iter().zip(&snap.slots).enumerate() {
+            if o.used() != n.used() || (n.used() && o.key() != n.key()) {
+                snap.dirty.insert(i as u32, ());
+            }
+        }
+        if snap.dirty.is_empty() {
+            return Ok(());
+        }
+        let idx = write_order(&snap, g.mask);
+        let vals: Vec<S> = idx.iter().map(|&i| snap.slots[i as usize]).collect();
+        sys::update_batch(self.arr, &idx, &vals).map_err(|(_, e)| TableError::Io {
+            what: "writing",
+            map: self.name,
+            err: e,
+        })?;
+        Ok(())
     }
 
     /// Current entries (table and overflow).
@@ -561,6 +817,36 @@ impl<'a, S: Slot> BanTable<'a, S> {
             return Ok(None);
         }
         sys::lookup::<S::Key, S::Val>(self.ovf, key).map_err(io("reading", self.name))
+    }
+
+    /// Slots the XDP program reads for `key`, and what linear probing
+    /// without early termination would read (see [`probes`]).
+    pub fn probes(&self, key: &S::Key) -> Result<(u32, u32), TableError> {
+        let g = self.geom(&self.read_config()?)?;
+        if g.count == 0 {
+            return Ok((0, 0));
+        }
+        probes::<S>(&mut MapSlots(self.arr), &g, key).map_err(io("reading", self.name))
+    }
+
+    /// From one copy of the array: whether it is in Robin Hood order, and
+    /// [`probes`] for each of `keys` (for benches and diagnostics).
+    pub fn probe_survey(&self, keys: &[S::Key]) -> Result<(bool, Vec<(u32, u32)>), TableError> {
+        let g = self.geom(&self.read_config()?)?;
+        let mut copy = vec![S::default(); self.slots as usize];
+        let mut order = Order::default();
+        scan::<S>(self.arr, self.slots, |i, s| {
+            order.next(&g, i, s);
+            if let Some(d) = copy.get_mut(i as usize) {
+                *d = *s;
+            }
+        })
+        .map_err(io("reading", self.name))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(probes::<S>(&mut copy, &g, k).map_err(io("reading", self.name))?);
+        }
+        Ok((order.holds(), out))
     }
 
     /// Every entry, table then overflow.
@@ -593,7 +879,7 @@ impl<'a, S: Slot> BanTable<'a, S> {
         let cap = self.capacity();
         let start = cfg.tables[self.tbl];
         // Overflowed keys: re-bans of those update the overflow map.
-        let ovf_keys: HashMap<S::Key, S::Val> = if start.ovf > 0 {
+        let mut ovf_keys: HashMap<S::Key, S::Val> = if start.ovf > 0 {
             sys::dump::<S::Key, S::Val>(self.ovf)
                 .map_err(io("reading", self.name))?
                 .into_iter()
@@ -629,17 +915,18 @@ impl<'a, S: Slot> BanTable<'a, S> {
                 let mut v = *v;
                 S::keep(old, &mut v);
                 sys::update(self.ovf, k, &v, sys::BPF_ANY).map_err(io("writing", self.name))?;
+                ovf_keys.insert(*k, v);
                 done += 1;
                 continue;
             }
             let allow_new = count + ovf < cap;
-            let r = if snapshot {
-                put::<S>(&mut snap, &g, k, *v, allow_new)
+            let p = if snapshot {
+                plan::<S>(&mut snap, &g, k, *v, allow_new)
             } else {
-                put::<S>(&mut live, &g, k, *v, allow_new)
+                plan::<S>(&mut live, &g, k, *v, allow_new)
             }
-            .map_err(io("writing", self.name))?;
-            match r {
+            .map_err(io("reading", self.name))?;
+            match p.kind {
                 Put::Updated => {}
                 Put::Inserted => count += 1,
                 Put::Full => {
@@ -650,9 +937,15 @@ impl<'a, S: Slot> BanTable<'a, S> {
                     break;
                 }
                 Put::NoRoom => {
+                    // The spilled entry (maybe a resident the new key
+                    // displaces) enters the overflow map, and `ovf` goes up,
+                    // before its slot is given away.
+                    let Some((sk, sv)) = p.spill else {
+                        continue;
+                    };
                     cfg.tables[self.tbl].ovf = ovf + 1;
                     self.write_config(&cfg)?;
-                    if let Err(e) = sys::update(self.ovf, k, v, sys::BPF_ANY) {
+                    if let Err(e) = sys::update(self.ovf, &sk, &sv, sys::BPF_ANY) {
                         cfg.tables[self.tbl].ovf = ovf;
                         self.write_config(&cfg)?;
                         result = Err(if e.raw_os_error() == Some(libc::E2BIG) {
@@ -669,13 +962,20 @@ impl<'a, S: Slot> BanTable<'a, S> {
                         });
                         break;
                     }
+                    ovf_keys.insert(sk, sv);
                     ovf += 1;
                 }
             }
+            if snapshot {
+                apply::<S>(&mut snap, &p)
+            } else {
+                apply::<S>(&mut live, &p)
+            }
+            .map_err(io("writing", self.name))?;
             done += 1;
         }
         if snapshot && !snap.dirty.is_empty() {
-            let idx: Vec<u32> = snap.dirty.keys().copied().collect();
+            let idx = write_order(&snap, g.mask);
             let vals: Vec<S> = idx.iter().map(|&i| snap.slots[i as usize]).collect();
             sys::update_batch(self.arr, &idx, &vals).map_err(|(_, e)| TableError::Io {
                 what: "writing",
@@ -752,7 +1052,40 @@ mod tests {
         *state
     }
 
-    fn check_model(seed: u64, bits: u32, keyspace: u64, ops: usize) {
+    /// Every used slot's entry lies within `MAX_PROBE` of its home, and
+    /// each is at most one slot farther from home than the slot before it
+    /// (an empty slot counting as distance -1): the Robin Hood order that
+    /// early termination relies on.
+    fn assert_robin_hood(slots: &[SlotV4], g: &TableGeom, step: usize) {
+        let n = slots.len() as u32;
+        for i in 0..n {
+            let s = &slots[i as usize];
+            if !s.used() {
+                continue;
+            }
+            let d = dist::<SlotV4>(g, i, s);
+            assert!(d < MAX_PROBE, "step {step}: slot {i} at distance {d}");
+            let prev = &slots[(i.wrapping_sub(1) & g.mask) as usize];
+            let pd = if prev.used() {
+                dist::<SlotV4>(g, i.wrapping_sub(1) & g.mask, prev) as i64
+            } else {
+                -1
+            };
+            assert!(
+                d as i64 <= pd + 1,
+                "step {step}: slot {i} at {d} after {pd}"
+            );
+        }
+    }
+
+    /// Returns how many residents were spilled to make room for a new key.
+    fn check_model(seed: u64, bits: u32, keyspace: u64, ops: usize) -> usize {
+        let keys: Vec<[u8; 4]> = (0..keyspace as u32).map(u32::to_ne_bytes).collect();
+        check_model_keys(seed, bits, &keys, ops)
+    }
+
+    fn check_model_keys(seed: u64, bits: u32, keys: &[[u8; 4]], ops: usize) -> usize {
+        let mut spilled_residents = 0;
         let g = new_geom(1 << bits, seed);
         let mut model: HashMap<[u8; 4], u64> = HashMap::new();
         let mut ovf: HashMap<[u8; 4], u64> = HashMap::new();
@@ -764,40 +1097,57 @@ mod tests {
         let cap = capacity_of(1 << bits) as usize;
         let mut st = seed | 1;
         for step in 0..ops {
-            let k = ((rng(&mut st) % keyspace) as u32).to_ne_bytes();
+            let k = keys[(rng(&mut st) % keys.len() as u64) as usize];
             let others: HashMap<[u8; 4], u64> = model
                 .iter()
                 .filter(|(x, _)| **x != k && !ovf.contains_key(*x))
                 .map(|(x, v)| (*x, *v))
                 .collect();
-            let slots = std::mem::take(&mut t.slots);
-            let mut w = Watched {
-                slots,
-                g,
-                must: &others,
-            };
+            let mut slots = std::mem::take(&mut t.slots);
             if rng(&mut st) % 3 == 0 {
+                let mut w = Watched {
+                    slots,
+                    g,
+                    must: &others,
+                };
                 let had = remove::<SlotV4>(&mut w, &g, &k).unwrap();
                 let in_ovf = ovf.remove(&k).is_some();
                 assert_eq!(had || in_ovf, model.remove(&k).is_some(), "step {step}");
+                slots = w.slots;
             } else {
                 let v = step as u64 + 1;
                 if ovf.contains_key(&k) {
                     ovf.insert(k, v);
                     model.insert(k, v);
                 } else {
-                    match put::<SlotV4>(&mut w, &g, &k, val(v), model.len() < cap).unwrap() {
+                    let p = plan::<SlotV4>(&mut slots, &g, &k, val(v), model.len() < cap).unwrap();
+                    // A spilled resident is in the overflow map before any
+                    // slot write, so only the others must stay in the table.
+                    let mut others = others;
+                    if let Some((sk, sv)) = p.spill {
+                        others.remove(&sk);
+                        ovf.insert(sk, sv.expires_ns);
+                        if sk != k {
+                            spilled_residents += 1;
+                        }
+                    }
+                    let mut w = Watched {
+                        slots,
+                        g,
+                        must: &others,
+                    };
+                    apply::<SlotV4>(&mut w, &p).unwrap();
+                    slots = w.slots;
+                    match p.kind {
                         Put::Inserted => assert!(model.insert(k, v).is_none()),
                         Put::Updated => assert!(model.insert(k, v).is_some()),
-                        Put::NoRoom => {
-                            ovf.insert(k, v);
-                            model.insert(k, v);
-                        }
+                        Put::NoRoom => assert!(model.insert(k, v).is_none()),
                         Put::Full => assert!(model.len() >= cap),
                     }
                 }
             }
-            t.slots = w.slots;
+            t.slots = slots;
+            assert_robin_hood(&t.slots, &g, step);
             let used = t.slots.iter().filter(|s| s.used != 0).count();
             assert_eq!(used + ovf.len(), model.len(), "step {step}");
             for (k, v) in &model {
@@ -807,7 +1157,12 @@ mod tests {
                 let got = find::<SlotV4>(&mut t.slots, &g, k).unwrap();
                 assert_eq!(got.map(|(_, s)| s.val.expires_ns), Some(*v), "step {step}");
             }
+            for (k, v) in &ovf {
+                assert_eq!(model.get(k), Some(v), "step {step}: overflow {k:?}");
+                assert!(find::<SlotV4>(&mut t.slots, &g, k).unwrap().is_none());
+            }
         }
+        spilled_residents
     }
 
     #[test]
@@ -824,24 +1179,45 @@ mod tests {
     }
 
     #[test]
+    fn model_crowded_homes_spill_residents() {
+        // Keys whose homes fall in 6 neighbouring slots of 256: runs far
+        // longer than MAX_PROBE, so new keys displace residents into the
+        // overflow map and deletes shift them back.
+        let mut spilled = 0;
+        for seed in [3, 11, 2024] {
+            let g = new_geom(256, seed);
+            let keys: Vec<[u8; 4]> = (0u32..)
+                .map(u32::to_ne_bytes)
+                .filter(|k| home_of::<SlotV4>(&g, k).wrapping_sub(250) & g.mask < 6)
+                .take(60)
+                .collect();
+            spilled += check_model_keys(seed, 8, &keys, 3000);
+        }
+        assert!(spilled > 0, "no resident was ever displaced into overflow");
+    }
+
+    fn same_home(g: &TableGeom, target: u32, n: usize) -> Vec<[u8; 4]> {
+        (0u32..)
+            .map(|x| x.to_ne_bytes())
+            .filter(|k| home_of::<SlotV4>(g, k) == target)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
     fn adversarial_same_home_goes_to_overflow() {
-        // bits = 1 (2 slots) with a 3-key workload: keys beyond room overflow
-        // or report full, never vanish.
+        // 20 keys with one home: the first MAX_PROBE fill the run, the rest
+        // overflow; none vanishes.
         let g = new_geom(64, 3);
         let mut t = vec![SlotV4::default(); 64];
-        // Find 20 keys with the same home.
         let target = home_of::<SlotV4>(&g, &[0, 0, 0, 0]);
-        let keys: Vec<[u8; 4]> = (0u32..)
-            .map(|x| x.to_ne_bytes())
-            .filter(|k| home_of::<SlotV4>(&g, k) == target)
-            .take(20)
-            .collect();
+        let keys = same_home(&g, target, 20);
         let mut placed = 0;
         let mut overflow = 0;
         for k in &keys {
             match put::<SlotV4>(&mut t, &g, k, val(1), true).unwrap() {
-                Put::Inserted => placed += 1,
-                Put::NoRoom => overflow += 1,
+                (Put::Inserted, None) => placed += 1,
+                (Put::NoRoom, Some((s, _))) if s == *k => overflow += 1,
                 r => panic!("{r:?}"),
             }
         }
@@ -856,6 +1232,144 @@ mod tests {
     }
 
     #[test]
+    fn displaced_resident_spills_not_the_newcomer() {
+        // One key homed at H-1, MAX_PROBE homed at H: a second key homed at
+        // H-1 is farther from home than the H residents from slot H on, so
+        // it takes slot H and an H resident is pushed past reach.
+        let g = new_geom(64, 9);
+        let mut t = vec![SlotV4::default(); 64];
+        let h = 20;
+        let before = same_home(&g, h - 1, 2);
+        let at = same_home(&g, h, MAX_PROBE as usize);
+        assert_eq!(
+            put::<SlotV4>(&mut t, &g, &before[0], val(1), true)
+                .unwrap()
+                .0,
+            Put::Inserted
+        );
+        for k in &at {
+            assert_eq!(
+                put::<SlotV4>(&mut t, &g, k, val(2), true).unwrap().0,
+                Put::Inserted
+            );
+        }
+        let p = plan::<SlotV4>(&mut t, &g, &before[1], val(3), true).unwrap();
+        assert_eq!(p.kind, Put::NoRoom);
+        let (spilled, v) = p.spill.unwrap();
+        // Ties do not swap, so the first resident displaced walks the whole
+        // run and is the one pushed out.
+        assert_eq!((spilled, v.expires_ns), (at[0], 2));
+        apply::<SlotV4>(&mut t, &p).unwrap();
+        assert_eq!(
+            find::<SlotV4>(&mut t, &g, &before[1]).unwrap().unwrap().0,
+            h
+        );
+        for k in at[1..].iter().chain(&before[..1]) {
+            assert!(find::<SlotV4>(&mut t, &g, k).unwrap().is_some(), "{k:?}");
+        }
+        assert!(find::<SlotV4>(&mut t, &g, &spilled).unwrap().is_none());
+        // A miss homed at H-1 stops at slot H+1: the H entry there sits one
+        // slot from its home, the miss would be two; linear probing would
+        // read on to MAX_PROBE.
+        let miss = same_home(&g, h - 1, 3)[2];
+        let (early, linear) = probes::<SlotV4>(&mut t, &g, &miss).unwrap();
+        assert_eq!(early, 3);
+        assert_eq!(linear, MAX_PROBE);
+    }
+
+    #[test]
+    fn linear_probing_pins_are_reordered() {
+        // A layout written by plain linear probing (first empty slot):
+        // keys homed at 11 first, then keys homed at 10, which land beyond
+        // them, farther from home than Robin Hood order allows.
+        let g = new_geom(64, 17);
+        let mut old = vec![SlotV4::default(); 64];
+        let mut keys = same_home(&g, 11, 3);
+        keys.extend(same_home(&g, 10, 3));
+        let mut order = Order::default();
+        for (x, k) in keys.iter().enumerate() {
+            let h = home_of::<SlotV4>(&g, k);
+            let free = (0..64)
+                .map(|i| (h + i) & g.mask)
+                .find(|&i| old[i as usize].used == 0)
+                .unwrap();
+            old[free as usize] = SlotV4::make(*k, val(x as u64));
+        }
+        for (i, s) in old.iter().enumerate() {
+            order.next(&g, i as u32, s);
+        }
+        assert!(!order.holds());
+        // Early termination misses a key homed at 10 stored past the 11s.
+        assert!(
+            find::<SlotV4>(&mut old.clone(), &g, &keys[5])
+                .unwrap()
+                .is_none()
+        );
+        let (mut new, spills) = robin_hood_layout(&old, &g).unwrap();
+        assert!(spills.is_empty());
+        let mut order = Order::default();
+        for (i, s) in new.iter().enumerate() {
+            order.next(&g, i as u32, s);
+        }
+        assert!(order.holds());
+        assert_robin_hood(&new, &g, 0);
+        for (x, k) in keys.iter().enumerate() {
+            let got = find::<SlotV4>(&mut new, &g, k).unwrap();
+            assert_eq!(got.map(|(_, s)| s.val.expires_ns), Some(x as u64));
+        }
+    }
+
+    #[test]
+    fn batch_write_order_keeps_old_keys_findable() {
+        // A batch planned on a snapshot, then written in `write_order` onto
+        // the live copy: after every single write, every key that was there
+        // before (and did not spill) is still found. Homes crowd around the
+        // wrap-around so runs cross the end of the array.
+        for seed in [5, 77, 4242] {
+            let g = new_geom(256, seed);
+            let keys: Vec<[u8; 4]> = (0u32..)
+                .map(u32::to_ne_bytes)
+                .filter(|k| home_of::<SlotV4>(&g, k).wrapping_sub(250) & g.mask < 10)
+                .take(90)
+                .collect();
+            let mut live = vec![SlotV4::default(); 256];
+            for k in &keys[..40] {
+                put::<SlotV4>(&mut live, &g, k, val(1), true).unwrap();
+            }
+            let mut snap = Snapshot {
+                slots: live.clone(),
+                dirty: BTreeMap::new(),
+            };
+            let mut must: HashMap<[u8; 4], u64> = HashMap::new();
+            for (i, s) in live.iter().enumerate() {
+                if s.used != 0 {
+                    must.insert(s.key, s.val.expires_ns);
+                    assert!(dist::<SlotV4>(&g, i as u32, s) < MAX_PROBE);
+                }
+            }
+            for k in &keys[40..] {
+                let p = plan::<SlotV4>(&mut snap, &g, k, val(2), true).unwrap();
+                if let Some((sk, _)) = p.spill {
+                    must.remove(&sk);
+                }
+                apply::<SlotV4>(&mut snap, &p).unwrap();
+            }
+            let order = write_order(&snap, g.mask);
+            let mut w = Watched {
+                slots: live,
+                g,
+                must: &must,
+            };
+            for i in order {
+                let s = snap.slots[i as usize];
+                w.write(i, &s).unwrap();
+            }
+            assert_eq!(w.slots, snap.slots);
+            assert_robin_hood(&w.slots, &g, 0);
+        }
+    }
+
+    #[test]
     fn update_keeps_drops() {
         let g = new_geom(8, 5);
         let mut t = vec![SlotV6::default(); 8];
@@ -864,13 +1378,13 @@ mod tests {
         v.drops = 0;
         assert_eq!(
             put::<SlotV6>(&mut t, &g, &k, v, true).unwrap(),
-            Put::Inserted
+            (Put::Inserted, None)
         );
         let (i, _) = find::<SlotV6>(&mut t, &g, &k).unwrap().unwrap();
         t[i as usize].val.drops = 9;
         assert_eq!(
             put::<SlotV6>(&mut t, &g, &k, val(2), true).unwrap(),
-            Put::Updated
+            (Put::Updated, None)
         );
         let (_, s) = find::<SlotV6>(&mut t, &g, &k).unwrap().unwrap();
         assert_eq!((s.val.drops, s.val.expires_ns), (9, 2));
