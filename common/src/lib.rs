@@ -376,6 +376,17 @@ impl Stats {
     }
 }
 
+/// An IPv6 address as two native words of its packet-order bytes: the form
+/// the slot masks and the hash fold use, on both sides.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
+}
+
 /// Mask of `len` leading one bits over 4 bytes, in memory (network) order.
 pub const fn mask_v4(len: u32) -> [u8; 4] {
     let m: u32 = if len == 0 {

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use fail2xdp_common::{
     BanValue, Config, EXPIRES_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6, LEN_UNUSED, LenSlotV4, LenSlotV6,
     MAX_BAN_PORTS, MAX_PROBE, PfxKeyV4, PfxKeyV6, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4,
-    TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
+    TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, fold_p4, fold_p6, fold_v4, fold_v6, home,
 };
 
 use crate::{
@@ -173,7 +173,7 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
 fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
     // SAFETY: parse checked that the 16 address bytes lie inside the packet.
     let src = unsafe { &*src };
-    let (hi, lo) = words(src);
+    let (hi, lo) = addr_words(src);
     let mut p = Probe {
         hi,
         lo,
@@ -426,7 +426,7 @@ fn find_p4(g: &TableGeom, key: &PfxKeyV4) -> Option<*mut BanValue> {
 
 #[inline(always)]
 fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
-    let (hi, lo) = words(&key.addr);
+    let (hi, lo) = addr_words(&key.addr);
     if g.count != 0 {
         let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
         for i in 0..MAX_PROBE {
@@ -488,7 +488,7 @@ fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
 
 #[inline(always)]
 fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
-    let (hi, lo) = words(&key.addr);
+    let (hi, lo) = addr_words(&key.addr);
     if g.count != 0 {
         let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
         for i in 0..MAX_PROBE {
@@ -517,16 +517,6 @@ fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
     g.ovf != 0 && ALLOW_V6_OVF.get_ptr(key).is_some()
 }
 
-/// The address as two native words of its packet-order bytes, the form the
-/// IPv6 slot masks are kept in.
-#[inline(always)]
-fn words(a: &[u8; 16]) -> (u64, u64) {
-    let mut hi = [0u8; 8];
-    let mut lo = [0u8; 8];
-    hi.copy_from_slice(&a[..8]);
-    lo.copy_from_slice(&a[8..]);
-    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
-}
 
 /// Whether a found ban applies to this packet; if so counts the drop on the
 /// ban. Otherwise records in `miss` why it did not, for the pass counters.

@@ -46,7 +46,7 @@ use std::{
 use aya::Pod;
 use fail2xdp_common::{
     AllowValue, BanValue, Config, MAX_PROBE, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6,
-    SlotV4, SlotV6, TableGeom, fold_p4, fold_p6, fold_v4, fold_v6, home,
+    SlotV4, SlotV6, TableGeom, addr_words, fold_p4, fold_p6, fold_v4, fold_v6, home,
 };
 
 use super::sys;
@@ -66,157 +66,76 @@ pub trait Slot: Pod + Copy + Default + Debug {
     fn fold(key: &Self::Key) -> u64;
 }
 
-fn words(a: &[u8; 16]) -> (u64, u64) {
-    let mut hi = [0u8; 8];
-    let mut lo = [0u8; 8];
-    hi.copy_from_slice(&a[..8]);
-    lo.copy_from_slice(&a[8..]);
-    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
+/// What an update keeps of the value it replaces.
+pub trait Keep {
+    fn keep(_old: &Self, _new: &mut Self) {}
 }
 
-impl Slot for SlotV4 {
-    type Key = [u8; 4];
-    type Val = BanValue;
-    fn keep(old: &BanValue, new: &mut BanValue) {
+impl Keep for BanValue {
+    /// A re-ban keeps counting the drops of the ban it renews.
+    fn keep(old: &Self, new: &mut Self) {
         new.drops = old.drops;
-    }
-    fn key(&self) -> [u8; 4] {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> BanValue {
-        self.val
-    }
-    fn make(key: [u8; 4], val: BanValue) -> Self {
-        SlotV4 { key, used: 1, val }
-    }
-    fn fold(key: &[u8; 4]) -> u64 {
-        fold_v4(u32::from_ne_bytes(*key))
     }
 }
 
-impl Slot for SlotV6 {
-    type Key = [u8; 16];
-    type Val = BanValue;
-    fn keep(old: &BanValue, new: &mut BanValue) {
-        new.drops = old.drops;
-    }
-    fn key(&self) -> [u8; 16] {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> BanValue {
-        self.val
-    }
-    fn make(key: [u8; 16], val: BanValue) -> Self {
-        SlotV6 {
-            key,
-            used: 1,
-            _pad: 0,
-            val,
+impl Keep for AllowValue {}
+
+/// The six slot types differ only in key, value and how the key folds.
+macro_rules! impl_slot {
+    ($slot:ident, $key:ty, $val:ty, |$k:ident| $fold:expr) => {
+        impl Slot for $slot {
+            type Key = $key;
+            type Val = $val;
+            fn keep(old: &$val, new: &mut $val) {
+                <$val as Keep>::keep(old, new)
+            }
+            fn key(&self) -> $key {
+                self.key
+            }
+            fn used(&self) -> bool {
+                self.used != 0
+            }
+            fn val(&self) -> $val {
+                self.val
+            }
+            fn make(key: $key, val: $val) -> Self {
+                $slot {
+                    key,
+                    used: 1,
+                    val,
+                    ..Default::default()
+                }
+            }
+            fn fold($k: &$key) -> u64 {
+                $fold
+            }
         }
-    }
-    fn fold(key: &[u8; 16]) -> u64 {
-        let (hi, lo) = words(key);
-        fold_v6(hi, lo)
-    }
+    };
 }
 
-impl Slot for SlotP4 {
-    type Key = PfxKeyV4;
-    type Val = BanValue;
-    fn keep(old: &BanValue, new: &mut BanValue) {
-        new.drops = old.drops;
-    }
-    fn key(&self) -> PfxKeyV4 {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> BanValue {
-        self.val
-    }
-    fn make(key: PfxKeyV4, val: BanValue) -> Self {
-        SlotP4 {
-            key,
-            used: 1,
-            _pad: 0,
-            val,
-        }
-    }
-    fn fold(key: &PfxKeyV4) -> u64 {
-        fold_p4(key.len, u32::from_ne_bytes(key.addr))
-    }
-}
-
-impl Slot for SlotP6 {
-    type Key = PfxKeyV6;
-    type Val = BanValue;
-    fn keep(old: &BanValue, new: &mut BanValue) {
-        new.drops = old.drops;
-    }
-    fn key(&self) -> PfxKeyV6 {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> BanValue {
-        self.val
-    }
-    fn make(key: PfxKeyV6, val: BanValue) -> Self {
-        SlotP6 { key, used: 1, val }
-    }
-    fn fold(key: &PfxKeyV6) -> u64 {
-        let (hi, lo) = words(&key.addr);
-        fold_p6(key.len, hi, lo)
-    }
-}
-
-impl Slot for SlotA4 {
-    type Key = PfxKeyV4;
-    type Val = AllowValue;
-    fn key(&self) -> PfxKeyV4 {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> AllowValue {
-        self.val
-    }
-    fn make(key: PfxKeyV4, val: AllowValue) -> Self {
-        SlotA4 { key, used: 1, val }
-    }
-    fn fold(key: &PfxKeyV4) -> u64 {
-        SlotP4::fold(key)
-    }
-}
-
-impl Slot for SlotA6 {
-    type Key = PfxKeyV6;
-    type Val = AllowValue;
-    fn key(&self) -> PfxKeyV6 {
-        self.key
-    }
-    fn used(&self) -> bool {
-        self.used != 0
-    }
-    fn val(&self) -> AllowValue {
-        self.val
-    }
-    fn make(key: PfxKeyV6, val: AllowValue) -> Self {
-        SlotA6 { key, used: 1, val }
-    }
-    fn fold(key: &PfxKeyV6) -> u64 {
-        SlotP6::fold(key)
-    }
-}
+impl_slot!(SlotV4, [u8; 4], BanValue, |k| fold_v4(u32::from_ne_bytes(
+    *k
+)));
+impl_slot!(SlotV6, [u8; 16], BanValue, |k| {
+    let (hi, lo) = addr_words(k);
+    fold_v6(hi, lo)
+});
+impl_slot!(SlotP4, PfxKeyV4, BanValue, |k| fold_p4(
+    k.len,
+    u32::from_ne_bytes(k.addr)
+));
+impl_slot!(SlotP6, PfxKeyV6, BanValue, |k| {
+    let (hi, lo) = addr_words(&k.addr);
+    fold_p6(k.len, hi, lo)
+});
+impl_slot!(SlotA4, PfxKeyV4, AllowValue, |k| fold_p4(
+    k.len,
+    u32::from_ne_bytes(k.addr)
+));
+impl_slot!(SlotA6, PfxKeyV6, AllowValue, |k| {
+    let (hi, lo) = addr_words(&k.addr);
+    fold_p6(k.len, hi, lo)
+});
 
 /// Slot count of a table for `capacity` entries: a power of two at least
 /// twice the capacity, so the load stays at most one half.
