@@ -39,10 +39,15 @@ const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// that a replay does not buffer the file in memory.
 const SOURCE_QUEUE: usize = 4;
 
-/// Runs the watcher until SIGTERM/SIGINT; the XDP program is already attached
-/// by cmd/run.rs and stays attached (pinned) when this returns.
-pub fn run(g: &Global, a: &RunArgs, enforcer: Enforcer) -> anyhow::Result<ExitCode> {
-    let cfg = config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
+/// Runs the watcher until SIGTERM/SIGINT with the configuration cmd/run.rs
+/// checked before attaching; the XDP program stays attached (pinned) when
+/// this returns.
+pub fn run(
+    g: &Global,
+    a: &RunArgs,
+    cfg: config::Config,
+    enforcer: Enforcer,
+) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

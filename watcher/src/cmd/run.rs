@@ -9,13 +9,12 @@ use anyhow::{Context, Result};
 use crate::{cli::*, enforcer::Enforcer};
 
 pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
-    // A bad configuration must change nothing running: check it before the
-    // program in a pinned link is replaced. (The agent loads it again.)
+    // A bad configuration must change nothing running: load it before the
+    // program in a pinned link is replaced; the agent runs this one.
     let cfg =
         crate::config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
     // Only maps created now get these sizes; pinned maps keep theirs.
-    let caps = cfg.capacity;
-    let mut enf = Enforcer::load(&g.pin_dir, &caps).with_context(|| {
+    let mut enf = Enforcer::load(&g.pin_dir, &cfg.capacity).with_context(|| {
         format!(
             "loading the XDP program with maps under {}",
             g.pin_dir.display()
@@ -38,5 +37,5 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             at.link_id
         );
     }
-    crate::agent::run(g, &a, enf)
+    crate::agent::run(g, &a, cfg, enf)
 }
