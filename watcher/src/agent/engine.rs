@@ -16,7 +16,7 @@ use crate::{
     enforcer::{BanRequest, Enforcer},
     filter::LineMatch,
     jail::{Failure, Jail, Offense},
-    source::LogLine,
+    source::{Chunk, LogLine},
     state::{BanRecord, Store},
     timestamp::TimeParser,
 };
@@ -64,6 +64,8 @@ pub struct Engine {
     ban_counts: HashMap<IpNet, u32>,
     /// The host's own addresses, refused as ban targets.
     local: Vec<IpNet>,
+    /// Candidate line starts of the chunk being ingested (kept for its buffer).
+    starts: Vec<u32>,
     pub started: SystemTime,
 }
 
@@ -79,6 +81,22 @@ pub fn system_time(ns: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {
         UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Wall-clock now, taken once per batch.
+struct Clock {
+    now: i64,
+    now_ts: jiff::Timestamp,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let now_sys = SystemTime::now();
+        Clock {
+            now: unix_ns(now_sys),
+            now_ts: jiff::Timestamp::try_from(now_sys).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        }
     }
 }
 
@@ -137,6 +155,7 @@ impl Engine {
             writer,
             ban_counts: HashMap::new(),
             local: local_nets(),
+            starts: Vec::new(),
             started: SystemTime::now(),
         };
         e.apply_config(cfg);
@@ -228,27 +247,77 @@ impl Engine {
         };
         // Cheap to clone (a few indices) and frees `self` for punish().
         let route = route.clone();
-        let now_sys = SystemTime::now();
-        let now = unix_ns(now_sys);
-        let now_ts = jiff::Timestamp::try_from(now_sys).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        for &ji in &route {
+            self.slots[ji].jail.stats.lines += lines.len() as u64;
+        }
+        let clock = Clock::now();
         for line in lines {
-            // Filters read the message after the stamp; the stamp itself is
-            // only turned into a time for the few lines that are failures.
-            // Journal entries carry their time and no stamp in the text.
-            let msg = match line.time {
-                Some(_) => None,
-                None => crate::timestamp::stamp_len(&line.text).and_then(|n| line.text.get(n..)),
-            };
-            let mut when = LineTime {
-                time: line.time.map(jiff_ns),
-                tp: &mut *tp,
-                now,
-                now_ts,
-            };
-            for &ji in &route {
-                if let Some(off) = self.offer(ji, line, msg, &mut when) {
-                    self.punish(ji, off, now);
-                }
+            self.ingest_line(&route, &line.text, line.time, tp, &clock);
+        }
+    }
+
+    /// Runs a chunk of lines of `src` through its jails, in the order of
+    /// [`ingest`](Self::ingest), but only the lines some filter's literal
+    /// prefilter picked out of the whole chunk in one scan reach the regexes.
+    pub fn ingest_chunk(&mut self, src: &SourceConf, chunk: &Chunk, tp: &mut TimeParser) {
+        let Some(route) = self.routes.get(src) else {
+            return;
+        };
+        let route = route.clone();
+        for &ji in &route {
+            self.slots[ji].jail.stats.lines += chunk.len() as u64;
+        }
+        let clock = Clock::now();
+        if chunk.has_times() {
+            for (text, time) in chunk.lines() {
+                self.ingest_line(&route, text, time, tp, &clock);
+            }
+            return;
+        }
+        let text = chunk.text();
+        let mut starts = std::mem::take(&mut self.starts);
+        starts.clear();
+        for &ji in &route {
+            for f in &self.slots[ji].conf.filters {
+                f.candidate_lines(text, |s| starts.push(s as u32));
+            }
+        }
+        // Several jails and literals find the same line: once, in order.
+        starts.sort_unstable();
+        starts.dedup();
+        for &s in &starts {
+            let rest = &text[s as usize..];
+            let line = &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())];
+            self.ingest_line(&route, line, None, tp, &clock);
+        }
+        self.starts = starts;
+    }
+
+    /// One line through the jails of `route` (lines already counted).
+    fn ingest_line(
+        &mut self,
+        route: &[usize],
+        text: &str,
+        time: Option<jiff::Timestamp>,
+        tp: &mut TimeParser,
+        clock: &Clock,
+    ) {
+        // Filters read the message after the stamp; the stamp itself is
+        // only turned into a time for the few lines that are failures.
+        // Journal entries carry their time and no stamp in the text.
+        let msg = match time {
+            Some(_) => None,
+            None => crate::timestamp::stamp_len(text).and_then(|n| text.get(n..)),
+        };
+        let mut when = LineTime {
+            time: time.map(jiff_ns),
+            tp,
+            now: clock.now,
+            now_ts: clock.now_ts,
+        };
+        for &ji in route {
+            if let Some(off) = self.offer(ji, text, msg, &mut when) {
+                self.punish(ji, off, clock.now);
             }
         }
     }
@@ -257,27 +326,26 @@ impl Engine {
     fn offer(
         &mut self,
         ji: usize,
-        line: &LogLine,
+        line: &str,
         msg: Option<&str>,
         when: &mut LineTime<'_>,
     ) -> Option<Offense> {
         let slot = &mut self.slots[ji];
-        slot.jail.stats.lines += 1;
         for (fi, f) in slot.conf.filters.iter().enumerate() {
             let m = match msg {
-                Some(m) => f.check_message(m),
-                None => f.check(&line.text),
+                Some(m) => f.check_message_host(m),
+                None => f.check_host(line),
             };
             match m {
                 LineMatch::Failure(hit) => {
-                    if slot.conf.ignore.iter().any(|r| r.is_match(&line.text)) {
+                    if slot.conf.ignore.iter().any(|r| r.is_match(line)) {
                         slot.jail.stats.ignored += 1;
                         return None;
                     }
                     let failure = Failure {
                         host: hit.host,
-                        time: when.get(&line.text),
-                        line: &line.text,
+                        time: when.get(line),
+                        line,
                         filter: fi,
                         regex: hit.regex_index,
                     };
@@ -646,5 +714,82 @@ mod tests {
             e.slot_by_name("sasl").expect("kept").jail.stats.total_bans,
             2
         );
+    }
+
+    /// The chunk path (literal scan over the whole chunk, only candidate
+    /// lines reach the regexes) decides exactly as the line-by-line path:
+    /// every built-in filter's fixtures, each filter in a jail of its own
+    /// (so its own prefilter picks the lines), then all of them and a jail
+    /// with two filters on one source, with counts crossing maxretry.
+    #[test]
+    fn chunks_decide_like_single_lines() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
+        let mut text = String::new();
+        let mut jails = Vec::new();
+        for name in crate::filter::Filter::builtin_names() {
+            let fixture =
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
+            for l in fixture.lines().filter_map(|l| l.split_once(" | ")) {
+                text.push_str(l.1);
+                text.push('\n');
+            }
+            jails.push(format!(
+                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\nmaxretry = 2\nbantime = \"permanent\"\n"
+            ));
+        }
+        // Twice, so hosts reach maxretry; a line with no stamp, and the last
+        // line without a newline.
+        let text = format!(
+            "{text}{text}no stamp warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:\nlast"
+        );
+        let lines: Vec<LogLine> = text
+            .lines()
+            .map(|l| LogLine {
+                source: Arc::from("/tmp/e.log"),
+                text: l.to_string(),
+                time: None,
+            })
+            .collect();
+        let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
+        let summary = |e: &Engine| {
+            e.slots
+                .iter()
+                .map(|s| {
+                    let mut bans: Vec<String> = s.jail.bans().map(|(n, _)| n.to_string()).collect();
+                    bans.sort();
+                    (
+                        s.conf.name.clone(),
+                        s.jail.stats,
+                        bans,
+                        s.jail.tracked_hosts(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut configs: Vec<String> = jails.clone();
+        configs.push(format!(
+            "{}[jails.both]\nfilter = [\"postfix-auth-flood\", \"postfix-sasl\"]\nfiles = [\"/tmp/e.log\"]\nmaxretry = 3\nbantime = \"permanent\"\n",
+            jails.concat()
+        ));
+        for cfg in &configs {
+            let build = || {
+                let c = crate::config::parse(cfg, "t.toml", std::path::Path::new("/tmp"))
+                    .expect("config");
+                Engine::new(c, None, None)
+            };
+            let mut by_line = build();
+            by_line.ingest(&src, &lines, &mut TimeParser::new());
+            let mut by_chunk = build();
+            let chunk = Chunk::from_text("/tmp/e.log", &text);
+            by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
+            let want = summary(&by_line);
+            assert_eq!(summary(&by_chunk), want, "{cfg}");
+            assert!(
+                want.iter().all(|(_, st, bans, _)| {
+                    st.lines == lines.len() as u64 && st.total_bans > 0 && !bans.is_empty()
+                }),
+                "every jail should ban: {want:?}"
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     config::{self, SourceConf},
     control,
     enforcer::Enforcer,
-    source::{self, LogLine, SourceOptions},
+    source::{self, Chunk, SourceOptions},
     state::Store,
     timestamp::TimeParser,
 };
@@ -61,7 +61,7 @@ pub fn run(
 /// A source as the run loop sees it.
 struct Input {
     conf: SourceConf,
-    rx: mpsc::Receiver<Vec<LogLine>>,
+    rx: mpsc::Receiver<Chunk>,
     /// Per source: year inference follows each file's own clock.
     tp: TimeParser,
     closed: bool,
@@ -135,7 +135,7 @@ async fn run_async(
 
     let mut purge = tokio::time::interval(PURGE_EVERY);
     purge.tick().await;
-    let mut batches: Vec<Vec<LogLine>> = Vec::new();
+    let mut batches: Vec<Chunk> = Vec::new();
     let mut next_start = 0usize;
     loop {
         tokio::select! {
@@ -164,7 +164,7 @@ async fn run_async(
                     let input = &mut inputs[i];
                     let mut e = shared.engine();
                     for b in batches.drain(..) {
-                        e.ingest(&input.conf, &b, &mut input.tp);
+                        e.ingest_chunk(&input.conf, &b, &mut input.tp);
                     }
                 }
             }
@@ -220,7 +220,7 @@ async fn resync(
             o.journal_cursor_file =
                 Some(dir.join(format!("journal-{:016x}.cursor", hash_of(&conf))));
         }
-        match source::spawn_batched(conf.spec(from_start), o, tx).await {
+        match source::spawn_chunked(conf.spec(from_start), o, tx).await {
             Ok(h) => {
                 log::info!("reading {}", h.name());
                 running.push((conf.clone(), h));
@@ -250,11 +250,7 @@ fn hash_of(c: &SourceConf) -> u64 {
 
 /// Waits for lines from any source; returns its index with its batches in
 /// `out`. Sources are polled round-robin so a busy one cannot starve the rest.
-async fn recv_any(
-    inputs: &mut [Input],
-    out: &mut Vec<Vec<LogLine>>,
-    next: &mut usize,
-) -> Option<usize> {
+async fn recv_any(inputs: &mut [Input], out: &mut Vec<Chunk>, next: &mut usize) -> Option<usize> {
     std::future::poll_fn(|cx| {
         let n = inputs.len();
         for k in 0..n {

@@ -244,17 +244,19 @@ fn write_order<S: Slot>(snap: &Snapshot<S>, mask: u32) -> Vec<u32> {
     idx
 }
 
-/// A read-only mapping of a mmapable array map (BPF_F_MMAPABLE).
+/// A read-only mapping of part of a mmapable array map (BPF_F_MMAPABLE).
 struct Mapped {
     ptr: *mut libc::c_void,
     len: usize,
 }
 
 impl Mapped {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+    /// `offset` must be page-aligned.
+    fn new(fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<Self> {
         use std::os::fd::AsRawFd as _;
         // SAFETY: a fresh shared read-only mapping of `len` bytes of the map;
-        // the kernel refuses it (EINVAL/EPERM) unless the map is mmapable.
+        // the kernel refuses it (EINVAL/EPERM) unless the map is mmapable
+        // and the range lies within it.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -262,7 +264,7 @@ impl Mapped {
                 libc::PROT_READ,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -279,26 +281,51 @@ impl Drop for Mapped {
     }
 }
 
-/// Calls `f` with every slot index and content: through a memory mapping
-/// when the array allows it, else with batched bpf(2) lookups.
+/// Bytes of a table mapped at a time while scanning: the pages of a mapping
+/// count in the agent's RSS while it exists, and a whole table is hundreds
+/// of MiB at default capacities.
+const SCAN_WINDOW: usize = 4 << 20;
+
+/// Calls `f` with every slot index and content: through memory mappings of
+/// a window at a time when the array allows it, else with batched bpf(2)
+/// lookups.
 pub fn scan<S: Pod>(fd: BorrowedFd<'_>, slots: u32, mut f: impl FnMut(u32, &S)) -> io::Result<()> {
     // Array elements are laid out at value_size rounded up to 8.
     let stride = size_of::<S>().next_multiple_of(8);
-    let len = stride * slots as usize;
-    match Mapped::new(fd, len) {
-        Ok(m) => {
-            for i in 0..slots as usize {
-                // SAFETY: slot i lies within the `len` mapped bytes, 8-aligned
-                // in a page-aligned mapping; S is Pod, so any bytes are a
-                // value. A volatile copy, since the XDP program writes there.
-                let s = unsafe {
-                    std::ptr::read_volatile(m.ptr.cast::<u8>().add(i * stride).cast::<S>())
-                };
-                f(i as u32, &s);
-            }
-            Ok(())
+    let page = page_size();
+    let total = stride * slots as usize;
+    let mut i = 0usize;
+    while i < slots as usize {
+        let start = (i * stride) & !(page - 1);
+        let end = (start + SCAN_WINDOW).min(total);
+        // Whole slots only; the next window starts at the page holding the
+        // first slot this one leaves out.
+        let last = (end / stride).max(i + 1).min(slots as usize);
+        let len = (last * stride - start).next_multiple_of(page);
+        let m = match Mapped::new(fd, start, len) {
+            Ok(m) => m,
+            Err(_) if i == 0 => return sys::walk::<u32, S>(fd, |i, s| f(*i, s)),
+            Err(e) => return Err(e),
+        };
+        for j in i..last {
+            // SAFETY: slot j lies within the `len` bytes mapped from `start`,
+            // 8-aligned in a page-aligned mapping; S is Pod, so any bytes are
+            // a value. A volatile copy, since the XDP program writes there.
+            let s = unsafe {
+                std::ptr::read_volatile(m.ptr.cast::<u8>().add(j * stride - start).cast::<S>())
+            };
+            f(j as u32, &s);
         }
-        Err(_) => sys::walk::<u32, S>(fd, |i, s| f(*i, s)),
+        i = last;
+    }
+    Ok(())
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
     }
 }
 

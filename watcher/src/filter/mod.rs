@@ -147,6 +147,51 @@ impl Prefilter {
     }
 }
 
+impl Prefilter {
+    /// Calls `f` with the start of every line of `text` (lines end with
+    /// `\n`) that contains a literal, once per line and in order for each
+    /// literal; with several literals a line may come once per literal.
+    fn line_starts(&self, text: &[u8], f: &mut impl FnMut(usize)) {
+        match self {
+            Prefilter::None => {
+                if !text.is_empty() {
+                    f(0);
+                }
+                for nl in memchr::memchr_iter(b'\n', text) {
+                    if nl + 1 < text.len() {
+                        f(nl + 1);
+                    }
+                }
+            }
+            Prefilter::One(fi) => hit_lines(text, |at| fi.find(&text[at..]).map(|i| at + i), f),
+            Prefilter::Few(fs) => {
+                for fi in fs {
+                    hit_lines(text, |at| fi.find(&text[at..]).map(|i| at + i), f);
+                }
+            }
+            Prefilter::Many(ac) => hit_lines(
+                text,
+                |at| {
+                    ac.find(aho_corasick::Input::new(text).range(at..))
+                        .map(|m| m.start())
+                },
+                f,
+            ),
+        }
+    }
+}
+
+/// Line starts of the matches `find(from)` reports (the first match at or
+/// after `from`), skipping to the next line after each.
+fn hit_lines(text: &[u8], mut find: impl FnMut(usize) -> Option<usize>, f: &mut impl FnMut(usize)) {
+    let mut at = 0;
+    while at < text.len() {
+        let Some(p) = find(at) else { break };
+        f(memchr::memrchr(b'\n', &text[at..p]).map_or(at, |i| at + i + 1));
+        at = memchr::memchr(b'\n', &text[p..]).map_or(text.len(), |i| p + i + 1);
+    }
+}
+
 /// A compiled filter. Cheap to share between threads (`Send + Sync`).
 pub struct Filter {
     name: String,
@@ -393,14 +438,23 @@ impl Filter {
     /// Checks one line: a whole log line, or the message after the
     /// timestamp (a leading timestamp is skipped).
     pub fn check(&self, line: &str) -> LineMatch {
-        let msg = match crate::timestamp::stamp_len(line) {
-            Some(n) => &line[n..],
-            None => line,
-        };
-        self.check_message(msg)
+        self.check_bytes(after_stamp(line), true)
     }
 
-    /// Checks text that starts after the timestamp.
+    /// [`check`](Self::check) without the evidence captures.
+    pub fn check_host(&self, line: &str) -> LineMatch {
+        self.check_bytes(after_stamp(line), false)
+    }
+
+    /// Calls `f` with the start of each line of `text` (a run of lines,
+    /// each ending with `\n`) that may hold a failure, as the literal
+    /// prefilter decides in one scan over the whole text. A line may come
+    /// more than once and, with several literals, out of order. Lines left
+    /// out are [`LineMatch::Missed`] for certain.
+    pub fn candidate_lines(&self, text: &str, mut f: impl FnMut(usize)) {
+        self.prefilter.line_starts(text.as_bytes(), &mut f);
+    }
+
     /// Bit i set: rule i may match (rules past 64 always may).
     fn candidates(&self, hay: &[u8]) -> u64 {
         let mut set = 0u64;
@@ -415,8 +469,19 @@ impl Filter {
         set
     }
 
+    /// Checks text that starts after the timestamp.
     /// Leading blanks are not part of the message (`^` is the first word).
     pub fn check_message(&self, msg: &str) -> LineMatch {
+        self.check_bytes(msg, true)
+    }
+
+    /// Like [`check_message`](Self::check_message) without the evidence
+    /// captures (`Hit::captures` is empty): what the agent's jails use.
+    pub fn check_message_host(&self, msg: &str) -> LineMatch {
+        self.check_bytes(msg, false)
+    }
+
+    fn check_bytes(&self, msg: &str, evidence: bool) -> LineMatch {
         let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
         if !self.prefilter.may_match(bytes) {
             return LineMatch::Missed;
@@ -464,6 +529,7 @@ impl Filter {
             let captures = rule
                 .evidence
                 .iter()
+                .filter(|_| evidence)
                 .filter_map(|(i, n)| {
                     caps.get(*i).map(|m| {
                         (
@@ -480,6 +546,13 @@ impl Filter {
             });
         }
         LineMatch::Missed
+    }
+}
+
+fn after_stamp(line: &str) -> &str {
+    match crate::timestamp::stamp_len(line) {
+        Some(n) => &line[n..],
+        None => line,
     }
 }
 

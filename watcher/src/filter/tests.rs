@@ -344,3 +344,61 @@ fn more_than_64_rules_all_take_part() {
     }
     assert_eq!(f.check("rule70 from 192.0.2.1"), LineMatch::Missed);
 }
+
+/// The whole-text scan finds the start of every line that can match, for
+/// every kind of prefilter, and leaves out lines no rule can match.
+#[test]
+fn candidate_lines_cover_every_match() {
+    let text = "Nov 22 05:27:23 a alpha 192.0.2.1\nNov 22 05:27:23 b nothing here\n\
+                Nov 22 05:27:23 c beta 192.0.2.2 alpha\ngamma 192.0.2.3\ndelta 192.0.2.4\nlast alpha 192.0.2.5\n";
+    let starts_of = |f: &Filter| {
+        let mut v = Vec::new();
+        f.candidate_lines(text, |s| v.push(s));
+        v.sort_unstable();
+        v.dedup();
+        v.iter()
+            .map(|&s| text[s..].lines().next().unwrap_or(""))
+            .collect::<Vec<_>>()
+    };
+    let matching = |f: &Filter| {
+        text.lines()
+            .filter(|l| matches!(f.check(l), LineMatch::Failure(_)))
+            .collect::<Vec<_>>()
+    };
+    let cases: [&[&str]; 4] = [
+        &[r"alpha <HOST>"],
+        &[r"alpha <HOST>", r"beta <HOST>"],
+        &[
+            r"alpha <HOST>",
+            r"beta <HOST>",
+            r"gamma <HOST>",
+            r"delta <HOST>",
+        ],
+        &[r"<HOST>$"],
+    ];
+    for pats in cases {
+        let f = Filter::compile(def(pats)).unwrap();
+        let cands = starts_of(&f);
+        for m in matching(&f) {
+            assert!(
+                cands.contains(&m),
+                "{pats:?}: {m:?} not a candidate: {cands:?}"
+            );
+        }
+        if pats.len() < 4 && pats[0] != r"<HOST>$" {
+            assert!(
+                !cands.iter().any(|l| l.contains("nothing")),
+                "{pats:?}: {cands:?}"
+            );
+        }
+    }
+    let f = Filter::compile(def(&[r"alpha <HOST>"])).unwrap();
+    assert_eq!(
+        starts_of(&f),
+        [
+            "Nov 22 05:27:23 a alpha 192.0.2.1",
+            "Nov 22 05:27:23 c beta 192.0.2.2 alpha",
+            "last alpha 192.0.2.5"
+        ]
+    );
+}

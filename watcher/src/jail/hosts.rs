@@ -1,13 +1,17 @@
 //! The per-jail table of hosts whose failures are being counted, bounded in
 //! size: a flood of distinct addresses evicts the least recently seen host
 //! instead of growing memory without limit.
+//!
+//! Entries live in a slab with an intrusive recency list (O(1) touch and
+//! eviction, one hash lookup per failure); a freed slot keeps the buffers of
+//! its entry, so hosts coming and going do not allocate.
 use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
 
 /// What is remembered about one host (or prefix) between its failures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HostEntry {
     /// Log times (unix ns) of the failures inside the current window, oldest first.
     pub times: VecDeque<i64>,
@@ -17,8 +21,17 @@ pub struct HostEntry {
     pub last_seen: i64,
     /// Failures since the host was first seen (not only those in the window).
     pub total: u32,
-    /// Position in the recency order; the queue entry carrying this value is the live one.
-    seq: u64,
+}
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct Node {
+    key: IpNet,
+    entry: HostEntry,
+    /// Neighbours in recency order (towards newer, towards older); NIL at the ends.
+    newer: u32,
+    older: u32,
 }
 
 /// Hosts keyed by the network they would be banned as.
@@ -26,12 +39,12 @@ pub struct HostEntry {
 pub struct HostTable {
     /// foldhash: several times faster than SipHash on these small keys, and
     /// seeded per table, so log lines cannot aim addresses at one bucket.
-    map: HashMap<IpNet, HostEntry, RandomState>,
-    /// Recency order with lazy deletion: a touch appends a new (key, seq) and
-    /// leaves the old pair behind, recognisable by its stale seq. Amortised O(1)
-    /// per touch and eviction, compacted when stale pairs dominate.
-    order: VecDeque<(IpNet, u64)>,
-    next_seq: u64,
+    map: HashMap<IpNet, u32, RandomState>,
+    nodes: Vec<Node>,
+    /// Unused slots (their entries cleared, buffers kept).
+    free: Vec<u32>,
+    newest: u32,
+    oldest: u32,
     cap: usize,
     evictions: u64,
 }
@@ -40,8 +53,10 @@ impl HostTable {
     pub fn new(cap: usize) -> Self {
         Self {
             map: HashMap::default(),
-            order: VecDeque::new(),
-            next_seq: 0,
+            nodes: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
             cap: cap.max(1),
             evictions: 0,
         }
@@ -67,69 +82,129 @@ impl HostTable {
     }
 
     pub fn get(&self, key: &IpNet) -> Option<&HostEntry> {
-        self.map.get(key)
+        self.map.get(key).map(|&i| &self.nodes[i as usize].entry)
     }
 
     pub fn remove(&mut self, key: &IpNet) -> Option<HostEntry> {
-        // The queue pair goes stale by itself: no entry carries its seq any more.
-        self.map.remove(key)
+        let i = self.map.remove(key)?;
+        self.unlink(i);
+        self.free.push(i);
+        Some(std::mem::take(&mut self.nodes[i as usize].entry))
     }
 
     /// The entry of `key`, created (evicting the least recently seen host if
     /// the table is full) when missing, and marked most recently seen.
     pub fn touch(&mut self, key: IpNet, time: i64) -> &mut HostEntry {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if self.map.len() >= self.cap && !self.map.contains_key(&key) {
-            while self.map.len() >= self.cap {
-                self.evict_one();
+        let i = match self.map.get(&key) {
+            Some(&i) => {
+                if self.newest != i {
+                    self.unlink(i);
+                    self.link_newest(i);
+                }
+                i
             }
+            None => {
+                while self.map.len() >= self.cap {
+                    self.evict_one();
+                }
+                let i = self.alloc(key, time);
+                self.map.insert(key, i);
+                self.link_newest(i);
+                i
+            }
+        };
+        &mut self.nodes[i as usize].entry
+    }
+
+    /// A slot for a new entry, reusing a free one and its buffers.
+    fn alloc(&mut self, key: IpNet, time: i64) -> u32 {
+        let fresh = |e: &mut HostEntry| {
+            e.times.clear();
+            e.evidence.clear();
+            e.first_seen = time;
+            e.last_seen = time;
+            e.total = 0;
+        };
+        if let Some(i) = self.free.pop() {
+            let n = &mut self.nodes[i as usize];
+            n.key = key;
+            fresh(&mut n.entry);
+            return i;
         }
-        self.order.push_back((key, seq));
-        if self.order.len() > 3 * self.map.len() + 4096 {
-            self.compact();
-        }
-        let e = self.map.entry(key).or_insert_with(|| HostEntry {
-            times: VecDeque::new(),
-            evidence: VecDeque::new(),
-            first_seen: time,
-            last_seen: time,
-            total: 0,
-            seq,
+        let mut entry = HostEntry::default();
+        fresh(&mut entry);
+        self.nodes.push(Node {
+            key,
+            entry,
+            newer: NIL,
+            older: NIL,
         });
-        e.seq = seq;
-        e
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (newer, older) = {
+            let n = &self.nodes[i as usize];
+            (n.newer, n.older)
+        };
+        match newer {
+            NIL => self.newest = older,
+            j => self.nodes[j as usize].older = older,
+        }
+        match older {
+            NIL => self.oldest = newer,
+            j => self.nodes[j as usize].newer = newer,
+        }
+    }
+
+    fn link_newest(&mut self, i: u32) {
+        let old_newest = self.newest;
+        {
+            let n = &mut self.nodes[i as usize];
+            n.newer = NIL;
+            n.older = old_newest;
+        }
+        match old_newest {
+            NIL => self.oldest = i,
+            j => self.nodes[j as usize].newer = i,
+        }
+        self.newest = i;
     }
 
     fn evict_one(&mut self) {
-        while let Some((key, seq)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|e| e.seq == seq) {
-                self.map.remove(&key);
-                self.evictions += 1;
-                return;
-            }
+        let i = self.oldest;
+        if i == NIL {
+            return;
         }
-    }
-
-    fn compact(&mut self) {
-        let map = &self.map;
-        self.order
-            .retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+        let key = self.nodes[i as usize].key;
+        self.map.remove(&key);
+        self.unlink(i);
+        self.free.push(i);
+        self.evictions += 1;
     }
 
     /// Forgets hosts whose newest failure is older than `horizon` (unix ns).
     pub fn purge_older_than(&mut self, horizon: i64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| e.last_seen >= horizon);
-        let removed = before - self.map.len();
-        if removed > 0 {
-            self.compact();
+        let old: Vec<IpNet> = self
+            .iter()
+            .filter(|(_, e)| e.last_seen < horizon)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &old {
+            if let Some(i) = self.map.remove(k) {
+                self.unlink(i);
+                self.free.push(i);
+                // Purged hosts may be many: do not keep all their buffers.
+                self.nodes[i as usize].entry = HostEntry::default();
+            }
         }
-        removed
+        old.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &HostEntry)> {
-        self.map.iter()
+        self.map
+            .iter()
+            .map(|(k, &i)| (k, &self.nodes[i as usize].entry))
     }
 }
 
@@ -163,7 +238,7 @@ mod tests {
             t.touch(net(&format!("203.0.113.{}/32", i % 5)), i64::from(i));
         }
         assert_eq!(t.len(), 5);
-        assert!(t.order.len() <= 3 * 5 + 4096 + 1);
+        assert_eq!(t.nodes.len(), 5);
         assert_eq!(t.evictions(), 0);
     }
 
@@ -177,6 +252,33 @@ mod tests {
         }
         assert_eq!(t.len(), 1000);
         assert_eq!(t.evictions(), 49_000);
+        assert_eq!(t.nodes.len(), 1000);
+    }
+
+    #[test]
+    fn recency_survives_removals_and_reuse() {
+        let mut t = HostTable::new(3);
+        let n = |i: u32| net(&format!("203.0.113.{i}/32"));
+        for i in 1..=3 {
+            t.touch(n(i), i64::from(i)).total = i;
+        }
+        // 2 leaves (banned); its slot comes back for 4, empty.
+        assert_eq!(t.remove(&n(2)).map(|e| e.total), Some(2));
+        assert_eq!(t.touch(n(4), 4).total, 0);
+        t.touch(n(1), 5).last_seen = 5;
+        // Full again: 3 is the least recently seen now.
+        t.touch(n(5), 6);
+        assert!(t.get(&n(3)).is_none());
+        for i in [1, 4, 5] {
+            assert!(t.get(&n(i)).is_some(), "{i}");
+        }
+        assert_eq!(t.evictions(), 1);
+        assert_eq!(t.purge_older_than(5), 1);
+        assert!(t.get(&n(4)).is_none());
+        t.touch(n(6), 7);
+        t.touch(n(7), 8);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(&n(1)).is_none());
     }
 
     #[test]

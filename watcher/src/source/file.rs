@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::glob::Glob;
 use super::lines::{Piece, Splitter, check};
-use super::{Counters, LogLine, Outbox, Shared, Sink, SourceError, SourceOptions};
+use super::{Counters, Outbox, Shared, Sink, SourceError, SourceOptions};
 
 const READ_BUF: usize = 1 << 20;
 /// Bytes from the start of a file that identify it when a copy of it shows up.
@@ -470,19 +470,13 @@ impl Tailer {
             t.last_growth = Instant::now();
             let out = &mut self.out;
             let source = &t.source;
-            t.split.feed(&self.buf[..n], max, |p| match p {
+            t.split.feed_blocks(&self.buf[..n], max, |p| match p {
                 Piece::Line(l) => match check(l, max) {
-                    Ok(Some(text)) => out.push(
-                        LogLine {
-                            source: source.clone(),
-                            text: text.to_owned(),
-                            time: None,
-                        },
-                        stats,
-                    ),
+                    Ok(Some(text)) => out.push_str(source, text, stats),
                     Ok(None) => {}
                     Err(r) => r.count(stats),
                 },
+                Piece::Block(text, lines) => out.push_block(source, text, lines, stats),
                 Piece::TooLong => super::lines::Reject::TooLong.count(stats),
             });
             self.out.flush(stats);

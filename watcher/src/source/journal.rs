@@ -373,6 +373,8 @@ impl Reader {
                     handle_entry(l, opts.max_line, source, out, &shared.stats, cursor)
                 }
                 Piece::TooLong => Reject::TooLong.count(&shared.stats),
+                // feed() yields lines one by one.
+                Piece::Block(..) => {}
             });
             self.out.flush(&self.shared.stats);
             self.save_cursor(false);

@@ -44,6 +44,31 @@ pub(crate) fn check(line: &[u8], max: usize) -> Result<Option<&str>, Reject> {
     }
 }
 
+/// Complete lines (`body` ends with `\n`) that all pass [`check`] unchanged:
+/// the text and the number of lines.
+fn check_block(body: &[u8], max: usize) -> Option<(&str, usize)> {
+    if memchr::memchr(0, body).is_some() {
+        return None;
+    }
+    let text = if body.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(body) }
+    } else {
+        std::str::from_utf8(body).ok()?
+    };
+    let mut n = 0;
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', body) {
+        let len = nl - start;
+        if len == 0 || len > max || body[nl - 1] == b'\r' {
+            return None;
+        }
+        n += 1;
+        start = nl + 1;
+    }
+    Some((text, n))
+}
+
 /// Carries the unfinished tail of a stream between chunks.
 #[derive(Debug, Default)]
 pub(crate) struct Splitter {
@@ -58,6 +83,9 @@ pub(crate) struct Splitter {
 /// One element produced by [`Splitter::feed`].
 pub(crate) enum Piece<'a> {
     Line(&'a [u8]),
+    /// Several complete lines that all passed [`check`], each ending with
+    /// `\n` (from [`Splitter::feed_blocks`] only), and how many.
+    Block(&'a str, usize),
     /// A line longer than the limit ended (it was not kept).
     TooLong,
 }
@@ -106,6 +134,28 @@ impl Splitter {
         }
     }
 
+    /// Like [`feed`](Self::feed), but the complete lines in the middle of
+    /// the chunk are checked all at once and, when every one passes (no NUL,
+    /// UTF-8, not empty, no `\r`, at most `max` bytes: any normal log),
+    /// handed over as one [`Piece::Block`]. Otherwise they go line by line.
+    pub(crate) fn feed_blocks(&mut self, chunk: &[u8], max: usize, mut f: impl FnMut(Piece<'_>)) {
+        let (Some(first), Some(last)) =
+            (memchr::memchr(b'\n', chunk), memchr::memrchr(b'\n', chunk))
+        else {
+            return self.feed(chunk, max, f);
+        };
+        // Up to the first newline: the end of a line started earlier.
+        self.feed(&chunk[..=first], max, &mut f);
+        let body = &chunk[first + 1..=last];
+        if !body.is_empty() {
+            match check_block(body, max) {
+                Some((text, n)) => f(Piece::Block(text, n)),
+                None => self.feed(body, max, &mut f),
+            }
+        }
+        self.feed(&chunk[last + 1..], max, f);
+    }
+
     /// Forget an unfinished line (the file was truncated under it).
     pub(crate) fn reset(&mut self) {
         self.pending.clear();
@@ -138,6 +188,7 @@ mod tests {
             sp.feed(c, max, |p| match p {
                 Piece::Line(l) => out.push(String::from_utf8_lossy(l).into_owned()),
                 Piece::TooLong => long += 1,
+                Piece::Block(..) => unreachable!("feed() yields single lines"),
             });
         }
         (out, long, sp)
@@ -185,10 +236,64 @@ new
             sp.feed(c, 4, |p| match p {
                 Piece::Line(l) => out.push(l.to_vec()),
                 Piece::TooLong => long += 1,
+                Piece::Block(..) => unreachable!("feed() yields single lines"),
             });
         }
         assert_eq!(out, [b"new".to_vec()]);
         assert_eq!(long, 0);
+    }
+
+    fn run_blocks(chunks: &[&[u8]], max: usize) -> (Vec<String>, usize, usize) {
+        let mut sp = Splitter::default();
+        let (mut out, mut long, mut blocks) = (Vec::new(), 0, 0);
+        for c in chunks {
+            sp.feed_blocks(c, max, |p| match p {
+                Piece::Line(l) => match check(l, max) {
+                    Ok(Some(s)) => out.push(s.to_string()),
+                    Ok(None) => {}
+                    Err(_) => long += 1,
+                },
+                Piece::Block(text, n) => {
+                    blocks += 1;
+                    assert_eq!(text.split_terminator('\n').count(), n);
+                    out.extend(text.split_terminator('\n').map(String::from));
+                }
+                Piece::TooLong => long += 1,
+            });
+        }
+        (out, long, blocks)
+    }
+
+    #[test]
+    fn blocks_give_the_same_lines_as_single_lines() {
+        let (out, long, blocks) = run_blocks(&[b"ab", b"c\nd\ne\nf", b"g\nh\ni\nj"], 100);
+        assert_eq!(out, ["abc", "d", "e", "fg", "h", "i"]);
+        assert_eq!((long, blocks), (0, 2));
+        // Anything unusual in the middle: line by line, same result as feed().
+        for bad in [
+            &b"x\nok\n\nok\ny"[..],
+            b"x\nok\r\nok\ny",
+            b"x\nok\0\nok\ny",
+            b"x\nok\xff\nok\ny",
+            b"x\n123456\nok\ny",
+        ] {
+            let (out, _, blocks) = run_blocks(&[bad], 5);
+            assert_eq!(blocks, 0, "{bad:?}");
+            let mut want = Vec::new();
+            Splitter::default().feed(bad, 5, |p| {
+                if let Piece::Line(l) = p
+                    && let Ok(Some(s)) = check(l, 5)
+                {
+                    want.push(s.to_string());
+                }
+            });
+            assert_eq!(out, want, "{bad:?}");
+        }
+        let (out, _, blocks) = run_blocks(&["x\né\nok\ny".as_bytes()], 5);
+        assert_eq!(
+            (out, blocks),
+            (vec!["x".to_string(), "é".into(), "ok".into()], 1)
+        );
     }
 
     #[test]

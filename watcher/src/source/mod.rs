@@ -12,8 +12,10 @@
 //!
 //! // One line per channel message (the interface in the brief):
 //! pub async fn spawn(spec, tx: mpsc::Sender<LogLine>) -> Result<SourceHandle, SourceError>;
-//! // Batches (preferred for throughput: one channel operation per read chunk, not per line):
+//! // Batches (one channel operation per read chunk, not per line):
 //! pub async fn spawn_batched(spec, opts, tx: mpsc::Sender<Vec<LogLine>>) -> Result<SourceHandle, SourceError>;
+//! // Chunks (what the agent uses: one reused text buffer per batch, no allocation per line):
+//! pub async fn spawn_chunked(spec, opts, tx: mpsc::Sender<Chunk>) -> Result<SourceHandle, SourceError>;
 //! pub async fn spawn_with(spec, opts, tx: mpsc::Sender<LogLine>) -> Result<SourceHandle, SourceError>;
 //!
 //! impl SourceHandle {
@@ -44,6 +46,10 @@ mod file;
 mod glob;
 mod journal;
 mod lines;
+mod outbox;
+
+pub use outbox::Chunk;
+use outbox::{Outbox, Sink};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -192,6 +198,16 @@ pub async fn spawn_batched(
     start(spec, opts, Sink::Batch(tx))
 }
 
+/// Like [`spawn_batched`], but a batch is one text buffer holding its lines
+/// (see [`Chunk`]): no allocation per line, and the buffers are reused.
+pub async fn spawn_chunked(
+    spec: SourceSpec,
+    opts: SourceOptions,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<SourceHandle, SourceError> {
+    start(spec, opts, Sink::Chunk(tx))
+}
+
 fn start(spec: SourceSpec, opts: SourceOptions, sink: Sink) -> Result<SourceHandle, SourceError> {
     let shared = Arc::new(Shared::default());
     let (name, thread) = match spec {
@@ -321,73 +337,5 @@ impl Counters {
         if n > 0 {
             a.fetch_add(n, Ordering::Relaxed);
         }
-    }
-}
-
-/// Where a reader thread delivers lines; collects a batch and sends it in one go.
-enum Sink {
-    Line(mpsc::Sender<LogLine>),
-    Batch(mpsc::Sender<Vec<LogLine>>),
-}
-
-/// Lines gathered by a reader before they are handed to the channel.
-struct Outbox {
-    sink: Sink,
-    buf: Vec<LogLine>,
-    closed: bool,
-}
-
-/// Largest batch sent in one message, so a huge replay still streams.
-const BATCH: usize = 4096;
-
-impl Outbox {
-    fn new(sink: Sink) -> Self {
-        Self {
-            sink,
-            buf: Vec::with_capacity(BATCH),
-            closed: false,
-        }
-    }
-
-    fn push(&mut self, line: LogLine, stats: &Counters) {
-        self.buf.push(line);
-        if self.buf.len() >= BATCH {
-            self.flush(stats);
-        }
-    }
-
-    /// Send everything collected; blocks while the channel is full. Marks the outbox
-    /// closed when the receiver is gone.
-    fn flush(&mut self, stats: &Counters) {
-        if self.buf.is_empty() {
-            return;
-        }
-        if self.closed {
-            self.buf.clear();
-            return;
-        }
-        let n = self.buf.len() as u64;
-        match &self.sink {
-            Sink::Batch(tx) => {
-                let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
-                if tx.blocking_send(batch).is_err() {
-                    self.closed = true;
-                    return;
-                }
-            }
-            Sink::Line(tx) => {
-                let mut closed = false;
-                for line in self.buf.drain(..) {
-                    if !closed && tx.blocking_send(line).is_err() {
-                        closed = true;
-                    }
-                }
-                if closed {
-                    self.closed = true;
-                    return;
-                }
-            }
-        }
-        Counters::add(&stats.lines, n);
     }
 }
