@@ -64,8 +64,8 @@ pub struct Engine {
     ban_counts: HashMap<IpNet, u32>,
     /// The host's own addresses, refused as ban targets.
     local: Vec<IpNet>,
-    /// Candidate line starts of the chunk being ingested (kept for its buffer).
-    starts: Vec<u32>,
+    /// Chunk bytes from which the filters run on two threads.
+    parallel_min: usize,
     pub started: SystemTime,
 }
 
@@ -82,6 +82,58 @@ pub fn system_time(ns: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
     }
+}
+
+/// Chunk bytes from which the filters run on two threads (a live log
+/// brings a few lines at a time: not worth a thread).
+const PARALLEL_MIN: usize = 64 * 1024;
+
+/// Whether this process may run on more than one CPU (affinity included).
+static SECOND_CPU: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
+
+/// What a jail's filters found in a line.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    Failure {
+        host: std::net::IpAddr,
+        filter: u16,
+        regex: u16,
+    },
+    /// By a filter's ignoreregex or the jail's.
+    Ignored,
+}
+
+/// A jail's filters on one line (`msg`: the text after the timestamp, when
+/// it has one): the first filter that finds something decides.
+fn classify(conf: &JailConfig, line: &str, msg: Option<&str>) -> Option<Found> {
+    for (fi, f) in conf.filters.iter().enumerate() {
+        let m = match msg {
+            Some(m) => f.check_message_host(m),
+            None => f.check_host(line),
+        };
+        match m {
+            LineMatch::Failure(hit) => {
+                if conf.ignore.iter().any(|r| r.is_match(line)) {
+                    return Some(Found::Ignored);
+                }
+                return Some(Found::Failure {
+                    host: hit.host,
+                    filter: u16::try_from(fi).unwrap_or(u16::MAX),
+                    regex: u16::try_from(hit.regex_index).unwrap_or(u16::MAX),
+                });
+            }
+            LineMatch::Ignored => return Some(Found::Ignored),
+            LineMatch::Missed => {}
+        }
+    }
+    None
+}
+
+/// The line of `text` starting at byte `start`, without its newline.
+fn line_at(text: &str, start: u32) -> &str {
+    let rest = &text[start as usize..];
+    &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())]
 }
 
 /// Wall-clock now, taken once per batch.
@@ -155,7 +207,7 @@ impl Engine {
             writer,
             ban_counts: HashMap::new(),
             local: local_nets(),
-            starts: Vec::new(),
+            parallel_min: PARALLEL_MIN,
             started: SystemTime::now(),
         };
         e.apply_config(cfg);
@@ -275,22 +327,77 @@ impl Engine {
             return;
         }
         let text = chunk.text();
-        let mut starts = std::mem::take(&mut self.starts);
-        starts.clear();
-        for &ji in &route {
-            for f in &self.slots[ji].conf.filters {
-                f.candidate_lines(text, |s| starts.push(s as u32));
+        let seen = self.find_all(&route, text);
+        // Then the jails count, line after line, in log order.
+        let mut last: Option<(u32, Option<i64>)> = None;
+        for &(s, k, found) in &seen {
+            let line = line_at(text, s);
+            // Jails reading the same line share its parsed time.
+            let time = match last {
+                Some((ls, t)) if ls == s => t,
+                _ => None,
+            };
+            let mut when = LineTime {
+                time,
+                tp: &mut *tp,
+                now: clock.now,
+                now_ts: clock.now_ts,
+            };
+            let ji = route[k as usize];
+            if let Some(off) = self.count(ji, line, found, &mut when) {
+                self.punish(ji, off, clock.now);
             }
+            last = Some((s, when.time));
         }
-        // Several jails and literals find the same line: once, in order.
-        starts.sort_unstable();
-        starts.dedup();
-        for &s in &starts {
-            let rest = &text[s as usize..];
-            let line = &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())];
-            self.ingest_line(&route, line, None, tp, &clock);
+    }
+
+    /// What the filters of each jail of `route` find in the lines of
+    /// `text`, in line order: (line start, index in `route`, what). Only
+    /// the lines the literal prefilters pick out of the whole text reach the
+    /// regexes. A big chunk is split in two, the second part on another
+    /// thread when there is a second CPU. Pure: the jails are not touched.
+    fn find_all(&self, route: &[usize], text: &str) -> Vec<(u32, u16, Found)> {
+        let confs: Vec<&JailConfig> = route.iter().map(|&ji| &self.slots[ji].conf).collect();
+        let run = |from: usize, to: usize| {
+            let part = &text[from..to];
+            let mut starts = Vec::new();
+            for conf in &confs {
+                for f in &conf.filters {
+                    f.candidate_lines(part, |s| starts.push((from + s) as u32));
+                }
+            }
+            // Several jails and literals find the same line: once, in order.
+            starts.sort_unstable();
+            starts.dedup();
+            let mut out = Vec::new();
+            for s in starts {
+                let line = line_at(text, s);
+                let msg = crate::timestamp::stamp_len(line).and_then(|n| line.get(n..));
+                for (k, conf) in confs.iter().enumerate() {
+                    if let Some(f) = classify(conf, line, msg) {
+                        out.push((s, k as u16, f));
+                    }
+                }
+            }
+            out
+        };
+        if text.len() < self.parallel_min || !*SECOND_CPU {
+            return run(0, text.len());
         }
-        self.starts = starts;
+        // This thread counts in the jails afterwards: the other one takes
+        // the larger part. Split after a newline.
+        let cut = text.len() * 2 / 5;
+        let cut =
+            memchr::memchr(b'\n', &text.as_bytes()[cut..]).map_or(text.len(), |i| cut + i + 1);
+        std::thread::scope(|sc| {
+            let other = sc.spawn(|| run(cut, text.len()));
+            let mut out = run(0, cut);
+            match other.join() {
+                Ok(mut o) => out.append(&mut o),
+                Err(_) => out.extend(run(cut, text.len())),
+            }
+            out
+        })
     }
 
     /// One line through the jails of `route` (lines already counted).
@@ -330,35 +437,39 @@ impl Engine {
         msg: Option<&str>,
         when: &mut LineTime<'_>,
     ) -> Option<Offense> {
-        let slot = &mut self.slots[ji];
-        for (fi, f) in slot.conf.filters.iter().enumerate() {
-            let m = match msg {
-                Some(m) => f.check_message_host(m),
-                None => f.check_host(line),
-            };
-            match m {
-                LineMatch::Failure(hit) => {
-                    if slot.conf.ignore.iter().any(|r| r.is_match(line)) {
-                        slot.jail.stats.ignored += 1;
-                        return None;
-                    }
-                    let failure = Failure {
-                        host: hit.host,
-                        time: when.get(line),
-                        line,
-                        filter: fi,
-                        regex: hit.regex_index,
-                    };
-                    return slot.jail.failure(&failure, when.now);
-                }
-                LineMatch::Ignored => {
-                    slot.jail.stats.ignored += 1;
-                    return None;
-                }
-                LineMatch::Missed => {}
+        let found = classify(&self.slots[ji].conf, line, msg)?;
+        self.count(ji, line, found, when)
+    }
+
+    /// Counts what the filters found in a line.
+    fn count(
+        &mut self,
+        ji: usize,
+        line: &str,
+        found: Found,
+        when: &mut LineTime<'_>,
+    ) -> Option<Offense> {
+        let jail = &mut self.slots[ji].jail;
+        match found {
+            Found::Ignored => {
+                jail.stats.ignored += 1;
+                None
+            }
+            Found::Failure {
+                host,
+                filter,
+                regex,
+            } => {
+                let failure = Failure {
+                    host,
+                    time: when.get(line),
+                    line,
+                    filter: filter as usize,
+                    regex: regex as usize,
+                };
+                jail.failure(&failure, when.now)
             }
         }
-        None
     }
 
     /// Previous bans of `net` over all jails.
@@ -779,11 +890,15 @@ mod tests {
             };
             let mut by_line = build();
             by_line.ingest(&src, &lines, &mut TimeParser::new());
-            let mut by_chunk = build();
-            let chunk = Chunk::from_text("/tmp/e.log", &text);
-            by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
             let want = summary(&by_line);
-            assert_eq!(summary(&by_chunk), want, "{cfg}");
+            // On one thread, and split over two.
+            for parallel_min in [usize::MAX, 1] {
+                let mut by_chunk = build();
+                by_chunk.parallel_min = parallel_min;
+                let chunk = Chunk::from_text("/tmp/e.log", &text);
+                by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
+                assert_eq!(summary(&by_chunk), want, "{parallel_min} {cfg}");
+            }
             assert!(
                 want.iter().all(|(_, st, bans, _)| {
                     st.lines == lines.len() as u64 && st.total_bans > 0 && !bans.is_empty()

@@ -78,16 +78,6 @@ impl Chunk {
             pool: Arc::new(Pool::default()),
         }
     }
-
-    pub fn to_log_lines(&self) -> Vec<LogLine> {
-        self.lines()
-            .map(|(text, time)| LogLine {
-                source: self.source.clone(),
-                text: text.to_string(),
-                time,
-            })
-            .collect()
-    }
 }
 
 impl std::fmt::Debug for Chunk {
