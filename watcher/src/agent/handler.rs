@@ -146,7 +146,7 @@ impl Shared {
                         "failures": h.times.len(),
                         "maxretry": s.jail.rules().maxretry,
                         "total": h.total,
-                        "evidence": h.evidence.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+                        "evidence": h.evidence.to_vec(),
                     })
                 })
             })

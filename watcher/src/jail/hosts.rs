@@ -14,13 +14,135 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Default)]
 pub struct HostEntry {
     /// Log times (unix ns) of the failures inside the current window, oldest first.
-    pub times: VecDeque<i64>,
+    pub times: Times,
     /// Newest matched lines, oldest first.
-    pub evidence: VecDeque<String>,
+    pub evidence: Evidence,
     pub first_seen: i64,
     pub last_seen: i64,
     /// Failures since the host was first seen (not only those in the window).
     pub total: u32,
+}
+
+/// Failure times kept in the entry itself: counting a failure touches no
+/// other memory for the usual maxretry values (a cache miss per heap buffer
+/// is most of what a failure costs).
+const INLINE_TIMES: usize = 8;
+
+/// A FIFO of times: up to [`INLINE_TIMES`] inline, all of them on the heap
+/// once there are more.
+#[derive(Debug, Clone, Default)]
+pub struct Times {
+    inline: [i64; INLINE_TIMES],
+    head: u8,
+    len: u8,
+    /// Holds every time when not empty (the inline ring is empty then).
+    spill: VecDeque<i64>,
+}
+
+impl Times {
+    pub fn len(&self) -> usize {
+        if self.spill.is_empty() {
+            usize::from(self.len)
+        } else {
+            self.spill.len()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn front(&self) -> Option<i64> {
+        if !self.spill.is_empty() {
+            return self.spill.front().copied();
+        }
+        (self.len > 0).then(|| self.inline[usize::from(self.head)])
+    }
+
+    pub fn push_back(&mut self, t: i64) {
+        if !self.spill.is_empty() {
+            self.spill.push_back(t);
+        } else if usize::from(self.len) < INLINE_TIMES {
+            self.inline[(usize::from(self.head) + usize::from(self.len)) % INLINE_TIMES] = t;
+            self.len += 1;
+        } else {
+            self.spill.reserve(2 * INLINE_TIMES);
+            for i in 0..INLINE_TIMES {
+                self.spill
+                    .push_back(self.inline[(usize::from(self.head) + i) % INLINE_TIMES]);
+            }
+            self.head = 0;
+            self.len = 0;
+            self.spill.push_back(t);
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<i64> {
+        if !self.spill.is_empty() {
+            return self.spill.pop_front();
+        }
+        if self.len == 0 {
+            return None;
+        }
+        let t = self.inline[usize::from(self.head)];
+        self.head = ((usize::from(self.head) + 1) % INLINE_TIMES) as u8;
+        self.len -= 1;
+        Some(t)
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+        self.spill.clear();
+    }
+}
+
+/// The newest matched lines of a host in one buffer, each ending with `\n`
+/// (log lines never contain one): one heap buffer per host, reused.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    text: String,
+    count: usize,
+}
+
+impl Evidence {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.text.split_terminator('\n')
+    }
+
+    /// Adds `line`, dropping the oldest lines beyond `keep`.
+    pub fn push(&mut self, line: &str, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        while self.count >= keep {
+            let end =
+                memchr::memchr(b'\n', self.text.as_bytes()).map_or(self.text.len(), |i| i + 1);
+            self.text.drain(..end);
+            self.count -= 1;
+        }
+        self.text.push_str(line);
+        self.text.push('\n');
+        self.count += 1;
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.count = 0;
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -253,6 +375,42 @@ mod tests {
         assert_eq!(t.len(), 1000);
         assert_eq!(t.evictions(), 49_000);
         assert_eq!(t.nodes.len(), 1000);
+    }
+
+    #[test]
+    fn times_stay_in_order_inline_and_spilled() {
+        let mut t = Times::default();
+        let mut model = VecDeque::new();
+        // Pushes and pops interleaved across the inline limit and back.
+        for round in 0..5i64 {
+            for i in 0..(3 + round * 4) {
+                t.push_back(round * 100 + i);
+                model.push_back(round * 100 + i);
+            }
+            for _ in 0..(2 + round * 3) {
+                assert_eq!(t.pop_front(), model.pop_front());
+            }
+            assert_eq!((t.len(), t.front()), (model.len(), model.front().copied()));
+        }
+        while let Some(m) = model.pop_front() {
+            assert_eq!(t.pop_front(), Some(m));
+        }
+        assert!(t.is_empty() && t.pop_front().is_none());
+        t.push_back(7);
+        assert_eq!((t.len(), t.front()), (1, Some(7)));
+    }
+
+    #[test]
+    fn evidence_keeps_the_newest_lines() {
+        let mut e = Evidence::default();
+        for i in 0..5 {
+            e.push(&format!("line {i}"), 3);
+        }
+        assert_eq!(e.to_vec(), ["line 2", "line 3", "line 4"]);
+        e.push("x", 1);
+        assert_eq!((e.len(), e.to_vec()), (1, vec!["x".to_string()]));
+        e.push("not kept", 0);
+        assert_eq!(e.len(), 1);
     }
 
     #[test]

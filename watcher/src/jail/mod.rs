@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use hosts::{HostEntry, HostTable};
+pub use hosts::{Evidence, HostEntry, HostTable, Times};
 
 /// How a jail counts and bans; built from the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,21 +218,11 @@ impl Jail {
         while e
             .times
             .front()
-            .is_some_and(|&t| t <= newest.saturating_sub(findtime))
+            .is_some_and(|t| t <= newest.saturating_sub(findtime))
         {
             e.times.pop_front();
         }
-        if keep > 0 {
-            // Reuse the oldest line's buffer: no allocation per failure once full.
-            let mut buf = if e.evidence.len() >= keep {
-                e.evidence.pop_front().unwrap_or_default()
-            } else {
-                String::new()
-            };
-            buf.clear();
-            buf.push_str(f.line);
-            e.evidence.push_back(buf);
-        }
+        e.evidence.push(f.line, keep);
         if e.times.len() < maxretry {
             return None;
         }
@@ -243,7 +233,7 @@ impl Jail {
             first_seen: e.first_seen,
             last_seen: e.last_seen,
             failures: e.total,
-            evidence: e.evidence.into(),
+            evidence: e.evidence.to_vec(),
             filter: f.filter,
             regex: f.regex,
         })
