@@ -7,11 +7,13 @@
 //! The log is 1,000,000 lines from `/work/shared/perf/genlog.py` (seed 42),
 //! generated once and cached in the target dir. The agent runs pinned to one
 //! CPU with `run --dry-run --replay` on a veth inside a namespace the bench
-//! creates (and removes); progress is read from its control socket.
+//! creates (and removes); the log is renamed into place once the agent answers
+//! on its control socket, and progress is read from there.
 //!
 //! Environment: `F2X_BENCH_LINES` (default 1000000), `F2X_BENCH_F2B_LINES`
 //! (lines given to fail2ban-regex, default 100000: it runs at ~20k lines/s),
-//! `F2X_BENCH_CPU` (default 1), `GENLOG` (path of genlog.py).
+//! `F2X_BENCH_CPU` (default 1), `F2X_BENCH_RUNS` (runs per row, median shown,
+//! default 3), `GENLOG` (path of genlog.py).
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
@@ -47,24 +49,52 @@ fn main() -> Result<()> {
     let lines = env_num("F2X_BENCH_LINES", 1_000_000);
     let f2b_lines = env_num("F2X_BENCH_F2B_LINES", 100_000).min(lines);
     let cpu = env_num("F2X_BENCH_CPU", 1);
+    let runs = env_num("F2X_BENCH_RUNS", 3).max(1);
     let log = maillog(lines)?;
     let work = tempfile::Builder::new().prefix("f2x-bench-").tempdir()?;
 
     let f2b = fail2ban_regex(&log, f2b_lines, work.path());
     const SASL: &str = "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{LOG}\"]\nports = \"smtp,submission,submissions\"\n";
-    let sasl = run_agent(&log, lines, Some(cpu), work.path(), "sasl", SASL)?;
-    let all_cpus = run_agent(&log, lines, None, work.path(), "sasl-all", SASL)?;
-    let default = run_agent(
-        &log,
-        lines,
-        Some(cpu),
-        work.path(),
-        "default",
-        &fail2xdp::config::DEFAULT_TOML.replace(
-            "files_any = [\"/var/log/mail.log\", \"/var/log/maillog\"]",
-            "files = [\"{LOG}\"]",
-        ),
-    )?;
+    let default_cfg = fail2xdp::config::DEFAULT_TOML.replace(
+        "files_any = [\"/var/log/mail.log\", \"/var/log/maillog\"]",
+        "files = [\"{LOG}\"]",
+    );
+    // This machine's speed wanders by a quarter from run to run: each row
+    // is the median of `runs` runs (by the figure its target reads).
+    let median = |tag: &str, cpu: Option<u64>, cfg: &str| -> Result<AgentRun> {
+        let mut v = (0..runs)
+            .map(|i| run_agent(&log, lines, cpu, work.path(), &format!("{tag}-{i}"), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        v.sort_by(|a, b| {
+            let key = |r: &AgentRun| {
+                if cpu.is_some() {
+                    r.lines_per_cpu_sec
+                } else {
+                    r.lines_per_sec
+                }
+            };
+            key(a).total_cmp(&key(b))
+        });
+        let spread = format!(
+            "{}..{}",
+            group(v.first().map_or(0.0, |r| if cpu.is_some() {
+                r.lines_per_cpu_sec
+            } else {
+                r.lines_per_sec
+            }) as u64),
+            group(v.last().map_or(0.0, |r| if cpu.is_some() {
+                r.lines_per_cpu_sec
+            } else {
+                r.lines_per_sec
+            }) as u64)
+        );
+        let mut m = v.swap_remove(v.len() / 2);
+        m.spread = spread;
+        Ok(m)
+    };
+    let sasl = median("sasl", Some(cpu), SASL)?;
+    let all_cpus = median("sasl-all", None, SASL)?;
+    let default = median("default", Some(cpu), &default_cfg)?;
 
     println!();
     println!(
@@ -72,18 +102,20 @@ fn main() -> Result<()> {
         log.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    println!("median of {runs} runs per fail2xdp row (range of the figure its target reads)");
     println!(
-        "{:<48} {:>14} {:>16} {:>12} {:>10}",
-        "", "lines/s", "lines/CPU-s", "peak RSS", "failures"
+        "{:<48} {:>14} {:>16} {:>12} {:>10}  {}",
+        "", "lines/s", "lines/CPU-s", "peak RSS", "failures", "range"
     );
     for r in [&sasl, &all_cpus, &default] {
         println!(
-            "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}",
+            "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}  {}",
             r.label,
             group(r.lines_per_sec as u64),
             group(r.lines_per_cpu_sec as u64),
             r.peak_rss_kib as f64 / 1024.0,
-            r.failures
+            r.failures,
+            r.spread
         );
     }
     match &f2b {
@@ -264,6 +296,8 @@ struct AgentRun {
     lines_per_cpu_sec: f64,
     peak_rss_kib: u64,
     failures: u64,
+    /// Lowest..highest of the runs this one is the median of.
+    spread: String,
 }
 
 /// A namespace with a veth for the agent to attach to, and its pins; all
@@ -415,7 +449,15 @@ fn run_agent(
     let dir = work.join(tag);
     fs::create_dir_all(dir.join("state"))?;
     let cfg = dir.join("bench.toml");
-    fs::write(&cfg, config.replace("{LOG}", &log.display().to_string()))?;
+    // The log appears (renamed into place) once the agent answers, so the
+    // whole replay is timed: an agent replaying from its start could be
+    // done before the first status answer.
+    let live = dir.join("mail.log");
+    fs::write(&cfg, config.replace("{LOG}", &live.display().to_string()))?;
+    let staged = dir.join("staged.log");
+    if fs::hard_link(log, &staged).is_err() {
+        fs::copy(log, &staged).context("staging the log")?;
+    }
     let mut bench = Bench::new(tag)?;
     let sock = dir.join("control.sock");
     let agent_log = fs::File::create(dir.join("agent.log"))?;
@@ -441,7 +483,23 @@ fn run_agent(
     bench.child = Some(child);
 
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first: Option<(Instant, u64, u64)> = None;
+    while status(&sock).is_none() {
+        if Instant::now() > deadline {
+            bail!("the agent did not answer; log in {}", dir.display());
+        }
+        if let Some(c) = bench.child.as_mut()
+            && let Some(st) = c.try_wait()?
+        {
+            bail!(
+                "the agent exited ({st}): {}",
+                fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    let cpu0 = cpu_ns(pid);
+    fs::rename(&staged, &live).context("putting the log in place")?;
     let (done_at, failures, cpu_done) = loop {
         if Instant::now() > deadline {
             bail!(
@@ -459,30 +517,29 @@ fn run_agent(
         }
         if let Some(v) = status(&sock) {
             let (seen, failures) = progress(&v);
-            let now = Instant::now();
-            if first.is_none() && seen > 0 {
-                first = Some((now, seen, cpu_ns(pid)));
-            }
             if seen >= lines {
-                break (now, failures, cpu_ns(pid));
+                break (Instant::now(), failures, cpu_ns(pid));
             }
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let (t0, seen0, cpu0) = first.unwrap_or((done_at, 0, cpu_done));
     let elapsed = done_at.duration_since(t0).as_secs_f64().max(1e-6);
     let cpu_secs = (cpu_done.saturating_sub(cpu0) as f64 / 1e9).max(1e-6);
     let peak_rss_kib = vm_hwm_kib(pid);
     drop(bench);
+    let _ = fs::remove_file(&live);
     Ok(AgentRun {
         label: format!(
             "fail2xdp dry-run ({} config{})",
-            tag.trim_end_matches("-all"),
+            tag.rsplit_once('-')
+                .map_or(tag, |(t, _)| t)
+                .trim_end_matches("-all"),
             if cpu.is_none() { ", all CPUs" } else { "" }
         ),
-        lines_per_sec: (lines - seen0) as f64 / elapsed,
-        lines_per_cpu_sec: (lines - seen0) as f64 / cpu_secs,
+        lines_per_sec: lines as f64 / elapsed,
+        lines_per_cpu_sec: lines as f64 / cpu_secs,
         peak_rss_kib,
         failures,
+        spread: String::new(),
     })
 }
