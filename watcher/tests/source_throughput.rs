@@ -26,7 +26,7 @@ async fn replay_rate() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .count() as u64;
-    for batched in [true, false] {
+    for mode in ["chunked", "batched", "single"] {
         let spec = SourceSpec::Files {
             globs: vec![path.display().to_string()],
             from_start: true,
@@ -35,7 +35,18 @@ async fn replay_rate() {
         let cpu0 = cpu_seconds();
         let mut n = 0u64;
         let mut bytes = 0u64;
-        if batched {
+        if mode == "chunked" {
+            let (tx, mut rx) = mpsc::channel(8);
+            let h = source::spawn_chunked(spec, source_util::opts(), tx)
+                .await
+                .expect("spawn");
+            while n < want {
+                let c = rx.recv().await.expect("closed early");
+                n += c.len() as u64;
+                bytes += (c.text().len() - c.len()) as u64;
+            }
+            h.join().await;
+        } else if mode == "batched" {
             let (tx, mut rx) = mpsc::channel(64);
             let h = source::spawn_batched(spec, source_util::opts(), tx)
                 .await
@@ -66,10 +77,10 @@ async fn replay_rate() {
             bytes / 1_000_000,
             n as f64 / s,
             n as f64 / cpu,
-            if batched {
-                "spawn_batched"
-            } else {
-                "spawn, one line per message"
+            match mode {
+                "chunked" => "spawn_chunked, what the agent uses",
+                "batched" => "spawn_batched",
+                _ => "spawn, one line per message",
             }
         );
         assert_eq!(n, want);
