@@ -291,8 +291,10 @@ impl Engine {
         self.enforcer.is_none()
     }
 
-    /// Runs a batch of lines of `src` through its jails. Bans are made as
-    /// soon as the line that causes them is seen, not at the end of the batch.
+    /// Runs a batch of lines of `src` through its jails, line by line (the
+    /// reference [`ingest_chunk`](Self::ingest_chunk) is tested against).
+    /// Bans are made as soon as the line that causes them is seen, not at
+    /// the end of the batch.
     pub fn ingest(&mut self, src: &SourceConf, lines: &[LogLine], tp: &mut TimeParser) {
         let Some(route) = self.routes.get(src) else {
             return;
@@ -392,10 +394,11 @@ impl Engine {
         std::thread::scope(|sc| {
             let other = sc.spawn(|| run(cut, text.len()));
             let mut out = run(0, cut);
-            match other.join() {
-                Ok(mut o) => out.append(&mut o),
-                Err(_) => out.extend(run(cut, text.len())),
-            }
+            out.append(
+                &mut other
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
             out
         })
     }

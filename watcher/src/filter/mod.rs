@@ -145,9 +145,7 @@ impl Prefilter {
             Prefilter::Many(ac) => ac.is_match(hay),
         }
     }
-}
 
-impl Prefilter {
     /// Calls `f` with the start of every line of `text` (lines end with
     /// `\n`) that contains a literal, once per line and in order for each
     /// literal; with several literals a line may come once per literal.
@@ -163,10 +161,10 @@ impl Prefilter {
                     }
                 }
             }
-            Prefilter::One(fi) => hit_lines(text, |at| fi.find(&text[at..]).map(|i| at + i), f),
+            Prefilter::One(fi) => hit_lines(text, |at| find_from(fi, text, at), f),
             Prefilter::Few(fs) => {
                 for fi in fs {
-                    hit_lines(text, |at| fi.find(&text[at..]).map(|i| at + i), f);
+                    hit_lines(text, |at| find_from(fi, text, at), f);
                 }
             }
             Prefilter::Many(ac) => hit_lines(
@@ -179,6 +177,11 @@ impl Prefilter {
             ),
         }
     }
+}
+
+/// The first match of `fi` in `text` at or after `at`.
+fn find_from(fi: &memmem::Finder<'_>, text: &[u8], at: usize) -> Option<usize> {
+    fi.find(&text[at..]).map(|i| at + i)
 }
 
 /// Line starts of the matches `find(from)` reports (the first match at or
