@@ -1,6 +1,7 @@
 //! The agent's decision core: routes source lines through each jail's
-//! filters, turns offenses into bans (guard, increment, enforcer, state store)
-//! and keeps the counters `status` shows. Synchronous; the run loop feeds it.
+//! filters (or takes what the match stage found in them, see matcher.rs),
+//! turns offenses into bans (guard, increment, enforcer, state store) and
+//! keeps the counters `status` shows. Synchronous; the run loop feeds it.
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -9,12 +10,14 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::state_writer::StateWriter;
+use super::{
+    matcher::{self, Board, Finds, Found, Published},
+    state_writer::StateWriter,
+};
 use crate::{
     addr::{self, Guard, PortSet},
     config::{Config, JailConfig, SourceConf},
     enforcer::{BanRequest, Enforcer},
-    filter::LineMatch,
     jail::{Failure, Jail, Offense},
     source::{Chunk, LogLine},
     state::{BanRecord, Store},
@@ -64,8 +67,9 @@ pub struct Engine {
     ban_counts: HashMap<IpNet, u32>,
     /// The host's own addresses, refused as ban targets.
     local: Vec<IpNet>,
-    /// Chunk bytes from which the filters run on two threads.
-    parallel_min: usize,
+    /// The jails' configurations per source, for the match stage.
+    board: Board,
+    generation: u64,
     pub started: SystemTime,
 }
 
@@ -82,58 +86,6 @@ pub fn system_time(ns: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
     }
-}
-
-/// Chunk bytes from which the filters run on two threads (a live log
-/// brings a few lines at a time: not worth a thread).
-const PARALLEL_MIN: usize = 64 * 1024;
-
-/// Whether this process may run on more than one CPU (affinity included).
-static SECOND_CPU: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
-
-/// What a jail's filters found in a line.
-#[derive(Debug, Clone, Copy)]
-enum Found {
-    Failure {
-        host: std::net::IpAddr,
-        filter: u16,
-        regex: u16,
-    },
-    /// By a filter's ignoreregex or the jail's.
-    Ignored,
-}
-
-/// A jail's filters on one line (`msg`: the text after the timestamp, when
-/// it has one): the first filter that finds something decides.
-fn classify(conf: &JailConfig, line: &str, msg: Option<&str>) -> Option<Found> {
-    for (fi, f) in conf.filters.iter().enumerate() {
-        let m = match msg {
-            Some(m) => f.check_message_host(m),
-            None => f.check_host(line),
-        };
-        match m {
-            LineMatch::Failure(hit) => {
-                if conf.ignore.iter().any(|r| r.is_match(line)) {
-                    return Some(Found::Ignored);
-                }
-                return Some(Found::Failure {
-                    host: hit.host,
-                    filter: u16::try_from(fi).unwrap_or(u16::MAX),
-                    regex: u16::try_from(hit.regex_index).unwrap_or(u16::MAX),
-                });
-            }
-            LineMatch::Ignored => return Some(Found::Ignored),
-            LineMatch::Missed => {}
-        }
-    }
-    None
-}
-
-/// The line of `text` starting at byte `start`, without its newline.
-fn line_at(text: &str, start: u32) -> &str {
-    let rest = &text[start as usize..];
-    &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())]
 }
 
 /// Wall-clock now, taken once per batch.
@@ -207,7 +159,8 @@ impl Engine {
             writer,
             ban_counts: HashMap::new(),
             local: local_nets(),
-            parallel_min: PARALLEL_MIN,
+            board: Board::default(),
+            generation: 0,
             started: SystemTime::now(),
         };
         e.apply_config(cfg);
@@ -267,6 +220,21 @@ impl Engine {
                 }
             }
         }
+        // The match stage gets the filters of each source in route order.
+        self.generation += 1;
+        let published = Published {
+            generation: self.generation,
+            by_source: routes
+                .iter()
+                .map(|(src, route)| {
+                    let confs = route.iter().map(|&i| slots[i].conf.clone()).collect();
+                    (src.clone(), Arc::new(confs))
+                })
+                .collect(),
+        };
+        if let Ok(mut b) = self.board.lock() {
+            *b = Arc::new(published);
+        }
         self.slots = slots;
         self.routes = routes;
         // The global allowlist also goes to the data plane, so the XDP
@@ -314,6 +282,18 @@ impl Engine {
     /// [`ingest`](Self::ingest), but only the lines some filter's literal
     /// prefilter picked out of the whole chunk in one scan reach the regexes.
     pub fn ingest_chunk(&mut self, src: &SourceConf, chunk: &Chunk, tp: &mut TimeParser) {
+        self.ingest_matched(src, chunk, None, tp);
+    }
+
+    /// [`ingest_chunk`](Self::ingest_chunk) with what the match stage found
+    /// in the chunk, used if it was made with the current configuration.
+    pub fn ingest_matched(
+        &mut self,
+        src: &SourceConf,
+        chunk: &Chunk,
+        found: Option<(u64, Finds)>,
+        tp: &mut TimeParser,
+    ) {
         let Some(route) = self.routes.get(src) else {
             return;
         };
@@ -329,11 +309,18 @@ impl Engine {
             return;
         }
         let text = chunk.text();
-        let seen = self.find_all(&route, text);
+        let seen = match found {
+            Some((generation, finds)) if generation == self.generation => finds,
+            // Published together with the route: the same jails in the same order.
+            _ => match self.published().by_source.get(src) {
+                Some(confs) => matcher::find_all(confs, text),
+                None => Vec::new(),
+            },
+        };
         // Then the jails count, line after line, in log order.
         let mut last: Option<(u32, Option<i64>)> = None;
         for &(s, k, found) in &seen {
-            let line = line_at(text, s);
+            let line = matcher::line_at(text, s);
             // Jails reading the same line share its parsed time.
             let time = match last {
                 Some((ls, t)) if ls == s => t,
@@ -353,54 +340,13 @@ impl Engine {
         }
     }
 
-    /// What the filters of each jail of `route` find in the lines of
-    /// `text`, in line order: (line start, index in `route`, what). Only
-    /// the lines the literal prefilters pick out of the whole text reach the
-    /// regexes. A big chunk is split in two, the second part on another
-    /// thread when there is a second CPU. Pure: the jails are not touched.
-    fn find_all(&self, route: &[usize], text: &str) -> Vec<(u32, u16, Found)> {
-        let confs: Vec<&JailConfig> = route.iter().map(|&ji| &self.slots[ji].conf).collect();
-        let run = |from: usize, to: usize| {
-            let part = &text[from..to];
-            let mut starts = Vec::new();
-            for conf in &confs {
-                for f in &conf.filters {
-                    f.candidate_lines(part, |s| starts.push((from + s) as u32));
-                }
-            }
-            // Several jails and literals find the same line: once, in order.
-            starts.sort_unstable();
-            starts.dedup();
-            let mut out = Vec::new();
-            for s in starts {
-                let line = line_at(text, s);
-                let msg = crate::timestamp::stamp_len(line).and_then(|n| line.get(n..));
-                for (k, conf) in confs.iter().enumerate() {
-                    if let Some(f) = classify(conf, line, msg) {
-                        out.push((s, k as u16, f));
-                    }
-                }
-            }
-            out
-        };
-        if text.len() < self.parallel_min || !*SECOND_CPU {
-            return run(0, text.len());
-        }
-        // This thread counts in the jails afterwards: the other one takes
-        // the larger part. Split after a newline.
-        let cut = text.len() * 2 / 5;
-        let cut =
-            memchr::memchr(b'\n', &text.as_bytes()[cut..]).map_or(text.len(), |i| cut + i + 1);
-        std::thread::scope(|sc| {
-            let other = sc.spawn(|| run(cut, text.len()));
-            let mut out = run(0, cut);
-            out.append(
-                &mut other
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
-            out
-        })
+    /// Where the match stage reads the jails' configurations.
+    pub fn board(&self) -> Board {
+        self.board.clone()
+    }
+
+    fn published(&self) -> Arc<Published> {
+        self.board.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// One line through the jails of `route` (lines already counted).
@@ -440,7 +386,7 @@ impl Engine {
         msg: Option<&str>,
         when: &mut LineTime<'_>,
     ) -> Option<Offense> {
-        let found = classify(&self.slots[ji].conf, line, msg)?;
+        let found = matcher::classify(&self.slots[ji].conf, line, msg)?;
         self.count(ji, line, found, when)
     }
 
@@ -894,14 +840,35 @@ mod tests {
             let mut by_line = build();
             by_line.ingest(&src, &lines, &mut TimeParser::new());
             let want = summary(&by_line);
-            // On one thread, and split over two.
-            for parallel_min in [usize::MAX, 1] {
-                let mut by_chunk = build();
-                by_chunk.parallel_min = parallel_min;
-                let chunk = Chunk::from_text("/tmp/e.log", &text);
-                by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
-                assert_eq!(summary(&by_chunk), want, "{parallel_min} {cfg}");
-            }
+            let chunk = Chunk::from_text("/tmp/e.log", &text);
+            // Matched by the engine itself.
+            let mut by_chunk = build();
+            by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
+            assert_eq!(summary(&by_chunk), want, "{cfg}");
+            // Matched by the match stage from what the engine published.
+            let mut staged = build();
+            let p = staged.published();
+            let finds = matcher::find_all(&p.by_source[&src], chunk.text());
+            staged.ingest_matched(
+                &src,
+                &chunk,
+                Some((p.generation, finds)),
+                &mut TimeParser::new(),
+            );
+            assert_eq!(summary(&staged), want, "{cfg}");
+            // Found under an older configuration: not used.
+            let mut reloaded = build();
+            let old = reloaded.published().generation;
+            let c =
+                crate::config::parse(cfg, "t.toml", std::path::Path::new("/tmp")).expect("config");
+            reloaded.apply_config(c);
+            reloaded.ingest_matched(
+                &src,
+                &chunk,
+                Some((old, Vec::new())),
+                &mut TimeParser::new(),
+            );
+            assert_eq!(summary(&reloaded), want, "{cfg}");
             assert!(
                 want.iter().all(|(_, st, bans, _)| {
                     st.lines == lines.len() as u64 && st.total_bans > 0 && !bans.is_empty()

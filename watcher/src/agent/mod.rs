@@ -3,6 +3,7 @@
 //! (the XDP program and its maps stay pinned and keep enforcing).
 mod engine;
 mod handler;
+mod matcher;
 mod state_writer;
 
 use std::{
@@ -22,12 +23,13 @@ use tokio::{
 pub use engine::{Engine, Verdict};
 pub use handler::{AgentHandler, Shared};
 
+use self::matcher::Matched;
 use crate::{
     cli::{Global, RunArgs},
     config::{self, SourceConf},
     control,
     enforcer::Enforcer,
-    source::{self, Chunk, SourceOptions},
+    source::{self, SourceOptions},
     state::Store,
     timestamp::TimeParser,
 };
@@ -61,7 +63,7 @@ pub fn run(
 /// A source as the run loop sees it.
 struct Input {
     conf: SourceConf,
-    rx: mpsc::Receiver<Chunk>,
+    rx: mpsc::Receiver<Matched>,
     /// Per source: year inference follows each file's own clock.
     tp: TimeParser,
     closed: bool,
@@ -135,7 +137,7 @@ async fn run_async(
 
     let mut purge = tokio::time::interval(PURGE_EVERY);
     purge.tick().await;
-    let mut batches: Vec<Chunk> = Vec::new();
+    let mut batches: Vec<Matched> = Vec::new();
     let mut next_start = 0usize;
     loop {
         tokio::select! {
@@ -163,8 +165,8 @@ async fn run_async(
                 if let Some(i) = got {
                     let input = &mut inputs[i];
                     let mut e = shared.engine();
-                    for b in batches.drain(..) {
-                        e.ingest_chunk(&input.conf, &b, &mut input.tp);
+                    for m in batches.drain(..) {
+                        e.ingest_matched(&input.conf, &m.chunk, m.found, &mut input.tp);
                     }
                 }
             }
@@ -199,7 +201,10 @@ async fn resync(
     from_start: bool,
     cursor_dir: Option<&PathBuf>,
 ) {
-    let wanted = shared.engine().sources();
+    let (wanted, board) = {
+        let e = shared.engine();
+        (e.sources(), e.board())
+    };
     let mut running =
         std::mem::take(&mut *shared.sources.lock().unwrap_or_else(|p| p.into_inner()));
     running.retain(|(c, h)| {
@@ -222,11 +227,17 @@ async fn resync(
         }
         match source::spawn_chunked(conf.spec(from_start), o, tx).await {
             Ok(h) => {
+                // Source -> match stage -> this loop (the jails).
+                let (mtx, mrx) = mpsc::channel(SOURCE_QUEUE);
+                if let Err(e) = matcher::spawn(conf.clone(), rx, mtx, board.clone()) {
+                    log::error!("source {conf}: cannot start its match stage: {e}");
+                    continue;
+                }
                 log::info!("reading {}", h.name());
                 running.push((conf.clone(), h));
                 inputs.push(Input {
                     conf,
-                    rx,
+                    rx: mrx,
                     tp: TimeParser::new(),
                     closed: false,
                 });
@@ -250,7 +261,7 @@ fn hash_of(c: &SourceConf) -> u64 {
 
 /// Waits for lines from any source; returns its index with its batches in
 /// `out`. Sources are polled round-robin so a busy one cannot starve the rest.
-async fn recv_any(inputs: &mut [Input], out: &mut Vec<Chunk>, next: &mut usize) -> Option<usize> {
+async fn recv_any(inputs: &mut [Input], out: &mut Vec<Matched>, next: &mut usize) -> Option<usize> {
     std::future::poll_fn(|cx| {
         let n = inputs.len();
         for k in 0..n {
