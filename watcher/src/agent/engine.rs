@@ -319,11 +319,11 @@ impl Engine {
         };
         // Then the jails count, line after line, in log order.
         let mut last: Option<(u32, Option<i64>)> = None;
-        for &(s, k, found) in &seen {
-            let line = matcher::line_at(text, s);
+        for f in &seen {
+            let line = f.line(text);
             // Jails reading the same line share its parsed time.
             let time = match last {
-                Some((ls, t)) if ls == s => t,
+                Some((ls, t)) if ls == f.start => t,
                 _ => None,
             };
             let mut when = LineTime {
@@ -332,11 +332,11 @@ impl Engine {
                 now: clock.now,
                 now_ts: clock.now_ts,
             };
-            let ji = route[k as usize];
-            if let Some(off) = self.count(ji, line, found, &mut when) {
+            let ji = route[usize::from(f.jail)];
+            if let Some(off) = self.count(ji, line, f.found, &mut when) {
                 self.punish(ji, off, clock.now);
             }
-            last = Some((s, when.time));
+            last = Some((f.start, when.time));
         }
     }
 

@@ -33,9 +33,24 @@ pub enum Found {
     Ignored,
 }
 
-/// (line start in the chunk text, index of the jail in the source's route,
-/// what its filters found), in line order.
-pub type Finds = Vec<(u32, u16, Found)>;
+/// What the jails' filters found in a chunk, in line order.
+pub type Finds = Vec<Find>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Find {
+    /// The line: `text[start..start + len]` of the chunk.
+    pub start: u32,
+    pub len: u32,
+    /// Index of the jail in the source's route.
+    pub jail: u16,
+    pub found: Found,
+}
+
+impl Find {
+    pub fn line<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.start as usize..(self.start + self.len) as usize]
+    }
+}
 
 /// The jails' configurations per source, in route order, as the engine has
 /// them now.
@@ -100,8 +115,13 @@ pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
         let line = line_at(text, s);
         let msg = crate::timestamp::stamp_len(line).and_then(|n| line.get(n..));
         for (k, conf) in confs.iter().enumerate() {
-            if let Some(f) = classify(conf, line, msg) {
-                out.push((s, k as u16, f));
+            if let Some(found) = classify(conf, line, msg) {
+                out.push(Find {
+                    start: s,
+                    len: line.len() as u32,
+                    jail: k as u16,
+                    found,
+                });
             }
         }
     }
@@ -135,7 +155,7 @@ pub fn classify(conf: &JailConfig, line: &str, msg: Option<&str>) -> Option<Foun
 }
 
 /// The line of `text` starting at byte `start`, without its newline.
-pub fn line_at(text: &str, start: u32) -> &str {
+fn line_at(text: &str, start: u32) -> &str {
     let rest = &text[start as usize..];
     &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())]
 }

@@ -97,41 +97,73 @@ impl Times {
     }
 }
 
-/// The newest matched lines of a host in one buffer, each ending with `\n`
-/// (log lines never contain one): one heap buffer per host, reused.
+/// The newest matched lines of a host in one buffer, each behind its
+/// length: one heap buffer per host, reused, and dropping the oldest lines
+/// reads their lengths instead of scanning them. Up to twice `keep` lines
+/// are held and the older half dropped at once, so a failure appends and
+/// only every `keep`-th one moves memory.
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
-    text: String,
+    /// (u32 length, little-endian, then the line's bytes) per line, oldest first.
+    buf: Vec<u8>,
+    /// Lines in `buf`.
     count: usize,
+    /// Lines shown (the newest).
+    keep: usize,
 }
+
+const LEN: usize = size_of::<u32>();
 
 impl Evidence {
     pub fn len(&self) -> usize {
-        self.count
+        self.count.min(self.keep)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// Oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.text.split_terminator('\n')
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let line = self.line_at(at)?;
+            at += LEN + line.len();
+            Some(line)
+        })
+        .skip(self.count.saturating_sub(self.keep))
     }
 
-    /// Adds `line`, dropping the oldest lines beyond `keep`.
+    fn line_at(&self, at: usize) -> Option<&str> {
+        let len = u32::from_le_bytes(self.buf.get(at..at + LEN)?.try_into().ok()?) as usize;
+        // Only whole lines of text are stored.
+        std::str::from_utf8(self.buf.get(at + LEN..at + LEN + len)?).ok()
+    }
+
+    /// Adds `line`, keeping the newest `keep` lines.
     pub fn push(&mut self, line: &str, keep: usize) {
+        self.keep = keep;
         if keep == 0 {
+            self.clear();
             return;
         }
-        while self.count >= keep {
-            let end =
-                memchr::memchr(b'\n', self.text.as_bytes()).map_or(self.text.len(), |i| i + 1);
-            self.text.drain(..end);
-            self.count -= 1;
+        if self.count >= 2 * keep {
+            let drop = self.count - keep + 1;
+            let mut end = 0;
+            for _ in 0..drop {
+                let len = self
+                    .buf
+                    .get(end..end + LEN)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
+                end = (end + LEN + len as usize).min(self.buf.len());
+            }
+            self.buf.drain(..end);
+            self.count -= drop;
         }
-        self.text.push_str(line);
-        self.text.push('\n');
+        let len = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(&line.as_bytes()[..len as usize]);
         self.count += 1;
     }
 
@@ -140,7 +172,7 @@ impl Evidence {
     }
 
     fn clear(&mut self) {
-        self.text.clear();
+        self.buf.clear();
         self.count = 0;
     }
 }
@@ -407,10 +439,23 @@ mod tests {
             e.push(&format!("line {i}"), 3);
         }
         assert_eq!(e.to_vec(), ["line 2", "line 3", "line 4"]);
+        for i in 5..40 {
+            e.push(&format!("line {i}"), 3);
+            assert_eq!(e.len(), 3);
+            assert_eq!(e.iter().last(), Some(format!("line {i}").as_str()));
+            assert!(e.count <= 6);
+        }
+        assert_eq!(e.to_vec(), ["line 37", "line 38", "line 39"]);
+        // Fewer kept from now on: the newest of what is there.
+        e.push("é and \\n", 2);
+        assert_eq!(e.to_vec(), ["line 39", "é and \\n"]);
+        e.push("", 2);
+        assert_eq!(e.to_vec(), ["é and \\n", ""]);
         e.push("x", 1);
         assert_eq!((e.len(), e.to_vec()), (1, vec!["x".to_string()]));
+        // No evidence kept at all.
         e.push("not kept", 0);
-        assert_eq!(e.len(), 1);
+        assert!(e.is_empty() && e.iter().next().is_none());
     }
 
     #[test]
