@@ -36,10 +36,11 @@ use crate::{
 
 /// How often counts and bans that ran out are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
-/// Batches (of up to 4096 lines) queued per source before its reader waits:
-/// enough to keep the reader busy while a batch is processed, small enough
-/// that a replay does not buffer the file in memory.
-const SOURCE_QUEUE: usize = 4;
+/// Chunks (of up to 256 KiB) queued per source between its reader, its
+/// match stage and the jails before the earlier stage waits: enough to keep
+/// every stage busy, small enough that a replay does not buffer the file in
+/// memory.
+const SOURCE_QUEUE: usize = 8;
 
 /// Runs the watcher until SIGTERM/SIGINT with the configuration cmd/run.rs
 /// checked before attaching; the XDP program stays attached (pinned) when

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Counters, LogLine};
 
 /// Text gathered before a chunk is sent; a read buffer's worth.
-const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_BYTES: usize = 256 << 10;
 /// Largest batch of `LogLine`s sent in one message, so a huge replay still streams.
 const BATCH: usize = 4096;
 /// Spare chunk buffers kept for reuse (the channel holds a few chunks, the
