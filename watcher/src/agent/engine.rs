@@ -260,7 +260,7 @@ impl Engine {
     }
 
     /// Runs a batch of lines of `src` through its jails, line by line (the
-    /// reference [`ingest_chunk`](Self::ingest_chunk) is tested against).
+    /// reference [`ingest_matched`](Self::ingest_matched) is tested against).
     /// Bans are made as soon as the line that causes them is seen, not at
     /// the end of the batch.
     pub fn ingest(&mut self, src: &SourceConf, lines: &[LogLine], tp: &mut TimeParser) {
@@ -281,12 +281,8 @@ impl Engine {
     /// Runs a chunk of lines of `src` through its jails, in the order of
     /// [`ingest`](Self::ingest), but only the lines some filter's literal
     /// prefilter picked out of the whole chunk in one scan reach the regexes.
-    pub fn ingest_chunk(&mut self, src: &SourceConf, chunk: &Chunk, tp: &mut TimeParser) {
-        self.ingest_matched(src, chunk, None, tp);
-    }
-
-    /// [`ingest_chunk`](Self::ingest_chunk) with what the match stage found
-    /// in the chunk, used if it was made with the current configuration.
+    /// `found`: what the match stage found in the chunk, used if it was made
+    /// with the current configuration (else the chunk is matched here).
     pub fn ingest_matched(
         &mut self,
         src: &SourceConf,
@@ -843,7 +839,7 @@ mod tests {
             let chunk = Chunk::from_text("/tmp/e.log", &text);
             // Matched by the engine itself.
             let mut by_chunk = build();
-            by_chunk.ingest_chunk(&src, &chunk, &mut TimeParser::new());
+            by_chunk.ingest_matched(&src, &chunk, None, &mut TimeParser::new());
             assert_eq!(summary(&by_chunk), want, "{cfg}");
             // Matched by the match stage from what the engine published.
             let mut staged = build();

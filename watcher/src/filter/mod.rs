@@ -129,10 +129,13 @@ struct Rule {
     seq: Option<Seq>,
 }
 
-/// Most capture slots a sequence match keeps on the stack.
-const SEQ_SLOTS: usize = 32;
+/// Most capture slots a sequence match keeps on the stack (group 0 and
+/// seven more; a pattern with more groups keeps the regex).
+const SEQ_SLOTS: usize = 16;
 
 /// The groups of one match, from the regex or the sequence matcher.
+// On the stack for one line; boxing the slots would allocate per match.
+#[allow(clippy::large_enum_variant)]
 enum Spans<'h> {
     Regex(regex::bytes::Captures<'h>),
     Seq(&'h [u8], [Option<usize>; SEQ_SLOTS]),

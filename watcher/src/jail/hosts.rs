@@ -240,10 +240,17 @@ impl HostTable {
     }
 
     pub fn remove(&mut self, key: &IpNet) -> Option<HostEntry> {
+        let i = self.release(key)?;
+        Some(std::mem::take(&mut self.nodes[i as usize].entry))
+    }
+
+    /// Takes `key` out of the map and the recency list; its slot is free
+    /// (the entry still in it, for the caller to take or keep).
+    fn release(&mut self, key: &IpNet) -> Option<u32> {
         let i = self.map.remove(key)?;
         self.unlink(i);
         self.free.push(i);
-        Some(std::mem::take(&mut self.nodes[i as usize].entry))
+        Some(i)
     }
 
     /// The entry of `key`, created (evicting the least recently seen host if
@@ -331,9 +338,7 @@ impl HostTable {
             return;
         }
         let key = self.nodes[i as usize].key;
-        self.map.remove(&key);
-        self.unlink(i);
-        self.free.push(i);
+        self.release(&key);
         self.evictions += 1;
     }
 
@@ -345,9 +350,7 @@ impl HostTable {
             .map(|(k, _)| *k)
             .collect();
         for k in &old {
-            if let Some(i) = self.map.remove(k) {
-                self.unlink(i);
-                self.free.push(i);
+            if let Some(i) = self.release(k) {
                 // Purged hosts may be many: do not keep all their buffers.
                 self.nodes[i as usize].entry = HostEntry::default();
             }

@@ -151,14 +151,10 @@ impl Outbox {
 
     /// The chunk to append to: one of `source` with room for `bytes` more.
     fn chunk_for(&mut self, source: &Arc<str>, bytes: usize, stats: &Counters) -> &mut Chunk {
-        let fits = self
-            .chunk
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.source, source) || *c.source == **source)
-            && self
-                .chunk
-                .as_ref()
-                .is_some_and(|c| c.lines == 0 || c.text.len() + bytes <= CHUNK_BYTES);
+        let fits = self.chunk.as_ref().is_some_and(|c| {
+            (Arc::ptr_eq(&c.source, source) || *c.source == **source)
+                && (c.lines == 0 || c.text.len() + bytes <= CHUNK_BYTES)
+        });
         if !fits {
             self.flush(stats);
         }
