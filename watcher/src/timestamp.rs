@@ -27,6 +27,51 @@ pub struct TimeParser {
     hour_cache: Option<((i16, i8, i8, i8), i64)>,
     /// `now` truncated to the hour -> local year of `now`.
     now_year: Option<(i64, i16)>,
+    /// The stamp of the previous parse, when it succeeded.
+    recent: Option<Recent>,
+}
+
+/// Longest stamp (with the byte after it) [`Recent`] holds: RFC 5424 with
+/// a PRI and microseconds and a zone fits.
+const RECENT_MAX: usize = 48;
+
+/// A parse to repeat without the work: most lines of a busy log share their
+/// second with the line before. The result of a parse depends only on the
+/// stamp's bytes, the byte after it, `now` and the year inference state, and
+/// that state is what the same parse left it as, so the answer is the same.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    /// The line's first `key_len` bytes: the stamp (up to `end`) and the
+    /// byte after it, if the line went on.
+    key: [u8; RECENT_MAX],
+    key_len: u8,
+    end: u8,
+    now: Timestamp,
+    ts: Timestamp,
+}
+
+impl Recent {
+    fn answer(&self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
+        let (k, end) = (usize::from(self.key_len), usize::from(self.end));
+        let same = self.now == now
+            && b.get(..k) == Some(&self.key[..k])
+            // A stamp that ended its line must end this one.
+            && (k > end || b.len() == end);
+        same.then_some((self.ts, end))
+    }
+
+    fn of(b: &[u8], end: usize, now: Timestamp, ts: Timestamp) -> Option<Self> {
+        let k = (end + 1).min(b.len());
+        let mut key = [0; RECENT_MAX];
+        key.get_mut(..k)?.copy_from_slice(b.get(..k)?);
+        Some(Recent {
+            key,
+            key_len: k as u8,
+            end: end as u8,
+            now,
+            ts,
+        })
+    }
 }
 
 impl Default for TimeParser {
@@ -47,6 +92,7 @@ impl TimeParser {
             last: None,
             hour_cache: None,
             now_year: None,
+            recent: None,
         }
     }
 
@@ -57,12 +103,22 @@ impl TimeParser {
     /// Forget the year inference state (e.g. when a new file starts).
     pub fn reset(&mut self) {
         self.last = None;
+        self.recent = None;
     }
 
     /// The timestamp at the start of `line` (leading blanks allowed) and the
     /// byte offset just after it. `now` anchors the year of yearless stamps.
     pub fn parse(&mut self, line: &str, now: Timestamp) -> Option<(Timestamp, usize)> {
         let b = line.as_bytes();
+        if let Some(hit) = self.recent.as_ref().and_then(|r| r.answer(b, now)) {
+            return Some(hit);
+        }
+        let got = self.parse_anew(b, now);
+        self.recent = got.and_then(|(ts, end)| Recent::of(b, end, now, ts));
+        got
+    }
+
+    fn parse_anew(&mut self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
         let start = b.iter().position(|&c| c != b' ' && c != b'\t')?;
         let s = &b[start..];
         let (ts, len) = match s[0] {
@@ -565,6 +621,53 @@ mod tests {
             .unwrap();
         assert_eq!(ts.as_second(), 1_284_616_260);
         assert_eq!(off, 25);
+    }
+
+    /// The repeated-stamp shortcut answers exactly what a full parse would,
+    /// over year turns, failed stamps in between, changed `now`, and
+    /// stamps that differ only after their common prefix.
+    #[test]
+    fn repeated_stamps_parse_as_anew() {
+        let lines = [
+            "Dec 31 23:59:59 mail x",
+            "Dec 31 23:59:59 mail y",
+            "Dec 31 23:59:59",
+            "Dec 31 23:59:59",
+            "Dec 31 23:59:59.5 mail x",
+            "Dec 31 23:59:59.5 mail x",
+            "Dec 31 23:59:59x mail",
+            "Jan  1 00:00:00 mail x",
+            "Dec 31 23:59:59 mail x",
+            "Feb 29 10:00:00 mail x",
+            "Feb 29 10:00:00 mail x",
+            "Jan  1 00:00:00 mail x",
+            "  Jan  1 00:00:00 mail x",
+            "<34>1 2026-11-22T05:27:23.123456+01:00 mail x",
+            "<34>1 2026-11-22T05:27:23.123456+01:00 mail y",
+            "<34>1 2026-11-22T05:27:23.123456+01:00: z",
+            "2026-11-22T05:27:23+01 x",
+            "2026-11-22T05:27:23+01 y",
+            "2026-11-22T05:27:23+0130 y",
+            "[17/Jun/2011 17:00:45] x",
+            "[17/Jun/2011 17:00:45] x",
+            "@400000004c91b044077a9e94 x",
+            "@400000004c91b044077a9e94 x",
+            "no stamp",
+            "Mar  1 00:00:00 mail x",
+        ];
+        let nows = [at("2027-01-01T00:30:00Z"), at("2028-03-01T12:00:00Z")];
+        let mut cached = TimeParser::with_time_zone(zurich());
+        let mut fresh = TimeParser::with_time_zone(zurich());
+        for (i, line) in lines.iter().cycle().take(lines.len() * 6).enumerate() {
+            let now = nows[(i / 7) % 2];
+            fresh.recent = None;
+            assert_eq!(
+                cached.parse(line, now),
+                fresh.parse(line, now),
+                "{i}: {line:?}"
+            );
+            assert_eq!(cached.last, fresh.last, "{i}: {line:?}");
+        }
     }
 
     #[test]

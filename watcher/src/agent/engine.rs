@@ -330,7 +330,7 @@ impl Engine {
             };
             let ji = route[usize::from(f.jail)];
             if let Some(off) = self.count(ji, line, f.found, &mut when) {
-                self.punish(ji, off, clock.now);
+                self.punish_and_recycle(ji, off, clock.now);
             }
             last = Some((f.start, when.time));
         }
@@ -341,7 +341,7 @@ impl Engine {
         self.board.clone()
     }
 
-    fn published(&self) -> Arc<Published> {
+    pub(super) fn published(&self) -> Arc<Published> {
         self.board.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
@@ -369,7 +369,7 @@ impl Engine {
         };
         for &ji in route {
             if let Some(off) = self.offer(ji, text, msg, &mut when) {
-                self.punish(ji, off, clock.now);
+                self.punish_and_recycle(ji, off, clock.now);
             }
         }
     }
@@ -382,7 +382,7 @@ impl Engine {
         msg: Option<&str>,
         when: &mut LineTime<'_>,
     ) -> Option<Offense> {
-        let found = matcher::classify(&self.slots[ji].conf, line, msg)?;
+        let found = matcher::classify(&self.slots[ji].conf, line, msg, matcher::Picked::Unknown)?;
         self.count(ji, line, found, when)
     }
 
@@ -427,9 +427,16 @@ impl Engine {
         n
     }
 
+    /// A replayed old log makes an offense every maxretry failures: its
+    /// evidence buffer goes back to the jail for the next new host.
+    fn punish_and_recycle(&mut self, ji: usize, off: Offense, now: i64) {
+        self.punish(ji, &off, now);
+        self.slots[ji].jail.recycle(off.evidence);
+    }
+
     /// Turns an offense into a ban, unless it would already be over or the
     /// guard refuses the target.
-    pub fn punish(&mut self, ji: usize, off: Offense, now: i64) -> Verdict {
+    pub fn punish(&mut self, ji: usize, off: &Offense, now: i64) -> Verdict {
         let previous = self.previous_bans(off.net);
         let slot = &mut self.slots[ji];
         let name = slot.conf.name.clone();
@@ -502,7 +509,7 @@ impl Engine {
                 net: off.net,
                 jail: name,
                 reason,
-                evidence: off.evidence,
+                evidence: off.evidence.to_vec(),
                 first_seen: system_time(off.first_seen),
                 last_seen: system_time(off.last_seen),
                 failures: off.failures,

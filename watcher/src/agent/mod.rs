@@ -4,6 +4,8 @@
 mod engine;
 mod handler;
 mod matcher;
+#[cfg(test)]
+mod stage_costs;
 mod state_writer;
 
 use std::{
@@ -36,9 +38,9 @@ use crate::{
 
 /// How often counts and bans that ran out are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
-/// Chunks (of up to 256 KiB) queued per source between its reader, its
-/// match stage and the jails before the earlier stage waits: enough to keep
-/// every stage busy, small enough that a replay does not buffer the file in
+/// Chunks (of up to 256 KiB) queued per source between its reader (which
+/// runs the match stage) and the jails before the reader waits: enough to
+/// keep both busy, small enough that a replay does not buffer the file in
 /// memory.
 const SOURCE_QUEUE: usize = 8;
 
@@ -226,19 +228,15 @@ async fn resync(
             o.journal_cursor_file =
                 Some(dir.join(format!("journal-{:016x}.cursor", hash_of(&conf))));
         }
-        match source::spawn_chunked(conf.spec(from_start), o, tx).await {
+        // Reader + match stage on the source's thread -> this loop (the jails).
+        let stage = matcher::stage(conf.clone(), tx, board.clone());
+        match source::spawn_chunked_with(conf.spec(from_start), o, stage).await {
             Ok(h) => {
-                // Source -> match stage -> this loop (the jails).
-                let (mtx, mrx) = mpsc::channel(SOURCE_QUEUE);
-                if let Err(e) = matcher::spawn(conf.clone(), rx, mtx, board.clone()) {
-                    log::error!("source {conf}: cannot start its match stage: {e}");
-                    continue;
-                }
                 log::info!("reading {}", h.name());
                 running.push((conf.clone(), h));
                 inputs.push(Input {
                     conf,
-                    rx: mrx,
+                    rx,
                     tp: TimeParser::new(),
                     closed: false,
                 });

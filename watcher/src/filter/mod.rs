@@ -10,6 +10,7 @@
 //! require (one SIMD substring scan; most lines stop here without
 //! allocating), then run the candidate regexes with captures.
 mod builtin;
+mod header;
 mod pattern;
 mod seq;
 
@@ -24,6 +25,7 @@ use memchr::memmem;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use header::Header;
 pub use pattern::{IP4, IP6};
 use seq::Seq;
 
@@ -118,8 +120,11 @@ struct Rule {
     source: String,
     /// The longest literal every match contains (feeds the prefilter).
     literal: Option<memmem::Finder<'static>>,
-    /// All required literals: a line missing any of them skips the regex.
-    literals: Vec<memmem::Finder<'static>>,
+    /// The required literals looked for before the rule runs: all of them
+    /// for a regex; for a sequence (which rejects a line about as fast as
+    /// a literal search) only those that no other rule of the filter has,
+    /// the ones that tell its lines from theirs.
+    screen: Vec<memmem::Finder<'static>>,
     /// Capture indexes of the host groups, in pattern order.
     host_groups: Vec<usize>,
     /// (capture index, name) of the evidence groups.
@@ -249,7 +254,7 @@ pub struct Filter {
     /// captures nothing: its match end is where the content starts, and the
     /// rules run on the content alone (a DFA scan over the header instead
     /// of captures over the whole line).
-    header: Option<Regex>,
+    header: Option<Header>,
     /// Literals of all rules; `None` when some rule has none (every line is
     /// a candidate then).
     prefilter: Prefilter,
@@ -357,7 +362,7 @@ impl Filter {
             check("prefregex", 0, &p)?;
             match split_content(&p) {
                 Some((pre, inner, post)) if is_header(pre, inner, post) => {
-                    header = Some(build(&name, "prefregex", 0, pre)?);
+                    header = Some(Header::new(build(&name, "prefregex", 0, pre)?));
                 }
                 Some((pre, _, post)) => wrap = Some((pre.to_string(), post.to_string())),
                 None if p.contains("F-CONTENT>") => {
@@ -404,11 +409,26 @@ impl Filter {
                 regex,
                 source: src.clone(),
                 literal,
-                literals,
+                screen: literals,
                 host_groups,
                 evidence,
                 seq,
             });
+        }
+
+        let needles: Vec<Vec<Vec<u8>>> = rules
+            .iter()
+            .map(|r| r.screen.iter().map(|l| l.needle().to_vec()).collect())
+            .collect();
+        for (i, r) in rules.iter_mut().enumerate() {
+            if r.seq.is_some() {
+                r.screen.retain(|l| {
+                    !needles
+                        .iter()
+                        .enumerate()
+                        .any(|(j, other)| j != i && other.iter().any(|o| o == l.needle()))
+                });
+            }
         }
 
         let mut ignore = Vec::with_capacity(def.ignoreregex.len());
@@ -474,6 +494,7 @@ impl Filter {
         for r in &mut self.rules {
             r.seq = None;
         }
+        self.header = self.header.map(Header::regex_only);
         self
     }
 
@@ -494,12 +515,12 @@ impl Filter {
     /// Checks one line: a whole log line, or the message after the
     /// timestamp (a leading timestamp is skipped).
     pub fn check(&self, line: &str) -> LineMatch {
-        self.check_bytes(after_stamp(line), true)
+        self.check_bytes(after_stamp(line), true, false)
     }
 
     /// [`check`](Self::check) without the evidence captures.
     pub fn check_host(&self, line: &str) -> LineMatch {
-        self.check_bytes(after_stamp(line), false)
+        self.check_bytes(after_stamp(line), false, false)
     }
 
     /// Calls `f` with the start of each line of `text` (a run of lines,
@@ -518,7 +539,7 @@ impl Filter {
             if i >= 64 {
                 return set | 1 << 63;
             }
-            if rule.literals.iter().all(|l| l.find(hay).is_some()) {
+            if rule.screen.iter().all(|l| l.find(hay).is_some()) {
                 set |= 1 << i;
             }
         }
@@ -528,22 +549,32 @@ impl Filter {
     /// Checks text that starts after the timestamp.
     /// Leading blanks are not part of the message (`^` is the first word).
     pub fn check_message(&self, msg: &str) -> LineMatch {
-        self.check_bytes(msg, true)
+        self.check_bytes(msg, true, false)
     }
 
     /// Like [`check_message`](Self::check_message) without the evidence
     /// captures (`Hit::captures` is empty): what the agent's jails use.
     pub fn check_message_host(&self, msg: &str) -> LineMatch {
-        self.check_bytes(msg, false)
+        self.check_bytes(msg, false, false)
     }
 
-    fn check_bytes(&self, msg: &str, evidence: bool) -> LineMatch {
+    /// Like [`check_message_host`](Self::check_message_host) for a line
+    /// that [`candidate_lines`](Self::candidate_lines) picked: the
+    /// prefilter already looked at it.
+    pub fn check_picked_host(&self, msg: &str) -> LineMatch {
+        self.check_bytes(msg, false, true)
+    }
+
+    fn check_bytes(&self, msg: &str, evidence: bool, picked: bool) -> LineMatch {
         let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
-        if !self.prefilter.may_match(bytes) {
+        // Only a shortcut: a rule's literals include the one the prefilter
+        // looks for, and `candidates` checks them all.
+        if !picked && !self.prefilter.may_match(bytes) {
             return LineMatch::Missed;
         }
-        // Rules whose literals are all in the line (the content is a part
-        // of it, so this holds there too); decided before any regex runs.
+        // Rules whose screening literals are all in the line (the content
+        // is a part of it, so this holds there too); decided before any
+        // regex runs.
         let candidates = self.candidates(bytes);
         if candidates == 0 {
             return LineMatch::Missed;
@@ -554,8 +585,8 @@ impl Filter {
             return LineMatch::Missed;
         }
         let bytes = match &self.header {
-            Some(h) => match h.find(bytes) {
-                Some(m) => &bytes[m.end()..],
+            Some(h) => match h.end(bytes) {
+                Some(end) => &bytes[end..],
                 None => return LineMatch::Missed,
             },
             None => bytes,
@@ -650,9 +681,39 @@ fn build(filter: &str, key: &'static str, index: usize, pat: &str) -> Result<Reg
 /// An address as the kernel map keys it: IPv4-mapped IPv6 becomes IPv4, a
 /// zone suffix is dropped, IPv6 text is normalised by the parse itself.
 fn parse_host(s: &[u8]) -> Option<IpAddr> {
+    if let Some(a) = dotted_quad(s) {
+        return Some(IpAddr::V4(a));
+    }
     let s = std::str::from_utf8(s).ok()?;
     let s = s.split('%').next().unwrap_or(s);
     s.parse::<IpAddr>().ok().map(|a| a.to_canonical())
+}
+
+/// Plain dotted-quad IPv4, the common case, read straight from the bytes;
+/// `Some` only where `Ipv4Addr::from_str` gives the same address (four
+/// decimal parts of 1 to 3 digits, at most 255, no leading zero). Anything
+/// else (`None`) takes the full parse.
+fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let mut v = 0u16;
+        for &d in p {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(d - b'0');
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    match parts.next() {
+        None => Some(std::net::Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
 }
 
 /// `pre<F-CONTENT>inner</F-CONTENT>post` -> (pre, inner, post).

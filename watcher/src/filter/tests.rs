@@ -403,12 +403,12 @@ fn candidate_lines_cover_every_match() {
     );
 }
 
-/// The sequence matcher gives the same failures, hosts and evidence as the
-/// regex crate: every built-in filter on its fixture lines, every prefix of
+/// The sequence matcher and the header DFAs give the same failures, hosts
+/// and evidence as the regex crate: every built-in filter on its fixture lines, every prefix of
 /// them, the lines with bytes swapped for ones that change the parse, and
 /// fail2ban's sample logs when ../shared is there.
 #[test]
-fn sequence_matcher_agrees_with_the_regexes() {
+fn sequence_matcher_and_header_dfa_agree_with_the_regexes() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
     let mut lines: Vec<String> = Vec::new();
     for name in Filter::builtin_names() {
@@ -442,10 +442,11 @@ fn sequence_matcher_agrees_with_the_regexes() {
             }
         }
     }
-    let mut with_seq = 0;
+    let (mut with_seq, mut with_dfa) = (0, 0);
     for name in Filter::builtin_names() {
         let fast = Filter::builtin(name).unwrap();
         with_seq += fast.rules.iter().filter(|r| r.seq.is_some()).count();
+        with_dfa += usize::from(fast.header.as_ref().is_some_and(|h| h.has_dfa()));
         let slow = Filter::builtin(name).unwrap().regex_only();
         for v in &variants {
             assert_eq!(fast.check(v), slow.check(v), "{name}: {v:?}");
@@ -455,4 +456,82 @@ fn sequence_matcher_agrees_with_the_regexes() {
         with_seq >= 6,
         "most built-in failregexes should be sequences: {with_seq}"
     );
+    assert!(
+        with_dfa >= 4,
+        "the postfix headers should have their DFA: {with_dfa}"
+    );
+}
+
+/// The dotted-quad shortcut of the host parse never disagrees with the
+/// standard library's parse: random strings of digits and separators, and
+/// the edge cases by hand.
+#[test]
+fn dotted_quad_agrees_with_std() {
+    let std_v4 = |s: &[u8]| {
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|t| t.parse::<std::net::Ipv4Addr>().ok())
+    };
+    let mut cases: Vec<Vec<u8>> = [
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.1.1.1",
+        "01.1.1.1",
+        "1.1.1.00",
+        "1.1.1",
+        "1.1.1.1.",
+        ".1.1.1",
+        "1..1.1",
+        "1.1.1.1.1",
+        "1000.1.1.1",
+        "1.1.1.1 ",
+        "+1.1.1.1",
+        "1.1.1.0x1",
+        "",
+        "192.0.2.1",
+        "9.99.199.249",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for _ in 0..200_000 {
+        // Mostly address-like: 3 to 5 parts of 0 to 4 digits, dots between
+        // them, now and then another separator.
+        let mut c = Vec::new();
+        for k in 0..3 + next(3) {
+            if k > 0 {
+                c.push(if next(12) == 0 {
+                    b"%:x "[next(4) as usize]
+                } else {
+                    b'.'
+                });
+            }
+            for _ in 0..next(5) {
+                c.push(b"0123456789"[next(10) as usize]);
+            }
+        }
+        cases.push(c);
+    }
+    let mut some = 0;
+    for c in &cases {
+        let fast = dotted_quad(c);
+        if fast.is_some() {
+            some += 1;
+            assert_eq!(fast, std_v4(c), "{:?}", String::from_utf8_lossy(c));
+        }
+        // With the full parse behind it, the host parse is what it was.
+        let full = std::str::from_utf8(c).ok().and_then(|s| {
+            let s = s.split('%').next().unwrap_or(s);
+            s.parse::<IpAddr>().ok().map(|a| a.to_canonical())
+        });
+        assert_eq!(parse_host(c), full, "{:?}", String::from_utf8_lossy(c));
+    }
+    assert!(some > 1000, "{some}");
 }

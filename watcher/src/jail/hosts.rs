@@ -201,7 +201,15 @@ pub struct HostTable {
     oldest: u32,
     cap: usize,
     evictions: u64,
+    /// Evidence buffers of removed hosts, for new ones.
+    spare: Vec<Evidence>,
 }
+
+/// Evidence buffers kept for reuse: enough for the hosts banned between two
+/// new hosts, few enough not to matter in memory.
+const SPARE_EVIDENCE: usize = 64;
+/// A buffer grown by unusually long lines is not kept.
+const SPARE_EVIDENCE_BYTES: usize = 16 * 1024;
 
 impl HostTable {
     pub fn new(cap: usize) -> Self {
@@ -213,6 +221,7 @@ impl HostTable {
             oldest: NIL,
             cap: cap.max(1),
             evictions: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -242,6 +251,14 @@ impl HostTable {
     pub fn remove(&mut self, key: &IpNet) -> Option<HostEntry> {
         let i = self.release(key)?;
         Some(std::mem::take(&mut self.nodes[i as usize].entry))
+    }
+
+    /// Keeps the buffer of `e` (emptied) for a host to come.
+    pub fn recycle(&mut self, mut e: Evidence) {
+        if self.spare.len() < SPARE_EVIDENCE && e.buf.capacity() <= SPARE_EVIDENCE_BYTES {
+            e.clear();
+            self.spare.push(e);
+        }
     }
 
     /// Takes `key` out of the map and the recency list; its slot is free
@@ -279,9 +296,15 @@ impl HostTable {
 
     /// A slot for a new entry, reusing a free one and its buffers.
     fn alloc(&mut self, key: IpNet, time: i64) -> u32 {
-        let fresh = |e: &mut HostEntry| {
+        let spare = &mut self.spare;
+        let mut fresh = |e: &mut HostEntry| {
             e.times.clear();
             e.evidence.clear();
+            if e.evidence.buf.capacity() == 0
+                && let Some(buf) = spare.pop()
+            {
+                e.evidence = buf;
+            }
             e.first_seen = time;
             e.last_seen = time;
             e.total = 0;

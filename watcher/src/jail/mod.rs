@@ -92,7 +92,9 @@ pub struct Offense {
     pub last_seen: i64,
     /// Failures counted for this host since it was first seen.
     pub failures: u32,
-    pub evidence: Vec<String>,
+    /// The host's newest matched lines; give the buffer back with
+    /// [`Jail::recycle`] once done with it.
+    pub evidence: Evidence,
     pub filter: usize,
     pub regex: usize,
 }
@@ -233,10 +235,16 @@ impl Jail {
             first_seen: e.first_seen,
             last_seen: e.last_seen,
             failures: e.total,
-            evidence: e.evidence.to_vec(),
+            evidence: e.evidence,
             filter: f.filter,
             regex: f.regex,
         })
+    }
+
+    /// Takes back the evidence buffer of an offense, for the next new host:
+    /// a replay of an old log makes an offense every maxretry failures.
+    pub fn recycle(&mut self, evidence: Evidence) {
+        self.hosts.recycle(evidence);
     }
 
     /// Forgets hosts with no failure inside the window (log clock) and bans

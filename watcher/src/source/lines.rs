@@ -45,9 +45,16 @@ pub(crate) fn check(line: &[u8], max: usize) -> Result<Option<&str>, Reject> {
 }
 
 /// Complete lines (`body` ends with `\n`) that all pass [`check`] unchanged:
-/// the text and the number of lines.
+/// the text and the number of lines. Each check is one pass over the whole
+/// block (no work per line); a block with anything unusual anywhere (a NUL, a
+/// `\r`, an empty or overlong line, invalid UTF-8) goes line by line instead,
+/// where each line gets its own verdict.
 fn check_block(body: &[u8], max: usize) -> Option<(&str, usize)> {
-    if memchr::memchr(0, body).is_some() {
+    if memchr::memchr2(0, b'\r', body).is_some()
+        || body.first() == Some(&b'\n')
+        || memchr::memmem::find(body, b"\n\n").is_some()
+        || !lines_within(body, max)
+    {
         return None;
     }
     let text = if body.is_ascii() {
@@ -56,17 +63,26 @@ fn check_block(body: &[u8], max: usize) -> Option<(&str, usize)> {
     } else {
         std::str::from_utf8(body).ok()?
     };
-    let mut n = 0;
+    Some((text, count_newlines(body)))
+}
+
+/// Whether every line of `body` (ending with `\n`) is at most `max` bytes:
+/// each line's newline lies within `max + 1` bytes of its start, so it is
+/// enough to hop from the last newline in reach to the next, about
+/// `body.len() / max` steps.
+fn lines_within(body: &[u8], max: usize) -> bool {
     let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', body) {
-        let len = nl - start;
-        if len == 0 || len > max || body[nl - 1] == b'\r' {
-            return None;
+    while body.len() - start > max.saturating_add(1) {
+        match memchr::memrchr(b'\n', &body[start..=start + max]) {
+            Some(i) => start += i + 1,
+            None => return false,
         }
-        n += 1;
-        start = nl + 1;
     }
-    Some((text, n))
+    true
+}
+
+fn count_newlines(b: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', b).count()
 }
 
 /// Carries the unfinished tail of a stream between chunks.
@@ -294,6 +310,59 @@ new
             (out, blocks),
             (vec!["x".to_string(), "é".into(), "ok".into()], 1)
         );
+    }
+
+    /// The block checks, one pass each over the whole block, against the
+    /// plain per-line rule on many random blocks: line lengths around the
+    /// limit, a bad byte here and there, blocks of more lines than a counter
+    /// lane holds.
+    #[test]
+    fn block_checks_agree_with_a_line_by_line_reading() {
+        fn per_line(body: &[u8], max: usize) -> Option<usize> {
+            let mut n = 0;
+            for l in body.split_inclusive(|&b| b == b'\n') {
+                let l = &l[..l.len() - 1];
+                if l.is_empty() || l.len() > max || l.contains(&b'\r') || l.contains(&0) {
+                    return None;
+                }
+                n += 1;
+            }
+            std::str::from_utf8(body).ok().map(|_| n)
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let (mut blocks, mut rejected) = (0, 0);
+        for round in 0..3000 {
+            let max = 1 + next(40) as usize;
+            let lines = if round % 100 == 0 { 9000 } else { 1 + next(60) };
+            let mut body = Vec::new();
+            for _ in 0..lines {
+                let len = 1 + next(max as u64 + 2) as usize;
+                body.extend((0..len).map(|_| b'a' + next(26) as u8));
+                body.push(b'\n');
+            }
+            if next(3) == 0 {
+                let at = next(body.len() as u64) as usize;
+                body[at] = [0, b'\r', 0xff, 0xc3, b'\n'][next(5) as usize];
+                if body.last() != Some(&b'\n') {
+                    body.push(b'\n');
+                }
+            }
+            let got = check_block(&body, max).map(|(t, n)| {
+                assert_eq!(t.as_bytes(), &body[..]);
+                n
+            });
+            assert_eq!(got, per_line(&body, max), "round {round}, max {max}");
+            blocks += usize::from(got.is_some());
+            rejected += usize::from(got.is_none());
+        }
+        // Both outcomes were exercised plenty.
+        assert!(blocks > 300 && rejected > 300, "{blocks} {rejected}");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! pub async fn spawn_batched(spec, opts, tx: mpsc::Sender<Vec<LogLine>>) -> Result<SourceHandle, SourceError>;
 //! // Chunks (what the agent uses: one reused text buffer per batch, no allocation per line):
 //! pub async fn spawn_chunked(spec, opts, tx: mpsc::Sender<Chunk>) -> Result<SourceHandle, SourceError>;
+//! // Chunks handed to a function on the reader's thread (the agent's match stage):
+//! pub async fn spawn_chunked_with(spec, opts, deliver: Deliver) -> Result<SourceHandle, SourceError>;
 //! pub async fn spawn_with(spec, opts, tx: mpsc::Sender<LogLine>) -> Result<SourceHandle, SourceError>;
 //!
 //! impl SourceHandle {
@@ -48,9 +50,11 @@ mod file;
 mod glob;
 mod journal;
 mod lines;
+#[cfg(test)]
+pub(crate) use lines::{Piece, Splitter};
 mod outbox;
 
-pub use outbox::Chunk;
+pub use outbox::{Chunk, Deliver};
 use outbox::{Outbox, Sink};
 
 use std::path::PathBuf;
@@ -207,7 +211,18 @@ pub async fn spawn_chunked(
     opts: SourceOptions,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<SourceHandle, SourceError> {
-    start(spec, opts, Sink::Chunk(tx))
+    spawn_chunked_with(spec, opts, Box::new(move |c| tx.blocking_send(c).is_ok())).await
+}
+
+/// Like [`spawn_chunked`], with each chunk handed to `deliver` on the
+/// reader's thread: a next step that runs there works on the chunk while it
+/// is still in that core's cache.
+pub async fn spawn_chunked_with(
+    spec: SourceSpec,
+    opts: SourceOptions,
+    deliver: Deliver,
+) -> Result<SourceHandle, SourceError> {
+    start(spec, opts, Sink::Chunk(deliver))
 }
 
 fn start(spec: SourceSpec, opts: SourceOptions, sink: Sink) -> Result<SourceHandle, SourceError> {

@@ -80,6 +80,25 @@ impl Chunk {
     }
 }
 
+#[cfg(test)]
+impl Chunk {
+    /// A chunk of `lines` lines in `text` (each ending with `\n`), for
+    /// measurements that reuse the buffer: [`into_text`](Self::into_text).
+    pub(crate) fn from_string(source: Arc<str>, text: String, lines: usize) -> Chunk {
+        Chunk {
+            source,
+            text,
+            lines,
+            times: Vec::new(),
+            pool: Arc::new(Pool::default()),
+        }
+    }
+
+    pub(crate) fn into_text(mut self) -> String {
+        std::mem::take(&mut self.text)
+    }
+}
+
 impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chunk")
@@ -122,11 +141,15 @@ impl Pool {
     }
 }
 
+/// Takes each chunk on the reader's thread (and may block there, which is
+/// back pressure); `false` when nothing takes chunks any more.
+pub type Deliver = Box<dyn FnMut(Chunk) -> bool + Send>;
+
 /// Where a reader thread delivers lines.
 pub(super) enum Sink {
     Line(mpsc::Sender<LogLine>),
     Batch(mpsc::Sender<Vec<LogLine>>),
-    Chunk(mpsc::Sender<Chunk>),
+    Chunk(Deliver),
 }
 
 /// Lines gathered by a reader before they are handed to the channel.
@@ -243,8 +266,8 @@ impl Outbox {
             if n == 0 || self.closed {
                 return;
             }
-            if let Sink::Chunk(tx) = &self.sink {
-                if tx.blocking_send(c).is_err() {
+            if let Sink::Chunk(deliver) = &mut self.sink {
+                if !deliver(c) {
                     self.closed = true;
                     return;
                 }
@@ -292,7 +315,10 @@ mod tests {
 
     fn chunked() -> (Outbox, mpsc::Receiver<Chunk>) {
         let (tx, rx) = mpsc::channel(64);
-        (Outbox::new(Sink::Chunk(tx)), rx)
+        (
+            Outbox::new(Sink::Chunk(Box::new(move |c| tx.blocking_send(c).is_ok()))),
+            rx,
+        )
     }
 
     #[test]
