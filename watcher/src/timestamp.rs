@@ -29,6 +29,17 @@ pub struct TimeParser {
     now_year: Option<(i64, i16)>,
     /// The stamp of the previous parse, when it succeeded.
     recent: Option<Recent>,
+    /// The hour of the previous yearless stamp: the next stamp of the same
+    /// month, day and hour (and `now`) has the same year and hour start,
+    /// since the year inference state is what that stamp left it as.
+    syslog_hour: Option<SyslogHour>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SyslogHour {
+    key: (i8, i8, i8),
+    now: Timestamp,
+    base: i64,
 }
 
 /// Longest stamp (with the byte after it) [`Recent`] holds: RFC 5424 with
@@ -93,6 +104,7 @@ impl TimeParser {
             hour_cache: None,
             now_year: None,
             recent: None,
+            syslog_hour: None,
         }
     }
 
@@ -104,6 +116,7 @@ impl TimeParser {
     pub fn reset(&mut self) {
         self.last = None;
         self.recent = None;
+        self.syslog_hour = None;
     }
 
     /// The timestamp at the start of `line` (leading blanks allowed) and the
@@ -174,8 +187,17 @@ impl TimeParser {
         if !ends_token(s, i) {
             return None;
         }
-        let year = self.infer_year(month as i8, day as i8, h, now)?;
-        let base = self.local_hour(year, month as i8, day as i8, h)?;
+        let key = (month as i8, day as i8, h);
+        let base = match self.syslog_hour {
+            Some(c) if c.key == key && c.now == now => c.base,
+            _ => {
+                self.syslog_hour = None;
+                let year = self.infer_year(key.0, key.1, h, now)?;
+                let base = self.local_hour(year, key.0, key.1, h)?;
+                self.syslog_hour = Some(SyslogHour { key, now, base });
+                base
+            }
+        };
         let ts = Timestamp::new(base + i64::from(m) * 60 + i64::from(sec), nanos).ok()?;
         Some((ts, i))
     }
@@ -623,7 +645,8 @@ mod tests {
         assert_eq!(off, 25);
     }
 
-    /// The repeated-stamp shortcut answers exactly what a full parse would,
+    /// The repeated-stamp and same-hour shortcuts answer exactly what a full
+    /// parse would,
     /// over year turns, failed stamps in between, changed `now`, and
     /// stamps that differ only after their common prefix.
     #[test]
@@ -631,6 +654,8 @@ mod tests {
         let lines = [
             "Dec 31 23:59:59 mail x",
             "Dec 31 23:59:59 mail y",
+            "Dec 31 23:00:00 mail y",
+            "Dec 31 23:30:01.25 mail y",
             "Dec 31 23:59:59",
             "Dec 31 23:59:59",
             "Dec 31 23:59:59.5 mail x",
@@ -661,6 +686,7 @@ mod tests {
         for (i, line) in lines.iter().cycle().take(lines.len() * 6).enumerate() {
             let now = nows[(i / 7) % 2];
             fresh.recent = None;
+            fresh.syslog_hour = None;
             assert_eq!(
                 cached.parse(line, now),
                 fresh.parse(line, now),
