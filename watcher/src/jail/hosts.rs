@@ -110,6 +110,9 @@ pub struct Evidence {
     count: usize,
     /// Lines shown (the newest).
     keep: usize,
+    /// (line number, its offset in `buf`) of the first line a trim keeps,
+    /// noted when it was added: a trim then reads none of the old lines.
+    mark: Option<(usize, usize)>,
 }
 
 const LEN: usize = size_of::<u32>();
@@ -149,17 +152,29 @@ impl Evidence {
         }
         if self.count >= 2 * keep {
             let drop = self.count - keep + 1;
-            let mut end = 0;
-            for _ in 0..drop {
-                let len = self
-                    .buf
-                    .get(end..end + LEN)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u32::from_le_bytes);
-                end = (end + LEN + len as usize).min(self.buf.len());
-            }
+            let end = match self.mark {
+                _ if drop == self.count => self.buf.len(),
+                Some((line, at)) if line == drop => at,
+                // `keep` changed: find the end by the lengths.
+                _ => {
+                    let mut end = 0;
+                    for _ in 0..drop {
+                        let len = self
+                            .buf
+                            .get(end..end + LEN)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u32::from_le_bytes);
+                        end = (end + LEN + len as usize).min(self.buf.len());
+                    }
+                    end
+                }
+            };
             self.buf.drain(..end);
             self.count -= drop;
+            self.mark = None;
+        }
+        if self.count == keep + 1 {
+            self.mark = Some((self.count, self.buf.len()));
         }
         let len = u32::try_from(line.len()).unwrap_or(u32::MAX);
         self.buf.extend_from_slice(&len.to_le_bytes());
@@ -174,6 +189,7 @@ impl Evidence {
     fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
+        self.mark = None;
     }
 }
 
@@ -482,6 +498,48 @@ mod tests {
         // No evidence kept at all.
         e.push("not kept", 0);
         assert!(e.is_empty() && e.iter().next().is_none());
+    }
+
+    /// Against a plain list of lines, with `keep` changing now and then:
+    /// always the newest lines, as many as `keep` once that many came.
+    #[test]
+    fn evidence_matches_a_plain_list() {
+        let mut e = Evidence::default();
+        let mut model: Vec<String> = Vec::new();
+        let mut seed = 0x1234_5678_9abc_def1_u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let (mut keep, mut since) = (5, 0);
+        for i in 0..20_000 {
+            if next(500) == 0 {
+                keep = next(9) as usize;
+                since = 0;
+            }
+            if next(2000) == 0 {
+                e.clear();
+                model.clear();
+                since = 0;
+            }
+            let line = "x".repeat(next(40) as usize) + &i.to_string();
+            e.push(&line, keep);
+            model.push(line);
+            since += 1;
+            let got = e.to_vec();
+            assert_eq!(
+                got,
+                model[model.len() - got.len()..],
+                "line {i}, keep {keep}"
+            );
+            assert!(
+                got.len() <= keep && got.len() >= keep.min(since),
+                "line {i}"
+            );
+            assert!(e.count <= 2 * keep.max(1), "line {i}");
+        }
     }
 
     #[test]
