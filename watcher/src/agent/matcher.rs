@@ -123,54 +123,48 @@ pub fn stage(source: SourceConf, tx: mpsc::Sender<Matched>, board: Board) -> Del
 /// out of the whole text reach the regexes, and only those of the filters
 /// that picked them.
 pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
-    // (line start << 16 | filter number over all jails), sorted: each line
-    // once, in order, with the filters that picked it.
+    // (line start << 6 | filter number over all jails), sorted: each line
+    // once, in order, with the filters that picked it (known as bits when
+    // there are at most 64 filters).
     let mut picks: Vec<u64> = Vec::new();
-    let mut first = Vec::with_capacity(confs.len());
-    let mut id = 0u64;
+    let mut filters = 0u64;
     for conf in confs {
-        first.push(id);
         for f in &conf.filters {
-            let tag = id.min(0xffff);
-            f.candidate_lines(text, |s| picks.push((s as u64) << 16 | tag));
-            id += 1;
+            f.candidate_lines(text, |s| picks.push((s as u64) << 6 | (filters & 63)));
+            filters += 1;
         }
     }
     picks.sort_unstable();
     let mut out = Vec::new();
     let mut i = 0;
     while i < picks.len() {
-        let s = (picks[i] >> 16) as u32;
-        let end = i + picks[i..].partition_point(|p| (p >> 16) as u32 == s);
-        let line = line_at(text, s);
+        let start = picks[i] >> 6;
+        let mut mask = 0u64;
+        while i < picks.len() && picks[i] >> 6 == start {
+            mask |= 1 << (picks[i] & 63);
+            i += 1;
+        }
+        let line = line_at(text, start as u32);
         let msg = crate::timestamp::stamp_len(line).and_then(|n| line.get(n..));
+        let mut first = 0;
         for (k, conf) in confs.iter().enumerate() {
-            // Which of this jail's filters picked the line (none known
-            // past the 64th filter or the 65,535th overall: all may).
-            let mut by = Picked::Mask(0);
-            for p in &picks[i..end] {
-                let tag = p & 0xffff;
-                match tag.checked_sub(first[k]) {
-                    _ if tag == 0xffff => by = Picked::Unknown,
-                    Some(fi) if fi < 64 && (fi as usize) < conf.filters.len() => {
-                        if let Picked::Mask(m) = &mut by {
-                            *m |= 1 << fi;
-                        }
-                    }
-                    Some(fi) if (fi as usize) < conf.filters.len() => by = Picked::Unknown,
-                    _ => {}
-                }
-            }
+            let n = conf.filters.len() as u32;
+            let by = if filters <= 64 {
+                let own = mask.checked_shr(first).unwrap_or(0);
+                Picked::Mask(own & 1u64.checked_shl(n).map_or(u64::MAX, |b| b - 1))
+            } else {
+                Picked::Unknown
+            };
+            first += n;
             if let Some(found) = classify(conf, line, msg, by) {
                 out.push(Find {
-                    start: s,
+                    start: start as u32,
                     len: line.len() as u32,
                     jail: k as u16,
                     found,
                 });
             }
         }
-        i = end;
     }
     out
 }

@@ -1,6 +1,7 @@
-//! What each ingest stage costs per line on the benchmark's log, one stage
-//! at a time on one thread (the ingest bench runs them as a pipeline, where
-//! they share CPUs and caches). Not a test: run with
+//! What each ingest stage costs per line on the benchmark's log: chunk after
+//! chunk through reader checks, match stage and engine on one thread, each
+//! stage timed (the agent runs them on two threads, which share CPUs and
+//! caches). Not a test: run with
 //! `F2X_STAGE_ROUNDS=11 cargo test --release -p fail2xdp --lib stage_costs -- --ignored --nocapture`
 //! after `cargo xtask bench ingest` made the log (or set `F2X_STAGE_LOG`).
 use std::time::Instant;
@@ -61,7 +62,7 @@ fn stage_costs() {
             read_buf[..r.len()].copy_from_slice(r);
             text.clear();
             let before = lines;
-            sp.feed_blocks(&read_buf[..r.len()], 64 * 1024, |p| match p {
+            sp.feed_blocks(&read_buf[..r.len()], crate::source::MAX_LINE, |p| match p {
                 Piece::Block(t, k) => {
                     text.push_str(t);
                     lines += k;

@@ -416,6 +416,7 @@ impl Filter {
             });
         }
 
+        // A sequence rule keeps only the screening literals it alone has.
         let needles: Vec<Vec<Vec<u8>>> = rules
             .iter()
             .map(|r| r.screen.iter().map(|l| l.needle().to_vec()).collect())
@@ -567,8 +568,9 @@ impl Filter {
 
     fn check_bytes(&self, msg: &str, evidence: bool, picked: bool) -> LineMatch {
         let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
-        // Only a shortcut: a rule's literals include the one the prefilter
-        // looks for, and `candidates` checks them all.
+        // Only a shortcut: a line a rule matches holds the rule's literals
+        // (the prefilter's among them), whether `candidates` looks for them
+        // or the rule itself reads them.
         if !picked && !self.prefilter.may_match(bytes) {
             return LineMatch::Missed;
         }
