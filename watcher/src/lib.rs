@@ -15,6 +15,8 @@ pub mod filter;
 pub mod jail;
 pub mod source;
 pub mod state;
+#[cfg(test)]
+mod testrng;
 pub mod timestamp;
 
 /// The XDP object built from ebpf/ by build.rs, embedded so one binary carries its data plane.

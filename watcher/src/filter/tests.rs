@@ -494,13 +494,7 @@ fn dotted_quad_agrees_with_std() {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move |m: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % m
-    };
+    let mut next = crate::testrng::below(0x9e37_79b9_7f4a_7c15_u64);
     for _ in 0..200_000 {
         // Mostly address-like: 3 to 5 parts of 0 to 4 digits, dots between
         // them, now and then another separator.

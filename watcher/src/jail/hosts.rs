@@ -506,13 +506,7 @@ mod tests {
     fn evidence_matches_a_plain_list() {
         let mut e = Evidence::default();
         let mut model: Vec<String> = Vec::new();
-        let mut seed = 0x1234_5678_9abc_def1_u64;
-        let mut next = move |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut next = crate::testrng::below(0x1234_5678_9abc_def1_u64);
         let (mut keep, mut since) = (5, 0);
         for i in 0..20_000 {
             if next(500) == 0 {

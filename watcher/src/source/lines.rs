@@ -324,13 +324,7 @@ new
             }
             std::str::from_utf8(body).ok().map(|_| n)
         }
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut next = crate::testrng::below(0x2545_f491_4f6c_dd1d_u64);
         let (mut blocks, mut rejected) = (0, 0);
         for round in 0..3000 {
             let max = 1 + next(40) as usize;
