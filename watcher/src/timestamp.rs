@@ -27,8 +27,6 @@ pub struct TimeParser {
     hour_cache: Option<((i16, i8, i8, i8), i64)>,
     /// `now` truncated to the hour -> local year of `now`.
     now_year: Option<(i64, i16)>,
-    /// The stamp of the previous parse, when it succeeded.
-    recent: Option<Recent>,
     /// The hour of the previous yearless stamp: the next stamp of the same
     /// month, day and hour (and `now`) has the same year and hour start,
     /// since the year inference state is what that stamp left it as.
@@ -40,49 +38,6 @@ struct SyslogHour {
     key: (i8, i8, i8),
     now: Timestamp,
     base: i64,
-}
-
-/// Longest stamp (with the byte after it) [`Recent`] holds: RFC 5424 with
-/// a PRI and microseconds and a zone fits.
-const RECENT_MAX: usize = 48;
-
-/// A parse to repeat without the work: most lines of a busy log share their
-/// second with the line before. The result of a parse depends only on the
-/// stamp's bytes, the byte after it, `now` and the year inference state, and
-/// that state is what the same parse left it as, so the answer is the same.
-#[derive(Debug, Clone, Copy)]
-struct Recent {
-    /// The line's first `key_len` bytes: the stamp (up to `end`) and the
-    /// byte after it, if the line went on.
-    key: [u8; RECENT_MAX],
-    key_len: u8,
-    end: u8,
-    now: Timestamp,
-    ts: Timestamp,
-}
-
-impl Recent {
-    fn answer(&self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
-        let (k, end) = (usize::from(self.key_len), usize::from(self.end));
-        let same = self.now == now
-            && b.get(..k) == Some(&self.key[..k])
-            // A stamp that ended its line must end this one.
-            && (k > end || b.len() == end);
-        same.then_some((self.ts, end))
-    }
-
-    fn of(b: &[u8], end: usize, now: Timestamp, ts: Timestamp) -> Option<Self> {
-        let k = (end + 1).min(b.len());
-        let mut key = [0; RECENT_MAX];
-        key.get_mut(..k)?.copy_from_slice(b.get(..k)?);
-        Some(Recent {
-            key,
-            key_len: k as u8,
-            end: end as u8,
-            now,
-            ts,
-        })
-    }
 }
 
 impl Default for TimeParser {
@@ -103,7 +58,6 @@ impl TimeParser {
             last: None,
             hour_cache: None,
             now_year: None,
-            recent: None,
             syslog_hour: None,
         }
     }
@@ -115,7 +69,6 @@ impl TimeParser {
     /// Forget the year inference state (e.g. when a new file starts).
     pub fn reset(&mut self) {
         self.last = None;
-        self.recent = None;
         self.syslog_hour = None;
     }
 
@@ -123,15 +76,6 @@ impl TimeParser {
     /// byte offset just after it. `now` anchors the year of yearless stamps.
     pub fn parse(&mut self, line: &str, now: Timestamp) -> Option<(Timestamp, usize)> {
         let b = line.as_bytes();
-        if let Some(hit) = self.recent.as_ref().and_then(|r| r.answer(b, now)) {
-            return Some(hit);
-        }
-        let got = self.parse_anew(b, now);
-        self.recent = got.and_then(|(ts, end)| Recent::of(b, end, now, ts));
-        got
-    }
-
-    fn parse_anew(&mut self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
         let start = b.iter().position(|&c| c != b' ' && c != b'\t')?;
         let s = &b[start..];
         let (ts, len) = match s[0] {
@@ -645,8 +589,7 @@ mod tests {
         assert_eq!(off, 25);
     }
 
-    /// The repeated-stamp and same-hour shortcuts answer exactly what a full
-    /// parse would,
+    /// The same-hour shortcut answers exactly what a full parse would,
     /// over year turns, failed stamps in between, changed `now`, and
     /// stamps that differ only after their common prefix.
     #[test]
@@ -685,7 +628,6 @@ mod tests {
         let mut fresh = TimeParser::with_time_zone(zurich());
         for (i, line) in lines.iter().cycle().take(lines.len() * 6).enumerate() {
             let now = nows[(i / 7) % 2];
-            fresh.recent = None;
             fresh.syslog_hour = None;
             assert_eq!(
                 cached.parse(line, now),
