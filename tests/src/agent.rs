@@ -172,6 +172,15 @@ impl Agent {
         self.dir.path().join("control.sock")
     }
 
+    /// A control-socket client addressing this instance.
+    pub fn client(&self) -> fail2xdp::control::Client {
+        fail2xdp::control::Client {
+            socket: self.socket(),
+            pin_dir: self.pin_dir.clone(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
     /// Where the agent's stdout and stderr go.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("agent.log")

@@ -95,10 +95,10 @@ fn exact_ipv4_ban_drops_that_source_only() -> Result<()> {
     assert!(after.pass_pkts - before.pass_pkts >= N);
     // `status --json` reports the program's counters and the map fill.
     let st = lab.agent.status_json()?;
-    let counter = |k: &str| st["counters"][k].as_u64();
+    let counter = |k: &str| st["data_plane"]["counters"][k].as_u64();
     assert_eq!(counter("drop_exact_v4"), Some(after.drop_exact_v4), "{st}");
     assert_eq!(counter("drop_pkts"), Some(after.drop_pkts), "{st}");
-    let bans_v4 = st["maps"]
+    let bans_v4 = st["data_plane"]["maps"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["map"] == "BANS_V4"));
     assert_eq!(bans_v4.and_then(|m| m["entries"].as_u64()), Some(1), "{st}");

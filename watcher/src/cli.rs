@@ -1,7 +1,16 @@
-//! Command line: raw arguments become validated options here, once.
-use std::{path::PathBuf, process::ExitCode};
+//! The command line: raw arguments become validated library types here,
+//! once (addresses, ports, durations, origins by clap value parsers), and
+//! nowhere else. Nothing in the library sees these types.
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fail2xdp::{
+    addr::{IpNet, PortSet, parse_ban_length, parse_net},
+    agent,
+    ban::Origin,
+    enforcer::XdpMode,
+    instance::{self, Instance},
+};
 
 use crate::cmd;
 
@@ -18,19 +27,32 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where one instance keeps its pins, state and control socket. Tests run
-/// several independent instances by giving each its own set.
+/// Which instance: its name derives its pin dir (/sys/fs/bpf/NAME), state
+/// dir (/var/lib/NAME) and control socket (/run/NAME.sock); each can be
+/// given explicitly instead.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
+    #[arg(long, global = true, default_value = instance::DEFAULT_NAME)]
+    pub instance: String,
     /// bpffs directory holding the pinned maps and XDP links.
-    #[arg(long, global = true, default_value = fail2xdp_common::PIN_DIR_DEFAULT)]
-    pub pin_dir: PathBuf,
+    #[arg(long, global = true)]
+    pub pin_dir: Option<PathBuf>,
     /// Directory of the ban state store.
-    #[arg(long, global = true, default_value = "/var/lib/fail2xdp")]
-    pub state_dir: PathBuf,
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
     /// Control socket of the running agent.
-    #[arg(long, global = true, default_value = "/run/fail2xdp.sock")]
-    pub socket: PathBuf,
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+}
+
+impl Global {
+    pub fn instance(&self) -> Result<Instance, instance::InstanceError> {
+        Ok(Instance::named(&self.instance)?.with(
+            self.pin_dir.clone(),
+            self.state_dir.clone(),
+            self.socket.clone(),
+        ))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,11 +63,11 @@ pub enum Command {
     Ban(BanArgs),
     /// Remove a ban.
     Unban(UnbanArgs),
-    /// List bans with jail, remaining time, ports and drops.
+    /// List bans with origin, remaining time, ports and drops.
     List(ListArgs),
-    /// Interfaces, mode, counters and map fill (or one jail's status).
+    /// Protection state, interfaces, counters and map fill (or one jail's status).
     Status(StatusArgs),
-    /// Which jail banned an address, when, until when, and the lines that did it.
+    /// Which origin banned an address, when, until when, and the lines that did it.
     Explain(ExplainArgs),
     /// Make the running agent re-read its configuration (same as SIGHUP).
     Reload,
@@ -66,6 +88,16 @@ pub enum XdpModeArg {
     Auto,
 }
 
+impl From<XdpModeArg> for XdpMode {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Native => XdpMode::Native,
+            XdpModeArg::Generic => XdpMode::Generic,
+            XdpModeArg::Auto => XdpMode::Auto,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Interface to attach to (repeat for several).
@@ -84,32 +116,97 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
+impl RunArgs {
+    pub fn options(self, instance: Instance) -> agent::Options {
+        agent::Options {
+            instance,
+            ifaces: self.ifaces,
+            xdp_mode: self.xdp_mode.into(),
+            config: self.config,
+            replay: self.replay,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+fn net(s: &str) -> Result<IpNet, String> {
+    parse_net(s).map_err(|e| e.to_string())
+}
+
+/// A ban length: `None` is permanent.
+#[derive(Debug, Clone, Copy)]
+pub struct Length(pub Option<Duration>);
+
+/// "10m", "12h", "1w", seconds, or "permanent".
+fn length(s: &str) -> Result<Length, String> {
+    parse_ban_length(s).map(Length).map_err(|e| e.to_string())
+}
+
+fn ports(s: &str) -> Result<PortSet, String> {
+    PortSet::parse(s).map_err(|e| e.to_string())
+}
+
+/// `manual`, or a jail's name (a ban made in that jail's name).
+fn origin(s: &str) -> Result<Origin, String> {
+    match Origin::parse(s).map_err(|e| e.to_string())? {
+        o @ (Origin::Manual | Origin::Jail(_)) => Ok(o),
+        _ => Err(format!(
+            "`{}`: --jail takes `manual` or a jail name",
+            s.escape_default()
+        )),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BanArgs {
     /// Address or CIDR to ban.
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
-    pub target: Option<String>,
+    #[arg(required_unless_present = "file", conflicts_with = "file", value_parser = net)]
+    pub target: Option<IpNet>,
     /// Read one address or CIDR a line ("-" for stdin); '#' starts a comment.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Ban length: 10m, 12h, 1w, ... or "permanent".
-    #[arg(long = "for", default_value = "permanent")]
-    pub duration: String,
+    /// Ban length: 10m, 12h, 1w, seconds, ... or "permanent".
+    #[arg(long = "for", default_value = "permanent", value_parser = length)]
+    pub duration: Length,
     /// Destination ports (numbers or names: smtp, submission, imaps, ...); default all.
-    #[arg(long)]
-    pub ports: Option<String>,
-    #[arg(long, default_value = "manual")]
-    pub jail: String,
+    #[arg(long, value_parser = ports)]
+    pub ports: Option<PortSet>,
+    /// Ban in the name of this jail (default: a manual ban).
+    #[arg(long, default_value = "manual", value_parser = origin)]
+    pub jail: Origin,
     #[arg(long)]
     pub reason: Option<String>,
-    /// Allow loopback-free but broad prefixes beyond the configured limit.
+    /// Allow prefixes broader than the configured limit.
     #[arg(long)]
     pub force: bool,
+    /// Replace a ban in force (to shorten it) instead of keeping the longer.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+impl BanArgs {
+    pub fn options(self) -> cmd::ban::Ban {
+        cmd::ban::Ban {
+            target: match (self.target, self.file) {
+                (Some(n), _) => cmd::ban::Target::Net(n),
+                (None, Some(f)) => cmd::ban::Target::File(f),
+                // clap requires one of them.
+                (None, None) => cmd::ban::Target::File(PathBuf::from("-")),
+            },
+            length: self.duration.0,
+            ports: self.ports.unwrap_or_else(PortSet::all),
+            origin: self.jail,
+            reason: self.reason,
+            force: self.force,
+            replace: self.replace,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct UnbanArgs {
-    pub target: String,
+    #[arg(value_parser = net)]
+    pub target: IpNet,
 }
 
 #[derive(Args, Debug)]
@@ -128,7 +225,8 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    pub addr: String,
+    #[arg(value_parser = net)]
+    pub addr: IpNet,
     #[arg(long)]
     pub json: bool,
 }
@@ -142,9 +240,15 @@ pub struct AllowArgs {
 #[derive(Subcommand, Debug)]
 pub enum AllowAction {
     /// Add an address or CIDR to the allowlist.
-    Add { target: String },
+    Add {
+        #[arg(value_parser = net)]
+        target: IpNet,
+    },
     /// Remove an address or CIDR from the allowlist.
-    Del { target: String },
+    Del {
+        #[arg(value_parser = net)]
+        target: IpNet,
+    },
     /// Show the allowlist.
     List {
         #[arg(long)]
@@ -152,11 +256,24 @@ pub enum AllowAction {
     },
 }
 
+impl AllowAction {
+    pub fn options(self) -> cmd::allow::Allow {
+        match self {
+            AllowAction::Add { target } => cmd::allow::Allow::Add(target),
+            AllowAction::Del { target } => cmd::allow::Allow::Del(target),
+            AllowAction::List { json } => cmd::allow::Allow::List { json },
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct DetachArgs {
     /// Only this interface (default: every attached interface and all pins).
     #[arg(long = "iface")]
     pub ifaces: Vec<String>,
+    /// Stop the running agent of this instance first.
+    #[arg(long)]
+    pub stop_agent: bool,
 }
 
 #[derive(Args, Debug)]
@@ -177,25 +294,71 @@ pub struct TestArgs {
     pub verbose: bool,
     /// Reference time for timestamps without a year (RFC 3339, e.g.
     /// 2005-08-14T10:00:00Z); default: the current time.
-    #[arg(long)]
-    pub now: Option<String>,
+    #[arg(long, value_parser = rfc3339)]
+    pub now: Option<jiff::Timestamp>,
 }
 
-impl Cli {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        let g = &self.global;
-        match self.command {
-            Command::Run(a) => cmd::run::run(g, a),
-            Command::Ban(a) => cmd::manual::ban(g, a),
-            Command::Unban(a) => cmd::manual::unban(g, a),
-            Command::List(a) => cmd::manual::list(g, a),
-            Command::Status(a) => cmd::manual::status(g, a),
-            Command::Explain(a) => cmd::explain::run(g, a),
-            Command::Reload => cmd::explain::reload(g),
-            Command::Allow(a) => cmd::manual::allow(g, a),
-            Command::Detach(a) => cmd::manual::detach(g, a),
-            Command::CheckConfig(a) => cmd::check_config::run(g, a),
-            Command::Test(a) => cmd::logtest::run(g, a),
+fn rfc3339(s: &str) -> Result<jiff::Timestamp, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected RFC 3339, e.g. 2005-08-14T10:00:00Z"))
+}
+
+impl TestArgs {
+    pub fn options(self) -> cmd::logtest::TestOptions {
+        cmd::logtest::TestOptions {
+            logfile: self.logfile,
+            filter: self.filter,
+            json: self.json,
+            verbose: self.verbose,
+            now: self.now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fail2xdp").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn arguments_are_validated_at_the_edge() {
+        let c = parse(&["ban", "192.0.2.7", "--for", "10m", "--ports", "smtp"]).unwrap();
+        let Command::Ban(b) = c.command else { panic!() };
+        let b = b.options();
+        assert_eq!(b.length, Some(Duration::from_secs(600)));
+        assert_eq!(b.ports.0, vec![25]);
+        // It panicked the agent once ("overflow when adding duration to instant").
+        assert!(parse(&["ban", "192.0.2.7", "--for", "18446744073709551615"]).is_err());
+        for bad in ["", "a b", "x\ny", "\u{1b}[31m", &"j".repeat(33), "file:x"] {
+            assert!(
+                parse(&["ban", "192.0.2.7", "--jail", bad]).is_err(),
+                "--jail {bad:?}"
+            );
+        }
+        assert!(parse(&["ban", "192.0.2.7", "--jail", "postfix-sasl"]).is_ok());
+        assert!(parse(&["ban", "not-an-address"]).is_err());
+        assert!(
+            parse(&["--instance", "../x", "list"])
+                .unwrap()
+                .global
+                .instance()
+                .is_err()
+        );
+        let g = parse(&["--instance", "mx2", "--socket", "/tmp/s", "list"])
+            .unwrap()
+            .global;
+        let i = g.instance().unwrap();
+        assert_eq!(i.pin_dir, std::path::Path::new("/sys/fs/bpf/mx2"));
+        assert_eq!(i.socket, std::path::Path::new("/tmp/s"));
     }
 }

@@ -1,9 +1,11 @@
 //! Control socket: the CLI talks to the running agent over a root-only unix
 //! socket, one JSON request per line and one JSON response per line.
 //!
-//! Wire format (serde's externally tagged enums), e.g.
-//! `{"Ban":{"target":"192.0.2.7","ttl_secs":600,"ports":null,"jail":"manual","reason":null,"force":false}}`
-//! or `"Reload"`; answers `{"Ok":{"message":"..."}}`, `{"Json":{...}}`, `{"Error":{"message":"..."}}`.
+//! Wire format (serde's externally tagged enums): an [`Envelope`] per line,
+//! e.g. `{"pin_dir":"/sys/fs/bpf/fail2xdp","request":"Reload"}` or
+//! `{"pin_dir":"...","request":{"Unban":{"target":"192.0.2.7"}}}`; answers
+//! `{"Ok":{"message":"..."}}`, `{"Json":{...}}`, `{"Error":{"message":"..."}}`,
+//! `{"WrongInstance":{"serves":"..."}}`.
 use std::{
     io::{BufRead, BufReader, Read, Write},
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
@@ -15,7 +17,16 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::Global;
+use crate::ban::{ImportSpec, ManualBan};
+
+/// One request, with the pin directory the client addresses: an agent
+/// serving another instance's pins refuses it instead of acting on the
+/// wrong maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub pin_dir: PathBuf,
+    pub request: Request,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -23,28 +34,49 @@ pub enum Request {
         jail: Option<String>,
     },
     Explain {
-        addr: String,
-    },
-    Ban {
         target: String,
-        ttl_secs: Option<u64>,
-        ports: Option<String>,
-        jail: String,
-        reason: Option<String>,
-        force: bool,
     },
+    List,
+    Ban(ManualBan),
     Unban {
         target: String,
     },
+    /// A blocklist import, sent in parts: `ImportBegin` answers the id the
+    /// parts go to, `ImportCommit` bans them all at once.
+    ImportBegin(ImportSpec),
+    ImportPart {
+        id: u64,
+        nets: Vec<String>,
+    },
+    ImportCommit {
+        id: u64,
+    },
+    AllowAdd {
+        target: String,
+    },
+    AllowDel {
+        target: String,
+    },
     Reload,
-    List,
+    /// Stop the agent (as SIGTERM does).
+    Stop,
+    /// Is an agent there (and serving these pins)? Answers its version.
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Ok { message: String },
+    Ok {
+        message: String,
+    },
     Json(serde_json::Value),
-    Error { message: String },
+    Error {
+        message: String,
+    },
+    /// The agent on this socket serves another pin directory.
+    WrongInstance {
+        serves: PathBuf,
+    },
 }
 
 impl Response {
@@ -61,12 +93,6 @@ impl Response {
     }
 }
 
-/// Implemented by the agent. Called on a blocking thread, one call per
-/// request; calls from different connections may run concurrently.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: Request) -> Response;
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Nothing listens on the socket (missing, or a stale file): the CLI may
@@ -77,21 +103,31 @@ pub enum ControlError {
     AlreadyRunning { path: PathBuf },
     #[error("{} exists and is not a socket; refusing to replace it", path.display())]
     NotASocket { path: PathBuf },
-    #[error("control socket {}: {op}: {source}", path.display())]
+    #[error("control socket {}: {op}", path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
+        #[source]
         source: std::io::Error,
     },
     #[error("control socket {}: no answer within {timeout:?}", path.display())]
     Timeout { path: PathBuf, timeout: Duration },
     #[error("control socket {}: {message}", path.display())]
     Protocol { path: PathBuf, message: String },
+    #[error(
+        "the agent answering on {} serves the pins in {}, not {}: name the instance with --instance (or --socket)",
+        path.display(), serves.display(), wanted.display()
+    )]
+    WrongInstance {
+        path: PathBuf,
+        serves: PathBuf,
+        wanted: PathBuf,
+    },
 }
 
-/// A request or response line longer than this is refused: a request is
-/// small, and a response (a full ban list) stays far below it.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A request line longer than this is refused: a request is small, and an
+/// import part stays below it.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub const MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 /// How long the client waits for an answer by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +135,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 32;
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Implemented by the agent. Called on a blocking thread, one call per
+/// request; calls from different connections may run concurrently.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> Response;
+}
 
 /// The bound control socket. Dropping it removes the socket file (if it is
 /// still ours), so a stopped agent leaves no stale socket behind.
@@ -168,15 +210,22 @@ pub fn bind(path: &Path) -> Result<Listener, ControlError> {
 }
 
 impl Listener {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Accepts connections until an accept error; drop the future to stop
-    /// (the socket file is removed with the listener).
-    pub async fn serve(self, handler: Arc<dyn Handler>) -> Result<(), ControlError> {
+    /// (the socket file is removed with the listener). Requests addressed to
+    /// another pin directory than `serves` are refused unanswered.
+    pub async fn serve(
+        self,
+        handler: Arc<dyn Handler>,
+        serves: PathBuf,
+    ) -> Result<(), ControlError> {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        // Only root (or whoever runs the agent) may steer it.
+        let serves = Arc::new(crate::instance::Instance {
+            name: String::new(),
+            pin_dir: serves,
+            state_dir: PathBuf::new(),
+            socket: self.path.clone(),
+        });
+        // SAFETY: geteuid takes no arguments and cannot fail.
         let me = unsafe { libc::geteuid() };
         loop {
             let permit =
@@ -196,6 +245,7 @@ impl Listener {
                     continue;
                 }
             };
+            // Only root (or whoever runs the agent) may steer it.
             match stream.peer_cred() {
                 Ok(c) if c.uid() == 0 || c.uid() == me => {}
                 Ok(c) => {
@@ -208,8 +258,9 @@ impl Listener {
                 }
             }
             let handler = Arc::clone(&handler);
+            let serves = Arc::clone(&serves);
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, handler).await {
+                if let Err(e) = connection(stream, handler, &serves).await {
                     log::debug!("control connection: {e}");
                 }
                 drop(permit);
@@ -218,14 +269,10 @@ impl Listener {
     }
 }
 
-/// Binds `path` (see [`bind`]) and serves `handler` on it.
-pub async fn serve(path: &Path, handler: Arc<dyn Handler>) -> Result<(), ControlError> {
-    bind(path)?.serve(handler).await
-}
-
 async fn connection(
     stream: tokio::net::UnixStream,
     handler: Arc<dyn Handler>,
+    serves: &crate::instance::Instance,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::new(rd);
@@ -246,10 +293,13 @@ async fn connection(
         let resp = if too_long {
             Response::error(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
         } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => {
+            match serde_json::from_slice::<Envelope>(&line) {
+                Ok(env) if !serves.same_pins(&env.pin_dir) => Response::WrongInstance {
+                    serves: serves.pin_dir.clone(),
+                },
+                Ok(env) => {
                     let h = Arc::clone(&handler);
-                    tokio::task::spawn_blocking(move || h.handle(req))
+                    tokio::task::spawn_blocking(move || h.handle(env.request))
                         .await
                         .unwrap_or_else(|e| {
                             Response::error(format!("agent failed handling the request: {e}"))
@@ -270,15 +320,56 @@ async fn connection(
     }
 }
 
-/// Sends one request to the agent and waits for its answer (default timeout).
-pub fn call(path: &Path, req: &Request) -> Result<Response, ControlError> {
-    call_timeout(path, req, DEFAULT_TIMEOUT)
+/// The CLI's side: requests to the agent of one instance (its socket, and
+/// its pin directory, which the agent checks it serves).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub timeout: Duration,
 }
 
-/// [`call`] with an explicit timeout for connect, send and answer each.
+impl Client {
+    pub fn new(inst: &crate::instance::Instance) -> Self {
+        Client {
+            socket: inst.socket.clone(),
+            pin_dir: inst.pin_dir.clone(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(&self, req: &Request) -> Result<Response, ControlError> {
+        let env = Envelope {
+            pin_dir: self.pin_dir.clone(),
+            request: req.clone(),
+        };
+        match call_timeout(&self.socket, &env, self.timeout)? {
+            Response::WrongInstance { serves } => Err(ControlError::WrongInstance {
+                path: self.socket.clone(),
+                serves,
+                wanted: self.pin_dir.clone(),
+            }),
+            r => Ok(r),
+        }
+    }
+
+    /// The agent's answer, or None when no agent runs on the socket (the
+    /// caller then acts on the maps and the store itself).
+    pub fn try_call(&self, req: &Request) -> Result<Option<Response>, ControlError> {
+        match self.call(req) {
+            Ok(r) => Ok(Some(r)),
+            Err(ControlError::NotRunning { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Sends one envelope on `path` and waits for the answer, `timeout` for
+/// connect, send and answer each.
 pub fn call_timeout(
     path: &Path,
-    req: &Request,
+    env: &Envelope,
     timeout: Duration,
 ) -> Result<Response, ControlError> {
     use std::io::ErrorKind as K;
@@ -306,7 +397,7 @@ pub fn call_timeout(
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(io_err(path, "set timeout"))?;
-    let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol {
+    let mut line = serde_json::to_vec(env).map_err(|e| ControlError::Protocol {
         path: path.to_owned(),
         message: format!("encoding request: {e}"),
     })?;
@@ -330,14 +421,4 @@ pub fn call_timeout(
         path: path.to_owned(),
         message: format!("bad answer: {e}"),
     })
-}
-
-/// For the CLI: asks the running agent, or returns None when no agent runs
-/// (the caller then acts on the maps and the state store itself).
-pub fn try_agent(g: &Global, req: &Request) -> anyhow::Result<Option<Response>> {
-    match call(&g.socket, req) {
-        Ok(r) => Ok(Some(r)),
-        Err(ControlError::NotRunning { .. }) => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context("asking the running agent")),
-    }
 }

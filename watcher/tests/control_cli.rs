@@ -1,18 +1,17 @@
-//! `fail2xdp explain` and `fail2xdp reload` as an operator runs them: with no
-//! agent (store and pinned maps read directly) and through a running agent's
-//! control socket.
+//! `fail2xdp explain` and `fail2xdp reload` as an operator runs them with no
+//! agent: the store and the pinned maps read directly. (With a running
+//! agent: tests/tests/one_path.rs, which runs a real one.)
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use fail2xdp::{
     addr::{PortSet, parse_net},
-    control::{self, Handler, Request, Response},
+    ban::{JailName, Origin},
     enforcer::{BanRequest, Enforcer},
-    state::{self, BanRecord, Explanation, Store},
+    state::{BanRecord, Explanation, Store},
 };
 
 struct Instance {
@@ -57,7 +56,7 @@ fn evidence_record() -> BanRecord {
     let now = SystemTime::now();
     BanRecord {
         net: parse_net("192.0.2.66").unwrap(),
-        jail: "dovecot".into(),
+        origin: Origin::Jail(JailName::new("dovecot").unwrap()),
         reason: "6 failures within 10m".into(),
         evidence: vec![
             "Nov 22 05:00:01 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts): user=<a>, rip=192.0.2.66".into(),
@@ -70,6 +69,7 @@ fn evidence_record() -> BanRecord {
         banned_at: now,
         expires_at: Some(now + Duration::from_secs(3600)),
         ports: vec![143, 993],
+        narrowed_from: None,
     }
 }
 
@@ -80,15 +80,16 @@ fn explain_without_agent_reads_the_store() {
         .unwrap()
         .record_ban(&evidence_record())
         .unwrap();
-    state::record_manual(
-        &inst.state(),
-        parse_net("198.51.100.0/24").unwrap(),
-        "manual",
-        Some("botnet range"),
-        None,
-        vec![],
-    )
-    .unwrap();
+    Store::open(&inst.state())
+        .unwrap()
+        .record_ban(&BanRecord::manual(
+            parse_net("198.51.100.0/24").unwrap(),
+            Origin::Manual,
+            Some("botnet range"),
+            None,
+            vec![],
+        ))
+        .unwrap();
 
     let o = inst.run(&["explain", "192.0.2.66"]);
     assert!(o.status.success(), "{o:?}");
@@ -96,7 +97,7 @@ fn explain_without_agent_reads_the_store() {
     eprintln!("{text}");
     for want in [
         "192.0.2.66 is banned",
-        "jail dovecot",
+        "origin dovecot",
         "6 failures within 10m",
         "user=<b>, rip=192.0.2.66",
         "143,993",
@@ -113,6 +114,14 @@ fn explain_without_agent_reads_the_store() {
     assert_eq!(e.bans[0].reason, "botnet range");
     assert_eq!(e.bans[0].expires_at, None);
     assert_eq!(e.times_banned, 0, "the host itself was never banned");
+    // The text names the prefix that bans it (it said "is banned; no ban on record").
+    let o = inst.run(&["explain", "198.51.100.77"]);
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("198.51.100.77 is banned as part of 198.51.100.0/24"),
+        "{text}"
+    );
+    assert!(!text.contains("no ban on record"), "{text}");
 
     let o = inst.run(&["explain", "203.0.113.1"]);
     assert!(o.status.success());
@@ -145,62 +154,6 @@ fn reload_without_agent_fails_clearly() {
     assert!(err.contains("no agent is running"), "{err}");
 }
 
-/// A stand-in agent: answers Explain from its store (which it holds open,
-/// so the CLI cannot read it directly) and Reload.
-struct TestAgent {
-    store: Store,
-}
-
-impl Handler for TestAgent {
-    fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::Explain { addr } => fail2xdp::cmd::explain::answer(&self.store, None, &addr),
-            Request::Reload => Response::ok("configuration reloaded"),
-            _ => Response::error("unsupported"),
-        }
-    }
-}
-
-#[test]
-fn explain_and_reload_go_through_the_running_agent() {
-    let inst = Instance::new();
-    let store = Store::open(&inst.state()).unwrap();
-    store.record_ban(&evidence_record()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = {
-        let _g = rt.enter();
-        control::bind(&inst.socket()).unwrap()
-    };
-    let agent: Arc<dyn Handler> = Arc::new(TestAgent { store });
-    rt.spawn(listener.serve(agent));
-
-    // The store is held by the agent: only the socket path can answer.
-    assert!(matches!(
-        Store::open(&inst.state()),
-        Err(state::StateError::Locked { .. })
-    ));
-    let o = inst.run(&["explain", "192.0.2.66"]);
-    assert!(o.status.success(), "{o:?}");
-    let text = stdout(&o);
-    assert!(
-        text.contains("192.0.2.66 is banned") && text.contains("jail dovecot"),
-        "{text}"
-    );
-
-    let o = inst.run(&["reload"]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(stdout(&o).contains("configuration reloaded"));
-
-    let o = inst.run(&["explain", "bogus"]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bogus"));
-    rt.shutdown_timeout(Duration::from_secs(5));
-}
-
 /// Pins under bpffs for one test, removed on drop (also on failure).
 struct Pins(PathBuf);
 
@@ -213,10 +166,12 @@ impl Drop for Pins {
 
 #[test]
 fn explain_without_agent_reads_drops_and_map_only_bans_from_the_pins() {
-    if !Path::new("/sys/fs/bpf").join(".").exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root and bpffs at /sys/fs/bpf");
-        return;
-    }
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root && Path::new("/sys/fs/bpf").join(".").exists(),
+        "this test needs root and bpffs at /sys/fs/bpf (cargo xtask test runs as root and mounts it)"
+    );
     let inst = Instance::new();
     let pins = Pins(PathBuf::from(format!(
         "/sys/fs/bpf/fail2xdp-h7-explain-{}",
@@ -260,7 +215,7 @@ fn explain_without_agent_reads_drops_and_map_only_bans_from_the_pins() {
     assert_eq!(e.bans[0].in_maps, Some(true));
     assert!(e.bans[0].recorded);
     assert!(!e.bans[1].recorded, "the /28 exists only in the maps");
-    assert_eq!(e.bans[1].jail, "manual");
+    assert_eq!(e.bans[1].origin, "manual");
     assert!(e.is_banned());
 
     // A recorded ban the maps do not hold is reported as not enforced.

@@ -7,7 +7,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fail2xdp::control::{self, ControlError, Handler, Request, Response};
+use fail2xdp::{
+    ban::{ManualBan, Origin},
+    control::{self, Client, ControlError, Envelope, Handler, Request, Response},
+};
+
+/// The pin directory the test servers serve.
+const PINS: &str = "/sys/fs/bpf/f2x-control-test";
+
+fn client(path: &Path) -> Client {
+    Client {
+        socket: path.to_owned(),
+        pin_dir: PINS.into(),
+        timeout: control::DEFAULT_TIMEOUT,
+    }
+}
+
+fn call(path: &Path, req: &Request) -> Result<Response, ControlError> {
+    client(path).call(req)
+}
 
 /// Answers every request with the request itself as JSON and records it.
 #[derive(Default)]
@@ -51,7 +69,7 @@ impl Server {
             control::bind(path)?
         };
         let h: Arc<dyn Handler> = handler.clone();
-        rt.spawn(async move { listener.serve(h).await });
+        rt.spawn(async move { listener.serve(h, PINS.into()).await });
         Ok(Server {
             rt: Some(rt),
             handler,
@@ -82,31 +100,32 @@ fn roundtrip_of_every_request_kind() {
             jail: Some("postfix".into()),
         },
         Request::Explain {
-            addr: "192.0.2.7".into(),
+            target: "192.0.2.7".into(),
         },
-        Request::Ban {
-            target: "198.51.100.0/24".into(),
-            ttl_secs: Some(600),
-            ports: Some("smtp,587".into()),
-            jail: "manual".into(),
+        Request::Ban(ManualBan {
+            net: "198.51.100.0/24".parse().unwrap(),
+            length_secs: Some(600),
+            ports: vec![25, 587],
+            origin: Origin::Manual,
             reason: Some("spam run \"quoted\"\nnewline".into()),
             force: true,
-        },
+            replace: false,
+        }),
         Request::Unban {
             target: "2001:db8::1".into(),
         },
         Request::List,
     ];
     for r in &reqs {
-        let back = control::call(&srv.path, r).unwrap();
+        let back = call(&srv.path, r).unwrap();
         assert_eq!(back, Response::Json(serde_json::to_value(r).unwrap()));
     }
     assert_eq!(
-        control::call(&srv.path, &Request::Reload).unwrap(),
+        call(&srv.path, &Request::Reload).unwrap(),
         Response::ok("reloaded")
     );
     assert_eq!(
-        control::call(
+        call(
             &srv.path,
             &Request::Unban {
                 target: "bad".into()
@@ -130,7 +149,7 @@ fn socket_is_root_only_and_removed_on_stop() {
     drop(srv);
     assert!(!path.exists(), "stopped agent left its socket behind");
     assert!(matches!(
-        control::call(&path, &Request::List),
+        call(&path, &Request::List),
         Err(ControlError::NotRunning { .. })
     ));
 }
@@ -140,26 +159,49 @@ fn not_running_when_absent_or_stale() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir);
     assert!(matches!(
-        control::call(&path, &Request::Reload),
+        call(&path, &Request::Reload),
         Err(ControlError::NotRunning { .. })
     ));
     // A socket file nobody listens on (agent killed with SIGKILL).
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     assert!(matches!(
-        control::call(&path, &Request::Reload),
+        call(&path, &Request::Reload),
         Err(ControlError::NotRunning { .. })
     ));
-    // try_agent maps that to "no agent".
-    let g = fail2xdp::cli::Global {
-        pin_dir: dir.path().join("pins"),
-        state_dir: dir.path().join("state"),
-        socket: path.clone(),
-    };
-    assert!(control::try_agent(&g, &Request::List).unwrap().is_none());
+    // try_call maps that to "no agent".
+    assert!(client(&path).try_call(&Request::List).unwrap().is_none());
     // A new agent replaces the stale socket and answers.
     let _srv = Server::start(&path).unwrap();
-    assert!(control::try_agent(&g, &Request::List).unwrap().is_some());
+    assert!(client(&path).try_call(&Request::List).unwrap().is_some());
+}
+
+/// `--pin-dir X ban ADDR` talked to whatever agent listened on the socket:
+/// with two instances the ban went to the other one's maps. The agent now
+/// refuses a request addressed to pins it does not serve, before its
+/// handler sees it.
+#[test]
+fn a_request_for_another_instances_pins_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sock(&dir)).unwrap();
+    let other = Client {
+        pin_dir: "/sys/fs/bpf/some-other-instance".into(),
+        ..client(&srv.path)
+    };
+    match other.call(&Request::List) {
+        Err(e @ ControlError::WrongInstance { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains(PINS) && m.contains("some-other-instance"), "{m}");
+        }
+        other => panic!("served another instance's request: {other:?}"),
+    }
+    assert!(srv.handler.seen.lock().unwrap().is_empty());
+    // The same pins, spelled with a trailing slash, are this instance's.
+    let same = Client {
+        pin_dir: format!("{PINS}/").into(),
+        ..client(&srv.path)
+    };
+    assert!(same.call(&Request::List).is_ok());
 }
 
 #[test]
@@ -173,7 +215,7 @@ fn second_agent_is_refused_and_first_keeps_working() {
         Ok(_) => panic!("second agent bound a live socket"),
     }
     assert_eq!(
-        control::call(&path, &Request::Reload).unwrap(),
+        call(&path, &Request::Reload).unwrap(),
         Response::ok("reloaded")
     );
 }
@@ -214,7 +256,12 @@ fn garbage_and_oversized_requests_get_errors_not_a_dead_agent() {
         assert!(matches!(resp, Response::Error { .. }), "{bad:?} -> {line}");
     }
     // Same connection still serves a good request.
-    w.write_all(b"\"Reload\"\n").unwrap();
+    let good = serde_json::to_string(&Envelope {
+        pin_dir: PINS.into(),
+        request: Request::Reload,
+    })
+    .unwrap();
+    w.write_all(format!("{good}\n").as_bytes()).unwrap();
     line.clear();
     r.read_line(&mut line).unwrap();
     assert_eq!(
@@ -229,7 +276,7 @@ fn garbage_and_oversized_requests_get_errors_not_a_dead_agent() {
     r.read_line(&mut line).unwrap();
     assert!(line.contains("longer than"), "{line}");
     assert_eq!(
-        control::call(&srv.path, &Request::Reload).unwrap(),
+        call(&srv.path, &Request::Reload).unwrap(),
         Response::ok("reloaded")
     );
 }
@@ -239,18 +286,18 @@ fn slow_agent_times_out_instead_of_hanging_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(&sock(&dir)).unwrap();
     let t = Instant::now();
-    let r = control::call_timeout(
-        &srv.path,
-        &Request::Status {
-            jail: Some("slow".into()),
-        },
-        Duration::from_millis(300),
-    );
+    let slow = Client {
+        timeout: Duration::from_millis(300),
+        ..client(&srv.path)
+    };
+    let r = slow.call(&Request::Status {
+        jail: Some("slow".into()),
+    });
     assert!(matches!(r, Err(ControlError::Timeout { .. })), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(2));
     // Meanwhile other clients are served.
     assert_eq!(
-        control::call(&srv.path, &Request::Reload).unwrap(),
+        call(&srv.path, &Request::Reload).unwrap(),
         Response::ok("reloaded")
     );
 }
@@ -259,19 +306,23 @@ fn slow_agent_times_out_instead_of_hanging_the_cli() {
 #[test]
 #[ignore = "helper process for other_users_cannot_steer_the_agent"]
 fn unprivileged_client() {
-    let Ok(path) = std::env::var("FAIL2XDP_CTL_CHILD_SOCK") else {
-        return;
+    let path = std::env::var("FAIL2XDP_CTL_CHILD_SOCK").expect(
+        "the client half of other_users_cannot_steer_the_agent, run by it with FAIL2XDP_CTL_CHILD_SOCK set",
+    );
+    let env = Envelope {
+        pin_dir: PINS.into(),
+        request: Request::Reload,
     };
-    match control::call_timeout(Path::new(&path), &Request::Reload, Duration::from_secs(5)) {
+    match control::call_timeout(Path::new(&path), &env, Duration::from_secs(5)) {
         Ok(r) => println!("\nANSWERED {r:?}"),
         Err(ControlError::NotRunning { .. }) => println!("\nNOTRUNNING"),
         Err(e) => println!("\nREFUSED {e}"),
     }
 }
 
-fn run_as_nobody(path: &Path) -> String {
+fn run_as_nobody(exe: &Path, path: &Path) -> String {
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = std::process::Command::new(exe)
         .args([
             "--exact",
             "unprivileged_client",
@@ -300,32 +351,28 @@ fn run_as_nobody(path: &Path) -> String {
 
 #[test]
 fn other_users_cannot_steer_the_agent() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to switch to uid 65534");
-        return;
-    }
-    // The test binary must be reachable by uid 65534; run it from a copy if not.
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root, to run its client as uid 65534 (cargo xtask test runs as root)"
+    );
+    // The client runs as uid 65534, which cannot reach a test binary under a
+    // 0700 home: it runs a copy in a directory everybody may enter.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("control-socket-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = sock(&dir);
     let srv = Server::start(&path).unwrap();
-    let mut exe_ok = true;
-    for a in std::env::current_exe().unwrap().ancestors().skip(1) {
-        if let Ok(m) = std::fs::metadata(a) {
-            exe_ok &= m.permissions().mode() & 0o001 != 0;
-        }
-    }
-    if !exe_ok {
-        eprintln!("skipped: test binary not reachable by uid 65534");
-        return;
-    }
     // Mode 0600: connect itself is refused, and that is an error, not "no agent".
-    let r = run_as_nobody(&path);
+    let r = run_as_nobody(&exe, &path);
     assert!(r.starts_with("REFUSED"), "{r}");
     // Even if the socket were world-writable (the instant between bind and
     // chmod), the peer check refuses to serve another user.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let r = run_as_nobody(&path);
+    let r = run_as_nobody(&exe, &path);
     assert!(r.starts_with("REFUSED"), "{r}");
     assert!(
         srv.handler.seen.lock().unwrap().is_empty(),

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use fail2xdp::state::{self, BanRecord, Explanation, MAX_HISTORY_PER_HOST, StateError, Store};
+use fail2xdp::{
+    ban::{JailName, Origin},
+    state::{BanRecord, Explanation, MAX_HISTORY_PER_HOST, StateError, Store},
+};
 use ipnet::IpNet;
 
 fn net(s: &str) -> IpNet {
@@ -32,7 +35,7 @@ fn record(i: u32, lines: usize) -> BanRecord {
     let now = SystemTime::now();
     BanRecord {
         net: host(i),
-        jail: "postfix-sasl".into(),
+        origin: Origin::Jail(JailName::new("postfix-sasl").unwrap()),
         reason: format!("5 failures in 10m (#{i})"),
         evidence: (0..lines)
             .map(|l| {
@@ -49,6 +52,7 @@ fn record(i: u32, lines: usize) -> BanRecord {
         banned_at: now,
         expires_at: Some(now + Duration::from_secs(3600)),
         ports: vec![25, 465, 587],
+        narrowed_from: None,
     }
 }
 
@@ -68,9 +72,20 @@ fn record_get_remove_and_covering() {
     store.record_ban(&host_rec).unwrap();
     store.record_ban(&pfx).unwrap();
 
-    assert_eq!(store.get(&host_rec.net).unwrap().as_ref(), Some(&host_rec));
-    assert_eq!(store.get(&net("198.51.100.9")).unwrap(), None);
+    assert_eq!(store.claims(&host_rec.net).unwrap(), vec![host_rec.clone()]);
+    assert!(store.claims(&net("198.51.100.9")).unwrap().is_empty());
     assert_eq!(store.len().unwrap(), 2);
+    // Another origin's claim on the same network stands beside it.
+    let mut manual = host_rec.clone();
+    manual.origin = Origin::Manual;
+    manual.expires_at = None;
+    store.record_ban(&manual).unwrap();
+    assert_eq!(store.claims(&host_rec.net).unwrap().len(), 2);
+    assert_eq!(
+        store.remove(&host_rec.net, Some(&Origin::Manual)).unwrap(),
+        vec![manual]
+    );
+    assert_eq!(store.claims(&host_rec.net).unwrap(), vec![host_rec.clone()]);
 
     let cov = store.covering(host_rec.net.addr()).unwrap();
     let nets: Vec<_> = cov.iter().map(|r| r.net).collect();
@@ -85,9 +100,12 @@ fn record_get_remove_and_covering() {
             .is_empty()
     );
 
-    assert_eq!(store.remove(&host_rec.net).unwrap(), Some(host_rec.clone()));
-    assert_eq!(store.remove(&host_rec.net).unwrap(), None);
-    assert_eq!(store.get(&host_rec.net).unwrap(), None);
+    assert_eq!(
+        store.remove(&host_rec.net, None).unwrap(),
+        vec![host_rec.clone()]
+    );
+    assert!(store.remove(&host_rec.net, None).unwrap().is_empty());
+    assert!(store.claims(&host_rec.net).unwrap().is_empty());
     // History outlives the ban.
     assert_eq!(store.ban_count(host_rec.net), 1);
     assert_eq!(store.ban_count(host_rec.net.addr()), 1);
@@ -101,16 +119,12 @@ fn history_counts_distinct_bans_across_jails_and_is_bounded() {
     let t0 = SystemTime::now() - Duration::from_secs(100_000);
     for i in 0..3u64 {
         r.banned_at = t0 + Duration::from_secs(i * 1000);
-        r.jail = format!("jail{i}");
+        r.origin = Origin::Jail(JailName::new(&format!("jail{i}")).unwrap());
         store.record_ban(&r).unwrap();
         // Re-recording the same ban (an update) does not count again.
         store.record_ban(&r).unwrap();
     }
     assert_eq!(store.ban_count(r.net), 3);
-    assert_eq!(
-        store.ban_count_since(r.net, t0 + Duration::from_secs(1500)),
-        1
-    );
     assert_eq!(store.ban_count(host(2)), 0);
 
     for i in 0..(MAX_HISTORY_PER_HOST as u64 + 10) {
@@ -149,7 +163,6 @@ fn expired_bans_are_listed_and_purged_permanent_ones_stay() {
         .record_bans(&[gone.clone(), live.clone(), perm.clone()])
         .unwrap();
 
-    assert_eq!(store.expired_before(now).unwrap(), vec![gone.net]);
     let purged = store.purge_expired(now).unwrap();
     assert_eq!(purged, vec![gone.clone()]);
     let mut left: Vec<_> = store.all().unwrap().into_iter().map(|r| r.net).collect();
@@ -163,13 +176,12 @@ fn expired_bans_are_listed_and_purged_permanent_ones_stay() {
     extended.expires_at = Some(now + Duration::from_secs(600));
     store.record_ban(&extended).unwrap();
     let later = now + Duration::from_secs(120);
-    assert!(store.expired_before(later).unwrap().is_empty());
     assert!(store.purge_expired(later).unwrap().is_empty());
     // A removed ban leaves nothing behind in the index.
     let mut removed = record(4, 0);
     removed.expires_at = Some(now + Duration::from_secs(30));
     store.record_ban(&removed).unwrap();
-    store.remove(&removed.net).unwrap();
+    store.remove(&removed.net, None).unwrap();
     assert_eq!(
         store
             .purge_expired(now + Duration::from_secs(86400 * 365 * 100))
@@ -190,47 +202,52 @@ fn second_opener_is_told_the_store_is_locked() {
 }
 
 #[test]
-fn manual_records_count_previous_bans_and_explain_reads_them() {
+fn explain_reads_claims_history_and_imports() {
     let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let n = net("203.0.113.5");
-    let first = state::record_manual(
-        dir.path(),
+    let mut first = BanRecord::manual(n, Origin::Manual, Some("abuse report #1"), None, vec![]);
+    first.banned_at = SystemTime::now() - Duration::from_secs(10);
+    store.record_ban(&first).unwrap();
+    store.remove(&n, None).unwrap();
+    let mut second = BanRecord::manual(
         n,
-        "manual",
-        Some("abuse report #1"),
-        None,
-        vec![],
-    )
-    .unwrap();
-    assert_eq!(first.times_banned, 1);
-    assert_eq!(first.expires_at, None);
-    assert!(state::remove_manual(dir.path(), &n).unwrap());
-    assert!(!state::remove_manual(dir.path(), &n).unwrap());
-    std::thread::sleep(Duration::from_millis(2));
-    let second = state::record_manual(
-        dir.path(),
-        n,
-        "manual",
+        Origin::Manual,
         None,
         Some(Duration::from_secs(600)),
         vec![25],
-    )
-    .unwrap();
-    assert_eq!(second.times_banned, 2);
-    assert_eq!(second.reason, "manual ban");
+    );
+    second.times_banned = 2;
+    store.record_ban(&second).unwrap();
+    store
+        .add_import(
+            fail2xdp::state::ImportHeader {
+                id: 0,
+                origin: Origin::File("list.txt".into()),
+                source: "/tmp/list.txt".into(),
+                reason: "blocklist".into(),
+                banned_at: SystemTime::now(),
+                expires_at: None,
+                ports: vec![],
+                count: 0,
+            },
+            &[net("203.0.113.0/24")],
+        )
+        .unwrap();
 
-    let store = Store::open(dir.path()).unwrap();
-    let expl = Explanation::from_store(&store, &n).unwrap();
-    assert_eq!(expl.bans.len(), 1);
+    let expl = Explanation::gather(Some(&store), None, &n).unwrap();
+    assert_eq!(expl.bans.len(), 2, "{expl:?}");
     assert_eq!(expl.times_banned, 2);
     assert!(expl.is_banned());
     let b = &expl.bans[0];
     assert_eq!(
-        (b.jail.as_str(), b.ports.as_slice()),
+        (b.origin.as_str(), b.ports.as_slice()),
         ("manual", &[25u16][..])
     );
     let secs = b.remaining_secs.unwrap();
     assert!((590..=600).contains(&secs), "{secs}");
+    assert_eq!(expl.bans[1].origin, "file:list.txt");
+    assert_eq!(expl.bans[1].net, net("203.0.113.0/24"));
     let text = expl.to_string();
     assert!(text.contains("203.0.113.5 is banned"), "{text}");
     assert!(text.contains("banned 2 time(s)"), "{text}");
@@ -316,7 +333,7 @@ fn crash_mid_write_loses_nothing_committed() {
     let store = Store::open(dir.path()).unwrap();
     let reopen = t.elapsed();
     for i in 0..=acked {
-        let r = store.get(&host(i)).unwrap();
+        let r = store.claims(&host(i)).unwrap().pop();
         assert!(
             r.is_some(),
             "ban {i} was acknowledged but is gone after kill -9"
@@ -345,7 +362,7 @@ fn hundred_thousand_bans_reopen_in_seconds() {
         }
     }
     let write = t.elapsed();
-    let size = std::fs::metadata(dir.path().join(state::DB_FILE))
+    let size = std::fs::metadata(dir.path().join(fail2xdp::state::DB_FILE))
         .unwrap()
         .len();
 
@@ -400,19 +417,28 @@ fn single_ban_write_is_durable_and_cost_is_measured() {
 }
 
 #[test]
-fn manual_batch_is_one_transaction_and_counts_history() {
+fn a_batch_is_one_transaction_and_counts_history() {
     let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let n0 = net("203.0.113.0/24");
-    state::record_manual(dir.path(), n0, "manual", None, None, vec![]).unwrap();
+    let mut r0 = BanRecord::manual(n0, Origin::Manual, None, None, vec![]);
+    r0.banned_at = SystemTime::now() - Duration::from_secs(5);
+    store.record_ban(&r0).unwrap();
     let recs: Vec<_> = (0..5000u32)
-        .map(|i| BanRecord::manual(host(i + 1000), "manual", Some("list"), None, vec![]))
-        .chain([BanRecord::manual(n0, "manual", Some("again"), None, vec![])])
+        .map(|i| BanRecord::manual(host(i + 1000), Origin::Manual, Some("list"), None, vec![]))
+        .chain([BanRecord::manual(
+            n0,
+            Origin::Manual,
+            Some("again"),
+            None,
+            vec![],
+        )])
         .collect();
     let t = Instant::now();
-    assert_eq!(state::record_manual_many(dir.path(), recs).unwrap(), 5001);
-    eprintln!("5001 manual bans recorded in {:?}", t.elapsed());
-    let store = Store::open(dir.path()).unwrap();
+    store.record_bans(&recs).unwrap();
+    eprintln!("5001 bans recorded in {:?}", t.elapsed());
     assert_eq!(store.len().unwrap(), 5001);
-    let again = store.get(&n0).unwrap().unwrap();
-    assert_eq!((again.reason.as_str(), again.times_banned), ("again", 2));
+    let again = store.claims(&n0).unwrap().pop().unwrap();
+    assert_eq!(again.reason, "again");
+    assert_eq!(store.ban_count(n0), 2);
 }

@@ -1,78 +1,42 @@
-//! The agent's decision core: routes source lines through each jail's
-//! filters (or takes what the match stage found in them, see matcher.rs),
-//! turns offenses into bans (guard, increment, enforcer, state store) and
-//! keeps the counters `status` shows. Synchronous; the run loop feeds it.
+//! The jails' counting: takes what the match stage found, counts each
+//! failure in its jail, and hands a host that reached maxretry to the ban
+//! service as an order. Keeps the counters `status` shows. Synchronous; the
+//! run loop feeds it.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use ipnet::IpNet;
 
-use super::{
-    matcher::{self, Board, Finds, Found, Published},
-    state_writer::StateWriter,
-};
+use super::matcher::{Board, Found, Matched, Published};
 use crate::{
-    addr::{self, Guard, PortSet},
+    ban::{BanService, JailName, Order, Origin, Outcome, Policy},
     config::{Config, JailConfig, SourceConf},
-    enforcer::{BanRequest, Enforcer},
     jail::{Failure, Jail, Offense},
-    source::{Chunk, LogLine},
-    state::{BanRecord, Store},
-    timestamp::TimeParser,
+    status::JailStatus,
 };
 
-/// Prefix limits of the guard for automatic bans: jails ban /32../8 and
-/// /128../16 prefixes only when configured to, never broader than this.
-const MAX_PREFIX_V4: u8 = 16;
-const MAX_PREFIX_V6: u8 = 32;
-
-/// A jail with what it runs with.
-pub struct Slot {
+/// A jail with the configuration it runs with.
+pub struct JailSlot {
     pub jail: Jail,
     pub conf: JailConfig,
-    pub guard: Guard,
-}
-
-/// What happened to one offense, for logs and tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Banned {
-        net: IpNet,
-        ttl: Option<Duration>,
-    },
-    DryRun {
-        net: IpNet,
-        ttl: Option<Duration>,
-    },
-    /// The ban would already be over (old lines).
-    Stale,
-    Refused(String),
-    Failed(String),
 }
 
 pub struct Engine {
     pub cfg: Arc<Config>,
-    pub slots: Vec<Slot>,
+    pub slots: Vec<JailSlot>,
     /// Source -> indices of the jails reading it.
     routes: HashMap<SourceConf, Vec<usize>>,
-    /// `None` in --dry-run: decisions are made and logged, nothing is written.
-    pub enforcer: Option<Enforcer>,
-    pub store: Option<Arc<Store>>,
-    writer: Option<StateWriter>,
-    /// Previous bans per net (all jails), read from the store once and then
-    /// kept here, so a burst of bans does not wait for store writes.
-    ban_counts: HashMap<IpNet, u32>,
-    /// The host's own addresses, refused as ban targets.
-    local: Vec<IpNet>,
+    service: Arc<BanService>,
     /// The jails' configurations per source, for the match stage.
     board: Board,
     generation: u64,
     pub started: SystemTime,
 }
 
+/// Unix ns of a wall-clock time (negative before 1970).
 pub fn unix_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
@@ -80,7 +44,8 @@ pub fn unix_ns(t: SystemTime) -> i64 {
     }
 }
 
-pub fn system_time(ns: i64) -> SystemTime {
+/// The wall-clock time of unix ns `ns`.
+pub fn from_unix_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {
@@ -88,77 +53,13 @@ pub fn system_time(ns: i64) -> SystemTime {
     }
 }
 
-/// Wall-clock now, taken once per batch.
-struct Clock {
-    now: i64,
-    now_ts: jiff::Timestamp,
-}
-
-impl Clock {
-    fn now() -> Self {
-        let now_sys = SystemTime::now();
-        Clock {
-            now: unix_ns(now_sys),
-            now_ts: jiff::Timestamp::try_from(now_sys).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-        }
-    }
-}
-
-/// A line's log time, parsed on first use.
-struct LineTime<'a> {
-    time: Option<i64>,
-    tp: &'a mut TimeParser,
-    now: i64,
-    now_ts: jiff::Timestamp,
-}
-
-impl LineTime<'_> {
-    fn get(&mut self, text: &str) -> i64 {
-        if let Some(t) = self.time {
-            return t;
-        }
-        // A line without a readable stamp happened now.
-        let t = self
-            .tp
-            .parse(text, self.now_ts)
-            .map_or(self.now, |(t, _)| jiff_ns(t));
-        self.time = Some(t);
-        t
-    }
-}
-
-fn jiff_ns(t: jiff::Timestamp) -> i64 {
-    i64::try_from(t.as_nanosecond()).unwrap_or(if t.as_second() < 0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    })
-}
-
-fn local_nets() -> Vec<IpNet> {
-    addr::local_addrs()
-        .into_iter()
-        .map(addr::host_net)
-        .collect()
-}
-
 impl Engine {
-    pub fn new(cfg: Config, enforcer: Option<Enforcer>, store: Option<Arc<Store>>) -> Self {
-        let writer = store.clone().map(StateWriter::spawn);
+    pub fn new(cfg: Config, service: Arc<BanService>) -> Self {
         let mut e = Engine {
-            cfg: Arc::new(Config {
-                origin: String::new(),
-                jails: Vec::new(),
-                allowlist: Vec::new(),
-                capacity: Default::default(),
-            }),
+            cfg: Arc::new(Config::empty()),
             slots: Vec::new(),
             routes: HashMap::new(),
-            enforcer,
-            store,
-            writer,
-            ban_counts: HashMap::new(),
-            local: local_nets(),
+            service,
             board: Board::default(),
             generation: 0,
             started: SystemTime::now(),
@@ -167,48 +68,40 @@ impl Engine {
         e
     }
 
-    fn guard_for(&self, allow: &[IpNet]) -> Guard {
-        let mut g = Guard {
-            allow: allow.to_vec(),
-            max_prefix_v4: MAX_PREFIX_V4,
-            max_prefix_v6: MAX_PREFIX_V6,
-        };
-        for n in &self.local {
-            if !g.allow.contains(n) {
-                g.allow.push(*n);
-            }
+    /// What the ban service's guard needs from a configuration.
+    pub fn policy(cfg: &Config) -> Policy {
+        Policy {
+            limits: cfg.limits,
+            allowlist: cfg.allowlist.clone(),
+            jail_allow: cfg
+                .jails
+                .iter()
+                .filter(|j| !j.allowlist.is_empty())
+                .map(|j| (j.name.to_string(), j.allowlist.clone()))
+                .collect(),
         }
-        g
-    }
-
-    /// The guard of bans not made by a jail (control socket, restore).
-    pub fn global_guard(&self) -> Guard {
-        self.guard_for(&self.cfg.allowlist)
     }
 
     /// Swaps in a new configuration (already fully built and valid). Jails
     /// keeping their name keep their counts, bans and statistics.
     pub fn apply_config(&mut self, cfg: Config) {
-        self.local = local_nets();
-        let mut old: HashMap<String, Slot> = self
+        let mut old: HashMap<JailName, JailSlot> = self
             .slots
             .drain(..)
             .map(|s| (s.conf.name.clone(), s))
             .collect();
         let mut slots = Vec::with_capacity(cfg.jails.len());
         for jc in &cfg.jails {
-            let guard = self.guard_for(&jc.allowlist);
             let jail = match old.remove(&jc.name) {
                 Some(mut s) => {
                     s.jail.set_rules(jc.rules.clone());
                     s.jail
                 }
-                None => Jail::new(&jc.name, jc.rules.clone()),
+                None => Jail::new(jc.name.as_str(), jc.rules.clone()),
             };
-            slots.push(Slot {
+            slots.push(JailSlot {
                 jail,
                 conf: jc.clone(),
-                guard,
             });
         }
         let mut routes: HashMap<SourceConf, Vec<usize>> = HashMap::new();
@@ -237,14 +130,7 @@ impl Engine {
         }
         self.slots = slots;
         self.routes = routes;
-        // The global allowlist also goes to the data plane, so the XDP
-        // program passes it even past a covering ban made by hand; a jail's
-        // own allowlist only stops that jail from banning.
-        if let Some(enf) = self.enforcer.as_mut()
-            && let Err(e) = enf.allow_sync_configured(&cfg.allowlist)
-        {
-            log::error!("writing the configured allowlist to the data plane: {e}");
-        }
+        self.service.set_policy(Self::policy(&cfg));
         self.cfg = Arc::new(cfg);
     }
 
@@ -255,362 +141,128 @@ impl Engine {
         v
     }
 
-    pub fn dry_run(&self) -> bool {
-        self.enforcer.is_none()
-    }
-
-    /// Runs a batch of lines of `src` through its jails, line by line (the
-    /// reference [`ingest_matched`](Self::ingest_matched) is tested against).
-    /// Bans are made as soon as the line that causes them is seen, not at
-    /// the end of the batch.
-    pub fn ingest(&mut self, src: &SourceConf, lines: &[LogLine], tp: &mut TimeParser) {
-        let Some(route) = self.routes.get(src) else {
-            return;
-        };
-        // Cheap to clone (a few indices) and frees `self` for punish().
-        let route = route.clone();
-        for &ji in &route {
-            self.slots[ji].jail.stats.lines += lines.len() as u64;
-        }
-        let clock = Clock::now();
-        for line in lines {
-            self.ingest_line(&route, &line.text, line.time, tp, &clock);
-        }
-    }
-
-    /// Runs a chunk of lines of `src` through its jails, in the order of
-    /// [`ingest`](Self::ingest), but only the lines some filter's literal
-    /// prefilter picked out of the whole chunk in one scan reach the regexes.
-    /// `found`: what the match stage found in the chunk, used if it was made
-    /// with the current configuration (else the chunk is matched here).
-    pub fn ingest_matched(
-        &mut self,
-        src: &SourceConf,
-        chunk: &Chunk,
-        found: Option<(u64, Finds)>,
-        tp: &mut TimeParser,
-    ) {
-        let Some(route) = self.routes.get(src) else {
-            return;
-        };
-        let route = route.clone();
-        for &ji in &route {
-            self.slots[ji].jail.stats.lines += chunk.len() as u64;
-        }
-        let clock = Clock::now();
-        if chunk.has_times() {
-            for (text, time) in chunk.lines() {
-                self.ingest_line(&route, text, time, tp, &clock);
-            }
-            return;
-        }
-        let text = chunk.text();
-        let seen = match found {
-            Some((generation, finds)) if generation == self.generation => finds,
-            // Published together with the route: the same jails in the same order.
-            _ => match self.published().by_source.get(src) {
-                Some(confs) => matcher::find_all(confs, text),
-                None => Vec::new(),
-            },
-        };
-        // Then the jails count, line after line, in log order.
-        let mut last: Option<(u32, Option<i64>)> = None;
-        for f in &seen {
-            let line = f.line(text);
-            // Jails reading the same line share its parsed time.
-            let time = match last {
-                Some((ls, t)) if ls == f.start => t,
-                _ => None,
-            };
-            let mut when = LineTime {
-                time,
-                tp: &mut *tp,
-                now: clock.now,
-                now_ts: clock.now_ts,
-            };
-            let ji = route[usize::from(f.jail)];
-            if let Some(off) = self.count(ji, line, f.found, &mut when) {
-                self.punish_and_recycle(ji, off, clock.now);
-            }
-            last = Some((f.start, when.time));
-        }
-    }
-
     /// Where the match stage reads the jails' configurations.
     pub fn board(&self) -> Board {
         self.board.clone()
     }
 
-    pub(super) fn published(&self) -> Arc<Published> {
-        self.board.lock().map(|p| p.clone()).unwrap_or_default()
+    pub fn service(&self) -> &Arc<BanService> {
+        &self.service
     }
 
-    /// One line through the jails of `route` (lines already counted).
-    fn ingest_line(
-        &mut self,
-        route: &[usize],
-        text: &str,
-        time: Option<jiff::Timestamp>,
-        tp: &mut TimeParser,
-        clock: &Clock,
-    ) {
-        // Filters read the message after the stamp; the stamp itself is
-        // only turned into a time for the few lines that are failures.
-        // Journal entries carry their time and no stamp in the text.
-        let msg = match time {
-            Some(_) => None,
-            None => crate::timestamp::stamp_len(text).and_then(|n| text.get(n..)),
+    /// Counts what the match stage found in a chunk of `src`, line after
+    /// line in log order; a host reaching maxretry is banned right there,
+    /// not at the end of the chunk.
+    pub fn count(&mut self, src: &SourceConf, m: &Matched) {
+        let Some(confs) = m.published.by_source.get(src) else {
+            return;
         };
-        let mut when = LineTime {
-            time: time.map(jiff_ns),
-            tp,
-            now: clock.now,
-            now_ts: clock.now_ts,
+        // The jails the chunk was matched for, as slots now: the same ones
+        // unless a reload came in between, then found again by name (a jail
+        // gone since is skipped; a new one starts with the next chunk).
+        let jails: Vec<Option<usize>> = if m.published.generation == self.generation {
+            self.routes
+                .get(src)
+                .map_or_else(Vec::new, |r| r.iter().copied().map(Some).collect())
+        } else {
+            confs
+                .iter()
+                .map(|c| self.slots.iter().position(|s| s.conf.name == c.name))
+                .collect()
         };
-        for &ji in route {
-            if let Some(off) = self.offer(ji, text, msg, &mut when) {
-                self.punish_and_recycle(ji, off, clock.now);
-            }
+        let lines = m.chunk.len() as u64;
+        for &ji in jails.iter().flatten() {
+            self.slots[ji].jail.stats.lines += lines;
         }
-    }
-
-    /// `msg`: the text after the timestamp, when the line has one.
-    fn offer(
-        &mut self,
-        ji: usize,
-        line: &str,
-        msg: Option<&str>,
-        when: &mut LineTime<'_>,
-    ) -> Option<Offense> {
-        let found = matcher::classify(&self.slots[ji].conf, line, msg, matcher::Picked::Unknown)?;
-        self.count(ji, line, found, when)
-    }
-
-    /// Counts what the filters found in a line.
-    fn count(
-        &mut self,
-        ji: usize,
-        line: &str,
-        found: Found,
-        when: &mut LineTime<'_>,
-    ) -> Option<Offense> {
-        let jail = &mut self.slots[ji].jail;
-        match found {
-            Found::Ignored => {
-                jail.stats.ignored += 1;
-                None
-            }
-            Found::Failure {
-                host,
-                filter,
-                regex,
-            } => {
-                let failure = Failure {
+        let now = unix_ns(SystemTime::now());
+        let text = m.chunk.text();
+        for f in &m.finds {
+            let Some(&Some(ji)) = jails.get(usize::from(f.jail)) else {
+                continue;
+            };
+            let jail = &mut self.slots[ji].jail;
+            match f.found {
+                Found::Ignored => jail.stats.ignored += 1,
+                Found::Failure {
                     host,
-                    time: when.get(line),
-                    line,
-                    filter: filter as usize,
-                    regex: regex as usize,
-                };
-                jail.failure(&failure, when.now)
-            }
-        }
-    }
-
-    /// Previous bans of `net` over all jails.
-    fn previous_bans(&mut self, net: IpNet) -> u32 {
-        if let Some(n) = self.ban_counts.get(&net) {
-            return *n;
-        }
-        let n = self.store.as_ref().map_or(0, |s| s.ban_count(net));
-        self.ban_counts.insert(net, n);
-        n
-    }
-
-    /// A replayed old log makes an offense every maxretry failures: its
-    /// evidence buffer goes back to the jail for the next new host.
-    fn punish_and_recycle(&mut self, ji: usize, off: Offense, now: i64) {
-        self.punish(ji, &off, now);
-        self.slots[ji].jail.recycle(off.evidence);
-    }
-
-    /// Turns an offense into a ban, unless it would already be over or the
-    /// guard refuses the target.
-    pub fn punish(&mut self, ji: usize, off: &Offense, now: i64) -> Verdict {
-        let previous = self.previous_bans(off.net);
-        let slot = &mut self.slots[ji];
-        let name = slot.conf.name.clone();
-        let length = slot.conf.rules.ban_length(previous);
-        // The ban started when the crossing line was written: replayed or
-        // late lines only ban for what is left of it.
-        let (expires, ttl) = match length {
-            None => (None, None),
-            Some(len) => {
-                let exp = off
-                    .crossing
-                    .saturating_add(i64::try_from(len.as_nanos()).unwrap_or(i64::MAX));
-                if exp <= now {
-                    slot.jail.stats.stale += 1;
-                    return Verdict::Stale;
-                }
-                (Some(exp), Some(Duration::from_nanos((exp - now) as u64)))
-            }
-        };
-        if let Err(e) = slot.guard.check(&off.net, false) {
-            slot.jail.stats.refused += 1;
-            log::info!("jail {name}: not banning {}: {e}", off.net);
-            return Verdict::Refused(e.to_string());
-        }
-        let ports = slot.conf.ports.clone();
-        let verdict = match self.enforcer.as_mut() {
-            Some(enf) => {
-                let req = BanRequest {
-                    net: off.net,
-                    ttl,
-                    ports: ports.clone(),
-                    jail: name.clone(),
-                };
-                match enf.ban(&req) {
-                    Ok(()) => Verdict::Banned { net: off.net, ttl },
-                    Err(e) => {
-                        slot.jail.stats.errors += 1;
-                        log::error!("jail {name}: banning {}: {e}", off.net);
-                        return Verdict::Failed(e.to_string());
+                    filter,
+                    regex,
+                } => {
+                    let failure = Failure {
+                        host,
+                        time: f.time,
+                        line: f.line(text),
+                        filter: usize::from(filter),
+                        regex: usize::from(regex),
+                    };
+                    if let Some(off) = jail.failure(&failure, now) {
+                        self.punish(ji, off);
                     }
                 }
             }
-            None => Verdict::DryRun { net: off.net, ttl },
-        };
-        slot.jail.note_ban(off.net, expires);
-        slot.jail.stats.total_bans += 1;
-        let reason = match slot.conf.filters.get(off.filter) {
+        }
+    }
+
+    /// Hands an offense to the ban service and books the outcome; the
+    /// offense's evidence buffer goes back to the jail for the next host.
+    fn punish(&mut self, ji: usize, off: Offense) {
+        let slot = &self.slots[ji];
+        let conf = &slot.conf;
+        let reason = match conf.filters.get(off.filter) {
             Some(f) => match f.failregex_sources().get(off.regex) {
                 Some(re) => format!("filter {} failregex #{}: {re}", f.name(), off.regex),
                 None => format!("filter {} failregex #{}", f.name(), off.regex),
             },
-            None => "?".to_string(),
+            None => format!("jail {}", conf.name),
         };
-        log::info!(
-            "jail {name}: {}ban {} for {} after {} failures ({reason})",
-            if self.enforcer.is_none() {
-                "[dry-run] "
-            } else {
-                ""
-            },
-            off.net,
-            length.map_or_else(|| "ever".to_string(), addr::format_duration),
-            off.failures,
-        );
-        self.ban_counts.insert(off.net, previous.saturating_add(1));
-        if self.enforcer.is_some()
-            && let Some(w) = &self.writer
-        {
-            w.record(BanRecord {
-                net: off.net,
-                jail: name,
-                reason,
-                evidence: off.evidence.to_vec(),
-                first_seen: system_time(off.first_seen),
-                last_seen: system_time(off.last_seen),
-                failures: off.failures,
-                times_banned: previous.saturating_add(1),
-                banned_at: system_time(off.crossing),
-                expires_at: expires.map(system_time),
-                ports: ports.0,
-            });
+        let order = Order {
+            net: off.net,
+            host: Some(off.host),
+            origin: Origin::Jail(conf.name.clone()),
+            length: conf.rules.length(),
+            start: from_unix_ns(off.crossing),
+            ports: conf.ports.clone(),
+            reason,
+            evidence: off.evidence.to_vec(),
+            failures: off.failures,
+            first_seen: from_unix_ns(off.first_seen),
+            last_seen: from_unix_ns(off.last_seen),
+            force: false,
+            replace: false,
+        };
+        let outcome = self
+            .service
+            .ban(vec![order])
+            .pop()
+            .unwrap_or(Outcome::Failed("no outcome".into()));
+        let jail = &mut self.slots[ji].jail;
+        match outcome {
+            Outcome::Banned(a) => {
+                jail.note_ban(a.net, a.expires_at.map(unix_ns));
+                jail.stats.total_bans += 1;
+            }
+            Outcome::Stale => jail.stats.stale += 1,
+            Outcome::Refused(_) => jail.stats.refused += 1,
+            Outcome::Failed(_) => jail.stats.errors += 1,
         }
-        verdict
+        jail.recycle(off.evidence);
     }
 
-    /// Puts stored bans that are still running back into the maps (after a
-    /// reboot emptied them) and into the jails' ban lists. Returns (restored
-    /// into the maps, already present, skipped).
-    pub fn restore(&mut self) -> anyhow::Result<(usize, usize, usize)> {
-        let Some(store) = self.store.clone() else {
-            return Ok((0, 0, 0));
-        };
-        let t0 = std::time::Instant::now();
-        let now_sys = SystemTime::now();
-        let now = unix_ns(now_sys);
-        let present: HashSet<IpNet> = match &self.enforcer {
-            Some(enf) => enf
-                .list()?
-                .into_iter()
-                .filter(|b| !b.expired)
-                .map(|b| b.net)
-                .collect(),
-            None => HashSet::new(),
-        };
-        let guard = self.global_guard();
-        let by_name: HashMap<String, usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.conf.name.clone(), i))
-            .collect();
-        let mut reqs = Vec::new();
-        let (mut already, mut skipped) = (0, 0);
-        let slots = &mut self.slots;
-        store.for_each(|r| {
-            if r.is_expired(now_sys) {
-                return;
+    /// The jails' own bans restored from the store: their failures are not
+    /// counted again while the ban lasts.
+    pub fn note_restored(&mut self, bans: &[(String, IpNet, Option<SystemTime>)]) {
+        for (name, net, exp) in bans {
+            if let Some(s) = self.slots.iter_mut().find(|s| s.conf.name.as_str() == name) {
+                s.jail.note_ban(*net, exp.map(unix_ns));
             }
-            if let Err(e) = guard.check(&r.net, true) {
-                log::warn!("not restoring ban of {} ({}): {e}", r.net, r.jail);
-                skipped += 1;
-                return;
-            }
-            let expires = r.expires_at.map(unix_ns);
-            if let Some(&i) = by_name.get(&r.jail) {
-                slots[i].jail.note_ban(r.net, expires);
-            }
-            if present.contains(&r.net) {
-                already += 1;
-                return;
-            }
-            let ttl = expires.map(|e| Duration::from_nanos((e - now).max(1) as u64));
-            let ports = PortSet::from_ports(r.ports.clone()).unwrap_or_else(|_| PortSet::all());
-            reqs.push(BanRequest {
-                net: r.net,
-                ttl,
-                ports,
-                jail: r.jail.clone(),
-            });
-        })?;
-        let read = t0.elapsed();
-        let mut restored = 0;
-        if let Some(enf) = self.enforcer.as_mut()
-            && !reqs.is_empty()
-        {
-            restored = enf.ban_batch(&reqs)?;
         }
-        log::debug!(
-            "restore: maps listed and store read in {read:?}, {} ban(s) written in {:?}",
-            reqs.len(),
-            t0.elapsed() - read
-        );
-        Ok((restored, already, skipped))
     }
 
-    /// Periodic cleanup: hosts outside their window, bans that ended, expired
-    /// map entries and old store records.
+    /// Periodic cleanup of the jails: hosts outside their window, bans that ended.
     pub fn purge(&mut self) {
-        let now_sys = SystemTime::now();
-        let now = unix_ns(now_sys);
+        let now = unix_ns(SystemTime::now());
         for s in &mut self.slots {
             s.jail.purge(now);
-        }
-        if let Some(enf) = self.enforcer.as_mut()
-            && let Err(e) = enf.purge_expired()
-        {
-            log::warn!("purging expired bans from the maps: {e}");
-        }
-        if let Some(w) = &self.writer {
-            // Records of ended bans stay a day for `explain`; history stays longer.
-            w.purge(now_sys - Duration::from_secs(86_400));
-        }
-        if self.ban_counts.len() > 100_000 {
-            self.ban_counts.clear();
         }
     }
 
@@ -621,40 +273,54 @@ impl Engine {
         }
     }
 
-    pub fn writer(&self) -> Option<&StateWriter> {
-        self.writer.as_ref()
+    pub fn slot_by_name(&self, name: &str) -> Option<&JailSlot> {
+        self.slots.iter().find(|s| s.conf.name.as_str() == name)
     }
 
-    /// Flushes pending store writes and stops the writer thread.
-    pub fn shutdown(&mut self) {
-        if let Some(w) = self.writer.take() {
-            w.finish();
-        }
-    }
-
-    pub fn note_manual_ban(&mut self, net: IpNet) {
-        let n = self.previous_bans(net);
-        self.ban_counts.insert(net, n.saturating_add(1));
-    }
-
-    pub fn previous(&mut self, net: IpNet) -> u32 {
-        self.previous_bans(net)
-    }
-
-    pub fn slot_by_name(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.conf.name == name)
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// The jails' part of `status`.
+    pub fn jail_status(&self) -> Vec<JailStatus> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let st = &s.jail.stats;
+                let r = s.jail.rules();
+                JailStatus {
+                    name: s.conf.name.to_string(),
+                    filters: s
+                        .conf
+                        .filters
+                        .iter()
+                        .map(|f| f.name().to_string())
+                        .collect(),
+                    sources: s.conf.sources.iter().map(ToString::to_string).collect(),
+                    lines: st.lines,
+                    failures: st.failures,
+                    ignored: st.ignored,
+                    current_bans: s.jail.current_bans(),
+                    total_bans: st.total_bans,
+                    tracked_hosts: s.jail.tracked_hosts(),
+                    evictions: s.jail.evictions(),
+                    refused: st.refused,
+                    stale: st.stale,
+                    errors: st.errors,
+                    maxretry: r.maxretry,
+                    findtime_secs: r.findtime.as_secs(),
+                    bantime_secs: r.bantime.map(|d| d.as_secs()),
+                    ports: s.conf.ports.to_string(),
+                }
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        agent::matcher::Stage,
+        ban::{Persist, Subscriber},
+        source::Chunk,
+    };
 
     fn engine(extra: &str) -> Engine {
         let text = format!(
@@ -662,26 +328,30 @@ mod tests {
         );
         let cfg =
             crate::config::parse(&text, "t.toml", std::path::Path::new("/tmp")).expect("config");
-        Engine::new(cfg, None, None)
+        let svc = BanService::new(
+            None,
+            None,
+            Persist::Sync,
+            Engine::policy(&cfg),
+            Vec::<Arc<dyn Subscriber>>::new(),
+        );
+        Engine::new(cfg, Arc::new(svc))
     }
 
-    fn line(ip: &str, t: jiff::Timestamp) -> LogLine {
+    fn line(ip: &str, t: jiff::Timestamp) -> String {
         let stamp = t
             .to_zoned(jiff::tz::TimeZone::system())
             .strftime("%b %e %H:%M:%S");
-        LogLine {
-            source: Arc::from("/tmp/e.log"),
-            text: format!(
-                "{stamp} mail postfix/smtpd[1]: warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure"
-            ),
-            time: None,
-        }
+        format!(
+            "{stamp} mail postfix/smtpd[1]: warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure\n"
+        )
     }
 
-    fn feed(e: &mut Engine, lines: &[LogLine]) {
+    fn feed(e: &mut Engine, lines: &[String]) {
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let mut tp = TimeParser::new();
-        e.ingest(&src, lines, &mut tp);
+        let mut stage = Stage::new(src.clone(), e.board());
+        let m = stage.run(Chunk::from_text("/tmp/e.log", &lines.concat()));
+        e.count(&src, &m);
     }
 
     #[test]
@@ -779,105 +449,32 @@ mod tests {
         );
     }
 
-    /// The chunk path (literal scan over the whole chunk, only candidate
-    /// lines reach the regexes) decides exactly as the line-by-line path:
-    /// every built-in filter's fixtures, each filter in a jail of its own
-    /// (so its own prefilter picks the lines), then all of them and a jail
-    /// with two filters on one source, with counts crossing maxretry.
+    /// A chunk matched before a reload is counted by the jails it was
+    /// matched for, found by name: never matched a second time.
     #[test]
-    fn chunks_decide_like_single_lines() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
-        let mut text = String::new();
-        let mut jails = Vec::new();
-        for name in crate::filter::Filter::builtin_names() {
-            let fixture =
-                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
-            for l in fixture.lines().filter_map(|l| l.split_once(" | ")) {
-                text.push_str(l.1);
-                text.push('\n');
-            }
-            jails.push(format!(
-                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\nmaxretry = 2\nbantime = \"permanent\"\n"
-            ));
-        }
-        // Twice, so hosts reach maxretry; a line with no stamp, and the last
-        // line without a newline.
-        let text = format!(
-            "{text}{text}no stamp warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:\nlast"
-        );
-        let lines: Vec<LogLine> = text
-            .lines()
-            .map(|l| LogLine {
-                source: Arc::from("/tmp/e.log"),
-                text: l.to_string(),
-                time: None,
-            })
-            .collect();
+    fn a_chunk_matched_before_a_reload_counts_once() {
+        let mut e = engine("");
+        let now = jiff::Timestamp::now();
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let summary = |e: &Engine| {
-            e.slots
-                .iter()
-                .map(|s| {
-                    let mut bans: Vec<String> = s.jail.bans().map(|(n, _)| n.to_string()).collect();
-                    bans.sort();
-                    (
-                        s.conf.name.clone(),
-                        s.jail.stats,
-                        bans,
-                        s.jail.tracked_hosts(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut configs: Vec<String> = jails.clone();
-        configs.push(format!(
-            "{}[jails.both]\nfilter = [\"postfix-auth-flood\", \"postfix-sasl\"]\nfiles = [\"/tmp/e.log\"]\nmaxretry = 3\nbantime = \"permanent\"\n",
-            jails.concat()
-        ));
-        for cfg in &configs {
-            let build = || {
-                let c = crate::config::parse(cfg, "t.toml", std::path::Path::new("/tmp"))
-                    .expect("config");
-                Engine::new(c, None, None)
-            };
-            let mut by_line = build();
-            by_line.ingest(&src, &lines, &mut TimeParser::new());
-            let want = summary(&by_line);
-            let chunk = Chunk::from_text("/tmp/e.log", &text);
-            // Matched by the engine itself.
-            let mut by_chunk = build();
-            by_chunk.ingest_matched(&src, &chunk, None, &mut TimeParser::new());
-            assert_eq!(summary(&by_chunk), want, "{cfg}");
-            // Matched by the match stage from what the engine published.
-            let mut staged = build();
-            let p = staged.published();
-            let finds = matcher::find_all(&p.by_source[&src], chunk.text());
-            staged.ingest_matched(
-                &src,
-                &chunk,
-                Some((p.generation, finds)),
-                &mut TimeParser::new(),
-            );
-            assert_eq!(summary(&staged), want, "{cfg}");
-            // Found under an older configuration: not used.
-            let mut reloaded = build();
-            let old = reloaded.published().generation;
-            let c =
-                crate::config::parse(cfg, "t.toml", std::path::Path::new("/tmp")).expect("config");
-            reloaded.apply_config(c);
-            reloaded.ingest_matched(
-                &src,
-                &chunk,
-                Some((old, Vec::new())),
-                &mut TimeParser::new(),
-            );
-            assert_eq!(summary(&reloaded), want, "{cfg}");
-            assert!(
-                want.iter().all(|(_, st, bans, _)| {
-                    st.lines == lines.len() as u64 && st.total_bans > 0 && !bans.is_empty()
-                }),
-                "every jail should ban: {want:?}"
-            );
-        }
+        let mut stage = Stage::new(src.clone(), e.board());
+        let text: String = (0..3).map(|_| line("203.0.113.9", now)).collect();
+        let m = stage.run(Chunk::from_text("/tmp/e.log", &text));
+        // A reload that puts another jail first.
+        let cfg = crate::config::parse(
+            "[jails.aaa]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/e.log\"]\nmaxretry = 1\n\
+             [jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/e.log\"]\nmaxretry = 3\nbantime = \"1h\"\n",
+            "t.toml",
+            std::path::Path::new("/tmp"),
+        )
+        .expect("config");
+        e.apply_config(cfg);
+        e.count(&src, &m);
+        let sasl = e.slot_by_name("sasl").expect("kept");
+        assert_eq!((sasl.jail.stats.lines, sasl.jail.stats.total_bans), (3, 1));
+        let aaa = e.slot_by_name("aaa").expect("new");
+        assert_eq!(
+            aaa.jail.stats.lines, 0,
+            "a new jail starts with the next chunk"
+        );
     }
 }

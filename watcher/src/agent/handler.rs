@@ -1,35 +1,85 @@
-//! The control socket's side of the agent: status, explain, ban/unban,
-//! reload and list, answered from the engine the run loop feeds.
+//! The control socket's side of the agent: one `apply` per request. Status,
+//! explain and list are built by the same functions the CLI uses when no
+//! agent runs (status.rs, state/explain.rs), from a read-only handle on the
+//! maps; bans and unbans go to the ban service. No request holds the
+//! engine while it reads the store or waits for an fsync.
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use ipnet::IpNet;
+use serde_json::Value;
 
-use super::engine::{Engine, unix_ns};
+use super::engine::Engine;
 use crate::{
-    addr::{self, PortSet},
+    addr::parse_net,
+    ban::{BanService, ImportSpec, ManualBan, UnbanOutcome, describe},
     config::{self, SourceConf},
     control::{Handler, Request, Response},
-    enforcer::BanRequest,
+    enforcer::Enforcer,
+    instance::Instance,
     source::SourceHandle,
-    state::{BanRecord, Explanation},
+    state::{Explanation, Tracking},
+    status::{AgentStatus, SourceStatus, Status, listing},
 };
 
+/// Blocklist imports being sent in parts, at most this many at once...
+const MAX_STAGED: usize = 4;
+/// ... and this many networks in all (a bound on the agent's memory).
+const MAX_STAGED_NETS: usize = 20_000_000;
+/// An import whose parts stopped coming is dropped after this long.
+const STAGED_TTL: Duration = Duration::from_secs(600);
+
+struct Staged {
+    spec: ImportSpec,
+    nets: Vec<IpNet>,
+    touched: Instant,
+}
+
 /// What the run loop and the control handler share.
-pub struct Shared {
+pub struct Agent {
+    pub instance: Instance,
     pub engine: Mutex<Engine>,
+    pub service: Arc<BanService>,
     pub config_path: Option<PathBuf>,
+    pub ifaces: Vec<String>,
     /// Running sources, for their statistics; the loop owns their receivers.
     pub sources: Mutex<Vec<(SourceConf, SourceHandle)>>,
     /// Tells the run loop to start/stop sources after a reload.
     pub resync: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Tells the run loop to stop (`Request::Stop`).
+    pub stop: tokio::sync::mpsc::UnboundedSender<()>,
+    staged: Mutex<HashMap<u64, Staged>>,
+    next_import: Mutex<u64>,
 }
 
-impl Shared {
+impl Agent {
+    pub fn new(
+        instance: Instance,
+        engine: Engine,
+        service: Arc<BanService>,
+        config_path: Option<PathBuf>,
+        ifaces: Vec<String>,
+        resync: tokio::sync::mpsc::UnboundedSender<()>,
+        stop: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Self {
+        Agent {
+            instance,
+            engine: Mutex::new(engine),
+            service,
+            config_path,
+            ifaces,
+            sources: Mutex::new(Vec::new()),
+            resync,
+            stop,
+            staged: Mutex::new(HashMap::new()),
+            next_import: Mutex::new(1),
+        }
+    }
+
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         // A panic while holding the lock leaves counters, not invariants, half
         // updated: keep serving.
@@ -46,300 +96,316 @@ impl Shared {
         let cfg =
             config::load_or_builtin(self.config_path.as_deref()).map_err(|e| e.to_string())?;
         let msg = format!("reloaded {}: {} jail(s)", cfg.origin, cfg.jails.len());
+        if let Some(s) = self.service.store() {
+            save_meta(s, &cfg);
+        }
         self.engine().apply_config(cfg);
         let _ = self.resync.send(());
         log::info!("{msg}");
         Ok(msg)
     }
 
-    fn status(&self, jail: Option<&str>) -> Response {
-        let e = self.engine();
-        let mut jails = Vec::new();
-        for s in &e.slots {
-            if jail.is_some_and(|j| j != s.conf.name) {
-                continue;
-            }
-            let st = &s.jail.stats;
-            let r = s.jail.rules();
-            jails.push(json!({
-                "name": s.conf.name,
-                "filters": s.conf.filters.iter().map(|f| f.name().to_string()).collect::<Vec<_>>(),
-                "sources": s.conf.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "lines": st.lines,
-                "failures": st.failures,
-                "ignored": st.ignored,
-                "current_bans": s.jail.current_bans(),
-                "total_bans": st.total_bans,
-                "tracked_hosts": s.jail.tracked_hosts(),
-                "evictions": s.jail.evictions(),
-                "refused": st.refused,
-                "stale": st.stale,
-                "errors": st.errors,
-                "maxretry": r.maxretry,
-                "findtime_secs": r.findtime.as_secs(),
-                "bantime_secs": r.bantime.map(|d| d.as_secs()),
-                "ports": s.conf.ports.to_string(),
-            }));
-        }
-        if let Some(j) = jail
-            && jails.is_empty()
-        {
-            return Response::error(format!("no jail named {j}"));
-        }
-        let data_plane = match e.enforcer.as_ref().map(|enf| enf.stats()) {
-            Some(Ok(s)) => crate::enforcer::report::stats_json(&s),
-            Some(Err(err)) => json!({ "error": err.to_string() }),
-            None => Value::Null,
+    /// The agent's part of the status (the engine is held only to copy
+    /// its counters).
+    pub fn agent_status(&self) -> AgentStatus {
+        let (jails, config, uptime) = {
+            let e = self.engine();
+            (
+                e.jail_status(),
+                e.cfg.origin.clone(),
+                e.started.elapsed().unwrap_or_default().as_secs(),
+            )
         };
-        let config = e.cfg.origin.clone();
-        let dry_run = e.dry_run();
-        let uptime = e.started.elapsed().unwrap_or_default().as_secs();
-        drop(e);
-        let sources: Vec<Value> = self
+        let sources = self
             .sources()
             .iter()
             .map(|(c, h)| {
                 let s = h.stats();
-                json!({
-                    "source": c.to_string(),
-                    "name": h.name(),
-                    "lines": s.lines,
-                    "skipped_invalid_utf8": s.skipped_invalid_utf8,
-                    "skipped_too_long": s.skipped_too_long,
-                    "skipped_nul": s.skipped_nul,
-                    "files_opened": s.files_opened,
-                    "rotations": s.rotations,
-                    "truncations": s.truncations,
-                })
+                SourceStatus {
+                    source: c.to_string(),
+                    name: h.name().to_string(),
+                    lines: s.lines,
+                    skipped_invalid_utf8: s.skipped_invalid_utf8,
+                    skipped_too_long: s.skipped_too_long,
+                    skipped_nul: s.skipped_nul,
+                    files_opened: s.files_opened,
+                    rotations: s.rotations,
+                    truncations: s.truncations,
+                }
             })
             .collect();
-        Response::Json(json!({
-            "config": config,
-            "dry_run": dry_run,
-            "uptime_secs": uptime,
-            "jails": jails,
-            "sources": sources,
-            "data_plane": data_plane,
-        }))
+        AgentStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: uptime,
+            config,
+            dry_run: self.service.dry_run(),
+            ifaces: self.ifaces.clone(),
+            jails,
+            sources,
+            bans: self.service.stats(),
+            store: self.service.health(),
+        }
+    }
+
+    fn status(&self, jail: Option<&str>) -> Response {
+        let st = Status::gather(&self.instance, Some(self.agent_status()));
+        if let Some(j) = jail
+            && st.jail(j).is_none()
+        {
+            let names: Vec<String> = st
+                .agent
+                .iter()
+                .flat_map(|a| a.jails.iter().map(|j| j.name.clone()))
+                .collect();
+            return Response::error(format!(
+                "no jail named {} (jails: {})",
+                j.escape_default(),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        json(&st)
     }
 
     fn explain(&self, target: &str) -> Response {
-        let net = match addr::parse_net(target) {
+        let net = match parse_net(target) {
             Ok(n) => n,
             Err(e) => return Response::error(e.to_string()),
         };
-        let e = self.engine();
         // Failures still being counted, per jail, for the net each jail would ban.
-        let tracking: Vec<Value> = e
-            .slots
-            .iter()
-            .filter_map(|s| {
-                let key = if net.prefix_len() == net.max_prefix_len() {
-                    s.jail.rules().net_of(net.addr())
-                } else {
-                    net
-                };
-                s.jail.host(&key).map(|h| {
-                    json!({
-                        "jail": s.conf.name,
-                        "net": key.to_string(),
-                        "failures": h.times.len(),
-                        "maxretry": s.jail.rules().maxretry,
-                        "total": h.total,
-                        "evidence": h.evidence.to_vec(),
+        let tracking: Vec<Tracking> = {
+            let e = self.engine();
+            e.slots
+                .iter()
+                .filter_map(|s| {
+                    let key = if net.prefix_len() == net.max_prefix_len() {
+                        s.jail.rules().net_of(net.addr())
+                    } else {
+                        net
+                    };
+                    s.jail.host(&key).map(|h| Tracking {
+                        jail: s.conf.name.to_string(),
+                        net: key.to_string(),
+                        failures: h.times.len() as u64,
+                        maxretry: u64::from(s.jail.rules().maxretry),
+                        total: u64::from(h.total),
+                        evidence: h.evidence.to_vec(),
                     })
                 })
-            })
-            .collect();
-        let Some(store) = e.store.clone() else {
-            return Response::Json(
-                json!({ "target": net.to_string(), "bans": [], "tracking": tracking }),
-            );
+                .collect()
         };
-        if let Some(w) = e.writer() {
-            w.flush();
-        }
-        let mut ex = match Explanation::from_store(&store, &net) {
-            Ok(x) => x,
-            Err(err) => return Response::error(err.to_string()),
-        };
-        if let Some(enf) = e.enforcer.as_ref() {
-            ex.fill_drops(|n| enf.get(n).ok().flatten().map(|b| b.drops));
-        }
-        drop(e);
-        let mut v = match serde_json::to_value(&ex) {
-            Ok(v) => v,
-            Err(err) => return Response::error(err.to_string()),
-        };
-        if let Some(o) = v.as_object_mut() {
-            o.insert("tracking".into(), Value::Array(tracking));
-        }
-        Response::Json(v)
-    }
-
-    fn ban(
-        &self,
-        target: &str,
-        ttl_secs: Option<u64>,
-        ports: Option<&str>,
-        jail: &str,
-        reason: Option<&str>,
-        force: bool,
-    ) -> Response {
-        let net = match addr::parse_net(target) {
-            Ok(n) => n,
-            Err(e) => return Response::error(e.to_string()),
-        };
-        let ports = match ports.map(PortSet::parse).transpose() {
-            Ok(p) => p.unwrap_or_else(PortSet::all),
-            Err(e) => return Response::error(e.to_string()),
-        };
-        let ttl = ttl_secs.map(Duration::from_secs);
-        let mut e = self.engine();
-        if let Err(err) = e.global_guard().check(&net, force) {
-            return Response::error(err.to_string());
-        }
-        let Some(enf) = e.enforcer.as_mut() else {
-            return Response::error("the agent runs with --dry-run: it writes no bans");
-        };
-        let req = BanRequest {
-            net,
-            ttl,
-            ports: ports.clone(),
-            jail: jail.to_string(),
-        };
-        if let Err(err) = enf.ban(&req) {
-            return Response::error(err.to_string());
-        }
-        let previous = e.previous(net);
-        e.note_manual_ban(net);
-        let expires = ttl.map(|t| unix_ns(SystemTime::now() + t));
-        if let Some(s) = e.slots.iter_mut().find(|s| s.conf.name == jail) {
-            s.jail.note_ban(net, expires);
-        }
-        let mut rec = BanRecord::manual(net, jail, reason, ttl, ports.0.clone());
-        rec.times_banned = previous.saturating_add(1);
-        if let Some(w) = e.writer() {
-            w.record(rec);
-            w.flush();
-        }
-        Response::ok(format!(
-            "banned {net} ({}) for {}",
-            if ports.is_all() {
-                "all ports".to_string()
-            } else {
-                format!("ports {ports}")
-            },
-            ttl.map_or_else(|| "ever".to_string(), addr::format_duration)
-        ))
-    }
-
-    fn unban(&self, target: &str) -> Response {
-        let net = match addr::parse_net(target) {
-            Ok(n) => n,
-            Err(e) => return Response::error(e.to_string()),
-        };
-        let mut e = self.engine();
-        let removed = match e.enforcer.as_mut() {
-            Some(enf) => match enf.unban(&net) {
-                Ok(r) => r,
-                Err(err) => return Response::error(err.to_string()),
-            },
-            None => false,
-        };
-        e.forget(&net);
-        if let Some(w) = e.writer() {
-            w.remove(net);
-            w.flush();
-        }
-        if removed {
-            Response::ok(format!("unbanned {net}"))
-        } else {
-            Response::ok(format!("{net} was not banned"))
+        self.service.flush();
+        let enf = Enforcer::open(&self.instance.pin_dir).ok();
+        match Explanation::gather(self.service.store().map(|s| &**s), enf.as_ref(), &net) {
+            Ok(mut ex) => {
+                ex.tracking = tracking;
+                json(&ex)
+            }
+            Err(e) => Response::error(crate::error_chain(&e)),
         }
     }
 
     fn list(&self) -> Response {
-        let e = self.engine();
-        let Some(enf) = e.enforcer.as_ref() else {
-            // Dry run: the bans the jails decided.
-            let now = unix_ns(SystemTime::now());
-            let v: Vec<Value> = e
-                .slots
-                .iter()
-                .flat_map(|s| {
-                    s.jail.bans().map(move |(n, exp)| {
-                        json!({
-                            "net": n.to_string(), "jail": s.conf.name, "dry_run": true,
-                            "remaining_secs": exp.map(|x| ((x - now).max(0) / 1_000_000_000) as u64),
-                        })
-                    })
-                })
-                .collect();
-            return Response::Json(Value::Array(v));
+        self.service.flush();
+        let enf = match Enforcer::open(&self.instance.pin_dir) {
+            Ok(e) => e,
+            Err(e) => return Response::error(crate::error_chain(&e)),
         };
-        let bans = match enf.list() {
-            Ok(b) => b,
-            Err(err) => return Response::error(err.to_string()),
-        };
-        let mut reasons: HashMap<ipnet::IpNet, String> = HashMap::new();
-        if let Some(store) = e.store.as_ref() {
-            if let Some(w) = e.writer() {
-                w.flush();
-            }
-            let _ = store.for_each(|r| {
-                reasons.insert(r.net, r.reason);
-            });
+        match listing(self.service.store().map(|s| &**s), &enf) {
+            Ok(v) => json(&v),
+            Err(e) => Response::error(crate::error_chain(&e)),
         }
-        let v: Vec<Value> = bans
-            .iter()
-            .map(|b| {
-                json!({
-                    "net": b.net.to_string(),
-                    "jail": b.jail,
-                    "remaining_secs": b.remaining.map(|d| d.as_secs()),
-                    "expired": b.expired,
-                    "created": jiff::Timestamp::try_from(b.created).map(|t| t.to_string()).unwrap_or_default(),
-                    "ports": b.ports.0,
-                    "drops": b.drops,
-                    "reason": reasons.get(&b.net),
-                })
+    }
+
+    fn ban(&self, mb: &ManualBan) -> Response {
+        if self.service.dry_run() {
+            return Response::error("this agent runs with --dry-run: it writes no bans");
+        }
+        let order = match mb.order() {
+            Ok(o) => o,
+            Err(e) => return Response::error(e),
+        };
+        let outcome = self.service.ban(vec![order]).pop();
+        // Durable before the operator is told.
+        self.service.flush();
+        match outcome.as_ref().map(describe) {
+            Some(Ok(m)) => Response::ok(m),
+            Some(Err(m)) => Response::error(m),
+            None => Response::error("no outcome"),
+        }
+    }
+
+    fn unban(&self, target: &str) -> Response {
+        let net = match parse_net(target) {
+            Ok(n) => n,
+            Err(e) => return Response::error(e.to_string()),
+        };
+        match self.service.unban(net, None) {
+            Ok(o) => {
+                if let UnbanOutcome::Lifted { net, .. } = &o {
+                    self.engine().forget(net);
+                }
+                json(&o)
+            }
+            Err(e) => Response::error(crate::error_chain(&e)),
+        }
+    }
+
+    fn staged(&self) -> MutexGuard<'_, HashMap<u64, Staged>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn import_begin(&self, spec: ImportSpec) -> Response {
+        if self.service.dry_run() {
+            return Response::error("this agent runs with --dry-run: it writes no bans");
+        }
+        if let Err(e) = spec.check() {
+            return Response::error(e);
+        }
+        let mut staged = self.staged();
+        staged.retain(|_, s| s.touched.elapsed() < STAGED_TTL);
+        if staged.len() >= MAX_STAGED {
+            return Response::error(format!(
+                "{MAX_STAGED} imports are already being sent; try again when they are done"
+            ));
+        }
+        let id = {
+            let mut n = self.next_import.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        staged.insert(
+            id,
+            Staged {
+                spec,
+                nets: Vec::new(),
+                touched: Instant::now(),
+            },
+        );
+        Response::Json(Value::from(id))
+    }
+
+    fn import_part(&self, id: u64, nets: &[String]) -> Response {
+        let mut staged = self.staged();
+        let total: usize = staged.values().map(|s| s.nets.len()).sum();
+        let Some(s) = staged.get_mut(&id) else {
+            return Response::error(format!("no import {id} is being sent"));
+        };
+        if total + nets.len() > MAX_STAGED_NETS {
+            staged.remove(&id);
+            return Response::error(format!(
+                "imports being sent would hold more than {MAX_STAGED_NETS} networks"
+            ));
+        }
+        for n in nets {
+            match parse_net(n) {
+                Ok(net) => s.nets.push(net),
+                Err(e) => return Response::error(e.to_string()),
+            }
+        }
+        s.touched = Instant::now();
+        Response::ok("")
+    }
+
+    fn import_commit(&self, id: u64) -> Response {
+        let Some(s) = self.staged().remove(&id) else {
+            return Response::error(format!("no import {id} is being sent"));
+        };
+        match self.service.import(&s.spec, &s.nets) {
+            Ok(r) => json(&r),
+            Err(e) => Response::error(crate::error_chain(&e)),
+        }
+    }
+
+    fn allow(&self, target: &str, add: bool) -> Response {
+        let net = match parse_net(target) {
+            Ok(n) => n,
+            Err(e) => return Response::error(e.to_string()),
+        };
+        let r = if add {
+            self.service
+                .allow_add(&net)
+                .map(|()| format!("allowlisted {net}"))
+        } else {
+            self.service.allow_del(&net).map(|had| {
+                if had {
+                    format!("removed {net} from the allowlist")
+                } else {
+                    format!("{net} was not allowlisted")
+                }
             })
-            .collect();
-        Response::Json(Value::Array(v))
+        };
+        match r {
+            Ok(m) => Response::ok(m),
+            Err(e) => Response::error(crate::error_chain(&e)),
+        }
+    }
+
+    /// One request, one answer.
+    pub fn apply(&self, req: Request) -> Response {
+        match req {
+            Request::Status { jail } => self.status(jail.as_deref()),
+            Request::Explain { target } => self.explain(&target),
+            Request::List => self.list(),
+            Request::Ban(mb) => self.ban(&mb),
+            Request::Unban { target } => self.unban(&target),
+            Request::ImportBegin(spec) => self.import_begin(spec),
+            Request::ImportPart { id, nets } => self.import_part(id, &nets),
+            Request::ImportCommit { id } => self.import_commit(id),
+            Request::AllowAdd { target } => self.allow(&target, true),
+            Request::AllowDel { target } => self.allow(&target, false),
+            Request::Reload => match self.reload() {
+                Ok(m) => Response::ok(m),
+                Err(m) => Response::error(format!("configuration not reloaded:\n{m}")),
+            },
+            Request::Ping => Response::ok(format!(
+                "fail2xdp {} (pid {})",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            )),
+            Request::Stop => {
+                let _ = self.stop.send(());
+                Response::ok("stopping")
+            }
+        }
+    }
+}
+
+/// Where the agent saves its policy, for the CLI's guard when no agent runs.
+pub const META_POLICY: &str = "policy";
+/// Where the agent saves its jails' names, for `status JAIL` when no agent runs.
+pub const META_JAILS: &str = "jails";
+
+/// Saves what the CLI needs to know about the configuration when no agent runs.
+pub fn save_meta(store: &crate::state::Store, cfg: &crate::config::Config) {
+    let names: Vec<String> = cfg.jails.iter().map(|j| j.name.to_string()).collect();
+    if let Err(e) = store
+        .set_meta(META_POLICY, &Engine::policy(cfg))
+        .and_then(|()| store.set_meta(META_JAILS, &names))
+    {
+        log::warn!(
+            "saving the configuration's policy for the CLI: {}",
+            crate::error_chain(&e)
+        );
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_value(v) {
+        Ok(v) => Response::Json(v),
+        Err(e) => Response::error(format!("encoding the answer: {e}")),
     }
 }
 
 /// The control socket handler.
-pub struct AgentHandler(pub Arc<Shared>);
+pub struct AgentHandler(pub Arc<Agent>);
 
 impl Handler for AgentHandler {
     fn handle(&self, req: Request) -> Response {
-        let s = &self.0;
-        match req {
-            Request::Status { jail } => s.status(jail.as_deref()),
-            Request::Explain { addr } => s.explain(&addr),
-            Request::Ban {
-                target,
-                ttl_secs,
-                ports,
-                jail,
-                reason,
-                force,
-            } => s.ban(
-                &target,
-                ttl_secs,
-                ports.as_deref(),
-                &jail,
-                reason.as_deref(),
-                force,
-            ),
-            Request::Unban { target } => s.unban(&target),
-            Request::Reload => match s.reload() {
-                Ok(m) => Response::ok(m),
-                Err(m) => Response::error(format!("configuration not reloaded:\n{m}")),
-            },
-            Request::List => s.list(),
-        }
+        self.0.apply(req)
     }
 }

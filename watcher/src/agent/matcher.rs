@@ -1,24 +1,21 @@
-//! The match stage between a source and the jails: the reader thread of a
-//! source runs the filters of the jails reading it over a chunk it read
-//! (pure work, no jail state), so the engine only counts what they found,
-//! in log order. Reader and engine form a pipeline: on a multi-core host the
-//! next chunk is read and matched while the engine counts the previous one,
-//! and the matching reads a chunk still in the cache of the core that read
-//! it. When the engine is about to run out of work, the reader leaves the
-//! next chunk to it unmatched: the two threads share the matching, and a
-//! quiet log (a line now and then) is matched and counted by the engine
-//! right away.
+//! The match stage, between a source and the jails: the only place lines
+//! are matched. It runs on the source's reader thread over each chunk it
+//! read (while the chunk is in that core's cache): the literal prefilters
+//! of the jails' filters pick candidate lines out of the whole chunk in one
+//! scan, the timestamp of a candidate line is parsed once (its length tells
+//! the filters where the message starts, its value is the failure's time),
+//! and the filters of the jails that picked it classify it. The engine only
+//! counts what comes out, in log order.
 //!
-//! The engine publishes the jail configurations per source with a
-//! generation number; a result made with an older generation (a reload in
-//! between) is not used, and the engine matches that chunk itself.
+//! The engine publishes the jails' configurations per source with a
+//! generation number; each result names the configuration it was made with,
+//! so a chunk matched just before a reload is counted by the jails that
+//! matched it (by name), never matched twice.
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use tokio::sync::mpsc;
@@ -27,6 +24,7 @@ use crate::{
     config::{JailConfig, SourceConf},
     filter::LineMatch,
     source::{Chunk, Deliver},
+    timestamp::TimeParser,
 };
 
 /// What a jail's filters found in a line.
@@ -41,17 +39,18 @@ pub enum Found {
     Ignored,
 }
 
-/// What the jails' filters found in a chunk, in line order.
-pub type Finds = Vec<Find>;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Find {
     /// The line: `text[start..start + len]` of the chunk.
     pub start: u32,
     pub len: u32,
-    /// Index of the jail in the source's route.
+    /// Index of the jail in the source's route of the configuration the
+    /// chunk was matched with.
     pub jail: u16,
     pub found: Found,
+    /// The line's time, unix ns: its stamp, the journal's time, or when it
+    /// was read for a line without either.
+    pub time: i64,
 }
 
 impl Find {
@@ -70,59 +69,96 @@ pub struct Published {
 
 pub type Board = Arc<Mutex<Arc<Published>>>;
 
-/// A chunk with what the match stage found in it (`None`: not matched,
-/// journal entries, no jail reads the source any more, or left to the
-/// engine, which had nothing else to do).
+/// A chunk with what the match stage found in it, and the configuration it
+/// was matched with.
 pub struct Matched {
     pub chunk: Chunk,
-    pub found: Option<(u64, Finds)>,
-    /// Counts the chunk as the engine's until dropped.
-    _ticket: Ticket,
+    pub finds: Vec<Find>,
+    pub published: Arc<Published>,
 }
 
-/// Chunks handed to the engine and not yet counted by it.
-struct Ticket(Arc<AtomicUsize>);
+/// Per source: what carries over from chunk to chunk.
+pub struct Stage {
+    source: SourceConf,
+    board: Board,
+    /// Year inference and the hour cache follow the source's own clock.
+    times: TimeParser,
+}
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+impl Stage {
+    pub fn new(source: SourceConf, board: Board) -> Self {
+        Stage {
+            source,
+            board,
+            times: TimeParser::new(),
+        }
+    }
+
+    /// Matches one chunk with the configuration published now.
+    pub fn run(&mut self, chunk: Chunk) -> Matched {
+        let published = self.board.lock().map(|p| p.clone()).unwrap_or_default();
+        let finds = match published.by_source.get(&self.source) {
+            Some(confs) => find_all(confs, &chunk, &mut self.times, SystemTime::now()),
+            None => Vec::new(),
+        };
+        Matched {
+            chunk,
+            finds,
+            published,
+        }
+    }
+
+    /// This stage as the function a source's reader hands each chunk to;
+    /// results go to `tx` (blocking when the engine is behind: back
+    /// pressure). `false` once the engine is gone.
+    pub fn deliver(mut self, tx: mpsc::Sender<Matched>) -> Deliver {
+        Box::new(move |chunk: Chunk| tx.blocking_send(self.run(chunk)).is_ok())
     }
 }
 
-/// The reader matches a chunk itself while the engine holds at least this
-/// many; with fewer it would soon sit idle, so the chunk goes unmatched and
-/// the engine matches it, and the two threads share the work.
-const ENGINE_AHEAD: usize = 2;
-
-/// The match stage of `source`, run by its reader on each chunk it read
-/// (while the chunk is in that core's cache): what the jails' filters find,
-/// sent to `tx` for the engine. `false` once the engine is gone.
-pub fn stage(source: SourceConf, tx: mpsc::Sender<Matched>, board: Board) -> Deliver {
-    let pending = Arc::new(AtomicUsize::new(0));
-    Box::new(move |chunk: Chunk| {
-        let found = if chunk.has_times() || pending.load(Ordering::Relaxed) < ENGINE_AHEAD {
-            None
-        } else {
-            let p = board.lock().map(|p| p.clone()).unwrap_or_default();
-            p.by_source
-                .get(&source)
-                .map(|confs| (p.generation, find_all(confs, chunk.text())))
-        };
-        pending.fetch_add(1, Ordering::Relaxed);
-        let m = Matched {
-            chunk,
-            found,
-            _ticket: Ticket(pending.clone()),
-        };
-        tx.blocking_send(m).is_ok()
+fn unix_ns(t: jiff::Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(if t.as_second() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
     })
 }
 
-/// What the filters of each jail in `confs` find in the lines of `text`
+/// What the filters of each jail in `confs` find in the lines of `chunk`
 /// (lines each ending with `\n`). Only the lines the literal prefilters pick
 /// out of the whole text reach the regexes, and only those of the filters
-/// that picked them.
-pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
+/// that picked them. `now` is the time of lines that carry none.
+pub fn find_all(
+    confs: &[JailConfig],
+    chunk: &Chunk,
+    times: &mut TimeParser,
+    now: SystemTime,
+) -> Vec<Find> {
+    let now_ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let now_ns = unix_ns(now_ts);
+    let text = chunk.text();
+    let mut out = Vec::new();
+    if chunk.has_times() {
+        // Journal entries: few lines, each with its own time and no stamp
+        // in the text.
+        let mut start = 0u32;
+        for (line, time) in chunk.lines() {
+            let time = time.map_or(now_ns, unix_ns);
+            for (k, conf) in confs.iter().enumerate() {
+                if let Some(found) = classify(conf, line, None, Picked::Unknown) {
+                    out.push(Find {
+                        start,
+                        len: line.len() as u32,
+                        jail: k as u16,
+                        found,
+                        time,
+                    });
+                }
+            }
+            start += line.len() as u32 + 1;
+        }
+        return out;
+    }
     // (line start << 6 | filter number over all jails), sorted: each line
     // once, in order, with the filters that picked it (known as bits when
     // there are at most 64 filters).
@@ -135,7 +171,6 @@ pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
         }
     }
     picks.sort_unstable();
-    let mut out = Vec::new();
     let mut i = 0;
     while i < picks.len() {
         let start = picks[i] >> 6;
@@ -145,7 +180,11 @@ pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
             i += 1;
         }
         let line = line_at(text, start as u32);
-        let msg = crate::timestamp::stamp_len(line).and_then(|n| line.get(n..));
+        // The stamp once: where the message starts, and the line's time.
+        let (time, msg) = match times.parse(line, now_ts) {
+            Some((t, n)) => (unix_ns(t), line.get(n..)),
+            None => (now_ns, None),
+        };
         let mut first = 0;
         for (k, conf) in confs.iter().enumerate() {
             let n = conf.filters.len() as u32;
@@ -162,6 +201,7 @@ pub fn find_all(confs: &[JailConfig], text: &str) -> Finds {
                     len: line.len() as u32,
                     jail: k as u16,
                     found,
+                    time,
                 });
             }
         }
@@ -219,36 +259,79 @@ fn line_at(text: &str, start: u32) -> &str {
 mod tests {
     use super::*;
 
-    /// The reader matches a chunk only while the engine holds enough to do;
-    /// otherwise the chunk goes to the engine unmatched.
+    fn confs(text: &str) -> Vec<JailConfig> {
+        crate::config::parse(text, "t.toml", std::path::Path::new("/tmp"))
+            .expect("config")
+            .jails
+    }
+
+    /// The chunk path (one prefilter scan over the chunk, the stamp parsed
+    /// once per candidate line) finds what each filter finds line by line,
+    /// on every built-in filter's fixtures, with the lines' own times.
     #[test]
-    fn reader_matches_only_while_the_engine_is_busy() {
-        let cfg = crate::config::parse(
-            "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/m.log\"]\n",
-            "t.toml",
-            std::path::Path::new("/tmp"),
-        )
-        .expect("config");
-        let engine = super::super::Engine::new(cfg, None, None);
+    fn chunks_find_what_lines_find() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
+        let mut text = String::new();
+        let mut jails = String::new();
+        for name in crate::filter::Filter::builtin_names() {
+            let fixture =
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
+            for l in fixture.lines().filter_map(|l| l.split_once(" | ")) {
+                text.push_str(l.1);
+                text.push('\n');
+            }
+            jails.push_str(&format!(
+                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\n"
+            ));
+        }
+        text.push_str("no stamp warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:\n");
+        let confs = confs(&jails);
+        let now = SystemTime::now();
+        let chunk = Chunk::from_text("/tmp/e.log", &text);
+        let got = find_all(&confs, &chunk, &mut TimeParser::new(), now);
+        let mut want = Vec::new();
+        let mut tp = TimeParser::new();
+        let now_ts = jiff::Timestamp::try_from(now).unwrap();
+        let mut start = 0u32;
+        for line in text.lines() {
+            let (time, msg) = match tp.parse(line, now_ts) {
+                Some((t, n)) => (unix_ns(t), line.get(n..)),
+                None => (unix_ns(now_ts), None),
+            };
+            for (k, c) in confs.iter().enumerate() {
+                if let Some(found) = classify(c, line, msg, Picked::Unknown) {
+                    want.push(Find {
+                        start,
+                        len: line.len() as u32,
+                        jail: k as u16,
+                        found,
+                        time,
+                    });
+                }
+            }
+            start += line.len() as u32 + 1;
+        }
+        assert!(want.len() > 20, "{}", want.len());
+        assert_eq!(got, want);
+    }
+
+    /// A chunk is matched with the configuration published when it is read,
+    /// and says which one that was.
+    #[test]
+    fn results_name_their_configuration() {
+        let c = confs("[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/m.log\"]\n");
         let src = SourceConf::Files(vec!["/tmp/m.log".into()]);
-        let (tx, mut rx) = mpsc::channel(16);
-        let mut deliver = stage(src, tx, engine.board());
+        let board: Board = Arc::default();
+        let mut stage = Stage::new(src.clone(), board.clone());
         let line = "Nov 22 05:27:23 mail postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: x\n";
-        let mut send = || {
-            assert!(deliver(Chunk::from_text("/tmp/m.log", line)));
-            rx.try_recv().expect("a chunk")
-        };
-        // The engine holds nothing, then one chunk: both go unmatched.
-        let first = send();
-        let second = send();
-        assert!(first.found.is_none() && second.found.is_none());
-        // It holds two: the reader matches.
-        let third = send();
-        let (_, finds) = third.found.as_ref().expect("matched by the reader");
-        assert_eq!(finds.len(), 1);
-        assert!(matches!(finds[0].found, Found::Failure { .. }));
-        // The engine is done with them: unmatched again.
-        drop((first, second, third));
-        assert!(send().found.is_none());
+        let m = stage.run(Chunk::from_text("/tmp/m.log", line));
+        assert!(m.finds.is_empty(), "nothing published yet");
+        *board.lock().unwrap() = Arc::new(Published {
+            generation: 7,
+            by_source: [(src, Arc::new(c))].into_iter().collect(),
+        });
+        let m = stage.run(Chunk::from_text("/tmp/m.log", line));
+        assert_eq!((m.published.generation, m.finds.len()), (7, 1));
+        assert!(matches!(m.finds[0].found, Found::Failure { .. }));
     }
 }

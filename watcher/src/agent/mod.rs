@@ -1,19 +1,19 @@
-//! The agent loop: sources -> timestamps -> filters -> jails -> enforcer, with
-//! the control socket, reload on SIGHUP and a clean stop on SIGTERM/SIGINT
-//! (the XDP program and its maps stay pinned and keep enforcing).
+//! The agent: sources -> match stage -> jails -> ban service -> enforcer,
+//! with the control socket, reload on SIGHUP and a clean stop on
+//! SIGTERM/SIGINT (the XDP program and its maps stay pinned and keep
+//! enforcing). [`run`] takes library options; the command line is the
+//! binary's business.
 mod engine;
 mod handler;
 mod matcher;
 #[cfg(test)]
 mod stage_costs;
-mod state_writer;
 
 use std::{
     path::PathBuf,
-    process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::Poll,
-    time::{Duration, Instant},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context;
@@ -22,18 +22,18 @@ use tokio::{
     sync::mpsc,
 };
 
-pub use engine::{Engine, Verdict};
-pub use handler::{AgentHandler, Shared};
+pub use engine::{Engine, JailSlot, from_unix_ns, unix_ns};
+pub use handler::{Agent, AgentHandler, META_JAILS, META_POLICY};
+pub use matcher::{Find, Found, Matched, Stage, find_all};
 
-use self::matcher::Matched;
 use crate::{
-    cli::{Global, RunArgs},
+    ban::{BanService, LogEvents, Persist, Subscriber},
     config::{self, SourceConf},
     control,
-    enforcer::Enforcer,
+    enforcer::{Enforcer, XdpMode},
+    instance::{AgentLock, Instance},
     source::{self, SourceOptions},
     state::Store,
-    timestamp::TimeParser,
 };
 
 /// How often counts and bans that ran out are purged.
@@ -44,97 +44,150 @@ const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// memory.
 const SOURCE_QUEUE: usize = 8;
 
-/// Runs the watcher until SIGTERM/SIGINT with the configuration cmd/run.rs
-/// checked before attaching; the XDP program stays attached (pinned) when
-/// this returns.
-pub fn run(
-    g: &Global,
-    a: &RunArgs,
-    cfg: config::Config,
-    enforcer: Enforcer,
-) -> anyhow::Result<ExitCode> {
+/// What `fail2xdp run` asks for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub instance: Instance,
+    pub ifaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    /// None: the built-in configuration.
+    pub config: Option<PathBuf>,
+    /// Read log files from their start instead of their end.
+    pub replay: bool,
+    /// Decide bans, write none.
+    pub dry_run: bool,
+}
+
+/// Runs the agent until SIGTERM/SIGINT (or a `Stop` request); the XDP
+/// program stays attached (pinned) when this returns. Everything that can
+/// refuse to start (another agent on this instance, a bad configuration,
+/// a locked store, a socket in use) is checked before the data plane is
+/// touched.
+pub fn run(opts: Options) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("fail2xdp")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(g, a, cfg, enforcer))?;
-    Ok(ExitCode::SUCCESS)
+    rt.block_on(run_async(opts))
 }
 
 /// A source as the run loop sees it.
 struct Input {
     conf: SourceConf,
     rx: mpsc::Receiver<Matched>,
-    /// Per source: year inference follows each file's own clock.
-    tp: TimeParser,
     closed: bool,
 }
 
-async fn run_async(
-    g: &Global,
-    a: &RunArgs,
-    cfg: config::Config,
-    enforcer: Enforcer,
-) -> anyhow::Result<()> {
-    let store = if a.dry_run {
-        None
-    } else {
-        Some(Arc::new(
-            Store::open(&g.state_dir).context("opening the state store")?,
-        ))
-    };
-    let enforcer = if a.dry_run { None } else { Some(enforcer) };
-    let mut engine = Engine::new(cfg, enforcer, store);
-    let t0 = Instant::now();
-    match engine.restore() {
-        Ok((restored, present, skipped)) => log::info!(
-            "restored {restored} ban(s) from the state store ({present} already in the maps, {skipped} skipped) in {:?}",
-            t0.elapsed()
-        ),
-        Err(e) => log::error!("restoring bans from the state store: {e:#}"),
-    }
-    let (resync_tx, mut resync_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        engine: Mutex::new(engine),
-        config_path: a.config.clone(),
-        sources: Mutex::new(Vec::new()),
-        resync: resync_tx,
-    });
-
-    let listener = control::bind(&g.socket).context("control socket")?;
+async fn run_async(opts: Options) -> anyhow::Result<()> {
+    // First of all: a SIGTERM during start-up must stop the agent cleanly
+    // once it is up, not kill it half-way (the default action).
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
 
-    let opts = SourceOptions {
-        journal_from_start: a.replay,
+    let inst = opts.instance.clone();
+    let _lock = AgentLock::acquire(&inst)?;
+    // A bad configuration must change nothing running: load it before the
+    // program in a pinned link is replaced.
+    let cfg =
+        config::load_or_builtin(opts.config.as_deref()).context("loading the configuration")?;
+    let store = if opts.dry_run {
+        None
+    } else {
+        Some(Arc::new(
+            Store::open(&inst.state_dir).context("opening the state store")?,
+        ))
+    };
+    let listener = control::bind(&inst.socket).context("control socket")?;
+    // Only maps created now get these sizes; pinned maps keep theirs.
+    let mut enf = Enforcer::load(&inst.pin_dir, &cfg.capacity).with_context(|| {
+        format!(
+            "loading the XDP program with maps under {}",
+            inst.pin_dir.display()
+        )
+    })?;
+    for iface in &opts.ifaces {
+        enf.attach(iface, opts.xdp_mode)
+            .with_context(|| format!("attaching to {iface}"))?;
+    }
+    let enforcer = if opts.dry_run { None } else { Some(enf) };
+
+    let subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];
+    let service = Arc::new(BanService::new(
+        enforcer,
+        store.clone(),
+        Persist::Background,
+        Engine::policy(&cfg),
+        subscribers,
+    ));
+    let history = cfg.history;
+    if let Some(s) = &store {
+        handler::save_meta(s, &cfg);
+    }
+    let mut engine = Engine::new(cfg, service.clone());
+    match service.restore() {
+        Ok((_, jail_bans)) => engine.note_restored(&jail_bans),
+        Err(e) => log::error!(
+            "restoring bans from the state store: {}",
+            crate::error_chain(&e)
+        ),
+    }
+    let (resync_tx, mut resync_rx) = mpsc::unbounded_channel();
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent::new(
+        inst.clone(),
+        engine,
+        service.clone(),
+        opts.config.clone(),
+        opts.ifaces.clone(),
+        resync_tx,
+        stop_tx,
+    ));
+
+    let src_opts = SourceOptions {
+        journal_from_start: opts.replay,
         ..SourceOptions::default()
     };
-    let cursor_dir = (!a.dry_run).then(|| g.state_dir.clone());
+    let cursor_dir = (!opts.dry_run).then(|| inst.state_dir.clone());
     let mut inputs: Vec<Input> = Vec::new();
-    resync(&shared, &mut inputs, &opts, a.replay, cursor_dir.as_ref()).await;
+    resync(
+        &agent,
+        &mut inputs,
+        &src_opts,
+        opts.replay,
+        cursor_dir.as_ref(),
+    )
+    .await;
     {
-        let e = shared.engine();
-        log::info!(
-            "watching with {} jail(s) from {}{}",
-            e.slots.len(),
-            e.cfg.origin,
-            if e.dry_run() {
-                " (dry run: no bans are written)"
-            } else {
-                ""
-            }
-        );
+        let e = agent.engine();
+        if e.slots.is_empty() {
+            log::info!(
+                "no jails in {}: enforcing manual bans, blocklists and CrowdSec decisions only",
+                e.cfg.origin
+            );
+        } else {
+            log::info!(
+                "watching with {} jail(s) from {}{}",
+                e.slots.len(),
+                e.cfg.origin,
+                if opts.dry_run {
+                    " (dry run: no bans are written)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 
     // Served only now: an answering socket means the sources are positioned,
     // so a line written after that is seen (tests and scripts rely on it).
-    let handler: Arc<dyn control::Handler> = Arc::new(AgentHandler(shared.clone()));
+    let handler: Arc<dyn control::Handler> = Arc::new(AgentHandler(agent.clone()));
+    let serves = inst.pin_dir.clone();
     let server = tokio::spawn(async move {
-        if let Err(e) = listener.serve(handler).await {
-            log::error!("control socket stopped: {e}");
+        if let Err(e) = listener.serve(handler, serves).await {
+            log::error!("control socket stopped: {}", crate::error_chain(&e));
         }
     });
 
@@ -147,10 +200,11 @@ async fn run_async(
             biased;
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+            Some(()) = stop_rx.recv() => { log::info!("asked to stop on the control socket"); break; }
             _ = sighup.recv() => {
-                let s = shared.clone();
+                let a = agent.clone();
                 // Building filters can take a while: off the async workers.
-                match tokio::task::spawn_blocking(move || s.reload()).await {
+                match tokio::task::spawn_blocking(move || a.reload()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(m)) => log::error!("SIGHUP: configuration not reloaded:\n{m}"),
                     Err(e) => log::error!("SIGHUP: reload failed: {e}"),
@@ -158,18 +212,22 @@ async fn run_async(
             }
             Some(()) = resync_rx.recv() => {
                 // Sources are only stopped/started here; from_start applies to the first start only.
-                resync(&shared, &mut inputs, &opts, false, cursor_dir.as_ref()).await;
+                resync(&agent, &mut inputs, &src_opts, false, cursor_dir.as_ref()).await;
             }
             _ = purge.tick() => {
-                let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || s.engine().purge()).await;
+                let a = agent.clone();
+                let before = SystemTime::now().checked_sub(history);
+                let _ = tokio::task::spawn_blocking(move || {
+                    a.engine().purge();
+                    a.service.purge(before);
+                }).await;
             }
             got = recv_any(&mut inputs, &mut batches, &mut next_start) => {
                 if let Some(i) = got {
-                    let input = &mut inputs[i];
-                    let mut e = shared.engine();
+                    let conf = inputs[i].conf.clone();
+                    let mut e = agent.engine();
                     for m in batches.drain(..) {
-                        e.ingest_matched(&input.conf, &m.chunk, m.found, &mut input.tp);
+                        e.count(&conf, &m);
                     }
                 }
             }
@@ -177,7 +235,7 @@ async fn run_async(
     }
 
     server.abort();
-    let handles: Vec<_> = shared
+    let handles: Vec<_> = agent
         .sources
         .lock()
         .map(|mut s| s.drain(..).map(|(_, h)| h).collect())
@@ -190,7 +248,7 @@ async fn run_async(
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(5), h.join()).await;
     }
-    shared.engine().shutdown();
+    service.shutdown();
     let _ = server.await;
     log::info!("stopped; the XDP program keeps enforcing the current bans");
     Ok(())
@@ -198,18 +256,17 @@ async fn run_async(
 
 /// Starts the sources the engine's jails read and stops the others.
 async fn resync(
-    shared: &Arc<Shared>,
+    agent: &Arc<Agent>,
     inputs: &mut Vec<Input>,
     opts: &SourceOptions,
     from_start: bool,
     cursor_dir: Option<&PathBuf>,
 ) {
     let (wanted, board) = {
-        let e = shared.engine();
+        let e = agent.engine();
         (e.sources(), e.board())
     };
-    let mut running =
-        std::mem::take(&mut *shared.sources.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut running = std::mem::take(&mut *agent.sources.lock().unwrap_or_else(|p| p.into_inner()));
     running.retain(|(c, h)| {
         let keep = wanted.contains(c);
         if !keep {
@@ -229,7 +286,7 @@ async fn resync(
                 Some(dir.join(format!("journal-{:016x}.cursor", hash_of(&conf))));
         }
         // Reader + match stage on the source's thread -> this loop (the jails).
-        let stage = matcher::stage(conf.clone(), tx, board.clone());
+        let stage = Stage::new(conf.clone(), board.clone()).deliver(tx);
         match source::spawn_chunked_with(conf.spec(from_start), o, stage).await {
             Ok(h) => {
                 log::info!("reading {}", h.name());
@@ -237,14 +294,13 @@ async fn resync(
                 inputs.push(Input {
                     conf,
                     rx,
-                    tp: TimeParser::new(),
                     closed: false,
                 });
             }
-            Err(e) => log::error!("source {conf}: {e}"),
+            Err(e) => log::error!("source {conf}: {}", crate::error_chain(&e)),
         }
     }
-    *shared.sources.lock().unwrap_or_else(|p| p.into_inner()) = running;
+    *agent.sources.lock().unwrap_or_else(|p| p.into_inner()) = running;
 }
 
 fn hash_of(c: &SourceConf) -> u64 {

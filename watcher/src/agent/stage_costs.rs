@@ -10,7 +10,6 @@ use super::{Engine, matcher};
 use crate::{
     config::SourceConf,
     source::{Chunk, Piece, Splitter},
-    timestamp::TimeParser,
 };
 
 const READ: usize = 256 * 1024;
@@ -35,14 +34,16 @@ fn stage_costs() {
     );
     let src = SourceConf::Files(vec![path.clone()]);
     let build = || {
-        Engine::new(
-            crate::config::parse(&cfg, "t.toml", std::path::Path::new("/tmp")).expect("config"),
+        let c = crate::config::parse(&cfg, "t.toml", std::path::Path::new("/tmp")).expect("config");
+        let svc = crate::ban::BanService::new(
             None,
             None,
-        )
+            crate::ban::Persist::Sync,
+            Engine::policy(&c),
+            Vec::new(),
+        );
+        Engine::new(c, std::sync::Arc::new(svc))
     };
-    let published = build().published();
-    let confs = &published.by_source[&src];
     // Chunk after chunk through the three stages, as the pipeline sees it:
     // a read lands in a buffer, its block goes into a pooled chunk, the
     // match stage finds the failures in it, the engine counts them.
@@ -52,8 +53,7 @@ fn stage_costs() {
     let mut text = String::with_capacity(2 * READ);
     for _ in 0..rounds {
         let mut e = build();
-        let generation = e.published().generation;
-        let mut tp = TimeParser::new();
+        let mut stage = matcher::Stage::new(src.clone(), e.board());
         let mut sp = Splitter::default();
         let mut spent = [0f64; 3];
         lines = 0;
@@ -77,11 +77,11 @@ fn stage_costs() {
             let chunk =
                 Chunk::from_string(source.clone(), std::mem::take(&mut text), lines - before);
             let t1 = Instant::now();
-            let finds = matcher::find_all(confs, chunk.text());
+            let m = stage.run(chunk);
             let t2 = Instant::now();
-            e.ingest_matched(&src, &chunk, Some((generation, finds)), &mut tp);
+            e.count(&src, &m);
             let t3 = Instant::now();
-            text = chunk.into_text();
+            text = m.chunk.into_text();
             for (s, d) in spent.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
                 *s += d.as_secs_f64();
             }

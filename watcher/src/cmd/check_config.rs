@@ -1,17 +1,19 @@
 //! `fail2xdp check-config FILE`: loads the file exactly as `run` and `reload`
 //! would (filters compiled, sources and ports checked) and reports every
 //! problem as file:line:key.
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
-use crate::{
-    cli::{CheckConfigArgs, Global},
-    config::{self, ConfigError},
-};
+use fail2xdp::config::{self, ConfigError};
 
-pub fn run(_g: &Global, a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    match config::load(&a.file) {
+pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
+    match config::load(file) {
         Ok(cfg) => {
-            println!("{}: OK, {} jail(s)", a.file.display(), cfg.jails.len());
+            println!("{}: OK, {} jail(s)", file.display(), cfg.jails.len());
+            if cfg.jails.is_empty() {
+                println!(
+                    "  no jails: the agent only enforces manual bans, blocklists and CrowdSec decisions"
+                );
+            }
             for j in &cfg.jails {
                 let r = &j.rules;
                 println!(

@@ -16,12 +16,22 @@ use anyhow::{Context, bail};
 use jiff::{Timestamp, tz::TimeZone};
 use serde_json::json;
 
-use crate::{
-    cli::{Global, TestArgs},
+use fail2xdp::{
     filter::{Filter, LineMatch},
     source::MAX_LINE,
     timestamp::TimeParser,
 };
+
+/// What `fail2xdp test` runs.
+pub struct TestOptions {
+    pub logfile: std::path::PathBuf,
+    /// A built-in filter name, or a filter file.
+    pub filter: String,
+    pub json: bool,
+    pub verbose: bool,
+    /// The clock for year inference and lines without a time; default now.
+    pub now: Option<Timestamp>,
+}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Counts {
@@ -45,14 +55,9 @@ enum Output {
     Json,
 }
 
-pub fn run(_g: &Global, a: TestArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: TestOptions) -> anyhow::Result<ExitCode> {
     let filter = load_filter(&a.filter)?;
-    let now: Timestamp = match &a.now {
-        Some(s) => s.parse().with_context(|| {
-            format!("--now {s:?}: expected RFC 3339, e.g. 2005-08-14T10:00:00Z")
-        })?,
-        None => Timestamp::now(),
-    };
+    let now: Timestamp = a.now.unwrap_or_else(Timestamp::now);
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
     let reader = BufReader::with_capacity(1 << 20, file);

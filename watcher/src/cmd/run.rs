@@ -1,41 +1,30 @@
-//! `fail2xdp run`: load the XDP object (reusing pinned maps), attach it to
-//! each interface through a pinned link (or swap it into the existing link),
-//! then hand over to the agent loop. Stopping leaves the pins, so the data
-//! plane keeps enforcing while no agent runs.
+//! `fail2xdp run` and `fail2xdp reload`.
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
+use fail2xdp::{
+    agent,
+    control::{Request, Response},
+    instance::Instance,
+};
 
-use crate::{cli::*, enforcer::Enforcer};
+use super::{Via, ask, via};
 
-pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
-    // A bad configuration must change nothing running: load it before the
-    // program in a pinned link is replaced; the agent runs this one.
-    let cfg =
-        crate::config::load_or_builtin(a.config.as_deref()).context("loading the configuration")?;
-    // Only maps created now get these sizes; pinned maps keep theirs.
-    let mut enf = Enforcer::load(&g.pin_dir, &cfg.capacity).with_context(|| {
-        format!(
-            "loading the XDP program with maps under {}",
-            g.pin_dir.display()
-        )
-    })?;
-    for iface in &a.ifaces {
-        let at = enf
-            .attach(iface, a.xdp_mode)
-            .with_context(|| format!("attaching to {iface}"))?;
-        eprintln!(
-            "{}: {} XDP program (prog id {}, {} mode, link {})",
-            at.iface,
-            if at.replaced {
-                "replaced the"
-            } else {
-                "attached the"
-            },
-            at.prog_id,
-            at.mode,
-            at.link_id
+pub fn run(opts: agent::Options) -> Result<ExitCode> {
+    agent::run(opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reload(inst: &Instance) -> Result<ExitCode> {
+    let Via::Agent(client) = via(inst)? else {
+        bail!(
+            "no agent is running on {}; nothing to reload",
+            inst.socket.display()
         );
+    };
+    match ask(&client, &Request::Reload)? {
+        Response::Ok { message } => println!("{message}"),
+        other => println!("{other:?}"),
     }
-    crate::agent::run(g, &a, cfg, enf)
+    Ok(ExitCode::SUCCESS)
 }

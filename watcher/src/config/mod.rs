@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use crate::{
     addr::{self, IpNet, PortSet},
+    ban::{JailName, PrefixLimits},
     enforcer::Capacities,
     filter::Filter,
     jail::{Increment, Rules},
@@ -47,19 +48,41 @@ pub struct Config {
     pub allowlist: Vec<IpNet>,
     /// Map sizes used when the pinned maps are first created.
     pub capacity: Capacities,
+    /// The broadest prefix a ban may cover; jails' prefixes are within it.
+    pub limits: PrefixLimits,
+    /// How long the ban history of a network is kept after its last ban
+    /// (repeat offenders are recognised within it).
+    pub history: Duration,
+}
+
+/// Default of `[state] history`.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(90 * 86_400);
+
+impl Config {
+    /// No jails, defaults everywhere (an agent before its configuration).
+    pub fn empty() -> Self {
+        Config {
+            origin: String::new(),
+            jails: Vec::new(),
+            allowlist: Vec::new(),
+            capacity: Capacities::default(),
+            limits: PrefixLimits::default(),
+            history: DEFAULT_HISTORY,
+        }
+    }
 }
 
 /// One jail, ready to run.
 #[derive(Clone)]
 pub struct JailConfig {
-    pub name: String,
+    pub name: JailName,
     pub filters: Vec<Arc<Filter>>,
     /// Lines matching one of these are not failures, whatever the filters say.
     pub ignore: Vec<regex::Regex>,
     pub sources: Vec<SourceConf>,
     pub rules: Rules,
     pub ports: PortSet,
-    /// The global allowlist plus the jail's own.
+    /// The jail's own allowlist (the global one applies to every ban).
     pub allowlist: Vec<IpNet>,
 }
 
@@ -181,6 +204,21 @@ struct RawFile {
     #[serde(default)]
     jails: BTreeMap<String, Spanned<RawJail>>,
     capacity: Option<Spanned<Capacities>>,
+    limits: Option<Spanned<RawLimits>>,
+    state: Option<Spanned<RawState>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    history: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +300,13 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Config, ConfigError> 
     }
 }
 
+/// What every jail inherits from the top of the file.
+struct Common {
+    max_hosts: usize,
+    evidence_lines: usize,
+    limits: PrefixLimits,
+}
+
 /// Validation context: collects every problem instead of stopping at the first.
 struct Cx<'a> {
     text: &'a str,
@@ -297,47 +342,58 @@ impl Cx<'_> {
         let evidence_lines = self
             .int_in(raw.evidence_lines.as_ref(), "evidence_lines", 0, 100)
             .map_or(DEFAULT_EVIDENCE_LINES, |v| v as usize);
+        // One setting for the guard's limit and the jails' prefixes: a jail
+        // grouping hosts into a broader prefix than the guard takes would
+        // never ban, so that is an error here, where it can be named.
+        let defaults_limits = PrefixLimits::default();
+        let limits = match &raw.limits {
+            Some(l) => {
+                let l = l.get_ref();
+                PrefixLimits {
+                    v4: self
+                        .int_in(l.ipv4_prefix.as_ref(), "limits.ipv4_prefix", 1, 32)
+                        .map_or(defaults_limits.v4, |v| v as u8),
+                    v6: self
+                        .int_in(l.ipv6_prefix.as_ref(), "limits.ipv6_prefix", 1, 128)
+                        .map_or(defaults_limits.v6, |v| v as u8),
+                }
+            }
+            None => defaults_limits,
+        };
+        let history = match raw
+            .state
+            .as_ref()
+            .and_then(|s| s.get_ref().history.as_ref())
+        {
+            Some(h) => match addr::parse_ban_length(h.get_ref()) {
+                Ok(Some(d)) => d,
+                Ok(None) => Duration::MAX,
+                Err(e) => {
+                    self.problem_at(h.span(), "state.history", e.to_string());
+                    DEFAULT_HISTORY
+                }
+            },
+            None => DEFAULT_HISTORY,
+        };
+        let common = Common {
+            max_hosts,
+            evidence_lines,
+            limits,
+        };
 
         let mut jails = Vec::new();
         for (name, j) in &raw.jails {
             let key = format!("jails.{name}");
-            if name.is_empty()
-                || name.len() > fail2xdp_common::JAIL_NAME_LEN
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                self.problem_at(
-                    j.span(),
-                    &key,
-                    format!(
-                        "jail names are 1 to {} characters of letters, digits, '-', '_', '.'",
-                        fail2xdp_common::JAIL_NAME_LEN
-                    ),
-                );
-                continue;
-            }
-            if name == "manual" {
-                self.problem_at(
-                    j.span(),
-                    &key,
-                    "`manual` is reserved for bans made by hand".into(),
-                );
-                continue;
-            }
-            if let Some(jc) = self.jail(
-                name,
-                j,
-                &raw.defaults,
-                &allowlist,
-                max_hosts,
-                evidence_lines,
-            ) {
+            let jname = match JailName::new(name) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.problem_at(j.span(), &key, e.to_string());
+                    continue;
+                }
+            };
+            if let Some(jc) = self.jail(jname, j, &raw.defaults, &common) {
                 jails.push(jc);
             }
-        }
-        if raw.jails.is_empty() {
-            self.problem_at(0..0, "jails", "no jail is configured".into());
         }
         let capacity = match raw.capacity {
             Some(c) => {
@@ -361,7 +417,34 @@ impl Cx<'_> {
             jails,
             allowlist,
             capacity,
+            limits,
+            history,
         }
+    }
+
+    /// A jail's prefix length: no broader than the guard takes (`limit`).
+    fn prefix_in(
+        &mut self,
+        v: &Spanned<i64>,
+        key: &str,
+        limit: u8,
+        max: u8,
+        limit_key: &str,
+    ) -> Option<u8> {
+        let n = *v.get_ref();
+        if n < i64::from(limit) && n >= 0 {
+            self.problem_at(
+                v.span(),
+                key,
+                format!(
+                    "/{n} is broader than {limit_key} (/{limit}): every ban of this jail would be refused; \
+                     raise {limit_key} if you mean it"
+                ),
+            );
+            return None;
+        }
+        self.int_in(Some(v), key, i64::from(limit), i64::from(max))
+            .map(|x| x as u8)
     }
 
     fn int_in(&mut self, v: Option<&Spanned<i64>>, key: &str, lo: i64, hi: i64) -> Option<i64> {
@@ -378,16 +461,19 @@ impl Cx<'_> {
         Some(n)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn jail(
         &mut self,
-        name: &str,
+        name: JailName,
         raw: &Spanned<RawJail>,
         defaults: &RawJail,
-        global_allow: &[IpNet],
-        max_hosts: usize,
-        evidence_lines: usize,
+        common: &Common,
     ) -> Option<JailConfig> {
+        let Common {
+            max_hosts,
+            evidence_lines,
+            limits,
+            ..
+        } = *common;
         let j = raw.get_ref();
         let jk = format!("jails.{name}");
         // A jail's key wins over [defaults]; problems name where the value was written.
@@ -468,14 +554,18 @@ impl Cx<'_> {
             None => PortSet::all(),
         };
         let ipv4_prefix = match pick!(ipv4_prefix) {
-            Some((v, key)) => self.int_in(Some(v), &key, 8, 32).unwrap_or(32) as u8,
+            Some((v, key)) => self
+                .prefix_in(v, &key, limits.v4, 32, "limits.ipv4_prefix")
+                .unwrap_or(32),
             None => 32,
         };
         let ipv6_prefix = match pick!(ipv6_prefix) {
-            Some((v, key)) => self.int_in(Some(v), &key, 16, 128).unwrap_or(64) as u8,
-            None => 64,
+            Some((v, key)) => self
+                .prefix_in(v, &key, limits.v6, 128, "limits.ipv6_prefix")
+                .unwrap_or(64),
+            None => 64.max(limits.v6),
         };
-        let mut allowlist = global_allow.to_vec();
+        let mut allowlist = Vec::new();
         if let Some((v, key)) = pick!(allowlist) {
             for (i, a) in v.iter().enumerate() {
                 match addr::parse_net(a.get_ref()) {
@@ -488,7 +578,7 @@ impl Cx<'_> {
             return None;
         }
         Some(JailConfig {
-            name: name.to_string(),
+            name,
             filters,
             ignore,
             sources,

@@ -22,7 +22,7 @@ fn builtin_default_loads() {
     let j = c
         .jails
         .iter()
-        .find(|j| j.name == "postfix-sasl")
+        .find(|j| j.name.as_str() == "postfix-sasl")
         .expect("jail");
     assert_eq!(j.rules.maxretry, 5);
     assert_eq!(j.rules.findtime, Duration::from_secs(600));
@@ -103,6 +103,7 @@ fn semantic_errors() {
     for (extra, key) in [
         ("ports = \"smtp,bogus\"\n", "jails.sasl.ports"),
         ("ipv6_prefix = 8\n", "jails.sasl.ipv6_prefix"),
+        ("ipv4_prefix = 33\n", "jails.sasl.ipv4_prefix"),
         ("allowlist = [\"not-an-ip\"]\n", "jails.sasl.allowlist[0]"),
         ("ignoreregex = [\"(\"]\n", "jails.sasl.ignoreregex[0]"),
         ("findtime = \"permanent\"\n", "jails.sasl.findtime"),
@@ -124,8 +125,46 @@ fn semantic_errors() {
     assert_eq!(p[0].key, "jails.sasl.files");
     let p = problems("[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"relative.log\"]\n");
     assert_eq!((p[0].line, p[0].key.as_str()), (3, "jails.sasl.files[0]"));
-    let p = problems("allowlist = []\n");
-    assert_eq!(p[0].key, "jails");
+}
+
+/// A configuration without jails runs the agent as an enforcer of manual
+/// bans, blocklists and CrowdSec decisions (it failed with "no jail is
+/// configured").
+#[test]
+fn no_jails_is_an_enforcer_only_configuration() {
+    let c = ok("allowlist = []\n");
+    assert!(c.jails.is_empty());
+    assert!(ok("").jails.is_empty());
+}
+
+/// check-config means it: a jail prefix broader than the guard takes was
+/// accepted (8..32) although every one of its bans was refused (the guard's
+/// limit is /16). Jail prefixes and the guard's limit are one setting now.
+#[test]
+fn jail_prefixes_are_checked_against_the_guards_limit() {
+    let p = problems(&format!("{JAIL}ipv4_prefix = 12\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0].line, p[0].key.as_str()),
+        (4, "jails.sasl.ipv4_prefix")
+    );
+    assert!(
+        p[0].message.contains("limits.ipv4_prefix"),
+        "{}",
+        p[0].message
+    );
+    let p = problems(&format!("{JAIL}ipv6_prefix = 24\n"));
+    assert_eq!(p[0].key, "jails.sasl.ipv6_prefix", "{p:?}");
+    // Raising the limit (one place) makes the jail valid, and the guard uses it.
+    let c = ok(&format!(
+        "[limits]\nipv4_prefix = 8\n{JAIL}ipv4_prefix = 12\n"
+    ));
+    assert_eq!((c.jails[0].rules.ipv4_prefix, c.limits.v4), (12, 8));
+    let p = problems(&format!("[limits]\nipv4_prefix = 40\n{JAIL}"));
+    assert_eq!(p[0].key, "limits.ipv4_prefix", "{p:?}");
+    let c = ok(&format!("[state]\nhistory = \"30d\"\n{JAIL}"));
+    assert_eq!(c.history, Duration::from_secs(30 * 86_400));
+    assert_eq!(builtin().expect("built-in").history, DEFAULT_HISTORY);
 }
 
 #[test]
@@ -159,11 +198,13 @@ fn disabled_jails_are_skipped_and_allowlists_merge() {
     ));
     assert_eq!(c.jails.len(), 1);
     assert_eq!(
+        c.allowlist,
+        vec!["192.0.2.0/24".parse::<IpNet>().expect("net")]
+    );
+    // The jail keeps its own; the global one applies to every ban anyway.
+    assert_eq!(
         c.jails[0].allowlist,
-        vec![
-            "192.0.2.0/24".parse::<IpNet>().expect("net"),
-            "198.51.100.7/32".parse::<IpNet>().expect("net")
-        ]
+        vec!["198.51.100.7/32".parse::<IpNet>().expect("net")]
     );
 }
 

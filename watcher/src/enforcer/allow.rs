@@ -10,7 +10,7 @@ use super::{
     bans::{net_order, net_v4, net_v6},
     prefix::Which,
 };
-use crate::addr::{Guard, IpNet};
+use crate::addr::IpNet;
 
 /// `AllowValue::reserved` of an entry owned by the configuration.
 pub const FROM_CONFIG: u32 = 1;
@@ -143,16 +143,5 @@ impl Enforcer {
 
     pub fn allow_list(&self) -> Result<Vec<IpNet>, EnforcerError> {
         Ok(self.allow_entries()?.into_iter().map(|e| e.net).collect())
-    }
-
-    /// The safety guard for manual bans: the allowlist in the maps plus the
-    /// host's own addresses, default prefix limits.
-    pub fn guard(&self) -> Result<Guard, EnforcerError> {
-        let mut g = Guard {
-            allow: self.allow_list()?,
-            ..Guard::default()
-        };
-        g.add_local_addrs();
-        Ok(g)
     }
 }

@@ -18,9 +18,18 @@ use super::{
     netlink::{self, XdpAttached},
     sys,
 };
-use crate::cli::XdpModeArg;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// How to attach: in the driver (native), in the generic skb path, or
+/// native with a fallback to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    Native,
+    Generic,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachedMode {
     Native,
@@ -56,7 +65,7 @@ pub struct AttachInfo {
 }
 
 /// One pinned link as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkStatus {
     /// From the pin name.
     pub iface: String,
@@ -122,7 +131,7 @@ fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
 
 impl Enforcer {
     /// Attaches (or, if `link_<iface>` is pinned, swaps in) the loaded program.
-    pub fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<AttachInfo, EnforcerError> {
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<AttachInfo, EnforcerError> {
         let idx = ifindex(iface)?;
         let pin = link_pin(&self.pin_dir, iface);
         // Field-level borrows: the lock guard and the program live together.
@@ -146,9 +155,9 @@ impl Enforcer {
                         let got = mode_of(idx, prog_id);
                         if !matches!(
                             (mode, got),
-                            (XdpModeArg::Auto, _)
-                                | (XdpModeArg::Native, AttachedMode::Native)
-                                | (XdpModeArg::Generic, AttachedMode::Generic)
+                            (XdpMode::Auto, _)
+                                | (XdpMode::Native, AttachedMode::Native)
+                                | (XdpMode::Generic, AttachedMode::Generic)
                         ) {
                             warn!(
                                 "{iface}: kept the existing {got} attachment; `fail2xdp detach --iface {iface}` and restart to change the mode"
@@ -188,11 +197,11 @@ impl Enforcer {
         let create = |flags: u32| sys::xdp_link_create(prog_fd, idx, flags);
         let busy = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST));
         let (res, got) = match mode {
-            XdpModeArg::Generic => (create(sys::XDP_FLAGS_SKB_MODE), AttachedMode::Generic),
-            XdpModeArg::Native | XdpModeArg::Auto => match create(sys::XDP_FLAGS_DRV_MODE) {
+            XdpMode::Generic => (create(sys::XDP_FLAGS_SKB_MODE), AttachedMode::Generic),
+            XdpMode::Native | XdpMode::Auto => match create(sys::XDP_FLAGS_DRV_MODE) {
                 Err(e)
                     if e.raw_os_error() == Some(libc::EOPNOTSUPP)
-                        || (mode == XdpModeArg::Auto && !busy(&e)) =>
+                        || (mode == XdpMode::Auto && !busy(&e)) =>
                 {
                     warn!(
                         "{iface}: native XDP not available ({e}); falling back to generic (skb) mode, which is slower"

@@ -484,7 +484,7 @@ impl Enforcer {
     pub fn map_fill(&self) -> Result<Vec<MapFill>, EnforcerError> {
         let m = &self.maps;
         let jails = MapFill {
-            map: map::JAILS,
+            map: map::JAILS.to_string(),
             entries: sys::count::<u32, JailName>(fd(&m.jails))
                 .map_err(map_io(map::JAILS, "counting"))?,
             capacity: m.capacity[8],
@@ -493,7 +493,7 @@ impl Enforcer {
         // their capacity is half their slots.
         let cfg = self.read_config()?;
         let table = |i: usize, tbl: usize| MapFill {
-            map: map::ALL[i],
+            map: map::ALL[i].to_string(),
             entries: (cfg.tables[tbl].count + cfg.tables[tbl].ovf) as usize,
             capacity: capacity_of(m.capacity[i]),
         };

@@ -28,10 +28,9 @@ use fail2xdp_common::Stats;
 
 use crate::addr::AddrError;
 pub use crate::addr::{IpNet, PortSet};
-pub use crate::cli::XdpModeArg;
 pub use allow::{AllowEntry, FROM_CONFIG};
 pub use attach::{
-    AttachInfo, AttachedMode, DetachReport, LinkStatus, detach, detach_report, links,
+    AttachInfo, AttachedMode, DetachReport, LinkStatus, XdpMode, detach, detach_report, links,
 };
 pub use clock::{boottime_ns, realtime_ns};
 pub use load::Capacities;
@@ -59,9 +58,9 @@ pub struct BanInfo {
 }
 
 /// Entries and capacity of one map, for `status`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MapFill {
-    pub map: &'static str,
+    pub map: String,
     pub entries: usize,
     pub capacity: u32,
 }

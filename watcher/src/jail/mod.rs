@@ -1,6 +1,6 @@
 //! Jails: count failures per host within `findtime` (on the log's clock) and
-//! decide bans when a host reaches `maxretry`. Pure bookkeeping: the agent
-//! applies the decisions (guard, enforcer, state store).
+//! decide bans when a host reaches `maxretry`. Pure bookkeeping: the ban
+//! service carries the decisions out (guard, length, maps, store).
 mod hosts;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
@@ -32,30 +32,15 @@ pub struct Increment {
     pub max: Option<Duration>,
 }
 
-/// Longest finite ban we compute, so factor^n cannot overflow a Duration.
-const LONGEST_BAN: Duration = Duration::from_secs(100 * 365 * 86_400);
-
 impl Rules {
-    /// Length of a ban of a host that was banned `previous` times before
-    /// (over all jails). `None`: permanent.
-    pub fn ban_length(&self, previous: u32) -> Option<Duration> {
-        let base = self.bantime?;
-        let Some(inc) = self.increment else {
-            return Some(base);
-        };
-        if previous == 0 || inc.factor <= 1.0 {
-            return Some(base);
+    /// How long this jail's bans last (the ban service resolves a repeat
+    /// offender's longer ban from the network's history).
+    pub fn length(&self) -> crate::ban::BanLength {
+        crate::ban::BanLength {
+            base: self.bantime,
+            factor: self.increment.map(|i| i.factor),
+            max: self.increment.and_then(|i| i.max),
         }
-        let cap = inc.max.unwrap_or(LONGEST_BAN).min(LONGEST_BAN);
-        // powi saturates to +inf for huge exponents, which min() then caps.
-        let secs = base.as_secs_f64() * inc.factor.powi(previous.min(i32::MAX as u32) as i32);
-        let len = if secs.is_finite() && secs < cap.as_secs_f64() {
-            Duration::from_secs_f64(secs)
-        } else {
-            cap
-        };
-        // An increment never shortens the configured bantime.
-        Some(len.max(base))
     }
 
     /// The network a host is counted and banned as.
@@ -86,6 +71,8 @@ pub struct Failure<'a> {
 #[derive(Debug, Clone)]
 pub struct Offense {
     pub net: IpNet,
+    /// The address of the failure that crossed maxretry (inside `net`).
+    pub host: IpAddr,
     /// The failure that crossed maxretry: the ban starts at its log time (unix ns).
     pub crossing: i64,
     pub first_seen: i64,
@@ -146,10 +133,6 @@ impl Jail {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn name_arc(&self) -> Arc<str> {
-        self.name.clone()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -231,6 +214,7 @@ impl Jail {
         let e = self.hosts.remove(&net)?;
         Some(Offense {
             net,
+            host: f.host,
             crossing: f.time,
             first_seen: e.first_seen,
             last_seen: e.last_seen,
@@ -369,26 +353,5 @@ mod tests {
         let (hosts, _) = j.purge(i64::MAX);
         assert_eq!(hosts, 1);
         assert!(j.host(&"203.0.113.6/32".parse().expect("net")).is_some());
-    }
-
-    #[test]
-    fn increment_grows_and_caps() {
-        let mut r = rules();
-        r.increment = Some(Increment {
-            factor: 2.0,
-            max: Some(Duration::from_secs(3 * 3600)),
-        });
-        assert_eq!(r.ban_length(0), Some(Duration::from_secs(3600)));
-        assert_eq!(r.ban_length(1), Some(Duration::from_secs(7200)));
-        assert_eq!(r.ban_length(2), Some(Duration::from_secs(3 * 3600)));
-        assert_eq!(r.ban_length(u32::MAX), Some(Duration::from_secs(3 * 3600)));
-        r.bantime = None;
-        assert_eq!(r.ban_length(5), None);
-        r.bantime = Some(Duration::from_secs(3600));
-        r.increment = Some(Increment {
-            factor: 10.0,
-            max: None,
-        });
-        assert_eq!(r.ban_length(1000), Some(LONGEST_BAN));
     }
 }

@@ -1,6 +1,8 @@
-//! What `fail2xdp explain` shows: the bans covering an address and their
-//! evidence. One type for the agent (which answers over the control socket)
-//! and the CLI (which reads the store itself when no agent runs).
+//! What `fail2xdp explain` shows: the bans covering an address (every
+//! origin's claim, and the blocklists holding it), what the maps enforce,
+//! and the evidence. Built by one function, [`Explanation::gather`], for
+//! the agent (which adds the failures it is still counting) and for the CLI
+//! when no agent runs.
 use std::{
     fmt,
     net::IpAddr,
@@ -10,17 +12,17 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{BanRecord, StateError, Store};
+use super::{BanRecord, ImportHeader, StateError, Store};
 use crate::enforcer::{BanInfo, Enforcer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     /// What was asked about (host bits cleared).
     pub target: IpNet,
-    /// Stored bans whose net covers the target, longest prefix first (the
-    /// first one is what the XDP program matches).
+    /// Bans whose net covers the target, longest prefix first (the first
+    /// one is what the XDP program matches); one entry per origin's claim.
     pub bans: Vec<ExplainedBan>,
-    /// Bans of exactly this host/net, across jails, expired ones included.
+    /// Bans of exactly this host/net, across origins, expired ones included.
     #[serde(default)]
     pub times_banned: u32,
     /// RFC 3339, UTC.
@@ -54,7 +56,11 @@ pub struct Tracking {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainedBan {
     pub net: IpNet,
-    pub jail: String,
+    /// Who asked: a jail name, `manual`, `file:NAME`, `crowdsec/ORIGIN`.
+    pub origin: String,
+    /// The jail, when a jail made the ban.
+    #[serde(default)]
+    pub jail: Option<String>,
     pub reason: String,
     pub evidence: Vec<String>,
     pub failures: u32,
@@ -65,20 +71,28 @@ pub struct ExplainedBan {
     pub banned_at: String,
     /// None = permanent.
     pub expires_at: Option<String>,
-    /// Seconds left when the explanation was made; None = permanent.
+    /// Seconds this claim has left; None = permanent.
     pub remaining_secs: Option<u64>,
     pub expired: bool,
     /// Empty = all ports and protocols.
     pub ports: Vec<u16>,
-    /// Packets dropped since the ban was written to the map; None when the
-    /// map could not be read (or holds no entry for this net).
+    /// The jail's prefix, when this ban was narrowed to spare a protected
+    /// address (the host's own, an allowlisted one).
+    #[serde(default)]
+    pub narrowed_from: Option<IpNet>,
+    /// Packets dropped since the ban of this network was written to the
+    /// map; None when the maps were not read or hold no entry for it.
     pub drops: Option<u64>,
-    /// The state store has a record of this ban (false: found only in the maps).
+    /// The state store has this claim (false: found only in the maps).
     #[serde(default = "yes")]
     pub recorded: bool,
-    /// The pinned maps hold this ban; None when they were not read.
+    /// The pinned maps hold a ban of this network; None when not read.
     #[serde(default)]
     pub in_maps: Option<bool>,
+    /// What the maps enforce for the network (the merge of its claims):
+    /// seconds left, None = permanent or not read.
+    #[serde(default)]
+    pub enforced_remaining_secs: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -89,7 +103,8 @@ impl ExplainedBan {
     pub fn from_record(r: &BanRecord, now: SystemTime) -> Self {
         ExplainedBan {
             net: r.net,
-            jail: r.jail.clone(),
+            origin: r.origin.to_string(),
+            jail: r.origin.jail().map(ToString::to_string),
             reason: r.reason.clone(),
             evidence: r.evidence.clone(),
             failures: r.failures,
@@ -103,9 +118,37 @@ impl ExplainedBan {
                 .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO).as_secs()),
             expired: r.is_expired(now),
             ports: r.ports.clone(),
+            narrowed_from: r.narrowed_from,
             drops: None,
             recorded: true,
             in_maps: None,
+            enforced_remaining_secs: None,
+        }
+    }
+
+    fn from_import(net: IpNet, h: &ImportHeader, now: SystemTime) -> Self {
+        ExplainedBan {
+            net,
+            origin: h.origin.to_string(),
+            jail: None,
+            reason: format!("{} (import #{} of {})", h.reason, h.id, h.source),
+            evidence: Vec::new(),
+            failures: 0,
+            times_banned: 0,
+            first_seen: rfc3339(h.banned_at),
+            last_seen: rfc3339(h.banned_at),
+            banned_at: rfc3339(h.banned_at),
+            expires_at: h.expires_at.map(rfc3339),
+            remaining_secs: h
+                .expires_at
+                .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO).as_secs()),
+            expired: h.is_expired(now),
+            ports: h.ports.clone(),
+            narrowed_from: None,
+            drops: None,
+            recorded: true,
+            in_maps: None,
+            enforced_remaining_secs: None,
         }
     }
 
@@ -113,7 +156,8 @@ impl ExplainedBan {
         let unknown = || "unknown (no record in the state store)".to_owned();
         ExplainedBan {
             net: b.net.trunc(),
-            jail: b.jail.clone(),
+            origin: b.jail.clone(),
+            jail: None,
             reason: unknown(),
             evidence: Vec::new(),
             failures: 0,
@@ -128,46 +172,78 @@ impl ExplainedBan {
             remaining_secs: b.remaining.map(|r| r.as_secs()),
             expired: b.expired,
             ports: b.ports.0.clone(),
+            narrowed_from: None,
             drops: Some(b.drops),
             recorded: false,
             in_maps: Some(true),
+            enforced_remaining_secs: b.remaining.map(|r| r.as_secs()),
         }
     }
 }
 
 impl Explanation {
-    /// Reads what the store knows about `target`. For a single address every
-    /// covering ban is listed; for a prefix, bans of that prefix or broader.
-    /// Drops are left None: the caller fills them from the maps it can read.
-    pub fn from_store(store: &Store, target: &IpNet) -> Result<Self, StateError> {
-        let target = target.trunc();
+    /// Everything known about `target`: the store's claims and imports (if
+    /// a store is given), and what the maps hold (if an enforcer is given),
+    /// probing every prefix length that covers the target, as the XDP
+    /// program does. For a prefix target, bans of that prefix or broader.
+    pub fn gather(
+        store: Option<&Store>,
+        enforcer: Option<&Enforcer>,
+        target: &IpNet,
+    ) -> Result<Self, StateError> {
+        let target = crate::addr::unmap(*target).trunc();
         let now = SystemTime::now();
-        let bans = store
-            .covering(target.network())?
-            .iter()
-            .filter(|r| r.net.prefix_len() <= target.prefix_len())
-            .map(|r| ExplainedBan::from_record(r, now))
-            .collect::<Vec<_>>();
-        let history = store.ban_history(target)?;
-        let recorded = bans
-            .iter()
-            .filter(|b| b.net == target)
-            .map(|b| b.times_banned)
-            .max()
-            .unwrap_or(0);
-        Ok(Explanation {
+        let mut bans = Vec::new();
+        let (mut times_banned, mut last_banned) = (0, None);
+        if let Some(store) = store {
+            for r in store.covering(target.network())? {
+                if r.net.prefix_len() <= target.prefix_len() {
+                    bans.push(ExplainedBan::from_record(&r, now));
+                }
+            }
+            for len in (0..=target.prefix_len()).rev() {
+                let Ok(net) = IpNet::new(target.network(), len).map(|n| n.trunc()) else {
+                    continue;
+                };
+                for h in store.imports_holding(&net)? {
+                    bans.push(ExplainedBan::from_import(net, &h, now));
+                }
+            }
+            let history = store.ban_history(target)?;
+            let recorded = bans
+                .iter()
+                .filter(|b| b.net == target)
+                .map(|b| b.times_banned)
+                .max()
+                .unwrap_or(0);
+            times_banned = recorded.max(u32::try_from(history.len()).unwrap_or(u32::MAX));
+            last_banned = history.last().copied().map(rfc3339);
+        }
+        let mut e = Explanation {
             target,
             bans,
-            times_banned: recorded.max(u32::try_from(history.len()).unwrap_or(u32::MAX)),
-            last_banned: history.last().copied().map(rfc3339),
+            times_banned,
+            last_banned,
             tracking: Vec::new(),
-        })
+        };
+        if let Some(enf) = enforcer {
+            e.merge_maps(|n| match enf.get(n) {
+                Ok(b) => b,
+                Err(err) => {
+                    log::debug!(
+                        "reading the ban of {n} from the maps: {}",
+                        crate::error_chain(&err)
+                    );
+                    None
+                }
+            });
+        }
+        Ok(e)
     }
 
-    /// Adds what the pinned maps say: drops and the kernel's view of expiry
-    /// for recorded bans, and bans present only in the maps (e.g. written
-    /// while the store was unavailable). Probes every prefix length covering
-    /// the target, as the XDP program would.
+    /// Adds what the maps say: drops and the kernel's view of expiry for
+    /// recorded bans, and bans present only in the maps (e.g. written by an
+    /// older version, or while the store failed).
     pub fn merge_maps(&mut self, mut lookup: impl FnMut(&IpNet) -> Option<BanInfo>) {
         let t = self.target;
         for len in (0..=t.prefix_len()).rev() {
@@ -175,49 +251,37 @@ impl Explanation {
                 continue;
             };
             let found = lookup(&net);
-            match (self.bans.iter_mut().find(|b| b.net == net), found) {
-                (Some(b), Some(k)) => {
-                    b.drops = Some(k.drops);
-                    // The kernel's boot-time clock decides expiry; trust it.
-                    b.expired = k.expired;
-                    b.remaining_secs = k.remaining.map(|r| r.as_secs());
-                    b.in_maps = Some(true);
+            let mut any = false;
+            for b in self.bans.iter_mut().filter(|b| b.net == net) {
+                any = true;
+                match &found {
+                    Some(k) => {
+                        b.drops = Some(k.drops);
+                        b.in_maps = Some(!k.expired);
+                        b.enforced_remaining_secs = k.remaining.map(|r| r.as_secs());
+                    }
+                    None => b.in_maps = Some(false),
                 }
-                (Some(b), None) => b.in_maps = Some(false),
-                (None, Some(k)) => self.bans.push(ExplainedBan::from_map(&k)),
-                (None, None) => {}
+            }
+            if let (false, Some(k)) = (any, found) {
+                self.bans.push(ExplainedBan::from_map(&k));
             }
         }
         self.bans
             .sort_by_key(|b| std::cmp::Reverse(b.net.prefix_len()));
     }
 
-    /// Fills only `drops` of recorded bans from `lookup`. Prefer
-    /// [`merge_enforcer`](Self::merge_enforcer), which also shows bans found
-    /// only in the maps and the kernel's view of expiry.
-    pub fn fill_drops(&mut self, mut lookup: impl FnMut(&IpNet) -> Option<u64>) {
-        for b in &mut self.bans {
-            b.drops = lookup(&b.net);
-        }
-    }
-
-    /// [`merge_maps`](Self::merge_maps) from an enforcer's handles; a failing
-    /// map read leaves that ban's drops unknown.
-    pub fn merge_enforcer(&mut self, enforcer: &Enforcer) {
-        self.merge_maps(|n| match enforcer.get(n) {
-            Ok(b) => b,
-            Err(e) => {
-                log::debug!("reading the ban of {n} from the maps: {e}");
-                None
-            }
-        });
-    }
-
     /// Some ban covering the target is in force (and in the maps, when they were read).
     pub fn is_banned(&self) -> bool {
+        self.enforcing().is_some()
+    }
+
+    /// The ban that drops the target's packets: the longest covering prefix
+    /// in force.
+    pub fn enforcing(&self) -> Option<&ExplainedBan> {
         self.bans
             .iter()
-            .any(|b| !b.expired && b.in_maps != Some(false))
+            .find(|b| !b.expired && b.in_maps != Some(false))
     }
 
     /// The target as an address when it is a single host.
@@ -228,7 +292,7 @@ impl Explanation {
 
 /// Log lines come from attackers (user names, HELO strings): never let them
 /// drive the operator's terminal with escape sequences.
-fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return s.into();
     }
@@ -256,22 +320,20 @@ impl fmt::Display for Explanation {
             Some(a) => a.to_string(),
             None => self.target.to_string(),
         };
-        if self.bans.is_empty() {
-            write!(f, "{what} is not banned")?;
-        } else if self.is_banned() {
-            write!(f, "{what} is banned")?;
-        } else if self.bans.iter().any(|b| !b.expired) {
-            write!(
+        match self.enforcing() {
+            Some(b) if b.net == self.target => write!(f, "{what} is banned")?,
+            Some(b) => write!(f, "{what} is banned as part of {}", b.net)?,
+            None if self.bans.iter().any(|b| !b.expired) => write!(
                 f,
                 "{what} has a ban on record that is not in the maps (not enforced)"
-            )?;
-        } else {
-            write!(f, "{what} was banned (expired, not yet cleaned up)")?;
+            )?,
+            None if self.bans.is_empty() => write!(f, "{what} is not banned")?,
+            None => write!(f, "{what} was banned (expired, not yet cleaned up)")?,
         }
         match (&self.last_banned, self.times_banned) {
-            (_, 0) => writeln!(f, "; no ban on record")?,
-            (Some(last), n) => writeln!(f, "; banned {n} time(s), last at {last}")?,
-            (None, n) => writeln!(f, "; banned {n} time(s)")?,
+            (_, 0) => writeln!(f)?,
+            (Some(last), n) => writeln!(f, "; {what} banned {n} time(s), last at {last}")?,
+            (None, n) => writeln!(f, "; {what} banned {n} time(s)")?,
         }
         for t in &self.tracking {
             writeln!(
@@ -293,7 +355,18 @@ impl fmt::Display for Explanation {
         }
         for b in &self.bans {
             writeln!(f)?;
-            writeln!(f, "  ban:        {} (jail {})", b.net, printable(&b.jail))?;
+            writeln!(
+                f,
+                "  ban:        {} (origin {})",
+                b.net,
+                printable(&b.origin)
+            )?;
+            if let Some(n) = b.narrowed_from {
+                writeln!(
+                    f,
+                    "  narrowed:   from the jail's {n}, which holds a protected address (this host's, or an allowlisted one)"
+                )?;
+            }
             writeln!(f, "  reason:     {}", printable(&b.reason))?;
             writeln!(f, "  banned at:  {}", b.banned_at)?;
             match (&b.expires_at, b.remaining_secs) {
@@ -312,12 +385,16 @@ impl fmt::Display for Explanation {
                 let p: Vec<String> = b.ports.iter().map(u16::to_string).collect();
                 writeln!(f, "  ports:      {}", p.join(","))?;
             }
-            writeln!(
-                f,
-                "  failures:   {} between {} and {}",
-                b.failures, b.first_seen, b.last_seen
-            )?;
-            writeln!(f, "  banned:     {} time(s) by then", b.times_banned)?;
+            if b.recorded && b.failures > 0 {
+                writeln!(
+                    f,
+                    "  failures:   {} between {} and {}",
+                    b.failures, b.first_seen, b.last_seen
+                )?;
+            }
+            if b.times_banned > 0 {
+                writeln!(f, "  banned:     {} time(s) by then", b.times_banned)?;
+            }
             match (b.drops, b.in_maps) {
                 (Some(d), _) => writeln!(f, "  drops:      {d} packet(s) since the ban")?,
                 (None, Some(false)) => {
@@ -347,7 +424,7 @@ mod tests {
         let now = SystemTime::now();
         let mut r = BanRecord::manual(
             "192.0.2.1/32".parse().unwrap(),
-            "postfix",
+            crate::ban::Origin::Jail(crate::ban::JailName::new("postfix").unwrap()),
             Some("x\u{1b}]0;owned\u{7}"),
             None,
             vec![],

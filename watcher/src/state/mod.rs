@@ -1,14 +1,16 @@
-//! Crash-safe ban metadata: why each ban exists (jail, reason, the lines that
-//! did it) and how often each host was banned, kept across restarts and crashes.
-//! The kernel maps hold what is enforced; this store holds the explanation and
-//! lets the agent restore bans after a reboot cleared the maps.
+//! Crash-safe ban metadata: why each ban exists (origin, reason, the lines
+//! that did it), how often each network was banned, and the blocklists
+//! imported, kept across restarts and crashes. The kernel maps hold what is
+//! enforced; this store holds the explanation and lets the ban service put
+//! every ban back after a reboot emptied the maps.
 mod explain;
+mod imports;
 mod record;
 mod store;
+mod writer;
 
-pub use explain::{ExplainedBan, Explanation, Tracking};
+pub use explain::{ExplainedBan, Explanation, Tracking, printable};
+pub use imports::ImportHeader;
 pub use record::{BanRecord, DecodeError, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES};
-pub use store::{
-    DB_FILE, MAX_HISTORY_PER_HOST, StateError, Store, record_manual, record_manual_many,
-    remove_manual,
-};
+pub use store::{DB_FILE, MAX_HISTORY_PER_HOST, StateError, Store};
+pub use writer::{Health, StateWriter};

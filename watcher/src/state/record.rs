@@ -1,4 +1,6 @@
-//! One ban's metadata and its on-disk encoding.
+//! One ban claim's metadata and its on-disk encoding. A network may carry
+//! several claims, one per origin (a jail's and a CrowdSec decision's): the
+//! maps enforce their merge, and lifting one leaves the others.
 use std::{
     net::IpAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -6,6 +8,8 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use crate::ban::Origin;
 
 /// Evidence kept per ban: enough to explain it, bounded so a noisy host cannot
 /// grow the store without limit.
@@ -15,11 +19,12 @@ pub const MAX_EVIDENCE_LINES: usize = 10;
 pub const MAX_EVIDENCE_LINE_BYTES: usize = 2048;
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// Metadata of one ban. The kernel map holds what is enforced; this holds why.
+/// One origin's ban of one network. The kernel map holds what is enforced
+/// (the merge of a network's claims); this holds why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
     pub net: IpNet,
-    pub jail: String,
+    pub origin: Origin,
     pub reason: String,
     /// The matched log lines that led to the ban, oldest first, at most
     /// [`MAX_EVIDENCE_LINES`].
@@ -29,7 +34,7 @@ pub struct BanRecord {
     #[serde(with = "unix_ns")]
     pub last_seen: SystemTime,
     pub failures: u32,
-    /// How many times this host has been banned, this ban included.
+    /// How many times this network has been banned, this ban included.
     pub times_banned: u32,
     #[serde(with = "unix_ns")]
     pub banned_at: SystemTime,
@@ -38,13 +43,37 @@ pub struct BanRecord {
     pub expires_at: Option<SystemTime>,
     /// Destination ports; empty = all ports and protocols.
     pub ports: Vec<u16>,
+    /// The jail's prefix when this ban was narrowed to spare a protected
+    /// address (the host's own, an allowlisted one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub narrowed_from: Option<IpNet>,
+}
+
+/// The first format stored one record per network with a `jail` name.
+#[derive(Deserialize)]
+struct RecordV1 {
+    net: IpNet,
+    jail: String,
+    reason: String,
+    evidence: Vec<String>,
+    #[serde(with = "unix_ns")]
+    first_seen: SystemTime,
+    #[serde(with = "unix_ns")]
+    last_seen: SystemTime,
+    failures: u32,
+    times_banned: u32,
+    #[serde(with = "unix_ns")]
+    banned_at: SystemTime,
+    #[serde(with = "unix_ns_opt")]
+    expires_at: Option<SystemTime>,
+    ports: Vec<u16>,
 }
 
 impl BanRecord {
     /// A record with no evidence, for a ban typed by an operator.
     pub fn manual(
         net: IpNet,
-        jail: &str,
+        origin: Origin,
         reason: Option<&str>,
         ttl: Option<Duration>,
         ports: Vec<u16>,
@@ -52,7 +81,7 @@ impl BanRecord {
         let now = SystemTime::now();
         BanRecord {
             net: net.trunc(),
-            jail: jail.to_owned(),
+            origin,
             reason: reason.unwrap_or("manual ban").to_owned(),
             evidence: Vec::new(),
             first_seen: now,
@@ -62,6 +91,7 @@ impl BanRecord {
             banned_at: now,
             expires_at: ttl.and_then(|t| now.checked_add(t)),
             ports,
+            narrowed_from: None,
         }
     }
 
@@ -101,7 +131,7 @@ impl BanRecord {
     /// the record as JSON.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(512);
-        out.push(FORMAT_V1);
+        out.push(FORMAT_V2);
         out.extend_from_slice(&expiry_ns(self.expires_at).to_be_bytes());
         serde_json::to_writer(&mut out, &*self.bounded())?;
         Ok(out)
@@ -109,8 +139,31 @@ impl BanRecord {
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         match bytes.split_first() {
-            Some((&FORMAT_V1, rest)) if rest.len() >= 8 => Ok(serde_json::from_slice(&rest[8..])?),
-            Some((&FORMAT_V1, _)) => Err(DecodeError::Empty),
+            Some((&FORMAT_V2, rest)) if rest.len() >= 8 => Ok(serde_json::from_slice(&rest[8..])?),
+            Some((&FORMAT_V1, rest)) if rest.len() >= 8 => {
+                let r: RecordV1 = serde_json::from_slice(&rest[8..])?;
+                Ok(BanRecord {
+                    net: r.net,
+                    // A name that is not a valid origin any more is kept as
+                    // a manual ban, its old name in the reason.
+                    origin: Origin::parse(&r.jail).unwrap_or(Origin::Manual),
+                    reason: if Origin::parse(&r.jail).is_ok() {
+                        r.reason
+                    } else {
+                        format!("{} (jail {})", r.reason, r.jail.escape_default())
+                    },
+                    evidence: r.evidence,
+                    first_seen: r.first_seen,
+                    last_seen: r.last_seen,
+                    failures: r.failures,
+                    times_banned: r.times_banned,
+                    banned_at: r.banned_at,
+                    expires_at: r.expires_at,
+                    ports: r.ports,
+                    narrowed_from: None,
+                })
+            }
+            Some((&(FORMAT_V1 | FORMAT_V2), _)) => Err(DecodeError::Empty),
             Some((&v, _)) => Err(DecodeError::Version(v)),
             None => Err(DecodeError::Empty),
         }
@@ -130,6 +183,7 @@ pub(crate) fn expiry_ns(t: Option<SystemTime>) -> u64 {
 /// First byte of every stored value, so a later format can coexist with old
 /// records instead of misreading them.
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -137,7 +191,7 @@ pub enum DecodeError {
     Empty,
     #[error("unknown record format {0}")]
     Version(u8),
-    #[error("bad record: {0}")]
+    #[error("bad record")]
     Json(#[from] serde_json::Error),
 }
 
@@ -154,9 +208,10 @@ fn cut(mut s: String, max: usize) -> String {
 
 /// Table key of a net: family, prefix length, then the (masked) address bytes.
 /// Family first keeps v4 and v6 apart; the length makes 192.0.2.0/24 and
-/// 192.0.2.0/32 distinct bans, as they are in the kernel maps.
+/// 192.0.2.0/32 distinct bans, as they are in the kernel maps. 6 bytes for
+/// IPv4, 18 for IPv6.
 pub(crate) fn net_key(net: &IpNet) -> Vec<u8> {
-    let net = unmap_v4(net.trunc());
+    let net = crate::addr::unmap(net.trunc());
     let mut k = Vec::with_capacity(18);
     match net.addr() {
         IpAddr::V4(a) => {
@@ -174,6 +229,7 @@ pub(crate) fn net_key(net: &IpNet) -> Vec<u8> {
 }
 
 /// Inverse of [`net_key`].
+#[cfg(test)]
 pub(crate) fn key_net(k: &[u8]) -> Option<IpNet> {
     match k {
         [4, len, a @ ..] if a.len() == 4 => {
@@ -188,17 +244,31 @@ pub(crate) fn key_net(k: &[u8]) -> Option<IpNet> {
     }
 }
 
-/// `::ffff:a.b.c.d/len` is the IPv4 net the packets carry (dual-stack daemons
-/// log IPv4 clients that way); key it as IPv4 so both spellings meet.
-fn unmap_v4(net: IpNet) -> IpNet {
-    if let IpNet::V6(n) = net
-        && let Some(v4) = n.addr().to_ipv4_mapped()
-        && n.prefix_len() >= 96
-        && let Ok(m) = ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
-    {
-        return IpNet::V4(m);
+/// Length of the net key a claim key starts with (from its family byte).
+pub(crate) fn net_key_len(k: &[u8]) -> Option<usize> {
+    match k.first() {
+        Some(4) => Some(6),
+        Some(6) => Some(18),
+        _ => None,
     }
-    net
+}
+
+/// Key of one origin's claim on a net: the net key, a 0 byte, the origin's
+/// label. All claims of a net are one range of keys.
+pub(crate) fn claim_key(net: &IpNet, origin: &Origin) -> Vec<u8> {
+    let mut k = net_key(net);
+    k.push(0);
+    k.extend_from_slice(origin.to_string().as_bytes());
+    k
+}
+
+/// The range holding every claim on `net`: [start, end).
+pub(crate) fn claims_range(net: &IpNet) -> (Vec<u8>, Vec<u8>) {
+    let mut start = net_key(net);
+    let mut end = start.clone();
+    start.push(0);
+    end.push(1);
+    (start, end)
 }
 
 pub(crate) fn to_unix_ns(t: SystemTime) -> u64 {
@@ -212,7 +282,7 @@ pub(crate) fn from_unix_ns(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-mod unix_ns {
+pub(crate) mod unix_ns {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -226,7 +296,7 @@ mod unix_ns {
     }
 }
 
-mod unix_ns_opt {
+pub(crate) mod unix_ns_opt {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -246,11 +316,12 @@ mod unix_ns_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ban::JailName;
 
     fn rec() -> BanRecord {
         let mut r = BanRecord::manual(
             "192.0.2.7/32".parse().unwrap(),
-            "postfix",
+            Origin::Jail(JailName::new("postfix").unwrap()),
             Some("sasl"),
             Some(Duration::from_secs(600)),
             vec![25, 587],
@@ -265,6 +336,25 @@ mod tests {
         let back = BanRecord::decode(&r.encode().unwrap()).unwrap();
         // Stored with ns precision, so SystemTime survives exactly.
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn first_format_records_still_read() {
+        let v1 = br#"{"net":"192.0.2.7/32","jail":"postfix","reason":"r","evidence":[],"first_seen":1,"last_seen":2,"failures":3,"times_banned":1,"banned_at":4,"expires_at":null,"ports":[25]}"#;
+        let mut bytes = vec![FORMAT_V1];
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        bytes.extend_from_slice(v1);
+        let r = BanRecord::decode(&bytes).unwrap();
+        assert_eq!(r.origin, Origin::Jail(JailName::new("postfix").unwrap()));
+        assert_eq!((r.failures, r.ports.as_slice()), (3, &[25u16][..]));
+        // A name no longer valid becomes a manual ban that keeps it in the reason.
+        let odd = String::from_utf8_lossy(v1).replace("\"postfix\"", "\"my jail\"");
+        let mut bytes = vec![FORMAT_V1];
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        bytes.extend_from_slice(odd.as_bytes());
+        let r = BanRecord::decode(&bytes).unwrap();
+        assert_eq!(r.origin, Origin::Manual);
+        assert!(r.reason.contains("my jail"), "{}", r.reason);
     }
 
     #[test]
@@ -305,6 +395,10 @@ mod tests {
         ] {
             let n: IpNet = n.parse().unwrap();
             assert_eq!(key_net(&net_key(&n)), Some(n));
+            let c = claim_key(&n, &Origin::Manual);
+            let (lo, hi) = claims_range(&n);
+            assert!(lo <= c && c < hi);
+            assert_eq!(net_key_len(&c), Some(net_key(&n).len()));
         }
         assert_eq!(key_net(&[4, 32, 1]), None);
         let r = rec();

@@ -1,26 +1,34 @@
-//! The redb-backed store of ban metadata and per-host ban history.
+//! The redb-backed store: ban claims (one per network and origin), their
+//! expiry index, per-network ban history, blocklist imports kept compactly
+//! (imports.rs) and a few instance settings.
 use std::{
     net::IpAddr,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use ipnet::IpNet;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::record::{
-    BanRecord, DecodeError, expiry_ns, from_unix_ns, key_net, net_key, stored_expiry, to_unix_ns,
+    BanRecord, DecodeError, claim_key, claims_range, expiry_ns, from_unix_ns, net_key, net_key_len,
+    stored_expiry, to_unix_ns,
 };
+use crate::ban::Origin;
 
-/// net key -> encoded [`BanRecord`]: the bans in force (or not yet purged).
-const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans");
-/// host key -> little-endian u64 unix-ns ban times, oldest first. Outlives the
-/// bans themselves so a recidive-style jail can count past bans.
+/// claim key (net key, 0, origin label) -> encoded [`BanRecord`]: the bans
+/// in force (or not yet purged). The first format keyed by the net alone;
+/// such keys are migrated on open.
+pub(super) const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans");
+/// net key -> little-endian u64 unix-ns ban times, oldest first. Outlives the
+/// bans themselves so repeat offenders are recognised; pruned by age.
 const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
-/// big-endian expiry unix ns ++ net key -> empty: bans in order of expiry, so
-/// cleanup reads only what expired instead of every record.
+/// big-endian expiry unix ns ++ claim key -> empty: claims in order of
+/// expiry, so cleanup reads only what expired instead of every record.
 const EXPIRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("expiry");
+/// name -> JSON: instance settings the CLI needs when no agent runs.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 fn expiry_key(exp_ns: u64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
@@ -29,7 +37,7 @@ fn expiry_key(exp_ns: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Ban times remembered per host; older ones fall off.
+/// Ban times remembered per network; older ones fall off.
 pub const MAX_HISTORY_PER_HOST: usize = 64;
 
 pub const DB_FILE: &str = "bans.redb";
@@ -43,37 +51,41 @@ const QUICK_REPAIR: bool = false;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     Dir {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     /// redb allows one process at a time; the running agent holds the store.
     #[error("state store {path} is in use by another process (is the agent running?)")]
     Locked { path: PathBuf },
-    #[error("state store {path}: {source}")]
+    #[error("state store {path}")]
     Db {
         path: PathBuf,
+        #[source]
         source: Box<redb::Error>,
     },
-    #[error("state store {path}: record {key}: {source}")]
+    #[error("state store {path}: record {key}")]
     Decode {
         path: PathBuf,
         key: String,
+        #[source]
         source: DecodeError,
     },
-    #[error("state store {path}: encoding record for {net}: {source}")]
+    #[error("state store {path}: encoding a record for {net}")]
     Encode {
         path: PathBuf,
         net: IpNet,
+        #[source]
         source: serde_json::Error,
     },
 }
 
 /// Crash-safe ban metadata. Every write is durable when the call returns.
 pub struct Store {
-    db: Database,
-    path: PathBuf,
+    pub(super) db: Database,
+    pub(super) path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,9 +94,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-// The transaction closures speak redb's own (large) error type; it is boxed
-// once it leaves this module.
-#[allow(clippy::result_large_err)]
+#[expect(
+    clippy::result_large_err,
+    reason = "transaction closures speak redb's own large error type; it is boxed once it leaves this module"
+)]
 impl Store {
     /// Opens (creating if needed, directory mode 0700) the store under `dir`.
     /// After a crash redb recovers to the last committed transaction.
@@ -117,11 +130,37 @@ impl Store {
             }
         };
         let store = Store { db, path };
-        // Create the tables once so readers never meet a missing table.
+        // Create the tables once so readers never meet a missing table, and
+        // bring records of the first format to one claim per origin.
         store.write(|tx| {
-            tx.open_table(BANS)?;
             tx.open_table(HISTORY)?;
-            tx.open_table(EXPIRY)?;
+            tx.open_table(META)?;
+            super::imports::create_tables(tx)?;
+            let mut bans = tx.open_table(BANS)?;
+            let mut exp = tx.open_table(EXPIRY)?;
+            let mut old = Vec::new();
+            for e in bans.iter()? {
+                let (k, v) = e?;
+                if net_key_len(k.value()) == Some(k.value().len()) {
+                    old.push((k.value().to_vec(), v.value().to_vec()));
+                }
+            }
+            for (k, v) in old {
+                bans.remove(k.as_slice())?;
+                if let Some(e) = stored_expiry(&v) {
+                    exp.remove(expiry_key(e, &k).as_slice())?;
+                }
+                let Ok(r) = BanRecord::decode(&v) else {
+                    log::warn!("state store: dropping unreadable record {}", hex(&k));
+                    continue;
+                };
+                let Ok(bytes) = r.encode() else { continue };
+                let ck = claim_key(&r.net, &r.origin);
+                bans.insert(ck.as_slice(), bytes.as_slice())?;
+                if let Some(e) = r.expires_at.map(|t| expiry_ns(Some(t))) {
+                    exp.insert(expiry_key(e, &ck).as_slice(), [].as_slice())?;
+                }
+            }
             Ok(())
         })?;
         Ok(store)
@@ -131,9 +170,9 @@ impl Store {
         &self.path
     }
 
-    /// Stores (or replaces) the record of `rec.net` and adds `rec.banned_at`
-    /// to the host's ban history (once: recording the same ban again is a no-op
-    /// for the history). Durable on return.
+    /// Stores (or replaces) the claim of `rec.origin` on `rec.net` and adds
+    /// `rec.banned_at` to the network's ban history (once: recording the
+    /// same ban again is a no-op for the history). Durable on return.
     pub fn record_ban(&self, rec: &BanRecord) -> Result<(), StateError> {
         self.record_bans(std::slice::from_ref(rec))
     }
@@ -156,7 +195,7 @@ impl Store {
             let mut hist = tx.open_table(HISTORY)?;
             let mut exp = tx.open_table(EXPIRY)?;
             for (r, bytes) in recs.iter().zip(&encoded) {
-                let key = net_key(&r.net);
+                let key = claim_key(&r.net, &r.origin);
                 let old = bans
                     .insert(key.as_slice(), bytes.as_slice())?
                     .and_then(|v| stored_expiry(v.value()));
@@ -166,7 +205,8 @@ impl Store {
                 if let Some(e) = r.expires_at.map(|t| expiry_ns(Some(t))) {
                     exp.insert(expiry_key(e, &key).as_slice(), [].as_slice())?;
                 }
-                let mut times = match hist.get(key.as_slice())? {
+                let nk = net_key(&r.net);
+                let mut times = match hist.get(nk.as_slice())? {
                     Some(v) => decode_times(v.value()),
                     None => Vec::new(),
                 };
@@ -176,39 +216,66 @@ impl Store {
                     times.sort_unstable();
                     let drop = times.len().saturating_sub(MAX_HISTORY_PER_HOST);
                     times.drain(..drop);
-                    hist.insert(key.as_slice(), encode_times(&times).as_slice())?;
+                    hist.insert(nk.as_slice(), encode_times(&times).as_slice())?;
                 }
             }
             Ok(())
         })
     }
 
-    /// Removes the record of `net`; the ban history stays. Returns the removed record.
-    pub fn remove(&self, net: &IpNet) -> Result<Option<BanRecord>, StateError> {
-        let key = net_key(net);
-        let raw = self.write(|tx| {
+    /// Removes the claims on exactly `net`: every origin's, or only
+    /// `origin`'s. The ban history stays. Returns the removed claims.
+    pub fn remove(
+        &self,
+        net: &IpNet,
+        origin: Option<&Origin>,
+    ) -> Result<Vec<BanRecord>, StateError> {
+        let raws = self.write(|tx| {
             let mut bans = tx.open_table(BANS)?;
-            let old = bans.remove(key.as_slice())?.map(|v| v.value().to_vec());
-            if let Some(e) = old.as_deref().and_then(stored_expiry) {
-                tx.open_table(EXPIRY)?
-                    .remove(expiry_key(e, &key).as_slice())?;
+            let mut exp = tx.open_table(EXPIRY)?;
+            let keys: Vec<Vec<u8>> = match origin {
+                Some(o) => vec![claim_key(net, o)],
+                None => {
+                    let (lo, hi) = claims_range(net);
+                    let mut keys = Vec::new();
+                    for e in bans.range(lo.as_slice()..hi.as_slice())? {
+                        keys.push(e?.0.value().to_vec());
+                    }
+                    keys
+                }
+            };
+            let mut out = Vec::new();
+            for k in keys {
+                let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                if let Some(e) = stored_expiry(&v) {
+                    exp.remove(expiry_key(e, &k).as_slice())?;
+                }
+                out.push((k, v));
             }
-            Ok(old)
+            Ok(out)
         })?;
-        raw.map(|b| self.decode(&key, &b)).transpose()
+        raws.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
-    pub fn get(&self, net: &IpNet) -> Result<Option<BanRecord>, StateError> {
-        let key = net_key(net);
-        let raw = self.read(|tx| {
+    /// The claims on exactly `net`, one per origin.
+    pub fn claims(&self, net: &IpNet) -> Result<Vec<BanRecord>, StateError> {
+        let (lo, hi) = claims_range(net);
+        let raws = self.read(|tx| {
             let bans = tx.open_table(BANS)?;
-            Ok(bans.get(key.as_slice())?.map(|v| v.value().to_vec()))
+            let mut out = Vec::new();
+            for e in bans.range(lo.as_slice()..hi.as_slice())? {
+                let (k, v) = e?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(out)
         })?;
-        raw.map(|b| self.decode(&key, &b)).transpose()
+        raws.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
-    /// Every stored ban whose net contains `addr`, longest prefix first: what
-    /// the XDP program would match for a packet from `addr` (one lookup per length).
+    /// Every claim whose net contains `addr`, longest prefix first: what the
+    /// XDP program would match for a packet from `addr` (one range per length).
     pub fn covering(&self, addr: IpAddr) -> Result<Vec<BanRecord>, StateError> {
         let max = match addr {
             IpAddr::V4(_) => 32,
@@ -221,9 +288,10 @@ impl Store {
                 let Ok(net) = IpNet::new(addr, len) else {
                     continue;
                 };
-                let key = net_key(&net);
-                if let Some(v) = bans.get(key.as_slice())? {
-                    out.push((key, v.value().to_vec()));
+                let (lo, hi) = claims_range(&net);
+                for e in bans.range(lo.as_slice()..hi.as_slice())? {
+                    let (k, v) = e?;
+                    out.push((k.value().to_vec(), v.value().to_vec()));
                 }
             }
             Ok(out)
@@ -231,7 +299,7 @@ impl Store {
         raws.iter().map(|(k, b)| self.decode(k, b)).collect()
     }
 
-    /// Calls `f` for every stored record inside one read transaction, without
+    /// Calls `f` for every stored claim inside one read transaction, without
     /// collecting them first. Undecodable records are skipped with a warning
     /// (one bad record must not stop the agent from restoring the others);
     /// returns (records passed to f, records skipped).
@@ -260,13 +328,14 @@ impl Store {
         })
     }
 
-    /// All stored records (see [`for_each`](Self::for_each) for skipped ones).
+    /// All stored claims (see [`for_each`](Self::for_each) for skipped ones).
     pub fn all(&self) -> Result<Vec<BanRecord>, StateError> {
         let mut out = Vec::with_capacity(usize::try_from(self.len()?).unwrap_or(0));
         self.for_each(|r| out.push(r))?;
         Ok(out)
     }
 
+    /// Stored claims (imports not included).
     pub fn len(&self) -> Result<u64, StateError> {
         self.read(|tx| Ok(tx.open_table(BANS)?.len()?))
     }
@@ -275,24 +344,9 @@ impl Store {
         Ok(self.len()? == 0)
     }
 
-    /// Nets whose ban ended at or before `now` (permanent bans never do),
-    /// soonest expired first. Reads only the expiry index.
-    pub fn expired_before(&self, now: SystemTime) -> Result<Vec<IpNet>, StateError> {
-        let end = expiry_key(to_unix_ns(now).saturating_add(1), &[]);
-        self.read(|tx| {
-            let exp = tx.open_table(EXPIRY)?;
-            let mut out = Vec::new();
-            for e in exp.range(..end.as_slice())? {
-                let (k, _) = e?;
-                out.extend(k.value().get(8..).and_then(key_net));
-            }
-            Ok(out)
-        })
-    }
-
-    /// Removes the records of bans that ended at or before `now`, in one
-    /// transaction, and returns them. History is kept. Reads only the expiry
-    /// index and the expired records, however many bans are stored.
+    /// Removes the claims that ended at or before `now`, in one transaction,
+    /// and returns them. History is kept. Reads only the expiry index and
+    /// the expired records, however many bans are stored.
     pub fn purge_expired(&self, now: SystemTime) -> Result<Vec<BanRecord>, StateError> {
         let end = expiry_key(to_unix_ns(now).saturating_add(1), &[]);
         let raws = self.write(|tx| {
@@ -305,9 +359,9 @@ impl Store {
             let mut raws = Vec::with_capacity(keys.len());
             for k in keys {
                 exp.remove(k.as_slice())?;
-                let net = k.get(8..).unwrap_or_default();
-                if let Some(v) = bans.remove(net)? {
-                    raws.push((net.to_vec(), v.value().to_vec()));
+                let claim = k.get(8..).unwrap_or_default();
+                if let Some(v) = bans.remove(claim)? {
+                    raws.push((claim.to_vec(), v.value().to_vec()));
                 }
             }
             Ok(raws)
@@ -322,32 +376,23 @@ impl Store {
         Ok(gone)
     }
 
-    /// Times `host` (an address, or the net of a prefix ban) has been banned,
-    /// across jails and including bans that have expired (up to
-    /// [`MAX_HISTORY_PER_HOST`]). A store read error counts as 0 and is logged:
-    /// a failing store must not stop a ban.
-    pub fn ban_count(&self, host: impl Into<IpNet>) -> u32 {
-        self.ban_count_since(host, SystemTime::UNIX_EPOCH)
-    }
-
-    /// Like [`ban_count`](Self::ban_count), counting only bans at or after `since`.
-    pub fn ban_count_since(&self, host: impl Into<IpNet>, since: SystemTime) -> u32 {
-        let host = host.into();
-        match self.ban_history(host) {
-            Ok(times) => {
-                let n = times.iter().filter(|t| **t >= since).count();
-                u32::try_from(n).unwrap_or(u32::MAX)
-            }
+    /// Times `net` has been banned, across origins and including bans that
+    /// have expired (up to [`MAX_HISTORY_PER_HOST`]). A store read error
+    /// counts as 0 and is logged: a failing store must not stop a ban.
+    pub fn ban_count(&self, net: impl Into<IpNet>) -> u32 {
+        let net = net.into();
+        match self.ban_history(net) {
+            Ok(times) => u32::try_from(times.len()).unwrap_or(u32::MAX),
             Err(e) => {
-                log::warn!("ban history of {host}: {e}");
+                log::warn!("ban history of {net}: {e}");
                 0
             }
         }
     }
 
-    /// When `host` was banned, oldest first.
-    pub fn ban_history(&self, host: impl Into<IpNet>) -> Result<Vec<SystemTime>, StateError> {
-        let key = net_key(&host.into());
+    /// When `net` was banned, oldest first.
+    pub fn ban_history(&self, net: impl Into<IpNet>) -> Result<Vec<SystemTime>, StateError> {
+        let key = net_key(&net.into());
         self.read(|tx| {
             let hist = tx.open_table(HISTORY)?;
             let times = match hist.get(key.as_slice())? {
@@ -358,8 +403,9 @@ impl Store {
         })
     }
 
-    /// Forgets hosts whose last ban is older than `before` (keeps the history
-    /// table bounded by time as well as per host). Returns how many were forgotten.
+    /// Forgets networks whose last ban is older than `before` (keeps the
+    /// history table bounded by time as well as per network). Returns how
+    /// many were forgotten.
     pub fn prune_history(&self, before: SystemTime) -> Result<usize, StateError> {
         let cutoff = to_unix_ns(before);
         self.write(|tx| {
@@ -374,6 +420,32 @@ impl Store {
         })
     }
 
+    /// Networks with a ban history.
+    pub fn history_len(&self) -> Result<u64, StateError> {
+        self.read(|tx| Ok(tx.open_table(HISTORY)?.len()?))
+    }
+
+    /// An instance setting saved by the agent (see [`set_meta`](Self::set_meta)).
+    pub fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+        let raw = self.read(|tx| {
+            let t = tx.open_table(META)?;
+            Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        })?;
+        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    pub fn set_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StateError::Encode {
+            path: self.path.clone(),
+            net: IpNet::default(),
+            source,
+        })?;
+        self.write(|tx| {
+            tx.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<BanRecord, StateError> {
         BanRecord::decode(bytes).map_err(|source| StateError::Decode {
             path: self.path.clone(),
@@ -385,7 +457,7 @@ impl Store {
     /// Runs `f` in a write transaction committed with immediate durability:
     /// when this returns Ok the data survives kill -9 and power loss (as far
     /// as fsync holds).
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StateError> {
@@ -403,7 +475,7 @@ impl Store {
         })
     }
 
-    fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StateError> {
@@ -425,42 +497,6 @@ fn encode_times(times: &[u64]) -> Vec<u8> {
     times.iter().flat_map(|t| t.to_le_bytes()).collect()
 }
 
-fn hex(b: &[u8]) -> String {
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Records a ban typed on the command line when no agent runs (the agent
-/// holds the store while it runs; then the CLI goes through the control
-/// socket). `times_banned` counts this ban. Returns what was stored.
-pub fn record_manual(
-    state_dir: &Path,
-    net: IpNet,
-    jail: &str,
-    reason: Option<&str>,
-    ttl: Option<Duration>,
-    ports: Vec<u16>,
-) -> Result<BanRecord, StateError> {
-    let store = Store::open(state_dir)?;
-    let mut rec = BanRecord::manual(net, jail, reason, ttl, ports);
-    rec.times_banned = store.ban_count(rec.net).saturating_add(1);
-    store.record_ban(&rec)?;
-    Ok(rec)
-}
-
-/// [`record_manual`] for many bans (`fail2xdp ban --file`): one open, one
-/// transaction, one fsync. Build the records with [`BanRecord::manual`];
-/// `times_banned` is filled in here. Returns how many were recorded.
-pub fn record_manual_many(state_dir: &Path, mut recs: Vec<BanRecord>) -> Result<usize, StateError> {
-    let store = Store::open(state_dir)?;
-    for r in &mut recs {
-        r.times_banned = store.ban_count(r.net).saturating_add(1);
-    }
-    store.record_bans(&recs)?;
-    Ok(recs.len())
-}
-
-/// Forgets the record of `net` when no agent runs (see [`record_manual`]).
-/// Returns whether there was one.
-pub fn remove_manual(state_dir: &Path, net: &IpNet) -> Result<bool, StateError> {
-    Ok(Store::open(state_dir)?.remove(net)?.is_some())
 }

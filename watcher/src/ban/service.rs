@@ -1,0 +1,982 @@
+//! The ban service itself (see the module documentation of `ban`).
+use std::{
+    collections::{BTreeMap, HashMap, hash_map::Entry},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, SystemTime},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BanEvent, Banned, Guard, Origin, PrefixLimits, Subscriber,
+    order::{Applied, ImportReport, ImportSpec, Order, Outcome, RestoreReport, UnbanOutcome},
+};
+use crate::{
+    addr::{self, PortSet},
+    enforcer::{BanInfo, BanRequest, Enforcer, EnforcerError},
+    state::{BanRecord, Health, ImportHeader, StateError, StateWriter, Store},
+};
+
+/// What the configuration says about banning, for the guard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub limits: PrefixLimits,
+    /// The configuration's allowlist (also written to the data plane).
+    pub allowlist: Vec<IpNet>,
+    /// Each jail's own allowlist: networks only that jail never bans.
+    pub jail_allow: BTreeMap<String, Vec<IpNet>>,
+}
+
+/// How claims reach the store: from a background thread that batches them
+/// (the agent: a burst of bans waits for no fsync), or before each call
+/// returns (the CLI with no agent running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    Background,
+    Sync,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    #[error("the data plane")]
+    Enforcer(#[from] EnforcerError),
+    #[error("the state store")]
+    State(#[from] StateError),
+    #[error("this agent runs with --dry-run: it writes no bans")]
+    DryRun,
+}
+
+/// Counters of what the service did since it started, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub banned: u64,
+    pub stale: u64,
+    pub failed: u64,
+    pub unbanned: u64,
+    /// Refusals by kind (loopback, allowlisted, own_address, too_broad, ...).
+    pub refused: BTreeMap<String, u64>,
+    /// Bans by origin label.
+    pub by_origin: BTreeMap<String, u64>,
+}
+
+/// Bans larger than this are merged against one listing of the maps
+/// instead of a lookup per network.
+const LIST_FOR_BATCH: usize = 64;
+/// Map writes per enforcer call when restoring or importing, so a
+/// million-entry list does not hold a million requests at once.
+const WRITE_BATCH: usize = 65_536;
+
+struct Inner {
+    enforcer: Option<Enforcer>,
+    policy: Policy,
+    guard: Guard,
+    /// Previous bans per network (all origins), read from the store once.
+    counts: HashMap<IpNet, u32>,
+}
+
+pub struct BanService {
+    inner: Mutex<Inner>,
+    store: Option<Arc<Store>>,
+    writer: Option<StateWriter>,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+    dry_run: bool,
+    stats: Mutex<ServiceStats>,
+    /// Store problems of the synchronous mode (the writer keeps its own).
+    sync_health: Mutex<Health>,
+}
+
+/// The ban in force for a network once a new claim is merged in.
+struct Merged {
+    ttl: Option<Duration>,
+    ports: PortSet,
+    label: String,
+    kept_longer: bool,
+}
+
+/// Later expiry and wider port scope of what is in force and what is asked.
+fn merge(current: Option<&BanInfo>, ttl: Option<Duration>, ports: &PortSet, label: &str) -> Merged {
+    let own = Merged {
+        ttl,
+        ports: ports.clone(),
+        label: label.to_owned(),
+        kept_longer: false,
+    };
+    let Some(cur) = current.filter(|c| !c.expired) else {
+        return own;
+    };
+    let later = match (cur.remaining, ttl) {
+        (None, _) | (_, None) => None,
+        (Some(a), Some(b)) => Some(a.max(b)),
+    };
+    let cur_later = match (cur.remaining, ttl) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    };
+    let ports = if cur.ports.is_all() || ports.is_all() {
+        PortSet::all()
+    } else {
+        let mut v = cur.ports.0.clone();
+        v.extend_from_slice(&ports.0);
+        PortSet::from_ports(v).unwrap_or_else(|_| PortSet::all())
+    };
+    Merged {
+        kept_longer: cur_later || ports != own.ports,
+        ttl: later,
+        ports,
+        label: if cur_later {
+            cur.jail.clone()
+        } else {
+            own.label
+        },
+    }
+}
+
+fn remaining(expires: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+    // A ban that has begun is at least a second long in the maps.
+    expires.map(|e| {
+        e.duration_since(now)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    })
+}
+
+impl BanService {
+    /// `enforcer` None: a dry run (decisions are made and reported, nothing
+    /// is written). `store` None: nothing is recorded.
+    pub fn new(
+        enforcer: Option<Enforcer>,
+        store: Option<Arc<Store>>,
+        persist: Persist,
+        policy: Policy,
+        subscribers: Vec<Arc<dyn Subscriber>>,
+    ) -> Self {
+        let dry_run = enforcer.is_none();
+        let writer = match persist {
+            Persist::Background => store.clone().map(StateWriter::spawn),
+            Persist::Sync => None,
+        };
+        let svc = BanService {
+            inner: Mutex::new(Inner {
+                enforcer,
+                guard: Guard::default(),
+                policy: Policy::default(),
+                counts: HashMap::new(),
+            }),
+            store,
+            writer,
+            subscribers,
+            dry_run,
+            stats: Mutex::new(ServiceStats::default()),
+            sync_health: Mutex::new(Health::default()),
+        };
+        svc.set_policy(policy);
+        svc
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves counters, not invariants,
+        // half updated: keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, events: &[BanEvent]) {
+        for e in events {
+            for s in &self.subscribers {
+                s.event(e);
+            }
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Applies a new configuration's policy: the configured allowlist goes
+    /// to the data plane too (so the XDP program passes it even past a
+    /// covering ban), and the guard is rebuilt.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut inner = self.lock();
+        if let Some(enf) = inner.enforcer.as_mut()
+            && let Err(e) = enf.allow_sync_configured(&policy.allowlist)
+        {
+            log::error!(
+                "writing the configured allowlist to the data plane: {}",
+                crate::error_chain(&e)
+            );
+        }
+        inner.policy = policy;
+        Self::rebuild_guard(&mut inner);
+    }
+
+    /// Re-reads what the guard protects that can change under it: this
+    /// host's addresses and `allow add` entries made outside the agent.
+    pub fn refresh_guard(&self) {
+        Self::rebuild_guard(&mut self.lock());
+    }
+
+    fn rebuild_guard(inner: &mut Inner) {
+        let added: Vec<IpNet> = match inner.enforcer.as_ref().map(Enforcer::allow_entries) {
+            Some(Ok(entries)) => entries
+                .into_iter()
+                .filter(|e| !e.configured)
+                .map(|e| e.net)
+                .collect(),
+            Some(Err(e)) => {
+                log::warn!(
+                    "reading the data plane's allowlist: {}",
+                    crate::error_chain(&e)
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        inner.guard = Guard::new(
+            inner.policy.limits,
+            &inner.policy.allowlist,
+            &added,
+            &addr::local_addrs(),
+        );
+    }
+
+    pub fn guard(&self) -> Guard {
+        self.lock().guard.clone()
+    }
+
+    fn previous(&self, inner: &mut Inner, net: IpNet) -> u32 {
+        match inner.counts.entry(net) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(v) => *v.insert(self.store.as_ref().map_or(0, |s| s.ban_count(net))),
+        }
+    }
+
+    /// Bans what `orders` ask, in order; one outcome per order.
+    pub fn ban(&self, orders: Vec<Order>) -> Vec<Outcome> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let listing: Option<HashMap<IpNet, BanInfo>> = match inner.enforcer.as_ref() {
+            Some(enf) if orders.len() > LIST_FOR_BATCH => enf
+                .list()
+                .ok()
+                .map(|v| v.into_iter().map(|b| (b.net, b)).collect()),
+            _ => None,
+        };
+        let mut outcomes = Vec::with_capacity(orders.len());
+        let mut events = Vec::new();
+        let mut reqs: Vec<BanRequest> = Vec::new();
+        let mut done: Vec<(usize, BanRecord, Applied, Option<IpNet>)> = Vec::new();
+        let mut replaced: Vec<IpNet> = Vec::new();
+        let mut st = ServiceStats::default();
+        for o in orders {
+            let extra: Vec<IpNet> = o
+                .origin
+                .jail()
+                .and_then(|j| inner.policy.jail_allow.get(j.as_str()).cloned())
+                .unwrap_or_default();
+            let checked = match o.host {
+                Some(h) => inner.guard.narrow(&o.net, h, &extra),
+                None => inner
+                    .guard
+                    .check(&o.net, o.force, &extra)
+                    .map(|()| addr::unmap(o.net).trunc()),
+            };
+            let net = match checked {
+                Ok(n) => n,
+                Err(r) => {
+                    *st.refused.entry(r.kind().to_owned()).or_default() += 1;
+                    events.push(BanEvent::Refused {
+                        origin: o.origin.clone(),
+                        refusal: r.clone(),
+                    });
+                    outcomes.push(Outcome::Refused(r));
+                    continue;
+                }
+            };
+            let narrowed_from =
+                (net != addr::unmap(o.net).trunc()).then(|| addr::unmap(o.net).trunc());
+            let previous = self.previous(&mut inner, net);
+            let length = o.length.resolve(previous);
+            let expires_at = length.map(|l| {
+                o.start
+                    .checked_add(l)
+                    .unwrap_or(o.start + super::LONGEST_BAN)
+            });
+            if expires_at.is_some_and(|e| e <= now) {
+                st.stale += 1;
+                outcomes.push(Outcome::Stale);
+                continue;
+            }
+            let ttl = remaining(expires_at, now);
+            let label = o.origin.map_label();
+            let current = match (&listing, inner.enforcer.as_ref()) {
+                (Some(l), _) => l.get(&net).cloned(),
+                (None, Some(enf)) if !o.replace => enf.get(&net).ok().flatten(),
+                _ => None,
+            };
+            let m = if o.replace {
+                merge(None, ttl, &o.ports, &label)
+            } else {
+                merge(current.as_ref(), ttl, &o.ports, &label)
+            };
+            if o.replace {
+                replaced.push(net);
+            }
+            reqs.push(BanRequest {
+                net,
+                ttl: m.ttl,
+                ports: m.ports.clone(),
+                jail: m.label.clone(),
+            });
+            let rec = BanRecord {
+                net,
+                origin: o.origin.clone(),
+                reason: o.reason,
+                evidence: o.evidence,
+                first_seen: o.first_seen,
+                last_seen: o.last_seen,
+                failures: o.failures,
+                times_banned: previous.saturating_add(1),
+                banned_at: o.start,
+                expires_at,
+                ports: o.ports.0.clone(),
+                narrowed_from,
+            };
+            let applied = Applied {
+                net,
+                narrowed_from,
+                length,
+                expires_at,
+                ports: o.ports,
+                times_banned: previous.saturating_add(1),
+                kept_longer: m.kept_longer,
+                dry_run: self.dry_run,
+            };
+            done.push((outcomes.len(), rec, applied, narrowed_from));
+            outcomes.push(Outcome::Stale); // replaced below
+        }
+        // The maps first (what protects), then the records (what explains).
+        let written = match inner.enforcer.as_mut() {
+            Some(enf) if !reqs.is_empty() => enf.ban_batch(&reqs).map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = written {
+            let msg = crate::error_chain(&e);
+            for (i, rec, _, _) in &done {
+                st.failed += 1;
+                events.push(BanEvent::Failed {
+                    net: rec.net,
+                    origin: rec.origin.clone(),
+                    error: msg.clone(),
+                });
+                outcomes[*i] = Outcome::Failed(msg.clone());
+            }
+        } else {
+            let mut recs = Vec::with_capacity(done.len());
+            for (i, rec, applied, _) in done {
+                st.banned += 1;
+                *st.by_origin.entry(rec.origin.to_string()).or_default() += 1;
+                inner.counts.insert(rec.net, applied.times_banned);
+                events.push(BanEvent::Banned(Banned {
+                    net: rec.net,
+                    origin: rec.origin.clone(),
+                    reason: rec.reason.clone(),
+                    length: applied.length,
+                    expires_at: applied.expires_at,
+                    ports: applied.ports.clone(),
+                    failures: rec.failures,
+                    times_banned: applied.times_banned,
+                    narrowed_from: applied.narrowed_from,
+                    kept_longer: applied.kept_longer,
+                    dry_run: applied.dry_run,
+                    evidence: rec.evidence.clone().into(),
+                    first_seen: rec.first_seen,
+                    last_seen: rec.last_seen,
+                }));
+                outcomes[i] = Outcome::Banned(applied);
+                recs.push(rec);
+            }
+            if !self.dry_run {
+                // `--replace`: the other claims on those networks go.
+                for net in &replaced {
+                    self.remove_claims(net, None);
+                    self.remove_from_imports(net);
+                }
+                self.record(recs);
+            }
+        }
+        if inner.counts.len() > 100_000 {
+            inner.counts.clear();
+        }
+        drop(inner);
+        self.add_stats(&st);
+        self.emit(&events);
+        outcomes
+    }
+
+    fn add_stats(&self, st: &ServiceStats) {
+        let Ok(mut s) = self.stats.lock() else { return };
+        s.banned += st.banned;
+        s.stale += st.stale;
+        s.failed += st.failed;
+        s.unbanned += st.unbanned;
+        for (k, v) in &st.refused {
+            *s.refused.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &st.by_origin {
+            *s.by_origin.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    fn sync_problem(&self, what: &str, e: &StateError) {
+        let msg = format!("{what}: {}", crate::error_chain(e));
+        log::error!("state store: {msg}");
+        if let Ok(mut h) = self.sync_health.lock() {
+            h.failed_writes += 1;
+            h.last_error = Some(msg);
+        }
+    }
+
+    fn record(&self, recs: Vec<BanRecord>) {
+        if recs.is_empty() {
+            return;
+        }
+        match (&self.writer, &self.store) {
+            (Some(w), _) => {
+                for r in recs {
+                    w.record(r);
+                }
+            }
+            (None, Some(s)) => {
+                if let Err(e) = s.record_bans(&recs) {
+                    self.sync_problem(&format!("saving {} ban record(s)", recs.len()), &e);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Removes claims from the store, after every record sent before.
+    fn remove_claims(&self, net: &IpNet, origin: Option<&Origin>) -> Vec<BanRecord> {
+        if let Some(w) = &self.writer {
+            w.flush();
+        }
+        let Some(s) = &self.store else {
+            return Vec::new();
+        };
+        s.remove(net, origin).unwrap_or_else(|e| {
+            self.sync_problem(&format!("removing {net}"), &e);
+            Vec::new()
+        })
+    }
+
+    fn remove_from_imports(&self, net: &IpNet) -> Vec<ImportHeader> {
+        let Some(s) = &self.store else {
+            return Vec::new();
+        };
+        s.remove_from_imports(net).unwrap_or_else(|e| {
+            self.sync_problem(&format!("removing {net} from imports"), &e);
+            Vec::new()
+        })
+    }
+
+    /// Waits until every claim recorded so far is durable.
+    pub fn flush(&self) {
+        if let Some(w) = &self.writer {
+            w.flush();
+        }
+    }
+
+    /// The store's health: failed writes and the last problem.
+    pub fn health(&self) -> Health {
+        let mut h = self
+            .writer
+            .as_ref()
+            .map(StateWriter::health)
+            .unwrap_or_default();
+        if let Ok(s) = self.sync_health.lock() {
+            h.failed_writes += s.failed_writes;
+            if h.last_error.is_none() {
+                h.last_error = s.last_error.clone();
+            }
+        }
+        h
+    }
+
+    pub fn stats(&self) -> ServiceStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Lifts the ban of exactly `net`: every origin's claim (`origin` None:
+    /// an operator's explicit unban), or only `origin`'s, in which case the
+    /// others' claims keep the network banned, merged again.
+    pub fn unban(&self, net: IpNet, origin: Option<&Origin>) -> Result<UnbanOutcome, BanError> {
+        let net = addr::unmap(net).trunc();
+        let mut inner = self.lock();
+        if self.dry_run {
+            return Err(BanError::DryRun);
+        }
+        let removed = self.remove_claims(&net, origin);
+        let imports = match origin {
+            None => self.remove_from_imports(&net),
+            Some(_) => Vec::new(),
+        };
+        let mut origins: Vec<Origin> = removed.iter().map(|r| r.origin.clone()).collect();
+        origins.extend(imports.iter().map(|h| h.origin.clone()));
+        origins.sort();
+        origins.dedup();
+        let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
+        let outcome = match origin {
+            Some(_) => {
+                let now = SystemTime::now();
+                let mut left: Vec<(Option<SystemTime>, Vec<u16>, Origin)> = Vec::new();
+                if let Some(s) = &self.store {
+                    for r in s.claims(&net)? {
+                        if !r.is_expired(now) {
+                            left.push((r.expires_at, r.ports, r.origin));
+                        }
+                    }
+                    for h in s.imports_holding(&net)? {
+                        if !h.is_expired(now) {
+                            left.push((h.expires_at, h.ports, h.origin));
+                        }
+                    }
+                }
+                if left.is_empty() {
+                    enf.unban(&net)?;
+                    UnbanOutcome::Lifted { net, origins }
+                } else {
+                    // What the others asked, merged: this origin's share goes.
+                    let mut cur: Option<BanInfo> = None;
+                    for (exp, ports, o) in &left {
+                        let m = merge(
+                            cur.as_ref(),
+                            remaining(*exp, now),
+                            &PortSet(ports.clone()),
+                            &o.map_label(),
+                        );
+                        cur = Some(BanInfo {
+                            net,
+                            jail: m.label,
+                            remaining: m.ttl,
+                            expired: false,
+                            created: now,
+                            ports: m.ports,
+                            drops: 0,
+                        });
+                    }
+                    if let Some(c) = cur {
+                        enf.ban(&BanRequest {
+                            net,
+                            ttl: c.remaining,
+                            ports: c.ports,
+                            jail: c.jail,
+                        })?;
+                    }
+                    UnbanOutcome::StillBanned {
+                        net,
+                        by: left.into_iter().map(|(_, _, o)| o).collect(),
+                    }
+                }
+            }
+            None => {
+                let in_maps = enf.unban(&net)?;
+                if in_maps || !origins.is_empty() {
+                    UnbanOutcome::Lifted { net, origins }
+                } else {
+                    UnbanOutcome::NotBanned {
+                        net,
+                        covered_by: covering_bans(enf, &net)?,
+                    }
+                }
+            }
+        };
+        drop(inner);
+        if let UnbanOutcome::Lifted { net, origins } = &outcome {
+            self.add_stats(&ServiceStats {
+                unbanned: 1,
+                ..ServiceStats::default()
+            });
+            self.emit(&[BanEvent::Unbanned {
+                net: *net,
+                origins: origins.clone(),
+            }]);
+        }
+        Ok(outcome)
+    }
+
+    /// Bans every network of a blocklist with `spec`'s length, ports and
+    /// reason, recorded compactly as one import (any size).
+    pub fn import(&self, spec: &ImportSpec, nets: &[IpNet]) -> Result<ImportReport, BanError> {
+        let now = SystemTime::now();
+        let length = spec.length_secs.map(Duration::from_secs);
+        let expires_at = length.map(|l| now.checked_add(l).unwrap_or(now + super::LONGEST_BAN));
+        let ttl = remaining(expires_at, now);
+        let ports = PortSet::from_ports(spec.ports.clone()).unwrap_or_default();
+        let label = spec.origin.map_label();
+        let mut inner = self.lock();
+        let mut report = ImportReport {
+            dry_run: self.dry_run,
+            ..ImportReport::default()
+        };
+        let mut ok: Vec<IpNet> = Vec::with_capacity(nets.len());
+        let mut st = ServiceStats::default();
+        for n in nets {
+            match inner.guard.check(n, spec.force, &[]) {
+                Ok(()) => ok.push(addr::unmap(*n).trunc()),
+                Err(r) => {
+                    *st.refused.entry(r.kind().to_owned()).or_default() += 1;
+                    report.refused.push((*n, r.to_string()));
+                }
+            }
+        }
+        if let Some(enf) = inner.enforcer.as_mut() {
+            let listing: HashMap<IpNet, BanInfo> = if ok.len() > LIST_FOR_BATCH {
+                enf.list()?.into_iter().map(|b| (b.net, b)).collect()
+            } else {
+                let mut m = HashMap::new();
+                for n in &ok {
+                    if let Some(b) = enf.get(n)? {
+                        m.insert(*n, b);
+                    }
+                }
+                m
+            };
+            for part in ok.chunks(WRITE_BATCH) {
+                let reqs: Vec<BanRequest> = part
+                    .iter()
+                    .map(|n| {
+                        let m = merge(listing.get(n), ttl, &ports, &label);
+                        report.kept_longer += usize::from(m.kept_longer);
+                        BanRequest {
+                            net: *n,
+                            ttl: m.ttl,
+                            ports: m.ports,
+                            jail: m.label,
+                        }
+                    })
+                    .collect();
+                enf.ban_batch(&reqs)?;
+            }
+            if let Some(s) = &self.store {
+                s.add_import(
+                    ImportHeader {
+                        id: 0,
+                        origin: spec.origin.clone(),
+                        source: spec.source.clone(),
+                        reason: spec
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| format!("blocklist {}", spec.source)),
+                        banned_at: now,
+                        expires_at,
+                        ports: ports.0.clone(),
+                        count: 0,
+                    },
+                    &ok,
+                )?;
+            }
+        }
+        report.banned = ok.len();
+        st.banned = ok.len() as u64;
+        st.by_origin
+            .insert(spec.origin.to_string(), ok.len() as u64);
+        drop(inner);
+        self.add_stats(&st);
+        self.emit(&[BanEvent::Imported {
+            origin: spec.origin.clone(),
+            banned: report.banned,
+            refused: report.refused.len(),
+            length,
+        }]);
+        Ok(report)
+    }
+
+    /// Puts every stored ban that is still running back into the maps
+    /// (after a reboot emptied them, or merged with what they hold after a
+    /// restart), with its remaining time. Returns the jails' own bans, so
+    /// they do not count the failures of a network they banned.
+    pub fn restore(
+        &self,
+    ) -> Result<(RestoreReport, Vec<(String, IpNet, Option<SystemTime>)>), BanError> {
+        let t0 = std::time::Instant::now();
+        let mut report = RestoreReport::default();
+        let mut jail_bans = Vec::new();
+        let Some(store) = self.store.clone() else {
+            return Ok((report, jail_bans));
+        };
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let guard = inner.guard.clone();
+        let listing: HashMap<IpNet, BanInfo> = match inner.enforcer.as_ref() {
+            Some(enf) => enf
+                .list()?
+                .into_iter()
+                .filter(|b| !b.expired)
+                .map(|b| (b.net, b))
+                .collect(),
+            None => HashMap::new(),
+        };
+        // Per network: the merge of its claims, then of what the maps hold.
+        let mut want: HashMap<IpNet, BanInfo> = HashMap::new();
+        let offer = |net: IpNet,
+                     exp: Option<SystemTime>,
+                     ports: &[u16],
+                     label: String,
+                     want: &mut HashMap<IpNet, BanInfo>,
+                     report: &mut RestoreReport| {
+            if let Err(e) = guard.check(&net, true, &[]) {
+                log::warn!("not restoring the ban of {net} ({label}): {e}");
+                report.skipped += 1;
+                return;
+            }
+            let prev = want.get(&net).or_else(|| listing.get(&net));
+            let m = merge(prev, remaining(exp, now), &PortSet(ports.to_vec()), &label);
+            want.insert(
+                net,
+                BanInfo {
+                    net,
+                    jail: m.label,
+                    remaining: m.ttl,
+                    expired: false,
+                    created: now,
+                    ports: m.ports,
+                    drops: 0,
+                },
+            );
+        };
+        store.for_each(|r| {
+            if r.is_expired(now) {
+                return;
+            }
+            if let Origin::Jail(j) = &r.origin {
+                jail_bans.push((j.to_string(), r.net, r.expires_at));
+            }
+            offer(
+                r.net,
+                r.expires_at,
+                &r.ports,
+                r.origin.map_label(),
+                &mut want,
+                &mut report,
+            );
+        })?;
+        for h in store.imports()? {
+            if h.is_expired(now) {
+                continue;
+            }
+            let label = h.origin.map_label();
+            store.for_each_import_net(h.id, |n| {
+                offer(
+                    n,
+                    h.expires_at,
+                    &h.ports,
+                    label.clone(),
+                    &mut want,
+                    &mut report,
+                );
+            })?;
+        }
+        // What the maps already hold as merged is not written again.
+        let reqs: Vec<BanRequest> = want
+            .into_values()
+            .filter(|w| {
+                let same = listing.get(&w.net).is_some_and(|cur| {
+                    cur.ports == w.ports
+                        && match (cur.remaining, w.remaining) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => a + Duration::from_secs(2) >= b,
+                            _ => false,
+                        }
+                });
+                report.present += usize::from(same);
+                !same
+            })
+            .map(|w| BanRequest {
+                net: w.net,
+                ttl: w.remaining,
+                ports: w.ports,
+                jail: w.jail,
+            })
+            .collect();
+        if let Some(enf) = inner.enforcer.as_mut() {
+            for part in reqs.chunks(WRITE_BATCH) {
+                enf.ban_batch(part)?;
+            }
+            report.restored = reqs.len();
+        }
+        drop(inner);
+        self.emit(&[BanEvent::Restored {
+            restored: report.restored,
+            present: report.present,
+            skipped: report.skipped,
+            took: t0.elapsed(),
+        }]);
+        Ok((report, jail_bans))
+    }
+
+    /// Periodic cleanup: bans that ran out leave the maps and the store,
+    /// ban history older than `history_before` is forgotten, and the guard
+    /// re-reads what can change under it.
+    pub fn purge(&self, history_before: Option<SystemTime>) {
+        let now = SystemTime::now();
+        {
+            let mut inner = self.lock();
+            if let Some(enf) = inner.enforcer.as_mut()
+                && let Err(e) = enf.purge_expired()
+            {
+                log::warn!(
+                    "purging ended bans from the maps: {}",
+                    crate::error_chain(&e)
+                );
+            }
+            Self::rebuild_guard(&mut inner);
+            if inner.counts.len() > 100_000 {
+                inner.counts.clear();
+            }
+        }
+        match (&self.writer, &self.store) {
+            (Some(w), _) => {
+                // Records of ended bans stay a day for `explain`.
+                w.purge(now - Duration::from_secs(86_400));
+                if let Some(b) = history_before {
+                    w.prune_history(b);
+                }
+            }
+            (None, Some(s)) => {
+                let day = now - Duration::from_secs(86_400);
+                if let Err(e) = s
+                    .purge_expired(day)
+                    .and_then(|_| s.purge_expired_imports(day))
+                {
+                    self.sync_problem("purging ended bans", &e);
+                }
+                if let Some(b) = history_before
+                    && let Err(e) = s.prune_history(b)
+                {
+                    self.sync_problem("pruning the ban history", &e);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    pub fn allow_add(&self, net: &IpNet) -> Result<(), BanError> {
+        let mut inner = self.lock();
+        inner
+            .enforcer
+            .as_mut()
+            .ok_or(BanError::DryRun)?
+            .allow_add(net)?;
+        Self::rebuild_guard(&mut inner);
+        Ok(())
+    }
+
+    pub fn allow_del(&self, net: &IpNet) -> Result<bool, BanError> {
+        let mut inner = self.lock();
+        let had = inner
+            .enforcer
+            .as_mut()
+            .ok_or(BanError::DryRun)?
+            .allow_del(net)?;
+        Self::rebuild_guard(&mut inner);
+        Ok(had)
+    }
+
+    /// Stops the background writer after it wrote everything queued.
+    pub fn shutdown(&self) {
+        self.flush();
+    }
+}
+
+/// Bans in the maps broader than `net` that cover it: what still drops a
+/// network whose own ban is not there.
+fn covering_bans(enf: &Enforcer, net: &IpNet) -> Result<Vec<(IpNet, String)>, EnforcerError> {
+    let mut out = Vec::new();
+    for len in (0..net.prefix_len()).rev() {
+        let Ok(p) = IpNet::new(net.network(), len).map(|p| p.trunc()) else {
+            continue;
+        };
+        if let Some(b) = enf.get(&p)?
+            && !b.expired
+        {
+            out.push((p, b.jail));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(ttl: Option<u64>, ports: &[u16], label: &str) -> BanInfo {
+        BanInfo {
+            net: "192.0.2.9/32".parse().unwrap(),
+            jail: label.into(),
+            remaining: ttl.map(Duration::from_secs),
+            expired: false,
+            created: SystemTime::now(),
+            ports: PortSet(ports.to_vec()),
+            drops: 0,
+        }
+    }
+
+    #[test]
+    fn merging_never_shrinks() {
+        let secs = |s| Some(Duration::from_secs(s));
+        // A jail ban after a longer manual one: the longer stays, labelled as it was.
+        let m = merge(
+            Some(&info(None, &[], "manual")),
+            secs(600),
+            &PortSet(vec![25]),
+            "sasl",
+        );
+        assert_eq!(
+            (m.ttl, m.ports.is_all(), m.label.as_str(), m.kept_longer),
+            (None, true, "manual", true)
+        );
+        // A longer one after a shorter: the new one wins.
+        let m = merge(
+            Some(&info(Some(60), &[25], "sasl")),
+            secs(3600),
+            &PortSet(vec![25]),
+            "manual",
+        );
+        assert_eq!(
+            (m.ttl, m.label.as_str(), m.kept_longer),
+            (secs(3600), "manual", false)
+        );
+        // Ports are joined; too many for one ban means all ports.
+        let m = merge(
+            Some(&info(Some(60), &[25, 587], "a")),
+            secs(30),
+            &PortSet(vec![465]),
+            "b",
+        );
+        assert_eq!(
+            (m.ttl, m.ports.0.as_slice(), m.label.as_str()),
+            (secs(60), &[25u16, 465, 587][..], "a")
+        );
+        let many: Vec<u16> = (1..=8).collect();
+        let m = merge(
+            Some(&info(Some(60), &many, "a")),
+            secs(30),
+            &PortSet(vec![99]),
+            "b",
+        );
+        assert!(m.ports.is_all());
+        // An expired entry is not in force.
+        let mut old = info(None, &[], "manual");
+        old.expired = true;
+        let m = merge(Some(&old), secs(5), &PortSet(vec![25]), "sasl");
+        assert_eq!(
+            (m.ttl, m.label.as_str(), m.kept_longer),
+            (secs(5), "sasl", false)
+        );
+    }
+}

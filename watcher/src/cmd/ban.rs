@@ -1,0 +1,282 @@
+//! `fail2xdp ban` (an address, or a blocklist with --file) and `unban`:
+//! through the running agent, or through a ban service of this process's
+//! own when none runs; either way the one ban service decides.
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use fail2xdp::{
+    addr::{IpNet, PortSet, format_duration, parse_net},
+    ban::{ImportReport, ImportSpec, ManualBan, Origin, UnbanOutcome, describe},
+    control::{Request, Response},
+    instance::Instance,
+};
+
+use super::{Via, ask, local_service, via, warn_if_unenforced};
+
+pub enum Target {
+    Net(IpNet),
+    File(PathBuf),
+}
+
+pub struct Ban {
+    pub target: Target,
+    /// None: permanent.
+    pub length: Option<Duration>,
+    pub ports: PortSet,
+    pub origin: Origin,
+    pub reason: Option<String>,
+    pub force: bool,
+    pub replace: bool,
+}
+
+/// Longest line `ban --file` reads; anything longer is not an address.
+const MAX_LINE: usize = 512;
+/// Networks per request when a blocklist goes to the agent.
+const PART: usize = 50_000;
+
+pub fn ban(inst: &Instance, b: Ban) -> Result<ExitCode> {
+    let code = match &b.target {
+        Target::Net(net) => ban_one(inst, &b, *net)?,
+        Target::File(path) => ban_file(inst, &b, path)?,
+    };
+    if code == ExitCode::SUCCESS || matches!(b.target, Target::File(_)) {
+        warn_if_unenforced(inst);
+    }
+    Ok(code)
+}
+
+fn ban_one(inst: &Instance, b: &Ban, net: IpNet) -> Result<ExitCode> {
+    let mb = ManualBan {
+        net,
+        length_secs: b.length.map(|d| d.as_secs().max(1)),
+        ports: b.ports.0.clone(),
+        origin: b.origin.clone(),
+        reason: b.reason.clone(),
+        force: b.force,
+        replace: b.replace,
+    };
+    match via(inst)? {
+        Via::Agent(client) => match ask(&client, &Request::Ban(mb))? {
+            Response::Ok { message } => println!("{message}"),
+            other => println!("{other:?}"),
+        },
+        Via::Local => {
+            let svc = local_service(inst)?;
+            let order = mb.order().map_err(anyhow::Error::msg)?;
+            let outcome = svc.ban(vec![order]).pop().context("no outcome")?;
+            match describe(&outcome) {
+                Ok(m) => println!("{m}"),
+                Err(m) => bail!("{m}"),
+            }
+            if let Some(e) = svc.health().last_error {
+                eprintln!(
+                    "warning: the ban is enforced but not recorded in the state store ({e}); it would not survive a reboot"
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads one address or CIDR a line (`#` comments, blank lines), every bad
+/// line named `file:line` on stderr; returns the networks with their lines.
+fn read_list(path: &PathBuf) -> Result<(Vec<(IpNet, usize)>, usize)> {
+    let name = path.display().to_string();
+    let input: Box<dyn Read> = if name == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).with_context(|| format!("opening {name}"))?)
+    };
+    let mut r = BufReader::with_capacity(1 << 20, input);
+    let mut nets = Vec::new();
+    let (mut bad, mut lineno) = (0usize, 0usize);
+    let mut buf = Vec::new();
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    loop {
+        buf.clear();
+        // Bounded read: a line is read up to MAX_LINE bytes, the rest skipped.
+        let n = (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {name}"))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+            let mut sink = Vec::new();
+            r.read_until(b'\n', &mut sink)
+                .with_context(|| format!("reading {name}"))?;
+            writeln!(err, "{name}:{lineno}: line too long, skipped")?;
+            bad += 1;
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            writeln!(err, "{name}:{lineno}: not UTF-8, skipped")?;
+            bad += 1;
+            continue;
+        };
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match parse_net(line) {
+            Ok(net) => nets.push((net, lineno)),
+            Err(e) => {
+                writeln!(err, "{name}:{lineno}: {e}, skipped")?;
+                bad += 1;
+            }
+        }
+    }
+    Ok((nets, bad))
+}
+
+fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let name = path.display().to_string();
+    let (nets, bad) = read_list(path)?;
+    let parsed = t0.elapsed();
+    let spec = ImportSpec {
+        // An explicit --jail names the origin; else the file's name does.
+        origin: match &b.origin {
+            Origin::Manual => Origin::file(path),
+            o => o.clone(),
+        },
+        source: name.clone(),
+        length_secs: b.length.map(|d| d.as_secs().max(1)),
+        ports: b.ports.0.clone(),
+        reason: b.reason.clone(),
+        force: b.force,
+    };
+    let list: Vec<IpNet> = nets.iter().map(|(n, _)| *n).collect();
+    let report: ImportReport = match via(inst)? {
+        Via::Agent(client) => {
+            let id = match ask(&client, &Request::ImportBegin(spec.clone()))? {
+                Response::Json(v) => v.as_u64().context("the agent gave no import id")?,
+                other => bail!("unexpected answer: {other:?}"),
+            };
+            for part in list.chunks(PART) {
+                ask(
+                    &client,
+                    &Request::ImportPart {
+                        id,
+                        nets: part.iter().map(ToString::to_string).collect(),
+                    },
+                )?;
+            }
+            match ask(&client, &Request::ImportCommit { id })? {
+                Response::Json(v) => {
+                    serde_json::from_value(v).context("the agent's import report")?
+                }
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Via::Local => {
+            spec.check().map_err(anyhow::Error::msg)?;
+            let svc = local_service(inst)?;
+            let r = svc.import(&spec, &list).context("importing")?;
+            if let Some(e) = svc.health().last_error {
+                bail!(
+                    "the bans are enforced but the state store failed ({e}): they would not survive a reboot"
+                );
+            }
+            r
+        }
+    };
+    // Refusals by line, as the bad lines were.
+    let mut lines: std::collections::HashMap<IpNet, usize> = std::collections::HashMap::new();
+    if !report.refused.is_empty() {
+        lines = nets.iter().copied().collect();
+    }
+    for (i, (net, why)) in report.refused.iter().enumerate() {
+        if i == 20 {
+            eprintln!("... and {} more refused", report.refused.len() - 20);
+            break;
+        }
+        match lines.get(net) {
+            Some(l) => eprintln!("{name}:{l}: {why}"),
+            None => eprintln!("{name}: {why}"),
+        }
+    }
+    let length = b.length.map_or_else(
+        || "permanently".to_string(),
+        |d| format!("for {}", format_duration(d)),
+    );
+    println!(
+        "banned {} of {} entries {length} from {name} as {} ({} refused, {bad} bad lines skipped; {:.2}s: parse {:.2}s, bans {:.2}s)",
+        report.banned,
+        nets.len(),
+        spec.origin,
+        report.refused.len(),
+        t0.elapsed().as_secs_f64(),
+        parsed.as_secs_f64(),
+        (t0.elapsed() - parsed).as_secs_f64()
+    );
+    Ok(if bad > 0 || !report.refused.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn unban(inst: &Instance, net: IpNet) -> Result<ExitCode> {
+    let outcome: UnbanOutcome = match via(inst)? {
+        Via::Agent(client) => match ask(
+            &client,
+            &Request::Unban {
+                target: net.to_string(),
+            },
+        )? {
+            Response::Json(v) => serde_json::from_value(v).context("the agent's answer")?,
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Via::Local => {
+            if !inst.pin_dir.exists() {
+                println!(
+                    "{net} was not banned (nothing is pinned under {})",
+                    inst.pin_dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            local_service(inst)?.unban(net, None).context("unbanning")?
+        }
+    };
+    match outcome {
+        UnbanOutcome::Lifted { net, origins } => {
+            let o: Vec<String> = origins.iter().map(ToString::to_string).collect();
+            if o.is_empty() {
+                println!("unbanned {net}");
+            } else {
+                println!("unbanned {net} (origin {})", o.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UnbanOutcome::StillBanned { net, by } => {
+            let o: Vec<String> = by.iter().map(ToString::to_string).collect();
+            println!("{net} stays banned by {}", o.join(", "));
+            Ok(ExitCode::from(1))
+        }
+        UnbanOutcome::NotBanned { net, covered_by } if covered_by.is_empty() => {
+            println!("{net} was not banned");
+            Ok(ExitCode::SUCCESS)
+        }
+        UnbanOutcome::NotBanned { net, covered_by } => {
+            for (p, origin) in &covered_by {
+                eprintln!(
+                    "{net} has no ban of its own, but the ban of {p} (origin {}) covers it and still drops it; \
+                     `fail2xdp unban {p}` lifts that ban",
+                    fail2xdp::state::printable(origin)
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
