@@ -200,6 +200,28 @@ impl Agent {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The receiving interface the agent attaches to.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Waits up to `timeout` for the agent to exit on its own (say, after a
+    /// `Stop` request); its exit status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(child) = self.child.as_mut() {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
     /// Runs `fail2xdp run` and waits until the pinned link carries a program
     /// it did not carry before (fresh attach, or replacement on restart).
     pub fn spawn(&mut self) -> Result<()> {
@@ -299,6 +321,11 @@ impl Agent {
         }
     }
 
+    /// `fail2xdp` in the receiving namespace, with no instance options.
+    pub fn bare_command(&self) -> Result<Command> {
+        command_in(&self.netns, &self.bin)
+    }
+
     /// `fail2xdp` with this instance's global options, in the receiving namespace.
     pub fn command(&self) -> Result<Command> {
         let mut cmd = command_in(&self.netns, &self.bin)?;
@@ -313,6 +340,11 @@ impl Agent {
 
     /// Runs a CLI command against this instance, whatever its outcome.
     pub fn cli_output(&self, args: &[&str]) -> Result<Output> {
+        self.cli_output_within(args, Duration::from_secs(30))
+    }
+
+    /// [`cli_output`](Self::cli_output) for a command that may take up to `limit`.
+    pub fn cli_output_within(&self, args: &[&str], limit: Duration) -> Result<Output> {
         let mut cmd = self.command()?;
         cmd.args(args)
             .stdin(Stdio::null())
@@ -344,7 +376,7 @@ impl Agent {
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
         );
         // The CLI must answer promptly; a hang is a failure, not a stuck test run.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(st) = child.try_wait()? {
                 break st;
@@ -352,7 +384,10 @@ impl Agent {
             if Instant::now() > deadline {
                 child.kill().ok();
                 child.wait().ok();
-                bail!("fail2xdp {} did not finish within 30 s", args.join(" "));
+                bail!(
+                    "fail2xdp {} did not finish within {limit:?}",
+                    args.join(" ")
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };

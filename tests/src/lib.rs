@@ -31,6 +31,7 @@ mod packet;
 mod preflight;
 mod stale;
 mod traffic;
+pub mod watch;
 
 pub use agent::{Agent, AgentOptions, LinkInfo, fail2xdp_bin, find_ban};
 pub use lab::Lab;

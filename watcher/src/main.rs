@@ -7,12 +7,38 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The signals the agent stops or reloads on.
+fn agent_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn mask(how: libc::c_int) {
+    let set = agent_signals();
+    // SAFETY: a valid set; the old mask is not asked for.
+    unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+}
+
 fn main() -> ExitCode {
+    // A SIGTERM while the agent starts (loading, attaching) must stop it
+    // cleanly once it is up, not kill it half-way: held pending until the
+    // agent's handlers are in place (agent::run releases them).
+    mask(libc::SIG_BLOCK);
     // `fail2xdp list | head` should end quietly, not panic on a closed pipe.
     // SAFETY: called before any thread starts; SIG_DFL is always valid.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        mask(libc::SIG_UNBLOCK);
+    }
     match dispatch(cli) {
         Ok(code) => code,
         // An ordinary error is one clean message (its causes on one line),

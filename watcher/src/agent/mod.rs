@@ -86,6 +86,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    release_signals();
 
     let inst = opts.instance.clone();
     let _lock = AgentLock::acquire(&inst)?;
@@ -252,6 +253,23 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     let _ = server.await;
     log::info!("stopped; the XDP program keeps enforcing the current bans");
     Ok(())
+}
+
+/// Lets the stop and reload signals through to the handlers just installed
+/// (the binary holds them blocked from its first instruction, so one sent
+/// during start-up waits for them instead of killing the agent). This
+/// thread drives the agent for its whole life, so they reach it here.
+fn release_signals() {
+    // SAFETY: sigemptyset/sigaddset write only the local set; pthread_sigmask
+    // reads it and changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Starts the sources the engine's jails read and stops the others.
