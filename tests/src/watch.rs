@@ -78,7 +78,7 @@ impl Watch {
         wait_for(
             "the agent's control socket",
             Duration::from_secs(20),
-            || Ok(self.status().is_ok()),
+            || Ok(self.call(&Request::Ping).is_ok()),
         )
     }
 
@@ -95,9 +95,10 @@ impl Watch {
         self.call(&Request::Status { jail: None })
     }
 
+    /// The jail `sasl`'s counters (from the agent's cheap status).
     pub fn jail(&self) -> Result<Value> {
-        let s = self.status()?;
-        s["agent"]["jails"]
+        let s = self.call(&Request::AgentStatus)?;
+        s["jails"]
             .as_array()
             .and_then(|j| j.iter().find(|j| j["name"] == "sasl"))
             .cloned()

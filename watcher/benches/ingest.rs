@@ -4,7 +4,7 @@
 //! same log. Run as root: `cargo xtask bench ingest`, or
 //! `cargo bench -p fail2xdp --bench ingest`.
 //!
-//! The log is 1,000,000 lines from `/work/shared/perf/genlog.py` (seed 42),
+//! The log is 1,000,000 lines from `../shared/perf/genlog.py` next to the repository (seed 42),
 //! generated once and cached in the target dir. The agent runs pinned to one
 //! CPU with `run --dry-run --replay` on a veth inside a namespace the bench
 //! creates (and removes); the log is renamed into place once the agent answers
@@ -47,6 +47,7 @@ fn main() -> Result<()> {
     {
         return Ok(());
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the ingest benchmark attaches XDP in a network namespace: run it as root");
     }
@@ -201,7 +202,16 @@ fn maillog(lines: u64) -> Result<PathBuf> {
     if path.is_file() {
         return Ok(path);
     }
-    let genlog = std::env::var("GENLOG").unwrap_or_else(|_| "/work/shared/perf/genlog.py".into());
+    // The generator is test data beside the repository, not part of it.
+    let genlog = std::env::var("GENLOG").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/perf/genlog.py").into()
+    });
+    if !Path::new(&genlog).is_file() {
+        bail!(
+            "the log generator {genlog} is missing: it lives in ../shared/perf/genlog.py beside the repository \
+             (or set GENLOG to its path)"
+        );
+    }
     eprintln!("generating {} with {genlog} ...", path.display());
     let tmp = path.with_extension("tmp");
     let st = Command::new("python3")
@@ -343,6 +353,7 @@ fn fail2ban_regex(log: &Path, n: u64, dir: &Path) -> Result<F2b> {
 
 /// User + system CPU seconds of the children waited for so far.
 fn children_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: ru is a valid rusage to fill.
     if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
@@ -353,6 +364,7 @@ fn children_cpu_secs() -> f64 {
 }
 
 fn children_maxrss_kib() -> u64 {
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: ru is a valid rusage to fill.
     if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } == 0 {
@@ -461,12 +473,13 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn status(sock: &Path) -> Option<serde_json::Value> {
-    match control::call_timeout(
-        sock,
-        &Request::Status { jail: None },
-        Duration::from_secs(5),
-    ) {
+fn status(sock: &Path, pin_dir: &Path) -> Option<serde_json::Value> {
+    let client = control::Client {
+        socket: sock.to_owned(),
+        pin_dir: pin_dir.to_owned(),
+        timeout: Duration::from_secs(5),
+    };
+    match client.call(&Request::AgentStatus) {
         Ok(Response::Json(v)) => Some(v),
         _ => None,
     }
@@ -557,7 +570,7 @@ fn run_agent(
     bench.child = Some(child);
 
     let deadline = Instant::now() + Duration::from_secs(600);
-    while status(&sock).is_none() {
+    while status(&sock, &bench.pin_dir).is_none() {
         if Instant::now() > deadline {
             bail!("the agent did not answer; log in {}", dir.display());
         }
@@ -589,7 +602,7 @@ fn run_agent(
                 fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
             );
         }
-        if let Some(v) = status(&sock) {
+        if let Some(v) = status(&sock, &bench.pin_dir) {
             let (seen, failures) = progress(&v);
             if seen >= lines {
                 break (Instant::now(), failures, cpu_ns(pid));

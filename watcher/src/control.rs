@@ -33,6 +33,9 @@ pub enum Request {
     Status {
         jail: Option<String>,
     },
+    /// The agent's own part of the status only (jails, sources, bans made):
+    /// cheap enough to poll.
+    AgentStatus,
     Explain {
         target: String,
     },

@@ -351,8 +351,8 @@ fn run_as_nobody(exe: &Path, path: &Path) -> String {
 
 #[test]
 fn other_users_cannot_steer_the_agent() {
-    // SAFETY: geteuid takes no arguments and cannot fail.
     assert_eq!(
+        // SAFETY: geteuid takes no arguments and cannot fail.
         unsafe { libc::geteuid() },
         0,
         "this test needs root, to run its client as uid 65534 (cargo xtask test runs as root)"

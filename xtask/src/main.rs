@@ -22,7 +22,7 @@ enum Cmd {
     BuildEbpf,
     /// Build target/release/fail2xdp with the XDP object embedded.
     Build,
-    /// Build, then run `fail2xdp` with these arguments (default subcommand: run).
+    /// Build, then run the agent: `fail2xdp run` with these arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -54,34 +54,12 @@ pub fn build_release() -> Result<()> {
     Ok(())
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "run",
-    "ban",
-    "unban",
-    "list",
-    "status",
-    "explain",
-    "reload",
-    "allow",
-    "detach",
-    "check-config",
-    "test",
-    "help",
-];
-
-pub fn run(mut args: Vec<String>) -> Result<ExitCode> {
+/// `cargo xtask run -- ARGS` is `fail2xdp run ARGS`: the agent (the other
+/// commands are the binary's own: `target/release/fail2xdp --help`).
+pub fn run(args: Vec<String>) -> Result<ExitCode> {
     build_release()?;
-    // `cargo xtask run -- --iface eth0` means the agent itself.
-    if args.first().is_none_or(|a| {
-        !SUBCOMMANDS.contains(&a.as_str())
-            && a.starts_with('-')
-            && a != "--help"
-            && a != "-h"
-            && a != "--version"
-    }) {
-        args.insert(0, "run".into());
-    }
     let status = Command::new(root().join("target/release/fail2xdp"))
+        .arg("run")
         .args(&args)
         .status()
         .context("starting target/release/fail2xdp")?;

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::matcher::{Board, Found, Matched, Published};
 use crate::{
-    ban::{BanService, JailName, Order, Origin, Outcome, Policy},
+    ban::{BanService, JailBan, JailName, Order, Origin, Outcome, Policy},
     config::{Config, JailConfig, SourceConf},
     jail::{Failure, Jail, Offense},
     status::JailStatus,
@@ -250,10 +250,14 @@ impl Engine {
 
     /// The jails' own bans restored from the store: their failures are not
     /// counted again while the ban lasts.
-    pub fn note_restored(&mut self, bans: &[(String, IpNet, Option<SystemTime>)]) {
-        for (name, net, exp) in bans {
-            if let Some(s) = self.slots.iter_mut().find(|s| s.conf.name.as_str() == name) {
-                s.jail.note_ban(*net, exp.map(unix_ns));
+    pub fn note_restored(&mut self, bans: &[JailBan]) {
+        for b in bans {
+            if let Some(s) = self
+                .slots
+                .iter_mut()
+                .find(|s| s.conf.name.as_str() == b.jail)
+            {
+                s.jail.note_ban(b.net, b.expires_at.map(unix_ns));
             }
         }
     }

@@ -349,6 +349,7 @@ impl Agent {
     pub fn apply(&self, req: Request) -> Response {
         match req {
             Request::Status { jail } => self.status(jail.as_deref()),
+            Request::AgentStatus => json(&self.agent_status()),
             Request::Explain { target } => self.explain(&target),
             Request::List => self.list(),
             Request::Ban(mb) => self.ban(&mb),

@@ -20,4 +20,4 @@ pub use order::{
     RestoreReport, UnbanOutcome, check_length, describe,
 };
 pub use origin::{JailName, LABEL_LEN, NameError, Origin};
-pub use service::{BanError, BanService, Persist, Policy, ServiceStats};
+pub use service::{BanError, BanService, JailBan, Persist, Policy, ServiceStats};

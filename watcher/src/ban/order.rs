@@ -209,41 +209,6 @@ pub enum UnbanOutcome {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn increment_grows_and_caps() {
-        let mut l = BanLength {
-            base: Some(Duration::from_secs(3600)),
-            factor: Some(2.0),
-            max: Some(Duration::from_secs(3 * 3600)),
-        };
-        assert_eq!(l.resolve(0), Some(Duration::from_secs(3600)));
-        assert_eq!(l.resolve(1), Some(Duration::from_secs(7200)));
-        assert_eq!(l.resolve(2), Some(Duration::from_secs(3 * 3600)));
-        assert_eq!(l.resolve(u32::MAX), Some(Duration::from_secs(3 * 3600)));
-        l.base = None;
-        assert_eq!(l.resolve(5), None);
-        l.base = Some(Duration::from_secs(3600));
-        l.factor = Some(10.0);
-        l.max = None;
-        assert_eq!(l.resolve(1000), Some(LONGEST_BAN));
-        assert_eq!(
-            BanLength::fixed(Some(Duration::MAX)).resolve(0),
-            Some(LONGEST_BAN)
-        );
-    }
-
-    #[test]
-    fn absurd_lengths_are_refused() {
-        assert!(check_length(Some(Duration::from_secs(u64::MAX))).is_err());
-        assert!(check_length(Some(LONGEST_BAN)).is_ok());
-        assert!(check_length(None).is_ok());
-    }
-}
-
 /// Longest reason kept with a manual ban (the store bounds it too).
 const MAX_REASON: usize = 1024;
 
@@ -308,5 +273,40 @@ pub fn describe(outcome: &Outcome) -> Result<String, String> {
         Outcome::Stale => Err("the ban would already be over".into()),
         Outcome::Refused(r) => Err(r.to_string()),
         Outcome::Failed(e) => Err(format!("writing the ban failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increment_grows_and_caps() {
+        let mut l = BanLength {
+            base: Some(Duration::from_secs(3600)),
+            factor: Some(2.0),
+            max: Some(Duration::from_secs(3 * 3600)),
+        };
+        assert_eq!(l.resolve(0), Some(Duration::from_secs(3600)));
+        assert_eq!(l.resolve(1), Some(Duration::from_secs(7200)));
+        assert_eq!(l.resolve(2), Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(l.resolve(u32::MAX), Some(Duration::from_secs(3 * 3600)));
+        l.base = None;
+        assert_eq!(l.resolve(5), None);
+        l.base = Some(Duration::from_secs(3600));
+        l.factor = Some(10.0);
+        l.max = None;
+        assert_eq!(l.resolve(1000), Some(LONGEST_BAN));
+        assert_eq!(
+            BanLength::fixed(Some(Duration::MAX)).resolve(0),
+            Some(LONGEST_BAN)
+        );
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused() {
+        assert!(check_length(Some(Duration::from_secs(u64::MAX))).is_err());
+        assert!(check_length(Some(LONGEST_BAN)).is_ok());
+        assert!(check_length(None).is_ok());
     }
 }

@@ -60,6 +60,15 @@ pub struct ServiceStats {
     pub by_origin: BTreeMap<String, u64>,
 }
 
+/// A jail's own ban, as restored from the store: the jail does not count
+/// the failures of a network it banned while the ban lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailBan {
+    pub jail: String,
+    pub net: IpNet,
+    pub expires_at: Option<SystemTime>,
+}
+
 /// Bans larger than this are merged against one listing of the maps
 /// instead of a lookup per network.
 const LIST_FOR_BATCH: usize = 64;
@@ -754,7 +763,11 @@ impl BanService {
                 return;
             }
             if let Origin::Jail(j) = &r.origin {
-                jail_bans.push((j.to_string(), r.net, r.expires_at));
+                jail_bans.push(JailBan {
+                    jail: j.to_string(),
+                    net: r.net,
+                    expires_at: r.expires_at,
+                });
             }
             offer(
                 r.net,

@@ -139,8 +139,10 @@ struct Rule {
 const SEQ_SLOTS: usize = 16;
 
 /// The groups of one match, from the regex or the sequence matcher.
-// On the stack for one line; boxing the slots would allocate per match.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one line; boxing the slots would allocate per match"
+)]
 enum Spans<'h> {
     Regex(regex::bytes::Captures<'h>),
     Seq(&'h [u8], [Option<usize>; SEQ_SLOTS]),
@@ -296,11 +298,6 @@ impl Filter {
 
     pub fn builtin_names() -> &'static [&'static str] {
         builtin::NAMES
-    }
-
-    /// The TOML source of a built-in filter (to copy and adapt).
-    pub fn builtin_source(name: &str) -> Option<&'static str> {
-        builtin::source(name)
     }
 
     /// A filter file in our TOML format; the name defaults to the file stem.
@@ -501,11 +498,6 @@ impl Filter {
 
     pub fn description(&self) -> &str {
         &self.description
-    }
-
-    /// The failregexes as compiled (tags expanded, prefregex applied).
-    pub fn failregex_compiled(&self) -> Vec<&str> {
-        self.rules.iter().map(|r| r.regex.as_str()).collect()
     }
 
     /// The failregexes as written (before tag expansion).

@@ -89,6 +89,10 @@ fn chunk_key(id: u64, fam: u8, first: &[u8]) -> Vec<u8> {
     k
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "called inside a transaction closure, which speaks redb's own error type"
+)]
 pub(super) fn create_tables(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(IMPORTS)?;
     tx.open_table(IMPORT_NETS)?;
