@@ -709,9 +709,7 @@ impl BanService {
     /// (after a reboot emptied them, or merged with what they hold after a
     /// restart), with its remaining time. Returns the jails' own bans, so
     /// they do not count the failures of a network they banned.
-    pub fn restore(
-        &self,
-    ) -> Result<(RestoreReport, Vec<(String, IpNet, Option<SystemTime>)>), BanError> {
+    pub fn restore(&self) -> Result<(RestoreReport, Vec<JailBan>), BanError> {
         let t0 = std::time::Instant::now();
         let mut report = RestoreReport::default();
         let mut jail_bans = Vec::new();
