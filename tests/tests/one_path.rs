@@ -576,3 +576,79 @@ fn a_sigterm_during_start_up_stops_the_agent_cleanly() -> Result<()> {
     );
     Ok(())
 }
+
+/// Restoring 1,000,000 stored bans after a reboot (the maps empty, the
+/// store holding one compact import) takes at most 5 s. A benchmark, run by
+/// `cargo xtask bench restore` with the release binary:
+/// `FAIL2XDP_BIN=target/release/fail2xdp cargo test --release -p fail2xdp-tests --test one_path -- --ignored --nocapture million`.
+#[test]
+#[ignore = "benchmark: cargo xtask bench restore"]
+fn million_bans_restore_within_five_seconds() -> Result<()> {
+    const LINES: u32 = 1_000_000;
+    let limit: f64 = std::env::var("F2X_RESTORE_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let mut lab = Lab::start()?;
+    lab.agent.stop()?;
+    let dir = tempfile::tempdir()?;
+    let list = dir.path().join("million.txt");
+    blocklist(&list, LINES)?;
+    let t0 = Instant::now();
+    let out = lab.agent.cli_output_within(
+        &[
+            "ban",
+            "--file",
+            list.to_str().context("path")?,
+            "--for",
+            "1d",
+        ],
+        Duration::from_secs(300),
+    )?;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let import = t0.elapsed();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        lab.agent.cli(&["detach"])?;
+        let log_before = lab.agent.log().len();
+        let t0 = Instant::now();
+        lab.agent.spawn()?;
+        wait_for("the agent to answer", Duration::from_secs(120), || {
+            Ok(lab.agent.client().call(&Request::Ping).is_ok())
+        })?;
+        let answering = t0.elapsed();
+        let log = lab.agent.log();
+        let line = log[log_before..]
+            .lines()
+            .find(|l| l.contains("restored ") && l.contains("from the state store"))
+            .context("no restore line in the agent log")?
+            .to_string();
+        assert!(line.contains(&format!("restored {LINES} ban(s)")), "{line}");
+        // "... in 1.234567s" (Debug of a Duration).
+        let took = line
+            .rsplit(" in ")
+            .next()
+            .and_then(|t| {
+                t.strip_suffix("ms")
+                    .and_then(|ms| ms.parse::<f64>().ok().map(|v| v / 1000.0))
+                    .or_else(|| t.strip_suffix('s').and_then(|s| s.parse::<f64>().ok()))
+            })
+            .context("no restore time in the log line")?;
+        rounds.push((took, answering.as_secs_f64()));
+        lab.agent.stop()?;
+    }
+    assert_eq!(lab.delivered(&lab.syn("198.18.0.9", SMTP), N)?, 0);
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, answering) = rounds[rounds.len() / 2];
+    println!("restore of {LINES} stored bans (one import) after a reboot, 3 rounds:");
+    for (t, a) in &rounds {
+        println!("  restored in {t:.2} s, agent answering {a:.2} s after start");
+    }
+    println!("  import through the CLI: {:.2} s", import.as_secs_f64());
+    println!(
+        "  median {median:.2} s (answering {answering:.2} s); target <= {limit} s: {}",
+        if median <= limit { "PASS" } else { "FAIL" }
+    );
+    assert!(median <= limit, "restore took {median:.2} s");
+    Ok(())
+}

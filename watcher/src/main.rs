@@ -67,3 +67,38 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         C::Test(a) => cmd::logtest::run(a.options()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The library never sees the command line: only cli.rs, main.rs and
+    /// cmd/ may name clap or the binary's modules (it once took
+    /// `cli::RunArgs`, and `cli` imported `cmd`, which imported `cli`).
+    #[test]
+    fn clap_stays_at_the_edge() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src.clone()];
+        let mut offenders = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("src dir").flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(&src).expect("inside src").to_path_buf();
+                if p.is_dir() {
+                    if rel != std::path::Path::new("cmd") {
+                        stack.push(p);
+                    }
+                    continue;
+                }
+                if rel == std::path::Path::new("cli.rs") || rel == std::path::Path::new("main.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                for needle in ["clap::", "crate::cli", "crate::cmd", "use clap"] {
+                    if text.contains(needle) {
+                        offenders.push(format!("{}: {needle}", rel.display()));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:?}");
+    }
+}

@@ -45,6 +45,8 @@ enum Bench {
     All,
     Dataplane,
     Ingest,
+    /// Restoring 1,000,000 stored bans after a reboot.
+    Restore,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -56,12 +58,13 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
         Cmd::Bench { which } => {
-            let (dp, ingest) = match which {
-                Bench::All => (true, true),
-                Bench::Dataplane => (true, false),
-                Bench::Ingest => (false, true),
+            let (dp, ingest, restore) = match which {
+                Bench::All => (true, true, true),
+                Bench::Dataplane => (true, false, false),
+                Bench::Ingest => (false, true, false),
+                Bench::Restore => (false, false, true),
             };
-            return tasks::bench(dp, ingest);
+            return tasks::bench(dp, ingest, restore);
         }
     }
     Ok(ExitCode::SUCCESS)

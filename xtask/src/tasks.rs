@@ -85,7 +85,7 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
+pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -125,6 +125,28 @@ pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the detection-to-drop latency bench")?
+            .success();
+    }
+    if restore {
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "one_path",
+                "--",
+            ])
+            .args([
+                "--ignored",
+                "--nocapture",
+                "--exact",
+                "million_bans_restore_within_five_seconds",
+            ])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the restore bench")?
             .success();
     }
     Ok(if ok {

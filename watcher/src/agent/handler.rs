@@ -93,8 +93,8 @@ impl Agent {
     /// Builds the new configuration completely, then swaps it in; on any
     /// problem the running configuration stays.
     pub fn reload(&self) -> Result<String, String> {
-        let cfg =
-            config::load_or_builtin(self.config_path.as_deref()).map_err(|e| e.to_string())?;
+        let cfg = config::load_or_builtin(self.config_path.as_deref())
+            .map_err(|e| crate::error_chain(&e))?;
         let msg = format!("reloaded {}: {} jail(s)", cfg.origin, cfg.jails.len());
         if let Some(s) = self.service.store() {
             save_meta(s, &cfg);

@@ -937,6 +937,46 @@ mod tests {
         }
     }
 
+    /// The ban history grew for ever: `Store::prune_history` was reached
+    /// from tests only. The service's periodic purge prunes it by age.
+    #[test]
+    fn purge_prunes_the_ban_history_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let now = SystemTime::now();
+        let mut old = BanRecord::manual(
+            "203.0.113.1/32".parse().unwrap(),
+            Origin::Manual,
+            None,
+            None,
+            vec![],
+        );
+        old.banned_at = now - Duration::from_secs(200 * 86_400);
+        let mut recent = BanRecord::manual(
+            "203.0.113.2/32".parse().unwrap(),
+            Origin::Manual,
+            None,
+            None,
+            vec![],
+        );
+        recent.banned_at = now - Duration::from_secs(86_400);
+        store.record_bans(&[old.clone(), recent.clone()]).unwrap();
+        let svc = BanService::new(
+            None,
+            Some(store.clone()),
+            Persist::Sync,
+            Policy::default(),
+            Vec::new(),
+        );
+        svc.purge(now.checked_sub(crate::config::DEFAULT_HISTORY));
+        assert_eq!(
+            store.ban_count(old.net),
+            0,
+            "history older than 90 days kept"
+        );
+        assert_eq!(store.ban_count(recent.net), 1);
+    }
+
     #[test]
     fn merging_never_shrinks() {
         let secs = |s| Some(Duration::from_secs(s));

@@ -55,7 +55,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", fail2xdp::error_chain(&e));
             Ok(ExitCode::from(1))
         }
     }

@@ -171,7 +171,7 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read it", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -636,7 +636,8 @@ impl Cx<'_> {
                 Ok(f)
             } else if name.contains('/') || name.ends_with(".toml") {
                 let p = self.dir.join(&name);
-                Filter::from_toml_file(&p).map_err(|e| format!("filter {}: {e}", p.display()))
+                Filter::from_toml_file(&p)
+                    .map_err(|e| format!("filter {}: {}", p.display(), crate::error_chain(&e)))
             } else {
                 Err(format!(
                     "unknown filter `{name}` (built-in: {}; a filter file is a path containing '/')",

@@ -39,7 +39,7 @@ const FEW_LITERALS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -151,7 +151,7 @@ pub enum SourceError {
     BadGlob { glob: String, reason: String },
     #[error("no files given for a file source")]
     NoGlobs,
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -161,15 +161,15 @@ pub enum SourceError {
     NoJournal(PathBuf),
     #[error("invalid journal match {0:?} (expected FIELD=value or +)")]
     BadMatch(String),
-    #[error("cannot start {cmd}: {source}")]
+    #[error("cannot start {cmd}")]
     Spawn {
         cmd: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the reader thread: {0}")]
+    #[error("cannot start the reader thread")]
     Thread(#[source] std::io::Error),
-    #[error("cannot read cursor file {path}: {source}")]
+    #[error("cannot read cursor file {path}")]
     Cursor {
         path: PathBuf,
         #[source]
