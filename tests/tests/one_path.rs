@@ -621,7 +621,7 @@ fn million_bans_restore_within_five_seconds() -> Result<()> {
         let line = log[log_before..]
             .lines()
             .find(|l| l.contains("restored ") && l.contains("from the state store"))
-            .context("no restore line in the agent log")?
+            .with_context(|| format!("no restore line in the agent log:\n{}", &log[log_before..]))?
             .to_string();
         assert!(line.contains(&format!("restored {LINES} ban(s)")), "{line}");
         // "... in 1.234567s" (Debug of a Duration).

@@ -142,6 +142,15 @@ fn merge(current: Option<&BanInfo>, ttl: Option<Duration>, ports: &PortSet, labe
     }
 }
 
+/// When a ban of `len` starting at `start` ends, saturating (a start the
+/// clock cannot add to is a log line's nonsense, not a reason to panic).
+fn end_of(start: SystemTime, len: Duration) -> SystemTime {
+    start
+        .checked_add(len)
+        .or_else(|| start.checked_add(super::LONGEST_BAN))
+        .unwrap_or(start)
+}
+
 fn remaining(expires: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
     // A ban that has begun is at least a second long in the maps.
     expires.map(|e| {
@@ -310,11 +319,7 @@ impl BanService {
                 (net != addr::unmap(o.net).trunc()).then(|| addr::unmap(o.net).trunc());
             let previous = self.previous(&mut inner, net);
             let length = o.length.resolve(previous);
-            let expires_at = length.map(|l| {
-                o.start
-                    .checked_add(l)
-                    .unwrap_or(o.start + super::LONGEST_BAN)
-            });
+            let expires_at = length.map(|l| end_of(o.start, l));
             if expires_at.is_some_and(|e| e <= now) {
                 st.stale += 1;
                 outcomes.push(Outcome::Stale);
@@ -623,7 +628,7 @@ impl BanService {
     pub fn import(&self, spec: &ImportSpec, nets: &[IpNet]) -> Result<ImportReport, BanError> {
         let now = SystemTime::now();
         let length = spec.length_secs.map(Duration::from_secs);
-        let expires_at = length.map(|l| now.checked_add(l).unwrap_or(now + super::LONGEST_BAN));
+        let expires_at = length.map(|l| end_of(now, l));
         let ttl = remaining(expires_at, now);
         let ports = PortSet::from_ports(spec.ports.clone()).unwrap_or_default();
         let label = spec.origin.map_label();
@@ -776,49 +781,85 @@ impl BanService {
                 &mut report,
             );
         })?;
-        for h in store.imports()? {
-            if h.is_expired(now) {
-                continue;
-            }
+        let imports: Vec<ImportHeader> = store
+            .imports()?
+            .into_iter()
+            .filter(|h| !h.is_expired(now))
+            .collect();
+        // One import's networks are distinct: those no claim or map entry
+        // shares go to the maps as they are read, a batch at a time, with no
+        // per-network bookkeeping (a million-line blocklist is the common
+        // case). Several imports may share networks: then every network is
+        // merged first.
+        let stream = imports.len() == 1;
+        let mut direct: Vec<BanRequest> = Vec::new();
+        let mut written = 0usize;
+        let mut failed: Option<EnforcerError> = None;
+        for h in &imports {
             let label = h.origin.map_label();
+            let ttl = remaining(h.expires_at, now);
+            let ports = PortSet(h.ports.clone());
             store.for_each_import_net(h.id, |n| {
-                offer(
-                    n,
-                    h.expires_at,
-                    &h.ports,
-                    label.clone(),
-                    &mut want,
-                    &mut report,
-                );
+                if !stream || want.contains_key(&n) || listing.contains_key(&n) {
+                    offer(
+                        n,
+                        h.expires_at,
+                        &h.ports,
+                        label.clone(),
+                        &mut want,
+                        &mut report,
+                    );
+                    return;
+                }
+                if let Err(e) = guard.check(&n, true, &[]) {
+                    log::warn!("not restoring the ban of {n} ({label}): {e}");
+                    report.skipped += 1;
+                    return;
+                }
+                direct.push(BanRequest {
+                    net: n,
+                    ttl,
+                    ports: ports.clone(),
+                    jail: label.clone(),
+                });
+                if direct.len() >= WRITE_BATCH && failed.is_none() {
+                    if let Some(enf) = inner.enforcer.as_mut() {
+                        match enf.ban_batch(&direct) {
+                            Ok(_) => written += direct.len(),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    direct.clear();
+                }
             })?;
         }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         // What the maps already hold as merged is not written again.
-        let reqs: Vec<BanRequest> = want
-            .into_values()
-            .filter(|w| {
-                let same = listing.get(&w.net).is_some_and(|cur| {
-                    cur.ports == w.ports
-                        && match (cur.remaining, w.remaining) {
-                            (None, None) => true,
-                            (Some(a), Some(b)) => a + Duration::from_secs(2) >= b,
-                            _ => false,
-                        }
-                });
-                report.present += usize::from(same);
-                !same
-            })
-            .map(|w| BanRequest {
-                net: w.net,
-                ttl: w.remaining,
-                ports: w.ports,
-                jail: w.jail,
-            })
-            .collect();
+        let merged = want.into_values().filter(|w| {
+            let same = listing.get(&w.net).is_some_and(|cur| {
+                cur.ports == w.ports
+                    && match (cur.remaining, w.remaining) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a + Duration::from_secs(2) >= b,
+                        _ => false,
+                    }
+            });
+            report.present += usize::from(same);
+            !same
+        });
+        direct.extend(merged.map(|w| BanRequest {
+            net: w.net,
+            ttl: w.remaining,
+            ports: w.ports,
+            jail: w.jail,
+        }));
         if let Some(enf) = inner.enforcer.as_mut() {
-            for part in reqs.chunks(WRITE_BATCH) {
+            for part in direct.chunks(WRITE_BATCH) {
                 enf.ban_batch(part)?;
             }
-            report.restored = reqs.len();
+            report.restored = written + direct.len();
         }
         drop(inner);
         self.emit(&[BanEvent::Restored {
