@@ -9,7 +9,6 @@ mod stage_costs;
 mod state_writer;
 
 use std::{
-    path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex},
     task::Poll,
@@ -32,7 +31,7 @@ use crate::{
     control,
     enforcer::Enforcer,
     source::{self, SourceOptions},
-    state::Store,
+    state::{PositionBook, Store},
     timestamp::TimeParser,
 };
 
@@ -85,6 +84,10 @@ async fn run_async(
             Store::open(&g.state_dir).context("opening the state store")?,
         ))
     };
+    let positions = match &store {
+        Some(s) => Some(PositionBook::open(s.clone()).context("opening the saved log positions")?),
+        None => None,
+    };
     let enforcer = if a.dry_run { None } else { Some(enforcer) };
     let mut engine = Engine::new(cfg, enforcer, store);
     let t0 = Instant::now();
@@ -110,11 +113,11 @@ async fn run_async(
 
     let opts = SourceOptions {
         journal_from_start: a.replay,
+        resume: !a.from_end,
         ..SourceOptions::default()
     };
-    let cursor_dir = (!a.dry_run).then(|| g.state_dir.clone());
     let mut inputs: Vec<Input> = Vec::new();
-    resync(&shared, &mut inputs, &opts, a.replay, cursor_dir.as_ref()).await;
+    resync(&shared, &mut inputs, &opts, a.replay, positions.as_ref()).await;
     {
         let e = shared.engine();
         log::info!(
@@ -158,7 +161,7 @@ async fn run_async(
             }
             Some(()) = resync_rx.recv() => {
                 // Sources are only stopped/started here; from_start applies to the first start only.
-                resync(&shared, &mut inputs, &opts, false, cursor_dir.as_ref()).await;
+                resync(&shared, &mut inputs, &opts, false, positions.as_ref()).await;
             }
             _ = purge.tick() => {
                 let s = shared.clone();
@@ -202,7 +205,7 @@ async fn resync(
     inputs: &mut Vec<Input>,
     opts: &SourceOptions,
     from_start: bool,
-    cursor_dir: Option<&PathBuf>,
+    positions: Option<&PositionBook>,
 ) {
     let (wanted, board) = {
         let e = shared.engine();
@@ -224,13 +227,10 @@ async fn resync(
         }
         let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
         let mut o = opts.clone();
-        if let (SourceConf::Journal { .. }, Some(dir)) = (&conf, cursor_dir) {
-            o.journal_cursor_file =
-                Some(dir.join(format!("journal-{:016x}.cursor", hash_of(&conf))));
-        }
+        o.positions = positions.map(|p| p.source(&conf.to_string()));
         // Reader + match stage on the source's thread -> this loop (the jails).
         let stage = matcher::stage(conf.clone(), tx, board.clone());
-        match source::spawn_chunked_with(conf.spec(from_start), o, stage).await {
+        match source::spawn(conf.spec(from_start), o, stage).await {
             Ok(h) => {
                 log::info!("reading {}", h.name());
                 running.push((conf.clone(), h));
@@ -245,17 +245,6 @@ async fn resync(
         }
     }
     *shared.sources.lock().unwrap_or_else(|p| p.into_inner()) = running;
-}
-
-fn hash_of(c: &SourceConf) -> u64 {
-    // Stable across runs (the cursor file name must not change): FNV-1a over the Debug text.
-    let text = format!("{c:?}");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Waits for lines from any source; returns its index with its batches in

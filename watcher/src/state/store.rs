@@ -385,7 +385,7 @@ impl Store {
     /// Runs `f` in a write transaction committed with immediate durability:
     /// when this returns Ok the data survives kill -9 and power loss (as far
     /// as fsync holds).
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StateError> {
@@ -403,7 +403,7 @@ impl Store {
         })
     }
 
-    fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StateError> {
