@@ -760,9 +760,9 @@ mod tests {
         }
         let mut banned = std::collections::HashSet::new();
         // The offenders' third and fourth failures fall at spread-out points of the spray.
-        let mut next_offense = |k: u64| -> Option<u32> {
+        let next_offense = |k: u64| -> Option<u32> {
             let step = SPRAY / (2 * u64::from(OFFENDERS) + 1);
-            (k % step == 0 && k > 0 && k / step <= 2 * u64::from(OFFENDERS))
+            (k.is_multiple_of(step) && k > 0 && k / step <= 2 * u64::from(OFFENDERS))
                 .then(|| ((k / step - 1) % u64::from(OFFENDERS)) as u32)
         };
         for k in 0..SPRAY {
