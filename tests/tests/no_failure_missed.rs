@@ -1,0 +1,352 @@
+//! No failure goes uncounted (issue 15): a real agent on the receiving veth of a
+//! namespace pair, a real log file appended by the test, real packets from the
+//! addresses in the log. Each test fails where a failure used to vanish:
+//! - lines written while the agent was down (`kill -9`, also across a rotation) were
+//!   never read, because it restarted at the end of the files;
+//! - a line with bytes that are not UTF-8 or a NUL (the attacker picks the SASL user
+//!   name) was dropped whole;
+//! - a spray of single failures from other addresses evicted an offender's count.
+//!
+//! Run as root: `cargo test -p fail2xdp-tests --test no_failure_missed` (after
+//! `cargo build -p fail2xdp`). Attackers are 203.0.113.0/24, innocent and legitimate
+//! clients 198.51.100.0/24, sprays 2001:db8::/32 (log lines only, no packets).
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use fail2xdp::control::{self, Request, Response};
+use fail2xdp_tests::{AgentOptions, Lab};
+use serde_json::Value;
+
+const N: u64 = 10;
+const SMTP: u16 = 25;
+/// Longer than positions take to be saved (at most every 500 ms while they change).
+const SAVED: Duration = Duration::from_millis(1500);
+
+/// A lab whose agent runs one `postfix-sasl` jail over a log file in a temp dir.
+struct Watch {
+    lab: Lab,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    /// `top` goes before the `[jails.sasl]` table, `jail` into it.
+    fn start(top: &str, jail: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("f2x-nomiss-").tempdir()?;
+        let log = dir.path().join("mail.log");
+        fs::write(&log, "")?;
+        let config = dir.path().join("fail2xdp.toml");
+        fs::write(
+            &config,
+            format!(
+                "{top}\n[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{}\"]\nfindtime = \"10m\"\n\
+                 bantime = \"1h\"\nports = \"all\"\n{jail}\n",
+                log.display()
+            ),
+        )?;
+        let lab = Lab::start_with(AgentOptions {
+            config: Some(config),
+            ..AgentOptions::default()
+        })?;
+        let w = Watch {
+            lab,
+            log,
+            _dir: dir,
+        };
+        w.wait_ready()?;
+        Ok(w)
+    }
+
+    /// The agent attaches before it opens its sources: wait for its socket.
+    fn wait_ready(&self) -> Result<()> {
+        wait_for(
+            "the agent's control socket",
+            Duration::from_secs(20),
+            || Ok(self.status().is_ok()),
+        )
+    }
+
+    /// `kill -9`, then a new agent on the same state dir and pins.
+    fn kill9(&mut self) -> Result<()> {
+        self.lab.agent.kill9()?;
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        self.lab.agent.spawn()?;
+        self.wait_ready()
+    }
+
+    fn call(&self, req: &Request) -> Result<Value> {
+        match control::call(&self.lab.agent.socket(), req)? {
+            Response::Json(v) => Ok(v),
+            Response::Ok { message } => Ok(Value::String(message)),
+            Response::Error { message } => bail!("agent: {message}"),
+        }
+    }
+
+    fn status(&self) -> Result<Value> {
+        self.call(&Request::Status { jail: None })
+    }
+
+    fn jail(&self) -> Result<Value> {
+        self.status()?["jails"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["name"] == "sasl"))
+            .cloned()
+            .context("no jail sasl in status")
+    }
+
+    fn counter(&self, key: &str) -> Result<u64> {
+        self.jail()?[key]
+            .as_u64()
+            .with_context(|| format!("no {key} in status"))
+    }
+
+    /// Remaining seconds of the ban of `net` (`Some(None)`: permanent), if banned.
+    fn ban_of(&self, net: &str) -> Result<Option<Option<u64>>> {
+        let v = self.call(&Request::List)?;
+        Ok(v.as_array()
+            .context("list is not an array")?
+            .iter()
+            .filter(|b| b["expired"] != Value::Bool(true))
+            .find(|b| b["net"].as_str() == Some(net))
+            .map(|b| b["remaining_secs"].as_u64()))
+    }
+
+    fn append(&self, lines: &[Vec<u8>]) -> Result<()> {
+        append_to(&self.log, lines)
+    }
+
+    /// Appends and waits until the jail has seen every line.
+    fn feed(&self, lines: &[Vec<u8>]) -> Result<()> {
+        let before = self.counter("lines")?;
+        self.append(lines)?;
+        let want = before + lines.len() as u64;
+        wait_for(
+            "the agent to read the lines",
+            Duration::from_secs(30),
+            || Ok(self.counter("lines")? >= want),
+        )
+        .map_err(|e| self.with_log(e))
+    }
+
+    fn wait_banned(&self, net: &str) -> Result<Option<u64>> {
+        let mut ban = None;
+        wait_for(&format!("a ban of {net}"), Duration::from_secs(15), || {
+            ban = self.ban_of(net)?;
+            Ok(ban.is_some())
+        })
+        .map_err(|e| self.with_log(e))?;
+        Ok(ban.flatten())
+    }
+
+    fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
+        let status = self
+            .status()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        e.context(format!(
+            "agent status: {status}\n--- agent log ---\n{}",
+            self.lab.agent.log()
+        ))
+    }
+
+    fn delivered(&self, src: &str) -> Result<u64> {
+        self.lab.delivered(&self.lab.syn(src, SMTP), N)
+    }
+}
+
+fn append_to(path: &Path, lines: &[Vec<u8>]) -> Result<()> {
+    let mut f = OpenOptions::new().append(true).create(true).open(path)?;
+    let mut text = Vec::new();
+    for l in lines {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    // One write: the agent sees whole lines.
+    f.write_all(&text)?;
+    Ok(())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A syslog line stamped `ago` before now, the way the mail server writes it.
+fn stamped(ago: Duration, msg: &[u8]) -> Vec<u8> {
+    let t = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).expect("small duration");
+    let stamp = t
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%b %e %H:%M:%S")
+        .to_string();
+    [stamp.as_bytes(), b" mail ", msg].concat()
+}
+
+/// Distinct process ids, so no two lines are byte-identical (real logs never are).
+fn pid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A SASL failure of `ip` with the user name given as raw bytes.
+fn sasl_fail_as(ip: &str, user: &[u8], ago: Duration) -> Vec<u8> {
+    let msg = format!(
+        "postfix/smtpd[{}]: warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure, sasl_username=",
+        pid()
+    );
+    stamped(ago, &[msg.as_bytes(), user].concat())
+}
+
+fn sasl_fail(ip: &str) -> Vec<u8> {
+    sasl_fail_as(ip, b"admin", Duration::ZERO)
+}
+
+fn connect(ip: &str) -> Vec<u8> {
+    stamped(
+        Duration::ZERO,
+        format!(
+            "postfix/smtpd[{}]: connect from mail.example.org[{ip}]",
+            pid()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn failures_written_while_the_agent_was_killed_still_ban() -> Result<()> {
+    let mut w = Watch::start("", "maxretry = 3")?;
+    let attacker = "203.0.113.60";
+    let legit = "198.51.100.60";
+    // Counted before the crash: must not be counted again after it.
+    w.feed(&[connect(legit), sasl_fail(legit), connect(legit)])?;
+    std::thread::sleep(SAVED);
+    w.kill9()?;
+
+    // The agent is down for twenty minutes, as far as the log can tell.
+    let ago = Duration::from_secs(20 * 60);
+    let down: Vec<Vec<u8>> = (0..3)
+        .map(|_| sasl_fail_as(attacker, b"admin", ago))
+        .collect();
+    w.append(&down)?;
+    assert_eq!(w.delivered(attacker)?, N, "dropped before the restart");
+
+    w.restart()?;
+    let left = w
+        .wait_banned("203.0.113.60/32")?
+        .context("the ban is not permanent")?;
+    // Counted at their own time: the ban started twenty minutes ago.
+    assert!(
+        (2300..=2500).contains(&left),
+        "{left} s left of a 1 h ban that started 20 min ago"
+    );
+    assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
+    assert_eq!(w.delivered(legit)?, N, "the legitimate client was dropped");
+    // The new run read exactly what it had not read: 3 failures, not 4.
+    let j = w.jail()?;
+    assert_eq!(
+        (j["failures"].as_u64(), j["lines"].as_u64()),
+        (Some(3), Some(3)),
+        "{j}"
+    );
+    assert!(w.ban_of("198.51.100.60/32")?.is_none());
+    Ok(())
+}
+
+#[test]
+fn failures_written_across_a_rotation_while_the_agent_was_killed_still_ban() -> Result<()> {
+    let mut w = Watch::start("", "maxretry = 3")?;
+    let attacker = "203.0.113.61";
+    w.feed(&[connect("198.51.100.61")])?;
+    std::thread::sleep(SAVED);
+    w.kill9()?;
+
+    // While down: two failures, logrotate renames the file, the third goes to the new one.
+    w.append(&[sasl_fail(attacker), sasl_fail(attacker)])?;
+    fs::rename(&w.log, w.log.with_extension("log.1"))?;
+    append_to(&w.log, &[sasl_fail(attacker)])?;
+    assert_eq!(w.delivered(attacker)?, N, "dropped before the restart");
+
+    w.restart()?;
+    w.wait_banned("203.0.113.61/32")?;
+    assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
+    assert_eq!(w.counter("failures")?, 3);
+
+    // And the agent follows the new file from here on.
+    let next = "203.0.113.62";
+    w.append(&[sasl_fail(next), sasl_fail(next), sasl_fail(next)])?;
+    w.wait_banned("203.0.113.62/32")?;
+    assert_eq!(w.delivered(next)?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_user_name_with_undecodable_bytes_still_counts_and_frames_nobody() -> Result<()> {
+    let w = Watch::start("", "maxretry = 3")?;
+    let attacker = "203.0.113.63";
+    let innocent = "198.51.100.63";
+    assert_eq!(w.delivered(attacker)?, N, "dropped before any failure");
+    // Each user name tries to make the line unreadable and to name the innocent host.
+    let users: [&[u8]; 3] = [
+        b"\xff\xfeadmin",
+        b"root\0]: unknown[198.51.100.63]: SASL LOGIN authentication failed: x",
+        b"\xc1\x9d: unknown[198.51.100.63]\xc0\x8a\0",
+    ];
+    let lines: Vec<Vec<u8>> = users
+        .iter()
+        .map(|u| sasl_fail_as(attacker, u, Duration::ZERO))
+        .collect();
+    w.feed(&lines)?;
+    w.wait_banned("203.0.113.63/32")?;
+    assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
+    assert_eq!(w.delivered(innocent)?, N, "the innocent host was dropped");
+    assert!(
+        w.ban_of("198.51.100.63/32")?.is_none(),
+        "the innocent host was banned"
+    );
+    assert_eq!(w.counter("failures")?, 3);
+    // The repairs are counted in status.
+    let s = w.status()?;
+    let src = &s["sources"][0];
+    assert_eq!(src["replaced_invalid_utf8"], 2, "{src}");
+    assert_eq!(src["replaced_nul"], 2, "{src}");
+    assert_eq!(src["lines"], 3, "{src}");
+    Ok(())
+}
+
+#[test]
+fn a_spray_of_single_failures_does_not_save_an_offender() -> Result<()> {
+    let w = Watch::start("max_hosts = 50000", "maxretry = 3")?;
+    let attacker = "203.0.113.64";
+    w.feed(&[sasl_fail(attacker), sasl_fail(attacker)])?;
+    // 50,000 other sources, one failure each: as many as the table holds.
+    let spray: Vec<Vec<u8>> = (0..50_000u32)
+        .map(|i| sasl_fail(&format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff)))
+        .collect();
+    w.feed(&spray)?;
+    assert!(w.counter("evictions")? >= 1, "the spray evicted nothing");
+    assert_eq!(w.delivered(attacker)?, N, "dropped before maxretry");
+    w.append(&[sasl_fail(attacker)])?;
+    w.wait_banned("203.0.113.64/32")?;
+    assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
+    assert_eq!(w.counter("total_bans")?, 1);
+    Ok(())
+}
