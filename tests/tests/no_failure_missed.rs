@@ -41,13 +41,24 @@ impl Watch {
         let dir = tempfile::Builder::new().prefix("f2x-nomiss-").tempdir()?;
         let log = dir.path().join("mail.log");
         fs::write(&log, "")?;
+        let source = format!("files = [\"{}\"]", log.display());
+        Self::start_in(dir, log, &source, top, jail)
+    }
+
+    /// The `sasl` jail reads `source` (a `files = ` or `journal = ` line).
+    fn start_in(
+        dir: tempfile::TempDir,
+        log: PathBuf,
+        source: &str,
+        top: &str,
+        jail: &str,
+    ) -> Result<Self> {
         let config = dir.path().join("fail2xdp.toml");
         fs::write(
             &config,
             format!(
-                "{top}\n[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{}\"]\nfindtime = \"10m\"\n\
-                 bantime = \"1h\"\nports = \"all\"\n{jail}\n",
-                log.display()
+                "{top}\n[jails.sasl]\nfilter = \"postfix-sasl\"\n{source}\nfindtime = \"10m\"\n\
+                 bantime = \"1h\"\nports = \"all\"\n{jail}\n"
             ),
         )?;
         let lab = Lab::start_with(AgentOptions {
@@ -348,5 +359,86 @@ fn a_spray_of_single_failures_does_not_save_an_offender() -> Result<()> {
     w.wait_banned("203.0.113.64/32")?;
     assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
     assert_eq!(w.counter("total_bans")?, 1);
+    Ok(())
+}
+
+const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+/// Appends entries (postfix/smtpd, stamped now) to a journal file, as journald would:
+/// systemd-journal-remote writes real journal files.
+fn journal_append(file: &Path, messages: &[String]) -> Result<()> {
+    let mut export = String::new();
+    for m in messages {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n\
+             SYSLOG_IDENTIFIER=postfix/smtpd\n_PID={}\nMESSAGE={m}\n\n",
+            now.as_micros(),
+            now.as_micros(),
+            pid()
+        ));
+    }
+    let mut child = std::process::Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}", file.display()))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {JOURNAL_REMOTE}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(export.as_bytes())?;
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("systemd-journal-remote failed: {st}");
+    }
+    Ok(())
+}
+
+/// The journal cursor lives in the state store now (it had a file of its own): a
+/// `kill -9` still loses no entry.
+#[test]
+fn journal_entries_written_while_the_agent_was_killed_still_ban() -> Result<()> {
+    assert!(
+        Path::new(JOURNAL_REMOTE).exists(),
+        "{JOURNAL_REMOTE} is missing: apt-get install systemd-journal-remote"
+    );
+    let dir = tempfile::Builder::new().prefix("f2x-nomiss-").tempdir()?;
+    let journal = dir.path().join("remote.journal");
+    let msg = |ip: &str| {
+        format!("warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure")
+    };
+    // The file must exist before the agent follows it.
+    journal_append(
+        &journal,
+        &["connect from mail.example.org[198.51.100.65]".into()],
+    )?;
+    let source = format!(
+        "journal = [\"SYSLOG_IDENTIFIER=postfix/smtpd\"]\njournal_file = \"{}\"",
+        journal.display()
+    );
+    let mut w = Watch::start_in(dir, journal.clone(), &source, "", "maxretry = 3")?;
+    let before = w.counter("lines")?;
+    journal_append(
+        &journal,
+        &["disconnect from mail.example.org[198.51.100.65]".into()],
+    )?;
+    wait_for("the entry to be read", Duration::from_secs(10), || {
+        Ok(w.counter("lines")? > before)
+    })
+    .map_err(|e| w.with_log(e))?;
+    std::thread::sleep(SAVED);
+    w.kill9()?;
+
+    let attacker = "203.0.113.65";
+    journal_append(&journal, &[msg(attacker), msg(attacker), msg(attacker)])?;
+    w.restart()?;
+    w.wait_banned("203.0.113.65/32")?;
+    assert_eq!(w.delivered(attacker)?, 0, "the attacker still gets through");
+    // Only the entries written while down were read.
+    assert_eq!(w.counter("lines")?, 3);
     Ok(())
 }
