@@ -14,8 +14,8 @@ use fail2xdp::source::{
 use tokio::sync::mpsc;
 
 /// Starts a source (the one way there is: chunks handed over on the reader's thread) with
-/// each chunk taken apart into lines on a channel of `cap` lines, which is where a chunk
-/// counts as done with.
+/// each chunk taken apart into lines on a channel of `cap` lines. The chunk is done with
+/// (dropped) before its lines are sent, so a test that saw a line sees its position too.
 pub async fn start(
     spec: SourceSpec,
     opts: SourceOptions,
@@ -23,14 +23,16 @@ pub async fn start(
 ) -> Result<(SourceHandle, mpsc::Receiver<LogLine>), SourceError> {
     let (tx, rx) = mpsc::channel(cap);
     let deliver = Box::new(move |c: source::Chunk| {
-        c.lines().all(|(text, time)| {
-            tx.blocking_send(LogLine {
+        let lines: Vec<LogLine> = c
+            .lines()
+            .map(|(text, time)| LogLine {
                 source: c.source().clone(),
                 text: text.to_string(),
                 time,
             })
-            .is_ok()
-        })
+            .collect();
+        drop(c);
+        lines.into_iter().all(|l| tx.blocking_send(l).is_ok())
     });
     Ok((source::spawn(spec, opts, deliver).await?, rx))
 }
