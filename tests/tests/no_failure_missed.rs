@@ -38,11 +38,16 @@ struct Watch {
 impl Watch {
     /// `top` goes before the `[jails.sasl]` table, `jail` into it.
     fn start(top: &str, jail: &str) -> Result<Self> {
+        Self::start_with_args(top, jail, &[])
+    }
+
+    /// With further arguments to `run`.
+    fn start_with_args(top: &str, jail: &str, args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("f2x-nomiss-").tempdir()?;
         let log = dir.path().join("mail.log");
         fs::write(&log, "")?;
         let source = format!("files = [\"{}\"]", log.display());
-        Self::start_in(dir, log, &source, top, jail)
+        Self::start_in(dir, log, &source, top, jail, args)
     }
 
     /// The `sasl` jail reads `source` (a `files = ` or `journal = ` line).
@@ -52,6 +57,7 @@ impl Watch {
         source: &str,
         top: &str,
         jail: &str,
+        args: &[&str],
     ) -> Result<Self> {
         let config = dir.path().join("fail2xdp.toml");
         fs::write(
@@ -63,6 +69,7 @@ impl Watch {
         )?;
         let lab = Lab::start_with(AgentOptions {
             config: Some(config),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             ..AgentOptions::default()
         })?;
         let w = Watch {
@@ -282,6 +289,38 @@ fn failures_written_while_the_agent_was_killed_still_ban() -> Result<()> {
     Ok(())
 }
 
+/// `run --from-end` keeps the old behaviour for those who want it: what was written
+/// while the agent was down is not read.
+#[test]
+fn from_end_skips_what_was_written_while_the_agent_was_down() -> Result<()> {
+    let mut w = Watch::start_with_args("", "maxretry = 3", &["--from-end"])?;
+    w.feed(&[connect("198.51.100.66")])?;
+    std::thread::sleep(SAVED);
+    w.kill9()?;
+    let attacker = "203.0.113.66";
+    w.append(&[
+        sasl_fail(attacker),
+        sasl_fail(attacker),
+        sasl_fail(attacker),
+    ])?;
+    w.restart()?;
+    w.feed(&[connect("198.51.100.66")])?;
+    assert_eq!((w.counter("lines")?, w.counter("failures")?), (1, 0));
+    assert!(w.ban_of("203.0.113.66/32")?.is_none());
+    // It cannot be combined with --replay, which reads from the start.
+    let out = w
+        .lab
+        .agent
+        .cli_output(&["run", "--iface", "lo", "--from-end", "--replay"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--from-end") && err.contains("--replay"),
+        "{err}"
+    );
+    Ok(())
+}
+
 #[test]
 fn failures_written_across_a_rotation_while_the_agent_was_killed_still_ban() -> Result<()> {
     let mut w = Watch::start("", "maxretry = 3")?;
@@ -420,7 +459,7 @@ fn journal_entries_written_while_the_agent_was_killed_still_ban() -> Result<()> 
         "journal = [\"SYSLOG_IDENTIFIER=postfix/smtpd\"]\njournal_file = \"{}\"",
         journal.display()
     );
-    let mut w = Watch::start_in(dir, journal.clone(), &source, "", "maxretry = 3")?;
+    let mut w = Watch::start_in(dir, journal.clone(), &source, "", "maxretry = 3", &[])?;
     let before = w.counter("lines")?;
     journal_append(
         &journal,
