@@ -254,6 +254,8 @@ pub struct HostTable {
     probation: List,
     protected: List,
     cap: usize,
+    /// [`protected_max`] of `cap`, kept rather than divided out on every failure.
+    protected_cap: usize,
     evictions: u64,
     /// Evidence buffers of removed hosts, for new ones.
     spare: Vec<Evidence>,
@@ -281,6 +283,7 @@ impl HostTable {
             probation: List::default(),
             protected: List::default(),
             cap: cap.max(1),
+            protected_cap: protected_max(cap.max(1)),
             evictions: 0,
             spare: Vec::new(),
         }
@@ -305,6 +308,7 @@ impl HostTable {
 
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(1);
+        self.protected_cap = protected_max(self.cap);
         while self.map.len() > self.cap {
             self.evict_one();
         }
@@ -343,14 +347,22 @@ impl HostTable {
     pub fn touch(&mut self, key: IpNet, time: i64) -> &mut HostEntry {
         let i = match self.map.get(&key) {
             Some(&i) => {
-                let seg = match self.nodes[i as usize].seg {
-                    Segment::Probation if protected_max(self.cap) > 0 => Segment::Protected,
-                    s => s,
-                };
-                if self.list(seg).newest != i {
-                    self.unlink(i);
-                    self.link_newest(i, seg);
-                    self.demote_excess();
+                match self.nodes[i as usize].seg {
+                    Segment::Protected if self.protected.newest == i => {}
+                    Segment::Protected => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Protected);
+                    }
+                    Segment::Probation if self.protected_cap > 0 => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Protected);
+                        self.demote_excess();
+                    }
+                    Segment::Probation if self.probation.newest == i => {}
+                    Segment::Probation => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Probation);
+                    }
                 }
                 i
             }
@@ -367,17 +379,10 @@ impl HostTable {
         &mut self.nodes[i as usize].entry
     }
 
-    fn list(&mut self, seg: Segment) -> &mut List {
-        match seg {
-            Segment::Probation => &mut self.probation,
-            Segment::Protected => &mut self.protected,
-        }
-    }
-
     /// Moves the least recently seen protected hosts to probation while the
     /// protected segment is over its size.
     fn demote_excess(&mut self) {
-        while self.protected.len > protected_max(self.cap) {
+        while self.protected.len > self.protected_cap {
             let i = self.protected.oldest;
             self.unlink(i);
             self.link_newest(i, Segment::Probation);
@@ -419,24 +424,30 @@ impl HostTable {
 
     /// Takes node `i` off its segment's list.
     fn unlink(&mut self, i: u32) {
-        let (newer, older, seg) = {
-            let n = &self.nodes[i as usize];
-            (n.newer, n.older, n.seg)
+        let n = &self.nodes[i as usize];
+        let (newer, older) = (n.newer, n.older);
+        let l = match n.seg {
+            Segment::Probation => &mut self.probation,
+            Segment::Protected => &mut self.protected,
         };
         match newer {
-            NIL => self.list(seg).newest = older,
+            NIL => l.newest = older,
             j => self.nodes[j as usize].older = older,
         }
         match older {
-            NIL => self.list(seg).oldest = newer,
+            NIL => l.oldest = newer,
             j => self.nodes[j as usize].newer = newer,
         }
-        self.list(seg).len -= 1;
+        l.len -= 1;
     }
 
     /// Puts node `i` (on no list) at the newest end of `seg`.
     fn link_newest(&mut self, i: u32, seg: Segment) {
-        let old_newest = self.list(seg).newest;
+        let l = match seg {
+            Segment::Probation => &mut self.probation,
+            Segment::Protected => &mut self.protected,
+        };
+        let old_newest = l.newest;
         {
             let n = &mut self.nodes[i as usize];
             n.newer = NIL;
@@ -444,10 +455,9 @@ impl HostTable {
             n.seg = seg;
         }
         match old_newest {
-            NIL => self.list(seg).oldest = i,
+            NIL => l.oldest = i,
             j => self.nodes[j as usize].newer = i,
         }
-        let l = self.list(seg);
         l.newest = i;
         l.len += 1;
     }
