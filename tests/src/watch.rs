@@ -59,11 +59,22 @@ impl Watch {
         let log = dir.path().join("mail.log");
         fs::write(&log, "")?;
         prepare(&log)?;
+        let text = config(&log);
+        Self::start_in(dir, log, &text, extra_args)
+    }
+
+    /// An agent running `config` (written into `dir`), whose log is `log`
+    /// (a file the test appends to, or a journal file).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        log: PathBuf,
+        config: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let config_path = dir.path().join("fail2xdp.toml");
-        fs::write(&config_path, config(&log))?;
-        let config = config_path;
+        fs::write(&config_path, config)?;
         let opts = AgentOptions {
-            config: Some(config),
+            config: Some(config_path),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             ..AgentOptions::default()
         };
@@ -71,6 +82,22 @@ impl Watch {
         let w = Watch { lab, log, dir };
         w.wait_ready()?;
         Ok(w)
+    }
+
+    /// `kill -9`: the agent gets no chance to save anything.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.lab.agent.kill9().map(drop)
+    }
+
+    /// A new agent on the same pins, state and configuration.
+    pub fn restart(&mut self) -> Result<()> {
+        self.lab.agent.spawn()?;
+        self.wait_ready()
+    }
+
+    /// The agent's own status (jails, sources), cheap to poll.
+    pub fn agent_status(&self) -> Result<Value> {
+        self.call(&Request::AgentStatus)
     }
 
     /// The agent attaches before it opens its sources: wait for its socket.
@@ -135,12 +162,13 @@ impl Watch {
             .map(|(_, r)| r))
     }
 
-    pub fn append(&self, lines: &[String]) -> Result<()> {
+    /// Appends whole lines (text, or raw bytes) in one write.
+    pub fn append<L: AsRef<[u8]>>(&self, lines: &[L]) -> Result<()> {
         append_to(&self.log, lines)
     }
 
     /// Appends and waits until the jail has seen every line.
-    pub fn feed(&self, lines: &[String]) -> Result<()> {
+    pub fn feed<L: AsRef<[u8]>>(&self, lines: &[L]) -> Result<()> {
         let before = self.counter("lines")?;
         self.append(lines)?;
         let want = before + lines.len() as u64;
@@ -152,17 +180,21 @@ impl Watch {
         .map_err(|e| self.with_log(e))
     }
 
-    pub fn wait_banned(&self, net: &str) -> Result<()> {
-        wait_for(&format!("a ban of {net}"), Duration::from_secs(10), || {
-            Ok(self.ban_of(net)?.is_some())
+    /// Waits for a ban of `net`; its remaining seconds (None: permanent).
+    pub fn wait_banned(&self, net: &str) -> Result<Option<u64>> {
+        let mut ban = None;
+        wait_for(&format!("a ban of {net}"), Duration::from_secs(15), || {
+            ban = self.ban_of(net)?;
+            Ok(ban.is_some())
         })
-        .map_err(|e| self.with_log(e))
+        .map_err(|e| self.with_log(e))?;
+        Ok(ban.flatten())
     }
 
     /// The agent's log and status, for a failure message.
     pub fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
         let status = self
-            .status()
+            .agent_status()
             .map(|s| s.to_string())
             .unwrap_or_else(|e| e.to_string());
         e.context(format!(
@@ -176,15 +208,15 @@ impl Watch {
     }
 }
 
-pub fn append_to(path: &Path, lines: &[String]) -> Result<()> {
-    let mut f = OpenOptions::new().append(true).open(path)?;
-    let mut text = String::new();
+pub fn append_to<L: AsRef<[u8]>>(path: &Path, lines: &[L]) -> Result<()> {
+    let mut f = OpenOptions::new().append(true).create(true).open(path)?;
+    let mut text = Vec::new();
     for l in lines {
-        text.push_str(l);
-        text.push('\n');
+        text.extend_from_slice(l.as_ref());
+        text.push(b'\n');
     }
     // One write: the agent sees whole lines.
-    f.write_all(text.as_bytes())?;
+    f.write_all(&text)?;
     Ok(())
 }
 
@@ -210,11 +242,17 @@ pub fn wait_for(
 
 /// A syslog line stamped `ago` before now, the way the mail server writes it.
 pub fn stamped(ago: Duration, msg: &str) -> String {
+    String::from_utf8_lossy(&stamped_bytes(ago, msg.as_bytes())).into_owned()
+}
+
+/// [`stamped`] for a message that need not be UTF-8.
+pub fn stamped_bytes(ago: Duration, msg: &[u8]) -> Vec<u8> {
     let t = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).expect("small duration");
     let stamp = t
         .to_zoned(jiff::tz::TimeZone::system())
-        .strftime("%b %e %H:%M:%S");
-    format!("{stamp} mail {msg}")
+        .strftime("%b %e %H:%M:%S")
+        .to_string();
+    [stamp.as_bytes(), b" mail ", msg].concat()
 }
 
 /// Distinct process ids, so no two lines are byte-identical (real logs never
@@ -232,6 +270,15 @@ pub fn sasl_fail_ago(ip: &str, ago: Duration) -> String {
             pid()
         ),
     )
+}
+
+/// A SASL failure of `ip` whose user name the attacker chose, as raw bytes.
+pub fn sasl_fail_as(ip: &str, user: &[u8], ago: Duration) -> Vec<u8> {
+    let msg = format!(
+        "postfix/smtpd[{}]: warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure, sasl_username=",
+        pid()
+    );
+    stamped_bytes(ago, &[msg.as_bytes(), user].concat())
 }
 
 pub fn sasl_fail(ip: &str) -> String {

@@ -108,9 +108,12 @@ pub struct RunArgs {
     /// Configuration file (TOML); without it the built-in mail jails run.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Read log files from the start instead of the end.
+    /// Read log files from the start instead of the end (where no position was saved).
     #[arg(long)]
     pub replay: bool,
+    /// Start at the end of the log files, not where the last run stopped reading.
+    #[arg(long, conflicts_with = "replay")]
+    pub from_end: bool,
     /// Decide bans but write nothing to the maps.
     #[arg(long)]
     pub dry_run: bool,
@@ -124,6 +127,7 @@ impl RunArgs {
             xdp_mode: self.xdp_mode.into(),
             config: self.config,
             replay: self.replay,
+            from_end: self.from_end,
             dry_run: self.dry_run,
         }
     }

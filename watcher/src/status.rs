@@ -140,9 +140,11 @@ pub struct SourceStatus {
     pub source: String,
     pub name: String,
     pub lines: u64,
-    pub skipped_invalid_utf8: u64,
+    /// Lines delivered with invalid UTF-8 or NUL bytes replaced.
+    pub replaced_invalid_utf8: u64,
+    pub replaced_nul: u64,
     pub skipped_too_long: u64,
-    pub skipped_nul: u64,
+    pub skipped_unreadable: u64,
     pub files_opened: u64,
     pub rotations: u64,
     pub truncations: u64,

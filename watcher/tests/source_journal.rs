@@ -6,11 +6,11 @@ mod source_util;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fail2xdp::source::{self, SourceOptions, SourceSpec};
-use source_util::{quiet, take, texts};
-use tokio::sync::mpsc;
+use fail2xdp::source::{self, Position, SourceOptions, SourceSpec};
+use source_util::{MemPositions, quiet, start, take, texts};
 
 const BOOT_ID: &str = "0123456789abcdef0123456789abcdef";
 
@@ -127,11 +127,10 @@ async fn followed_entries_arrive_as_syslog_lines_with_realtime() {
         ],
     );
 
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(
+    let (h, mut rx) = start(
         spec(&j, &["SYSLOG_IDENTIFIER=postfix/smtpd"]),
         source_util::opts(),
-        tx,
+        64,
     )
     .await
     .expect("spawn");
@@ -184,16 +183,15 @@ async fn followed_entries_arrive_as_syslog_lines_with_realtime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_messages_are_skipped_and_counted() {
+async fn bad_messages_are_repaired_or_skipped_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let j = dir.path().join("mail.journal");
     let t = now_us();
     write_journal(&j, &[dovecot(t, "start")]);
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(
+    let (h, mut rx) = start(
         spec(&j, &["_SYSTEMD_UNIT=dovecot.service"]),
         source_util::opts(),
-        tx,
+        64,
     )
     .await
     .expect("spawn");
@@ -211,57 +209,64 @@ async fn bad_messages_are_skipped_and_counted() {
             dovecot(t + 4, "auth: good line"),
         ],
     );
-    let got = take(&mut rx, 1, 10).await;
-    assert_eq!(got[0].text, "dovecot[77]: auth: good line");
+    let got = take(&mut rx, 3, 10).await;
+    assert_eq!(
+        texts(&got),
+        [
+            "dovecot[77]: auth: bad \u{FFFD}\u{FFFD} bytes",
+            "dovecot[77]: auth: a #000 nul",
+            "dovecot[77]: auth: good line"
+        ]
+    );
     quiet(&mut rx, 300).await;
     let st = h.stats();
     assert_eq!(
         (
-            st.skipped_invalid_utf8,
-            st.skipped_nul,
+            st.replaced_invalid_utf8,
+            st.replaced_nul,
             st.skipped_too_long,
             st.lines
         ),
-        (1, 1, 1, 1),
+        (1, 1, 1, 3),
         "{st:?}"
     );
     h.join().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursor_file_resumes_after_restart_and_directories_work() {
+async fn saved_cursor_resumes_after_restart_and_directories_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let jdir = dir.path().join("journal");
     std::fs::create_dir(&jdir).expect("mkdir");
     let j = jdir.join("remote.journal");
-    let cursor = dir.path().join("cursor");
+    let saved = Arc::new(MemPositions::default());
     let t = now_us() - 5_000_000;
     let msgs: Vec<String> = (0..5).map(|i| format!("{FAIL} #{i}")).collect();
     let first: Vec<Entry<'_>> = (0..3).map(|i| smtpd(t + i as i64, &msgs[i])).collect();
     write_journal(&j, &first);
     let opts = SourceOptions {
-        journal_cursor_file: Some(cursor.clone()),
+        positions: Some(saved.clone()),
         journal_from_start: true,
         ..source_util::opts()
     };
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(
+    let (h, mut rx) = start(
         spec(&jdir, &["SYSLOG_IDENTIFIER=postfix/smtpd"]),
         opts.clone(),
-        tx,
+        64,
     )
     .await
     .expect("spawn");
     let got = take(&mut rx, 3, 10).await;
     assert_eq!(got[2].text, format!("postfix/smtpd[4242]: {}", msgs[2]));
     h.join().await;
-    let saved = std::fs::read_to_string(&cursor).expect("cursor saved on stop");
-    assert!(saved.starts_with("s="), "{saved:?}");
+    let Some(Position::Journal { cursor }) = saved.get() else {
+        panic!("no cursor saved on stop: {:?}", saved.get());
+    };
+    assert!(cursor.starts_with("s="), "{cursor:?}");
 
     // Written while the agent is down; the restarted source delivers only these.
     write_journal(&j, &[smtpd(t + 3, &msgs[3]), smtpd(t + 4, &msgs[4])]);
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(spec(&jdir, &["SYSLOG_IDENTIFIER=postfix/smtpd"]), opts, tx)
+    let (h, mut rx) = start(spec(&jdir, &["SYSLOG_IDENTIFIER=postfix/smtpd"]), opts, 64)
         .await
         .expect("spawn");
     let got = take(&mut rx, 2, 10).await;
@@ -278,15 +283,15 @@ async fn cursor_file_resumes_after_restart_and_directories_work() {
 
 #[tokio::test]
 async fn bad_journal_specs_are_errors() {
-    let (tx, _rx) = mpsc::channel(1);
-    let e = source::spawn(spec(Path::new("/nonexistent/x.journal"), &[]), tx.clone())
+    let opts = source_util::opts;
+    let e = start(spec(Path::new("/nonexistent/x.journal"), &[]), opts(), 1)
         .await
         .expect_err("missing file");
     assert!(e.to_string().contains("/nonexistent/x.journal"), "{e}");
     let dir = tempfile::tempdir().expect("tempdir");
     let j = dir.path().join("a.journal");
     write_journal(&j, &[dovecot(now_us(), "x")]);
-    let e = source::spawn(spec(&j, &["--since=yesterday"]), tx)
+    let e = start(spec(&j, &["--since=yesterday"]), opts(), 1)
         .await
         .expect_err("option smuggled as a match");
     assert!(e.to_string().contains("--since"), "{e}");
@@ -313,10 +318,7 @@ async fn a_dying_journalctl_is_restarted_after_its_last_entry() {
         journalctl: wrapper,
         ..source_util::opts()
     };
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(spec(&j, &[]), opts, tx)
-        .await
-        .expect("spawn");
+    let (h, mut rx) = start(spec(&j, &[]), opts, 64).await.expect("spawn");
     let mut got = texts(&take(&mut rx, 2, 10).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     write_journal(&j, &[smtpd(t + 2, &msgs[2]), smtpd(t + 3, &msgs[3])]);
@@ -338,24 +340,17 @@ async fn a_dying_journalctl_is_restarted_after_its_last_entry() {
 async fn a_restart_reads_what_was_written_while_down_even_if_nothing_came_before() {
     let dir = tempfile::tempdir().expect("tempdir");
     let j = dir.path().join("mail.journal");
-    let cursor = dir.path().join("cursor");
     let t = now_us();
     write_journal(&j, &[smtpd(t, "before the first start")]);
     let opts = SourceOptions {
-        journal_cursor_file: Some(cursor.clone()),
+        positions: Some(Arc::new(MemPositions::default())),
         ..source_util::opts()
     };
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(spec(&j, &[]), opts.clone(), tx)
-        .await
-        .expect("spawn");
+    let (h, mut rx) = start(spec(&j, &[]), opts.clone(), 64).await.expect("spawn");
     quiet(&mut rx, 300).await;
     h.join().await;
     write_journal(&j, &[smtpd(t + 1, "while down")]);
-    let (tx, mut rx) = mpsc::channel(64);
-    let h = source::spawn_with(spec(&j, &[]), opts, tx)
-        .await
-        .expect("spawn");
+    let (h, mut rx) = start(spec(&j, &[]), opts, 64).await.expect("spawn");
     let got = take(&mut rx, 1, 10).await;
     assert_eq!(got[0].text, "postfix/smtpd[4242]: while down");
     quiet(&mut rx, 300).await;

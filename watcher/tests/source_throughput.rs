@@ -26,65 +26,36 @@ async fn replay_rate() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .count() as u64;
-    for mode in ["chunked", "batched", "single"] {
-        let spec = SourceSpec::Files {
-            globs: vec![path.display().to_string()],
-            from_start: true,
-        };
-        let t = Instant::now();
-        let cpu0 = cpu_seconds();
-        let mut n = 0u64;
-        let mut bytes = 0u64;
-        if mode == "chunked" {
-            let (tx, mut rx) = mpsc::channel(8);
-            let h = source::spawn_chunked(spec, source_util::opts(), tx)
-                .await
-                .expect("spawn");
-            while n < want {
-                let c = rx.recv().await.expect("closed early");
-                n += c.len() as u64;
-                bytes += (c.text().len() - c.len()) as u64;
-            }
-            h.join().await;
-        } else if mode == "batched" {
-            let (tx, mut rx) = mpsc::channel(64);
-            let h = source::spawn_batched(spec, source_util::opts(), tx)
-                .await
-                .expect("spawn");
-            while n < want {
-                let b = rx.recv().await.expect("closed early");
-                n += b.len() as u64;
-                bytes += b.iter().map(|l| l.text.len() as u64).sum::<u64>();
-            }
-            h.join().await;
-        } else {
-            let (tx, mut rx) = mpsc::channel(64 * 1024);
-            let h = source::spawn_with(spec, source_util::opts(), tx)
-                .await
-                .expect("spawn");
-            while n < want {
-                let l = rx.recv().await.expect("closed early");
-                n += 1;
-                bytes += l.text.len() as u64;
-            }
-            h.join().await;
-        }
-        let s = t.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
-        println!(
-            "{} lines ({} MB) in {s:.3}s: {:.0} lines/s wall, {:.0} lines per CPU-second, reader + consumer ({})",
-            n,
-            bytes / 1_000_000,
-            n as f64 / s,
-            n as f64 / cpu,
-            match mode {
-                "chunked" => "spawn_chunked, what the agent uses",
-                "batched" => "spawn_batched",
-                _ => "spawn, one line per message",
-            }
-        );
-        assert_eq!(n, want);
+    let spec = SourceSpec::Files {
+        globs: vec![path.display().to_string()],
+        from_start: true,
+    };
+    let t = Instant::now();
+    let cpu0 = cpu_seconds();
+    let (tx, mut rx) = mpsc::channel(8);
+    let h = source::spawn(
+        spec,
+        source_util::opts(),
+        Box::new(move |c| tx.blocking_send(c).is_ok()),
+    )
+    .await
+    .expect("spawn");
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while n < want {
+        let c = rx.recv().await.expect("closed early");
+        n += c.len() as u64;
+        bytes += (c.text().len() - c.len()) as u64;
     }
+    h.join().await;
+    let s = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    println!(
+        "{n} lines ({} MB) in {s:.3}s: {:.0} lines/s wall, {:.0} lines per CPU-second, reader + consumer",
+        bytes / 1_000_000,
+        n as f64 / s,
+        n as f64 / cpu,
+    );
+    assert_eq!(n, want);
 }
 
 /// User + system CPU time of this process (all threads), so the rate is meaningful on a

@@ -33,7 +33,7 @@ use crate::{
     enforcer::{Enforcer, XdpMode},
     instance::{AgentLock, Instance},
     source::{self, SourceOptions},
-    state::Store,
+    state::{PositionBook, Store},
 };
 
 /// How often counts and bans that ran out are purged.
@@ -52,8 +52,10 @@ pub struct Options {
     pub xdp_mode: XdpMode,
     /// None: the built-in configuration.
     pub config: Option<PathBuf>,
-    /// Read log files from their start instead of their end.
+    /// Read log files from their start, where no position was saved.
     pub replay: bool,
+    /// Start at the end of the log files, not where the last run stopped.
+    pub from_end: bool,
     /// Decide bans, write none.
     pub dry_run: bool,
 }
@@ -100,6 +102,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         Some(Arc::new(
             Store::open(&inst.state_dir).context("opening the state store")?,
         ))
+    };
+    let positions = match &store {
+        Some(s) => Some(PositionBook::open(s.clone()).context("opening the saved log positions")?),
+        None => None,
     };
     let listener = control::bind(&inst.socket).context("control socket")?;
     // Only maps created now get these sizes; pinned maps keep theirs.
@@ -149,16 +155,16 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
 
     let src_opts = SourceOptions {
         journal_from_start: opts.replay,
+        resume: !opts.from_end,
         ..SourceOptions::default()
     };
-    let cursor_dir = (!opts.dry_run).then(|| inst.state_dir.clone());
     let mut inputs: Vec<Input> = Vec::new();
     resync(
         &agent,
         &mut inputs,
         &src_opts,
         opts.replay,
-        cursor_dir.as_ref(),
+        positions.as_ref(),
     )
     .await;
     {
@@ -213,7 +219,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             }
             Some(()) = resync_rx.recv() => {
                 // Sources are only stopped/started here; from_start applies to the first start only.
-                resync(&agent, &mut inputs, &src_opts, false, cursor_dir.as_ref()).await;
+                resync(&agent, &mut inputs, &src_opts, false, positions.as_ref()).await;
             }
             _ = purge.tick() => {
                 let a = agent.clone();
@@ -278,7 +284,7 @@ async fn resync(
     inputs: &mut Vec<Input>,
     opts: &SourceOptions,
     from_start: bool,
-    cursor_dir: Option<&PathBuf>,
+    positions: Option<&PositionBook>,
 ) {
     let (wanted, board) = {
         let e = agent.engine();
@@ -299,13 +305,10 @@ async fn resync(
         }
         let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
         let mut o = opts.clone();
-        if let (SourceConf::Journal { .. }, Some(dir)) = (&conf, cursor_dir) {
-            o.journal_cursor_file =
-                Some(dir.join(format!("journal-{:016x}.cursor", hash_of(&conf))));
-        }
+        o.positions = positions.map(|p| p.source(&conf.to_string()));
         // Reader + match stage on the source's thread -> this loop (the jails).
         let stage = Stage::new(conf.clone(), board.clone()).deliver(tx);
-        match source::spawn_chunked_with(conf.spec(from_start), o, stage).await {
+        match source::spawn(conf.spec(from_start), o, stage).await {
             Ok(h) => {
                 log::info!("reading {}", h.name());
                 running.push((conf.clone(), h));
@@ -319,17 +322,6 @@ async fn resync(
         }
     }
     *agent.sources.lock().unwrap_or_else(|p| p.into_inner()) = running;
-}
-
-fn hash_of(c: &SourceConf) -> u64 {
-    // Stable across runs (the cursor file name must not change): FNV-1a over the Debug text.
-    let text = format!("{c:?}");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Waits for lines from any source; returns its index with its batches in

@@ -233,10 +233,11 @@ fn print_status(st: &Status) {
         }
         for s in &a.sources {
             println!(
-                "source {}: lines {}, skipped {}, rotations {}, truncations {}",
+                "source {}: lines {}, repaired {}, skipped {}, rotations {}, truncations {}",
                 s.name,
                 s.lines,
-                s.skipped_invalid_utf8 + s.skipped_too_long + s.skipped_nul,
+                s.replaced_invalid_utf8 + s.replaced_nul,
+                s.skipped_too_long + s.skipped_unreadable,
                 s.rotations,
                 s.truncations
             );

@@ -1,8 +1,17 @@
 //! The per-jail table of hosts whose failures are being counted, bounded in
-//! size: a flood of distinct addresses evicts the least recently seen host
-//! instead of growing memory without limit.
+//! size: a flood of distinct addresses evicts hosts instead of growing memory
+//! without limit.
 //!
-//! Entries live in a slab with an intrusive recency list (O(1) touch and
+//! A segmented LRU, so such a flood cannot make real offenders' failures
+//! vanish: a new host enters the probation segment; its second failure
+//! promotes it to the protected segment (at most four fifths of the table).
+//! Evictions take the least recently seen host of probation, and only touch
+//! the protected segment when probation is empty; a protected segment over
+//! its size demotes its least recently seen host to probation. A spray of
+//! single-failure sources, however long, only ever evicts its own kind (and
+//! hosts with one failure so far), never a host with two or more.
+//!
+//! Entries live in a slab with intrusive recency lists (O(1) touch and
 //! eviction, one hash lookup per failure); a freed slot keeps the buffers of
 //! its entry, so hosts coming and going do not allocate.
 use std::collections::{HashMap, VecDeque};
@@ -195,13 +204,42 @@ impl Evidence {
 
 const NIL: u32 = u32::MAX;
 
+/// Which recency list a host is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    /// One failure so far (or demoted): evicted first.
+    Probation,
+    /// Seen failing again while tracked.
+    Protected,
+}
+
 #[derive(Debug)]
 struct Node {
     key: IpNet,
     entry: HostEntry,
-    /// Neighbours in recency order (towards newer, towards older); NIL at the ends.
+    /// Neighbours in recency order within its segment (towards newer, towards
+    /// older); NIL at the ends.
     newer: u32,
     older: u32,
+    seg: Segment,
+}
+
+/// Ends and length of one segment's recency list.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    newest: u32,
+    oldest: u32,
+    len: usize,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            newest: NIL,
+            oldest: NIL,
+            len: 0,
+        }
+    }
 }
 
 /// Hosts keyed by the network they would be banned as.
@@ -213,12 +251,21 @@ pub struct HostTable {
     nodes: Vec<Node>,
     /// Unused slots (their entries cleared, buffers kept).
     free: Vec<u32>,
-    newest: u32,
-    oldest: u32,
+    probation: List,
+    protected: List,
     cap: usize,
+    /// [`protected_max`] of `cap`, kept rather than divided out on every failure.
+    protected_cap: usize,
     evictions: u64,
     /// Evidence buffers of removed hosts, for new ones.
     spare: Vec<Evidence>,
+}
+
+/// The protected segment's share of the table: four fifths, so probation
+/// keeps at least a fifth for the hosts seen once (and a table of one host
+/// has no protected segment).
+fn protected_max(cap: usize) -> usize {
+    cap - (cap / 5).max(1).min(cap)
 }
 
 /// Evidence buffers kept for reuse: enough for the hosts banned between two
@@ -233,9 +280,10 @@ impl HostTable {
             map: HashMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
+            probation: List::default(),
+            protected: List::default(),
             cap: cap.max(1),
+            protected_cap: protected_max(cap.max(1)),
             evictions: 0,
             spare: Vec::new(),
         }
@@ -253,11 +301,18 @@ impl HostTable {
         self.evictions
     }
 
+    /// Hosts in the protected segment (seen failing more than once).
+    pub fn protected(&self) -> usize {
+        self.protected.len
+    }
+
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(1);
+        self.protected_cap = protected_max(self.cap);
         while self.map.len() > self.cap {
             self.evict_one();
         }
+        self.demote_excess();
     }
 
     pub fn get(&self, key: &IpNet) -> Option<&HostEntry> {
@@ -286,14 +341,28 @@ impl HostTable {
         Some(i)
     }
 
-    /// The entry of `key`, created (evicting the least recently seen host if
-    /// the table is full) when missing, and marked most recently seen.
+    /// The entry of `key`, marked most recently seen: created in probation
+    /// (evicting a host if the table is full) when missing, promoted to the
+    /// protected segment when found in probation.
     pub fn touch(&mut self, key: IpNet, time: i64) -> &mut HostEntry {
         let i = match self.map.get(&key) {
             Some(&i) => {
-                if self.newest != i {
-                    self.unlink(i);
-                    self.link_newest(i);
+                match self.nodes[i as usize].seg {
+                    Segment::Protected if self.protected.newest == i => {}
+                    Segment::Protected => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Protected);
+                    }
+                    Segment::Probation if self.protected_cap > 0 => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Protected);
+                        self.demote_excess();
+                    }
+                    Segment::Probation if self.probation.newest == i => {}
+                    Segment::Probation => {
+                        self.unlink(i);
+                        self.link_newest(i, Segment::Probation);
+                    }
                 }
                 i
             }
@@ -303,11 +372,21 @@ impl HostTable {
                 }
                 let i = self.alloc(key, time);
                 self.map.insert(key, i);
-                self.link_newest(i);
+                self.link_newest(i, Segment::Probation);
                 i
             }
         };
         &mut self.nodes[i as usize].entry
+    }
+
+    /// Moves the least recently seen protected hosts to probation while the
+    /// protected segment is over its size.
+    fn demote_excess(&mut self) {
+        while self.protected.len > self.protected_cap {
+            let i = self.protected.oldest;
+            self.unlink(i);
+            self.link_newest(i, Segment::Probation);
+        }
     }
 
     /// A slot for a new entry, reusing a free one and its buffers.
@@ -338,41 +417,58 @@ impl HostTable {
             entry,
             newer: NIL,
             older: NIL,
+            seg: Segment::Probation,
         });
         (self.nodes.len() - 1) as u32
     }
 
+    /// Takes node `i` off its segment's list.
     fn unlink(&mut self, i: u32) {
-        let (newer, older) = {
-            let n = &self.nodes[i as usize];
-            (n.newer, n.older)
+        let n = &self.nodes[i as usize];
+        let (newer, older) = (n.newer, n.older);
+        let l = match n.seg {
+            Segment::Probation => &mut self.probation,
+            Segment::Protected => &mut self.protected,
         };
         match newer {
-            NIL => self.newest = older,
+            NIL => l.newest = older,
             j => self.nodes[j as usize].older = older,
         }
         match older {
-            NIL => self.oldest = newer,
+            NIL => l.oldest = newer,
             j => self.nodes[j as usize].newer = newer,
         }
+        l.len -= 1;
     }
 
-    fn link_newest(&mut self, i: u32) {
-        let old_newest = self.newest;
+    /// Puts node `i` (on no list) at the newest end of `seg`.
+    fn link_newest(&mut self, i: u32, seg: Segment) {
+        let l = match seg {
+            Segment::Probation => &mut self.probation,
+            Segment::Protected => &mut self.protected,
+        };
+        let old_newest = l.newest;
         {
             let n = &mut self.nodes[i as usize];
             n.newer = NIL;
             n.older = old_newest;
+            n.seg = seg;
         }
         match old_newest {
-            NIL => self.oldest = i,
+            NIL => l.oldest = i,
             j => self.nodes[j as usize].newer = i,
         }
-        self.newest = i;
+        l.newest = i;
+        l.len += 1;
     }
 
+    /// Evicts the least recently seen host on probation; a protected one only
+    /// when probation is empty.
     fn evict_one(&mut self) {
-        let i = self.oldest;
+        let i = match self.probation.oldest {
+            NIL => self.protected.oldest,
+            i => i,
+        };
         if i == NIL {
             return;
         }
@@ -559,7 +655,138 @@ mod tests {
         t.touch(n(6), 7);
         t.touch(n(7), 8);
         assert_eq!(t.len(), 3);
-        assert!(t.get(&n(1)).is_none());
+        // 1 failed twice (protected): the hosts seen once go first, oldest first.
+        assert!(t.get(&n(5)).is_none());
+        assert!(t.get(&n(1)).is_some());
+    }
+
+    fn v6(i: u64) -> IpNet {
+        // 2001:db8::/32 is documentation space, large enough for a flood of /64s.
+        let a = std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i) << 64);
+        IpNet::new(std::net::IpAddr::V6(a), 64).expect("prefix")
+    }
+
+    #[test]
+    fn hosts_seen_twice_outlive_any_spray_of_hosts_seen_once() {
+        let mut t = HostTable::new(100);
+        let n = |i: u32| net(&format!("203.0.113.{i}/32"));
+        for i in 1..=3 {
+            t.touch(n(i), 0);
+            t.touch(n(i), 1);
+        }
+        // One failure so far: this one can still be pushed out.
+        t.touch(n(4), 1);
+        for i in 0..100_000 {
+            t.touch(v6(i), 2);
+        }
+        assert_eq!((t.len(), t.protected()), (100, 3));
+        for i in 1..=3 {
+            assert!(t.get(&n(i)).is_some(), "{i} was evicted");
+        }
+        assert!(t.get(&n(4)).is_none());
+        assert_eq!(t.evictions(), 100_000 + 4 - 100);
+        assert_eq!(t.nodes.len(), 100);
+    }
+
+    #[test]
+    fn the_protected_segment_is_bounded_and_demotes_its_oldest() {
+        let mut t = HostTable::new(10);
+        // Eleven hosts seen twice: only eight fit in protected, the oldest go back to
+        // probation (and the table still holds ten).
+        for i in 0..11 {
+            t.touch(v6(i), 0);
+            t.touch(v6(i), 1);
+        }
+        assert_eq!((t.len(), t.protected()), (10, 8));
+        assert!(t.get(&v6(0)).is_none());
+        // Demoted hosts are the ones a spray evicts next; the protected ones stay.
+        for i in 100..200 {
+            t.touch(v6(i), 2);
+        }
+        for i in 1..3 {
+            assert!(t.get(&v6(i)).is_none(), "{i}");
+        }
+        for i in 3..11 {
+            assert!(t.get(&v6(i)).is_some(), "{i}");
+        }
+        // A demoted host seen again is promoted again.
+        t.touch(v6(200), 3);
+        t.touch(v6(200), 4);
+        assert!(t.get(&v6(3)).is_some() && t.protected() == 8);
+        // Shrinking keeps the proportions.
+        t.set_cap(5);
+        assert_eq!((t.len(), t.protected()), (5, 4));
+        // A table of one host has no protected segment, and still works.
+        let mut one = HostTable::new(1);
+        one.touch(v6(1), 0);
+        one.touch(v6(1), 1);
+        one.touch(v6(2), 2);
+        assert_eq!((one.len(), one.protected()), (1, 0));
+        assert!(one.get(&v6(2)).is_some());
+    }
+
+    /// The case, at scale: offenders on their way to maxretry, then
+    /// 10,000,000 single-failure sources in between their failures (far more
+    /// than the table holds): every offender that reaches maxretry within
+    /// findtime is banned, and the spray's evictions are counted.
+    #[test]
+    fn ten_million_single_failures_do_not_save_an_offender() {
+        use crate::jail::{Failure, Jail, Rules};
+        const S: i64 = 1_000_000_000;
+        const SPRAY: u64 = 10_000_000;
+        const OFFENDERS: u32 = 200;
+        let mut jail = Jail::new(
+            "t",
+            Rules {
+                maxretry: 4,
+                findtime: std::time::Duration::from_secs(600),
+                bantime: Some(std::time::Duration::from_secs(3600)),
+                increment: None,
+                ipv4_prefix: 32,
+                ipv6_prefix: 64,
+                max_hosts: 5_000,
+                evidence_lines: 0,
+            },
+        );
+        let offender = |i: u32| std::net::IpAddr::from([203, 0, 113, i as u8]);
+        let sprayed = |i: u64| {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | u128::from(i) << 64 | 1,
+            ))
+        };
+        let fail = |host, time| Failure {
+            host,
+            time,
+            line: "x",
+            filter: 0,
+            regex: 0,
+        };
+        // All within ten minutes on the log's clock.
+        let time = |k: u64| k as i64 * (500 * S / SPRAY as i64);
+        for i in 0..OFFENDERS {
+            for _ in 0..2 {
+                assert!(jail.failure(&fail(offender(i), 0), 0).is_none());
+            }
+        }
+        let mut banned = std::collections::HashSet::new();
+        // The offenders' third and fourth failures fall at spread-out points of the spray.
+        let next_offense = |k: u64| -> Option<u32> {
+            let step = SPRAY / (2 * u64::from(OFFENDERS) + 1);
+            (k.is_multiple_of(step) && k > 0 && k / step <= 2 * u64::from(OFFENDERS))
+                .then(|| ((k / step - 1) % u64::from(OFFENDERS)) as u32)
+        };
+        for k in 0..SPRAY {
+            assert!(jail.failure(&fail(sprayed(k), time(k)), 0).is_none());
+            if let Some(i) = next_offense(k)
+                && let Some(o) = jail.failure(&fail(offender(i), time(k)), 0)
+            {
+                assert_eq!(o.failures, 4);
+                assert!(banned.insert(o.net), "{} twice", o.net);
+            }
+        }
+        assert_eq!(banned.len(), OFFENDERS as usize);
+        assert!(jail.evictions() >= SPRAY - 5_000, "{}", jail.evictions());
+        assert!(jail.tracked_hosts() <= 5_000);
     }
 
     #[test]

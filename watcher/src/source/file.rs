@@ -19,12 +19,20 @@
 //! - files that appear after the start are read from their beginning (once their first
 //!   bytes show they are not a copy still being written).
 //!
+//! Resuming from a saved [`Position`]: a file still carrying a saved (device, inode) and
+//! starting with the saved first bytes continues at its saved offset; one that was
+//! truncated or replaced meanwhile is read from 0 (and a copy of it made by copytruncate
+//! from the saved offset, as above); a saved file no glob matches any more (renamed by a
+//! rotation while the agent was down) is looked for beside its old name by inode and read
+//! to its end first, as a rotated-away file; any other matching file appeared while the
+//! agent was down and is read from its beginning.
+//!
 //! Reads use `pread` into a 256 KiB buffer (a chunk that stays in a core's L2 cache while
 //! the match stage and the jails go over it), lines are split with memchr and sent in batches.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -32,8 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::glob::Glob;
-use super::lines::{Piece, Splitter, check};
-use super::{Counters, Outbox, Shared, Sink, SourceError, SourceOptions};
+use super::lines::{Piece, Splitter, TooLong, deliver_line};
+use super::position::{Ack, FilePosition, Mark, Position, Resume, Saver};
+use super::{Counters, Outbox, Shared, SourceError, SourceOptions};
 
 const READ_BUF: usize = 256 << 10;
 /// Bytes from the start of a file that identify it when a copy of it shows up.
@@ -48,11 +57,19 @@ const UNDECIDED_MAX: Duration = Duration::from_secs(2);
 /// Compressed rotations are never text; following them would only count garbage.
 const COMPRESSED: &[&str] = &[".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".zip", ".Z"];
 
+/// Where the files existing at the start are read from.
+enum Initial {
+    End,
+    Beginning,
+    /// The saved positions; files not among them appeared since.
+    Resume(Vec<FilePosition>),
+}
+
 pub(super) fn start(
     globs: Vec<String>,
     from_start: bool,
     opts: SourceOptions,
-    sink: Sink,
+    out: Outbox,
     shared: Arc<Shared>,
 ) -> Result<(String, std::thread::JoinHandle<()>), SourceError> {
     if globs.is_empty() {
@@ -66,6 +83,17 @@ pub(super) fn start(
         "files:{}",
         globs.iter().map(Glob::text).collect::<Vec<_>>().join(",")
     );
+    let mut saver = Saver::new(opts.positions.clone());
+    let saved = if opts.resume { saver.load(&name) } else { None };
+    let initial = match saved {
+        Some(Position::Files(files)) => Initial::Resume(files),
+        Some(Position::Journal { .. }) => {
+            log::warn!("{name}: the saved position is a journal cursor; ignoring it");
+            Initial::End
+        }
+        None if from_start => Initial::Beginning,
+        None => Initial::End,
+    };
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
     if let Ok(mut w) = shared.waker.lock() {
         *w = Some(wake_tx.clone());
@@ -77,15 +105,20 @@ pub(super) fn start(
         globs,
         opts,
         shared,
-        out: Outbox::new(sink),
+        out,
         files: Vec::new(),
         retired: Vec::new(),
         buf: vec![0; READ_BUF],
         seq: 0,
         unreadable: HashSet::new(),
+        saver,
+        name: name.clone(),
     };
     t.watch.ensure(&t.globs);
-    t.scan(Some(from_start));
+    t.scan(Some(&initial));
+    if let Initial::Resume(saved) = &initial {
+        t.find_moved(saved);
+    }
     if t.files.is_empty() {
         log::warn!("{name}: no readable file matches yet; waiting for one to appear");
     }
@@ -173,7 +206,16 @@ struct Tracked {
     file: File,
     id: (u64, u64),
     source: Arc<str>,
+    /// Read offset.
     offset: u64,
+    /// Where the first line not read in full starts, and whether it is the line the
+    /// reader started in the middle of (to be skipped): where a restart resumes.
+    line_start: u64,
+    mid_line: bool,
+    /// `(line_start, mid_line)` as last sent along with the lines.
+    acked: (u64, bool),
+    /// Where the consumer is done with (what is saved).
+    mark: Arc<Mark>,
     split: Splitter,
     phase: Phase,
     /// Currently matched by a glob under some name.
@@ -200,6 +242,8 @@ struct Tailer {
     seq: u64,
     /// Paths that could not be opened, so each is reported once, not every poll.
     unreadable: HashSet<PathBuf>,
+    saver: Saver,
+    name: String,
 }
 
 fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
@@ -229,6 +273,18 @@ fn may_become_copy(fp: &[u8], orig: &[u8]) -> bool {
     orig.len() >= FP_MIN && fp.len() < orig.len() && orig.starts_with(fp)
 }
 
+/// `f` (now `len` bytes long) is still the file `p` was saved from, with nothing cut
+/// off before the saved offset.
+fn continues(f: &File, len: u64, p: &FilePosition) -> bool {
+    len >= p.offset
+        && (p.fingerprint.is_empty() || fingerprint(f, p.fingerprint.len() as u64) == p.fingerprint)
+}
+
+fn is_compressed(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    COMPRESSED.iter().any(|ext| s.ends_with(ext))
+}
+
 impl Tailer {
     fn run(mut self, wake: Receiver<()>) {
         let mut last_scan = Instant::now();
@@ -244,24 +300,70 @@ impl Tailer {
             if self.shared.stopped() || self.out.closed {
                 break;
             }
-            match wake.recv_timeout(self.opts.poll_interval) {
+            // A change not saved yet is saved when due, even if nothing else happens.
+            let wait = if self.save(false) {
+                self.saver.due_in().min(self.opts.poll_interval)
+            } else {
+                self.opts.poll_interval
+            };
+            match wake.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(self.opts.poll_interval),
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
         }
         self.out.flush(&self.shared.stats);
+        self.save(true);
     }
 
-    /// Match the globs against the file system. `initial` is `Some(from_start)` for the scan
-    /// done before `spawn` returns.
-    fn scan(&mut self, initial: Option<bool>) {
+    /// Saves the positions of the files being read, if they changed and a save is due
+    /// (or `force`). Returns whether a change is left unsaved.
+    fn save(&mut self, force: bool) -> bool {
+        if !self.saver.enabled() {
+            return false;
+        }
+        let files = &self.files;
+        self.saver.maybe_save(&self.name, force, || {
+            let mut v = Vec::with_capacity(files.len());
+            for t in files.iter().filter(|t| t.phase == Phase::Reading) {
+                if let Resume::File {
+                    offset,
+                    mid_line,
+                    fingerprint,
+                } = t.mark.get()
+                {
+                    v.push(FilePosition {
+                        path: PathBuf::from(&*t.source),
+                        dev: t.id.0,
+                        inode: t.id.1,
+                        offset,
+                        mid_line,
+                        fingerprint: fingerprint.to_vec(),
+                    });
+                }
+            }
+            Some(Position::Files(v))
+        })
+    }
+
+    /// Match the globs against the file system. `initial` is given for the scan done
+    /// before `spawn` returns.
+    fn scan(&mut self, initial: Option<&Initial>) {
         let mut paths: Vec<PathBuf> = self.globs.iter().flat_map(Glob::expand).collect();
-        paths.retain(|p| {
-            let s = p.to_string_lossy();
-            !COMPRESSED.iter().any(|ext| s.ends_with(ext))
-        });
+        paths.retain(|p| !is_compressed(p));
         paths.sort();
         paths.dedup();
+        if let Some(Initial::Resume(saved)) = initial {
+            // Files followed before come first (in the order they were followed): they
+            // are older than those that appeared since, which matters when the clock's
+            // tick gave them the same mtime.
+            let rank = |p: &PathBuf| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| saved.iter().position(|s| (s.dev, s.inode) == file_id(&m)))
+                    .unwrap_or(usize::MAX)
+            };
+            paths.sort_by_cached_key(rank);
+        }
         for t in &mut self.files {
             t.attached = false;
         }
@@ -297,7 +399,7 @@ impl Tailer {
         self.files.extend(fresh);
     }
 
-    fn open(&mut self, path: &Path, initial: Option<bool>) -> std::io::Result<Option<Tracked>> {
+    fn open(&mut self, path: &Path, initial: Option<&Initial>) -> std::io::Result<Option<Tracked>> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let id = file_id(&meta);
@@ -306,31 +408,60 @@ impl Tailer {
         }
         let len = meta.len();
         let mut split = Splitter::default();
-        let (offset, phase) = match initial {
-            Some(false) => {
-                let mut last = [0u8];
-                if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
-                    split.start_mid_line();
-                }
-                (len, Phase::Reading)
-            }
-            Some(true) => (0, Phase::Reading),
-            None => (
-                0,
-                Phase::Undecided {
-                    since: Instant::now(),
-                },
-            ),
+        let undecided = Phase::Undecided {
+            since: Instant::now(),
         };
+        let (offset, mid_line, phase) = match initial {
+            Some(Initial::End) => {
+                let mut last = [0u8];
+                let mid =
+                    len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
+                (len, mid, Phase::Reading)
+            }
+            Some(Initial::Beginning) => (0, false, Phase::Reading),
+            Some(Initial::Resume(saved)) => match saved.iter().find(|p| (p.dev, p.inode) == id) {
+                Some(p) if continues(&file, len, p) => (p.offset, p.mid_line, Phase::Reading),
+                Some(p) => {
+                    // Truncated (copytruncate) or replaced while we were not reading: its
+                    // copy, if one shows up, holds the rest from the saved offset.
+                    log::info!(
+                        "{} changed since its position was saved, reading it from the start",
+                        path.display()
+                    );
+                    Counters::add(&self.shared.stats.truncations, 1);
+                    self.retired
+                        .push((p.fingerprint.clone(), p.offset, Instant::now()));
+                    (0, false, Phase::Reading)
+                }
+                // Appeared while we were not reading.
+                None => (0, false, undecided),
+            },
+            None => (0, false, undecided),
+        };
+        if mid_line {
+            split.start_mid_line();
+        }
         self.seq += 1;
         Counters::add(&self.shared.stats.files_opened, 1);
         log::debug!("following {} ({phase:?} at {offset})", path.display());
+        let fp = fingerprint(&file, len);
         Ok(Some(Tracked {
-            fp: fingerprint(&file, len),
+            mark: Mark::new(
+                self.shared.clone(),
+                Resume::File {
+                    offset,
+                    mid_line,
+                    fingerprint: Arc::from(fp.as_slice()),
+                },
+            ),
+            fp,
             file,
             id,
             source: Arc::from(path.to_string_lossy().as_ref()),
             offset,
+            line_start: offset,
+            mid_line,
+            acked: (offset, mid_line),
             split,
             phase,
             attached: true,
@@ -339,6 +470,56 @@ impl Tailer {
             len,
             seq: self.seq,
         }))
+    }
+
+    /// Saved files no glob matched: renamed away by a rotation while we were not
+    /// reading. Each is looked for by inode beside its old name and read to its end
+    /// as a rotated-away file.
+    fn find_moved(&mut self, saved: &[FilePosition]) {
+        for p in saved {
+            if self.files.iter().any(|t| t.id == (p.dev, p.inode)) {
+                continue;
+            }
+            match self.open_moved(p) {
+                Some(t) => {
+                    log::info!(
+                        "{} was rotated to {}: reading the rest of it from offset {}",
+                        p.path.display(),
+                        t.source,
+                        p.offset
+                    );
+                    self.files.push(t);
+                }
+                None => log::warn!(
+                    "{}: the file followed as {} (inode {}) is gone; lines written to it after the saved position cannot be read",
+                    self.name,
+                    p.path.display(),
+                    p.inode
+                ),
+            }
+        }
+    }
+
+    fn open_moved(&mut self, p: &FilePosition) -> Option<Tracked> {
+        let path = std::fs::read_dir(p.path.parent()?)
+            .ok()?
+            .flatten()
+            .find(|e| e.ino() == p.inode)?
+            .path();
+        if is_compressed(&path) {
+            return None;
+        }
+        // Another file may have got the inode, or this one been cut short: not ours then.
+        let f = File::open(&path).ok()?;
+        let m = f.metadata().ok()?;
+        if file_id(&m) != (p.dev, p.inode) || !m.is_file() || !continues(&f, m.len(), p) {
+            return None;
+        }
+        let mut t = self
+            .open(&path, Some(&Initial::Resume(vec![p.clone()])))
+            .ok()??;
+        t.attached = false;
+        Some(t)
     }
 
     /// Decide where an undecided file starts, or leave it undecided for now.
@@ -377,7 +558,16 @@ impl Tailer {
         if let Some(off) = start {
             let t = &mut self.files[i];
             log::debug!("reading {} from offset {off}", t.source);
+            // Nothing of it was delivered yet: the mark moves at once.
+            t.mark.set(Resume::File {
+                offset: off,
+                mid_line: false,
+                fingerprint: Arc::from(fp.as_slice()),
+            });
             t.offset = off;
+            t.line_start = off;
+            t.mid_line = false;
+            t.acked = (off, false);
             t.phase = Phase::Reading;
             t.fp = fp;
         }
@@ -403,10 +593,24 @@ impl Tailer {
             if t.phase == Phase::Reading && (t.len < t.offset || rewritten()) {
                 log::info!("{} was truncated, reading it from the start", t.source);
                 Counters::add(&stats.truncations, 1);
+                // The copy, if one shows up, holds the rest from the line we were in.
                 self.retired
-                    .push((std::mem::take(&mut t.fp), t.offset, Instant::now()));
+                    .push((std::mem::take(&mut t.fp), t.line_start, Instant::now()));
                 t.offset = 0;
+                t.line_start = 0;
+                t.mid_line = false;
                 t.split.reset();
+                // Behind what was delivered before, so a restart never skips the new lines.
+                t.acked = (0, false);
+                let ack = Ack {
+                    mark: t.mark.clone(),
+                    at: Resume::File {
+                        offset: 0,
+                        mid_line: false,
+                        fingerprint: Arc::from(&[][..]),
+                    },
+                };
+                self.out.flush_with(ack, &t.source, stats);
             }
         }
         for i in 0..self.files.len() {
@@ -452,12 +656,12 @@ impl Tailer {
     /// Read file `i` from its offset to EOF. Returns true when it reached EOF.
     fn read_file(&mut self, i: usize) -> bool {
         let max = self.opts.max_line;
-        let stats = &self.shared.stats;
-        let t = &mut self.files[i];
         loop {
             if self.shared.stopped() || self.out.closed {
                 return false;
             }
+            let stats = &self.shared.stats;
+            let t = &mut self.files[i];
             let n = match t.file.read_at(&mut self.buf, t.offset) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -467,23 +671,41 @@ impl Tailer {
                     break;
                 }
             };
+            let read = &self.buf[..n];
             t.offset += n as u64;
             t.last_growth = Instant::now();
             let out = &mut self.out;
             let source = &t.source;
-            t.split.feed_blocks(&self.buf[..n], max, |p| match p {
-                Piece::Line(l) => match check(l, max) {
-                    Ok(Some(text)) => out.push_str(source, text, stats),
-                    Ok(None) => {}
-                    Err(r) => r.count(stats),
-                },
+            t.split.feed_blocks(read, max, |p| match p {
+                Piece::Line(l) => deliver_line(l, max, stats, |text| {
+                    out.push_str(source, text, stats);
+                }),
                 Piece::Block(text, lines) => out.push_block(source, text, lines, stats),
-                Piece::TooLong => super::lines::Reject::TooLong.count(stats),
+                Piece::TooLong => TooLong.count(stats),
             });
-            self.out.flush(stats);
-        }
-        if t.fp.len() < FP_LEN {
-            t.fp = fingerprint(&t.file, t.offset.max(t.len));
+            if let Some(k) = memchr::memrchr(b'\n', read) {
+                t.line_start = t.offset - (n - k - 1) as u64;
+                t.mid_line = false;
+            }
+            if t.fp.len() < FP_LEN {
+                t.fp = fingerprint(&t.file, t.offset.max(t.len));
+            }
+            // The last chunk of the read says where its lines end.
+            if (t.line_start, t.mid_line) != t.acked {
+                t.acked = (t.line_start, t.mid_line);
+                let ack = Ack {
+                    mark: t.mark.clone(),
+                    at: Resume::File {
+                        offset: t.line_start,
+                        mid_line: t.mid_line,
+                        fingerprint: Arc::from(t.fp.as_slice()),
+                    },
+                };
+                self.out.flush_with(ack, &t.source, stats);
+            } else {
+                self.out.flush(stats);
+            }
+            self.save(false);
         }
         true
     }

@@ -4,40 +4,41 @@
 //! reads journal files of any systemd version, a live system journal as well as files or
 //! directories given with `--file`/`--directory` (how the tests, with no journald, work).
 //!
-//! Position: the cursor of the last delivered entry is remembered (in memory, and in
-//! `journal_cursor_file` at most once a second and at exit). A restarted child, and a
-//! restarted agent, continue with `--after-cursor`. Without a cursor the follower starts
-//! after the entry that was last when `spawn` ran (found with a synchronous `-n 1`), so an
-//! entry written right after `spawn` returns is not lost to journalctl's start-up.
+//! Position: a restarted child continues with `--after-cursor` from the last entry read;
+//! a restarted agent from the saved [`Position`] (the cursor of the last entry the
+//! consumer was done with). Without a cursor the follower starts after the entry that was
+//! last when `spawn` ran (found with a synchronous `-n 1`), so an entry written right after
+//! `spawn` returns is not lost to journalctl's start-up.
 //!
 //! Each entry becomes `SYSLOG_IDENTIFIER[PID]: MESSAGE` (as in syslog files, so the same
 //! filters apply) with `__REALTIME_TIMESTAMP` as its time. Control characters in a message
-//! are escaped like rsyslog does (`#012` for a newline): a message must not be able to
-//! smuggle a second, forged line into the filter.
+//! are escaped like rsyslog does (`#012` for a newline, `#000` for NUL): a message must
+//! not be able to smuggle a second, forged line into the filter. A message that is not
+//! UTF-8 has those bytes replaced by U+FFFD, and still counts.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::lines::{Piece, Reject, Splitter, check};
-use super::{Counters, LogLine, Outbox, Shared, Sink, SourceError, SourceOptions};
+use super::lines::{Piece, Splitter, TooLong};
+use super::position::{Ack, Mark, Position, Resume, Saver};
+use super::{Counters, Outbox, Shared, SourceError, SourceOptions};
 
 /// How often a reader waiting for journalctl output checks for a stop request.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 /// Pause before restarting a journalctl that exited on its own.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
-const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) fn start(
     matches: Vec<String>,
     file: Option<PathBuf>,
     opts: SourceOptions,
-    sink: Sink,
+    out: Outbox,
     shared: Arc<Shared>,
 ) -> Result<(String, std::thread::JoinHandle<()>), SourceError> {
     for m in &matches {
@@ -54,27 +55,31 @@ pub(super) fn start(
         None => "journal".to_string(),
         Some(p) => format!("journal:{}", p.display()),
     };
-    let cursor = match &opts.journal_cursor_file {
-        Some(path) => read_cursor(path)?,
+    let mut saver = Saver::new(opts.positions.clone());
+    let saved = if opts.resume { saver.load(&name) } else { None };
+    let cursor = match saved {
+        Some(Position::Journal { cursor }) => Some(cursor),
+        Some(Position::Files(_)) => {
+            log::warn!("{name}: the saved position is one of files; ignoring it");
+            None
+        }
         None => None,
     };
     let mut r = Reader {
         source: Arc::from(name.as_str()),
         location,
         matches,
-        out: Outbox::new(sink),
-        shared,
+        out,
         split: Splitter::default(),
         cursor: None,
-        saved: None,
-        last_save: Instant::now(),
+        acked: None,
+        mark: Mark::new(shared.clone(), Resume::Cursor(None)),
+        shared,
+        saver,
         opts,
     };
     let first = match cursor {
-        Some(c) => {
-            r.saved = Some(c.clone());
-            Start::After(c)
-        }
+        Some(c) => Start::After(c),
         None if r.opts.journal_from_start => Start::Oldest,
         None => match r.last_cursor()? {
             Some(c) => Start::After(c),
@@ -82,9 +87,11 @@ pub(super) fn start(
         },
     };
     if let Start::After(c) = &first {
-        // Unsaved when it came from the journal's end: stored at the next save, so a stop
+        // When it came from the journal's end it is saved at the first save, so a stop
         // before any new entry still resumes from here rather than from a later end.
         r.cursor = Some(c.clone());
+        r.acked = Some(c.clone());
+        r.mark.set(Resume::Cursor(Some(c.clone())));
     }
     let child = r.spawn_child(&first)?;
     let thread = std::thread::Builder::new()
@@ -129,30 +136,6 @@ fn valid_match(m: &str) -> bool {
         && !field.as_bytes()[0].is_ascii_digit()
 }
 
-fn read_cursor(path: &Path) -> Result<Option<String>, SourceError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let c = s.trim();
-            Ok((!c.is_empty()).then(|| c.to_string()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SourceError::Cursor {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-fn write_cursor(path: &Path, cursor: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(cursor.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
-}
-
 #[derive(PartialEq, Eq)]
 enum StartKind {
     Cursor,
@@ -182,11 +165,13 @@ struct Reader {
     out: Outbox,
     shared: Arc<Shared>,
     split: Splitter,
-    /// Cursor of the last entry handed to the outbox.
+    /// Cursor of the last entry read (where a restarted journalctl continues).
     cursor: Option<String>,
-    /// Cursor last written to the cursor file.
-    saved: Option<String>,
-    last_save: Instant,
+    /// `cursor` as last sent along with the lines.
+    acked: Option<String>,
+    /// The cursor the consumer is done with (what is saved).
+    mark: Arc<Mark>,
+    saver: Saver,
 }
 
 impl Reader {
@@ -297,10 +282,11 @@ impl Reader {
             }
             let status = child.wait();
             self.out.flush(&self.shared.stats);
-            self.save_cursor(true);
             if self.shared.stopped() || self.out.closed {
+                self.save(true);
                 return;
             }
+            self.save(false);
             log::warn!("journalctl exited ({status:?}), restarting");
             let ok = status.as_ref().is_ok_and(|s| s.success());
             failures = if got_output || ok { 0 } else { failures + 1 };
@@ -324,6 +310,7 @@ impl Reader {
             child = loop {
                 std::thread::sleep(RESTART_DELAY);
                 if self.shared.stopped() {
+                    self.save(true);
                     return;
                 }
                 match self.spawn_child(&start) {
@@ -350,6 +337,8 @@ impl Reader {
                 if self.shared.stopped() {
                     break;
                 }
+                // Entries delivered earlier may have been done with since.
+                self.save(false);
                 continue;
             }
             let n = match stdout.read(&mut buf) {
@@ -372,12 +361,22 @@ impl Reader {
                 Piece::Line(l) => {
                     handle_entry(l, opts.max_line, source, out, &shared.stats, cursor)
                 }
-                Piece::TooLong => Reject::TooLong.count(&shared.stats),
+                Piece::TooLong => TooLong.count(&shared.stats),
                 // feed() yields lines one by one.
                 Piece::Block(..) => {}
             });
-            self.out.flush(&self.shared.stats);
-            self.save_cursor(false);
+            // The last chunk of the read carries the cursor of its last entry.
+            if self.cursor != self.acked {
+                self.acked = self.cursor.clone();
+                let ack = Ack {
+                    mark: self.mark.clone(),
+                    at: Resume::Cursor(self.cursor.clone()),
+                };
+                self.out.flush_with(ack, &self.source, &self.shared.stats);
+            } else {
+                self.out.flush(&self.shared.stats);
+            }
+            self.save(false);
             if self.out.closed {
                 break;
             }
@@ -385,20 +384,15 @@ impl Reader {
         any
     }
 
-    fn save_cursor(&mut self, now: bool) {
-        let Some(path) = &self.opts.journal_cursor_file else {
-            return;
-        };
-        if self.cursor == self.saved || (!now && self.last_save.elapsed() < CURSOR_SAVE_EVERY) {
-            return;
-        }
-        if let Some(c) = &self.cursor {
-            if let Err(e) = write_cursor(path, c) {
-                log::warn!("cannot save journal cursor to {}: {e}", path.display());
-            }
-            self.saved = self.cursor.clone();
-            self.last_save = Instant::now();
-        }
+    /// Saves the cursor the consumer is done with, if it changed and a save is due (or
+    /// `force`).
+    fn save(&mut self, force: bool) {
+        let mark = &self.mark;
+        self.saver
+            .maybe_save(&self.source, force, || match mark.get() {
+                Resume::Cursor(Some(cursor)) => Some(Position::Journal { cursor }),
+                _ => None,
+            });
     }
 }
 
@@ -464,33 +458,34 @@ fn handle_entry(
     cursor: &mut Option<String>,
 ) {
     let Ok(e) = serde_json::from_slice::<Entry<'_>>(json) else {
-        // Not JSON from journalctl: a non-UTF-8 or broken line.
-        Reject::InvalidUtf8.count(stats);
+        // Not an entry as journalctl prints them (it prints bytes that are not UTF-8 as
+        // an array of numbers, so this is broken output).
+        Counters::add(&stats.unreadable, 1);
         return;
     };
     if let Some(c) = &e.cursor {
         *cursor = Some(c.to_string());
     }
+    // The limit is on the message's own bytes, before any replacement.
     let msg: Cow<'_, str> = match &e.message {
-        Some(Value::Str(s)) => {
-            if s.len() > max {
-                return Reject::TooLong.count(stats);
+        Some(Value::Str(s)) if s.len() > max => return TooLong.count(stats),
+        Some(Value::Str(s)) => Cow::Borrowed(s),
+        Some(Value::Bytes(b)) if b.len() > max => return TooLong.count(stats),
+        Some(Value::Bytes(b)) => {
+            let s = String::from_utf8_lossy(b);
+            if matches!(s, Cow::Owned(_)) {
+                Counters::add(&stats.invalid_utf8, 1);
             }
-            if s.contains('\0') {
-                return Reject::Nul.count(stats);
-            }
-            Cow::Borrowed(s)
+            s
         }
-        Some(Value::Bytes(b)) => match check(b, max) {
-            Ok(Some(s)) => Cow::Owned(s.to_string()),
-            Ok(None) => return,
-            Err(r) => return r.count(stats),
-        },
         // No message, several messages, or one journalctl would not print.
         _ => return,
     };
     if msg.is_empty() {
         return;
+    }
+    if msg.contains('\0') {
+        Counters::add(&stats.nul, 1);
     }
     let msg = escape_controls(&msg);
     let ident = text_of(&e.ident).or_else(|| text_of(&e.comm));
@@ -505,14 +500,7 @@ fn handle_entry(
         .as_deref()
         .and_then(|t| t.parse::<i64>().ok())
         .and_then(|us| jiff::Timestamp::from_microsecond(us).ok());
-    out.push(
-        LogLine {
-            source: source.clone(),
-            text,
-            time,
-        },
-        stats,
-    );
+    out.push_entry(source, &text, time, stats);
 }
 
 #[cfg(test)]
@@ -538,6 +526,7 @@ mod tests {
     #[test]
     fn controls_are_escaped() {
         assert_eq!(escape_controls("a\nb\tc"), "a#012b\tc");
+        assert_eq!(escape_controls("a\0b"), "a#000b");
         assert_eq!(escape_controls("plain"), "plain");
     }
 }

@@ -4,48 +4,87 @@
 //! unfinished line. Once a line exceeds `max` the rest of it is discarded as it arrives, so
 //! a multi-megabyte line costs no more memory than a normal one.
 
+use std::borrow::Cow;
+
 use super::Counters;
 
-/// Why a complete line was rejected.
+/// A line longer than the limit: skipped (and counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reject {
-    TooLong,
-    Nul,
-    InvalidUtf8,
-}
+pub struct TooLong;
 
-impl Reject {
-    pub(crate) fn count(self, stats: &Counters) {
-        let a = match self {
-            Reject::TooLong => &stats.too_long,
-            Reject::Nul => &stats.nul,
-            Reject::InvalidUtf8 => &stats.invalid_utf8,
-        };
-        Counters::add(a, 1);
+impl TooLong {
+    pub(super) fn count(self, stats: &Counters) {
+        Counters::add(&stats.too_long, 1);
     }
 }
 
-/// Check a complete line (without its newline). A trailing `\r` is dropped; `Ok(None)` for
-/// an empty line.
-pub(crate) fn check(line: &[u8], max: usize) -> Result<Option<&str>, Reject> {
+/// What [`decode_line`] replaced in a line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Bytes that are not UTF-8.
+    pub invalid_utf8: bool,
+    /// NUL bytes.
+    pub nul: bool,
+}
+
+impl Repairs {
+    pub(super) fn count(self, stats: &Counters) {
+        Counters::add(&stats.invalid_utf8, u64::from(self.invalid_utf8));
+        Counters::add(&stats.nul, u64::from(self.nul));
+    }
+}
+
+/// The text of a complete line (without its newline), as a source delivers it: a
+/// trailing `\r` dropped; bytes that are not UTF-8 and NUL bytes each replaced by
+/// U+FFFD, except a run of NULs at the line's start (the padding a crash leaves in a
+/// log file), which is dropped. `Err` for a line over `max` bytes; an empty text is
+/// nothing to deliver.
+///
+/// Replacing keeps the line's shape: U+FFFD is not a bracket, a colon, a space or a
+/// newline, and no byte sequence decodes to one (overlong forms of `]` or `\n` become
+/// U+FFFD too), so bytes an attacker chose cannot turn into text that names another
+/// host, and the failure around them still matches.
+pub fn decode_line(line: &[u8], max: usize) -> Result<(Cow<'_, str>, Repairs), TooLong> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > max {
-        return Err(Reject::TooLong);
+        return Err(TooLong);
     }
-    if line.is_empty() {
-        return Ok(None);
-    }
-    if memchr::memchr(0, line).is_some() {
-        return Err(Reject::Nul);
-    }
-    match std::str::from_utf8(line) {
-        Ok(s) => Ok(Some(s)),
-        Err(_) => Err(Reject::InvalidUtf8),
+    let start = line.iter().position(|&b| b != 0).unwrap_or(line.len());
+    let body = &line[start..];
+    let mut fix = Repairs {
+        invalid_utf8: false,
+        nul: start > 0 || memchr::memchr(0, body).is_some(),
+    };
+    let text = match std::str::from_utf8(body) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            fix.invalid_utf8 = true;
+            String::from_utf8_lossy(body)
+        }
+    };
+    let text = if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        text
+    };
+    Ok((text, fix))
+}
+
+/// Hands a complete line from [`Splitter`] on: decoded, repairs and skips counted.
+pub(super) fn deliver_line(line: &[u8], max: usize, stats: &Counters, mut push: impl FnMut(&str)) {
+    match decode_line(line, max) {
+        Ok((text, fix)) => {
+            fix.count(stats);
+            if !text.is_empty() {
+                push(&text);
+            }
+        }
+        Err(t) => t.count(stats),
     }
 }
 
-/// Complete lines (`body` ends with `\n`) that all pass [`check`] unchanged:
-/// the text and the number of lines. Each check is one pass over the whole
+/// Complete lines (`body` ends with `\n`) that all pass [`decode_line`]
+/// unchanged: the text and the number of lines. Each check is one pass over the whole
 /// block (no work per line); a block with anything unusual anywhere (a NUL, a
 /// `\r`, an empty or overlong line, invalid UTF-8) goes line by line instead,
 /// where each line gets its own verdict.
@@ -84,7 +123,7 @@ fn lines_within(body: &[u8], max: usize) -> bool {
 /// Carries the unfinished tail of a stream between chunks.
 #[derive(Debug, Default)]
 pub(crate) struct Splitter {
-    /// Start of a line whose newline has not arrived yet (never longer than `max`).
+    /// Start of a line whose newline has not arrived yet (never longer than `max + 1`).
     pending: Vec<u8>,
     /// The current line already exceeded `max`; drop bytes up to the next newline.
     discarding: bool,
@@ -95,7 +134,7 @@ pub(crate) struct Splitter {
 /// One element produced by [`Splitter::feed`].
 pub(crate) enum Piece<'a> {
     Line(&'a [u8]),
-    /// Several complete lines that all passed [`check`], each ending with
+    /// Several complete lines that all pass [`decode_line`] unchanged, each ending with
     /// `\n` (from [`Splitter::feed_blocks`] only), and how many.
     Block(&'a str, usize),
     /// A line longer than the limit ended (it was not kept).
@@ -117,7 +156,7 @@ impl Splitter {
                 self.discarding = false;
                 f(Piece::TooLong);
             } else if !self.pending.is_empty() {
-                // +1 leaves room for a trailing '\r' that check() strips.
+                // +1 leaves room for a trailing '\r' that decode_line() strips.
                 if self.pending.len() + seg.len() > max + 1 {
                     self.pending.clear();
                     f(Piece::TooLong);
@@ -229,8 +268,8 @@ mod tests {
         let (out, long, _) = run(&[b"12345\n123456\n", b"12", b"345\r\n"], 5);
         assert_eq!(out, ["12345", "123456", "12345\r"]);
         assert_eq!(long, 0);
-        assert_eq!(check(b"123456", 5), Err(Reject::TooLong));
-        assert_eq!(check(b"12345\r", 5), Ok(Some("12345")));
+        assert_eq!(decode_line(b"123456", 5), Err(TooLong));
+        assert_eq!(text(b"12345\r", 5), "12345");
     }
 
     #[test]
@@ -260,9 +299,9 @@ new
         let (mut out, mut long, mut blocks) = (Vec::new(), 0, 0);
         for c in chunks {
             sp.feed_blocks(c, max, |p| match p {
-                Piece::Line(l) => match check(l, max) {
-                    Ok(Some(s)) => out.push(s.to_string()),
-                    Ok(None) => {}
+                Piece::Line(l) => match decode_line(l, max) {
+                    Ok((s, _)) if s.is_empty() => {}
+                    Ok((s, _)) => out.push(s.into_owned()),
                     Err(_) => long += 1,
                 },
                 Piece::Block(text, n) => {
@@ -294,9 +333,10 @@ new
             let mut want = Vec::new();
             Splitter::default().feed(bad, 5, |p| {
                 if let Piece::Line(l) = p
-                    && let Ok(Some(s)) = check(l, 5)
+                    && let Ok((s, _)) = decode_line(l, 5)
+                    && !s.is_empty()
                 {
-                    want.push(s.to_string());
+                    want.push(s.into_owned());
                 }
             });
             assert_eq!(out, want, "{bad:?}");
@@ -354,11 +394,133 @@ new
         assert!(blocks > 300 && rejected > 300, "{blocks} {rejected}");
     }
 
+    fn text(line: &[u8], max: usize) -> String {
+        decode_line(line, max)
+            .expect("within the limit")
+            .0
+            .into_owned()
+    }
+
     #[test]
-    fn checks() {
-        assert_eq!(check(b"a\0b", 10), Err(Reject::Nul));
-        assert_eq!(check(b"a\xffb", 10), Err(Reject::InvalidUtf8));
-        assert_eq!(check(b"", 10), Ok(None));
-        assert_eq!(check("é".as_bytes(), 10), Ok(Some("é")));
+    fn undecodable_bytes_are_replaced_and_counted() {
+        let fix = |line: &[u8]| decode_line(line, 100).expect("short").1;
+        assert_eq!(text(b"a\0b", 10), "a\u{FFFD}b");
+        assert_eq!(text(b"a\xffb", 10), "a\u{FFFD}b");
+        assert_eq!(text(b"", 10), "");
+        assert_eq!(text("é".as_bytes(), 10), "é");
+        // The padding a crash leaves before the next line is dropped: the stamp stays first.
+        assert_eq!(text(b"\0\0\0Nov 22 x\0y", 20), "Nov 22 x\u{FFFD}y");
+        assert_eq!(text(b"\0\0\0", 20), "");
+        assert_eq!(
+            fix(b"\0a\xc3"),
+            Repairs {
+                invalid_utf8: true,
+                nul: true
+            }
+        );
+        assert_eq!(fix(b"plain"), Repairs::default());
+        // Overlong or cut-off forms of ']', '[' and '\n' never decode to them.
+        for bad in [
+            &b"\xc1\x9d"[..],
+            b"\xc1\x9b",
+            b"\xc0\x8a",
+            b"\xe0\x80\x8a",
+            b"\xe2\x80",
+        ] {
+            let t = text(bad, 10);
+            assert!(t.chars().all(|c| c == '\u{FFFD}'), "{bad:?} -> {t:?}");
+        }
+        // The limit is on the bytes read, before replacement.
+        assert_eq!(text(&[0xff; 5], 5), "\u{FFFD}".repeat(5));
+        assert_eq!(decode_line(&[0xff; 6], 5), Err(TooLong));
+    }
+
+    /// Every MATCH fixture of every built-in filter, with bytes an attacker could put in a
+    /// user name (not UTF-8, NUL, overlong forms of `]` and newline) around text naming
+    /// another host, put after each `=`, into each `<...>` and at the end: decoded as the
+    /// reader delivers it, the line never names that host, and it still names the real
+    /// one where the filter matches at all.
+    #[test]
+    fn undecodable_bytes_cannot_frame_another_host_with_the_builtin_filters() {
+        use crate::filter::{Filter, LineMatch};
+        const FRAMED: &str = "203.0.113.9";
+        let payloads: [&[u8]; 9] = [
+            b"\xffunknown[203.0.113.9]",
+            b"\0]: unknown[203.0.113.9]: SASL LOGIN authentication failed: x",
+            b"\xc1\x9d: unknown[203.0.113.9]",
+            b"x\xc0\x8aNov 22 05:27:23 mx postfix/smtpd[1]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: x",
+            b"\xe2\x80[203.0.113.9]",
+            b"\0\0x>, method=PLAIN, rip=203.0.113.9, lip=192.0.2.1",
+            b"\xff, IP address 203.0.113.9",
+            b" rhost=203.0.113.9\xfe",
+            b"\xf0\x9f\x98 from unknown[203.0.113.9]\0",
+        ];
+        let (mut checked, mut still_matched) = (0, 0);
+        for name in Filter::builtin_names() {
+            let f = Filter::builtin(name).expect("built-in");
+            let path = format!(
+                "{}/tests/data/filters/{name}.log",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).expect("fixtures");
+            for l in text.lines().filter(|l| l.starts_with("MATCH ")) {
+                let (head, line) = l.split_once(" | ").expect("fixture");
+                let host: std::net::IpAddr = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|h| h.parse().ok())
+                    .expect("fixture host");
+                let line = line.as_bytes();
+                for p in payloads {
+                    let mut variants = vec![[line, p].concat(), [b"\0\0\0", line, p].concat()];
+                    for (i, &c) in line.iter().enumerate() {
+                        let end = match c {
+                            b'=' => i + 1,
+                            b'<' => match line[i..].iter().position(|&b| b == b'>') {
+                                Some(k) => i + k,
+                                None => continue,
+                            },
+                            _ => continue,
+                        };
+                        variants.push([&line[..=i], p, &line[end..]].concat());
+                    }
+                    for v in variants {
+                        let (decoded, fix) =
+                            decode_line(&v, crate::source::MAX_LINE).expect("short");
+                        assert!(fix.invalid_utf8 || fix.nul, "{v:?}");
+                        checked += 1;
+                        if let LineMatch::Failure(h) = f.check(&decoded) {
+                            assert_ne!(h.host.to_string(), FRAMED, "{name}: framed by {decoded:?}");
+                            assert_eq!(h.host, host, "{name}: {decoded:?}");
+                            still_matched += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        // Most repaired lines still count as the failure they are.
+        assert!(still_matched * 2 > checked, "{still_matched} of {checked}");
+    }
+
+    /// The case of the issue: the SASL user name carries bytes that are not UTF-8 and a
+    /// NUL; the failure still counts, for the client that made it.
+    #[test]
+    fn a_sasl_failure_with_an_undecodable_user_name_still_matches() {
+        use crate::filter::{Filter, LineMatch};
+        let f = Filter::builtin("postfix-sasl").expect("built-in");
+        let line = b"Nov 22 05:27:23 mx postfix/smtpd[4711]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: authentication failure, sasl_username=\xff\xfeadmin\0]: unknown[198.51.100.7]";
+        let (text, fix) = decode_line(line, 1000).expect("short");
+        assert_eq!(
+            fix,
+            Repairs {
+                invalid_utf8: true,
+                nul: true
+            }
+        );
+        match f.check(&text) {
+            LineMatch::Failure(h) => assert_eq!(h.host.to_string(), "203.0.113.5"),
+            other => panic!("{other:?} for {text:?}"),
+        }
     }
 }

@@ -2,23 +2,15 @@
 //!
 //! # API
 //! ```text
-//! pub struct LogLine { pub source: Arc<str>, pub text: String, pub time: Option<jiff::Timestamp> }
-//! pub struct SourceStats { pub lines, skipped_invalid_utf8, skipped_too_long, skipped_nul,
-//!                          files_opened, rotations, truncations: u64 }
 //! pub enum SourceSpec { Files { globs: Vec<String>, from_start: bool },
 //!                       Journal { matches: Vec<String>, file: Option<PathBuf> } }
-//! pub struct SourceOptions { max_line, poll_interval, detached_grace, journal_cursor_file,
+//! pub struct SourceOptions { max_line, poll_interval, detached_grace, positions, resume,
 //!                            journal_from_start, journalctl }   // Default::default() is sane
+//! pub type Deliver = Box<dyn FnMut(Chunk) -> bool + Send>;
 //!
-//! // One line per channel message (the interface in the brief):
-//! pub async fn spawn(spec, tx: mpsc::Sender<LogLine>) -> Result<SourceHandle, SourceError>;
-//! // Batches (one channel operation per read chunk, not per line):
-//! pub async fn spawn_batched(spec, opts, tx: mpsc::Sender<Vec<LogLine>>) -> Result<SourceHandle, SourceError>;
-//! // Chunks (what the agent uses: one reused text buffer per batch, no allocation per line):
-//! pub async fn spawn_chunked(spec, opts, tx: mpsc::Sender<Chunk>) -> Result<SourceHandle, SourceError>;
-//! // Chunks handed to a function on the reader's thread (the agent's match stage):
-//! pub async fn spawn_chunked_with(spec, opts, deliver: Deliver) -> Result<SourceHandle, SourceError>;
-//! pub async fn spawn_with(spec, opts, tx: mpsc::Sender<LogLine>) -> Result<SourceHandle, SourceError>;
+//! // Chunks (one reused text buffer per batch of lines, no allocation per line), each
+//! // handed to `deliver` on the reader's thread (the agent runs its match stage there):
+//! pub async fn spawn(spec, opts, deliver: Deliver) -> Result<SourceHandle, SourceError>;
 //!
 //! impl SourceHandle {
 //!     pub fn name(&self) -> &str;            // "files:<globs>" or "journal[:<file>]"
@@ -28,23 +20,24 @@
 //! }
 //! ```
 //!
-//! Replaying the 1M-line bench log (tests/source_throughput.rs), reader and consumer: one
-//! line per message about 2.3 M lines per CPU-second, `spawn_batched` 4.4 M, and
-//! `spawn_chunked` 21 M (the complete lines of a read are checked at once and copied as
-//! one block), so the agent uses chunks.
+//! When `spawn` returns, the starting position is fixed: for files every matching file has
+//! been opened and positioned (where the saved [`Position`] says, else the end, or the start
+//! with `from_start`); for the journal the saved cursor or the cursor of its last entry is
+//! known. A line or entry written after that is delivered. Each source runs on its own OS
+//! thread (blocking file reads and a `journalctl` child); `deliver` may block, which is back
+//! pressure instead of growing memory. The reader stops when `stop` is called, the handle
+//! is dropped, or `deliver` returns false.
 //!
-//! When `spawn*` returns, the starting position is fixed: for files every matching file has
-//! been opened and positioned (end, or start with `from_start`); for the journal the cursor
-//! of its last entry is known (or the saved cursor is used). A line or entry written after
-//! that is delivered. Each source runs on its own OS thread (blocking file reads and a
-//! `journalctl` child) and sends with `blocking_send`, so a slow consumer applies back
-//! pressure instead of growing memory. The reader stops when `stop` is called, the handle is
-//! dropped, or the receiver is dropped.
+//! Positions ([`SourceOptions::positions`]) are those of the lines the consumer is done
+//! with: a chunk counts as done when it is dropped (before a stop was asked for), so a
+//! restart neither skips lines that were read but not yet counted nor repeats more than
+//! the last half second or so of counted ones.
 //!
 //! Bad input never stops a source: empty lines are ignored; lines longer than
-//! `max_line` (default [`MAX_LINE`]), lines containing NUL and lines that are not UTF-8 are
-//! skipped and counted in [`SourceStats`]. An over-long line is discarded as it streams in,
-//! never buffered whole.
+//! `max_line` (default [`MAX_LINE`]) are skipped and counted, and discarded as they
+//! stream in, never buffered whole. A line with bytes that are not UTF-8, or with NUL
+//! bytes, is delivered with those bytes replaced (see [`decode_line`]) and counted: an
+//! attacker who picks such a user name must not make the failure vanish.
 
 mod file;
 mod glob;
@@ -53,21 +46,24 @@ mod lines;
 #[cfg(test)]
 pub(crate) use lines::{Piece, Splitter};
 mod outbox;
+mod position;
 
+pub use lines::{Repairs, TooLong, decode_line};
 pub use outbox::{Chunk, Deliver};
-use outbox::{Outbox, Sink};
+pub use position::{FilePosition, Position, PositionError, Positions};
+
+use outbox::Outbox;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 /// Default longest accepted line in bytes (without its newline).
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// One log line as read from a source, without its trailing newline.
+/// One log line, without its trailing newline (the engine's line-by-line reference takes
+/// these; sources deliver [`Chunk`]s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// The file path the line was read from, or `journal` / `journal:<file>`.
@@ -80,11 +76,16 @@ pub struct LogLine {
 /// Counters of one source since it was spawned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceStats {
-    /// Lines delivered to the channel.
+    /// Lines delivered.
     pub lines: u64,
-    pub skipped_invalid_utf8: u64,
+    /// Lines delivered with bytes that were not UTF-8 replaced by U+FFFD.
+    pub replaced_invalid_utf8: u64,
+    /// Lines delivered with NUL bytes replaced (or, at a line's start, dropped).
+    pub replaced_nul: u64,
+    /// Lines longer than `max_line`, skipped.
     pub skipped_too_long: u64,
-    pub skipped_nul: u64,
+    /// Journal output that was not an entry (not JSON), skipped.
+    pub skipped_unreadable: u64,
     /// Files (or journalctl children) opened, including the initial ones.
     pub files_opened: u64,
     /// Rotated-away files drained and closed.
@@ -97,8 +98,8 @@ pub struct SourceStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     /// Files matching any of the globs (`*`, `?`, `[...]` in any path component), now and
-    /// later. Starts at the end of the files existing at spawn time unless `from_start`;
-    /// files that appear later are always read from their start.
+    /// later. Without a saved position, starts at the end of the files existing at spawn
+    /// time unless `from_start`; files that appear later are always read from their start.
     Files {
         globs: Vec<String>,
         from_start: bool,
@@ -123,9 +124,12 @@ pub struct SourceOptions {
     /// How long a rotated-away (renamed or deleted) file is still followed after it last
     /// grew, for writers that keep the old file open until they are told to reopen.
     pub detached_grace: Duration,
-    /// Journal: where the cursor of the last delivered entry is kept, so a restart
-    /// continues after it instead of re-reading or skipping entries.
-    pub journal_cursor_file: Option<PathBuf>,
+    /// Where the source's position is kept across restarts: loaded when it starts (unless
+    /// `resume` is false), saved about twice a second while it changes and when it stops.
+    pub positions: Option<Arc<dyn Positions>>,
+    /// Start from the saved position, when there is one. False: start as on a first start
+    /// (the position is still saved).
+    pub resume: bool,
     /// Journal: without a saved cursor, start at the oldest entry instead of the end.
     pub journal_from_start: bool,
     /// The journalctl binary.
@@ -138,7 +142,8 @@ impl Default for SourceOptions {
             max_line: MAX_LINE,
             poll_interval: Duration::from_millis(500),
             detached_grace: Duration::from_secs(10),
-            journal_cursor_file: None,
+            positions: None,
+            resume: true,
             journal_from_start: false,
             journalctl: PathBuf::from("journalctl"),
         }
@@ -169,70 +174,23 @@ pub enum SourceError {
     },
     #[error("cannot start the reader thread")]
     Thread(#[source] std::io::Error),
-    #[error("cannot read cursor file {path}")]
-    Cursor {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
-/// Start reading `spec` with default options, one line per channel message.
+/// Start reading `spec`. Each chunk of lines is handed to `deliver` on the reader's
+/// thread, in order; the reader stops once `deliver` returns false.
 pub async fn spawn(
-    spec: SourceSpec,
-    tx: mpsc::Sender<LogLine>,
-) -> Result<SourceHandle, SourceError> {
-    spawn_with(spec, SourceOptions::default(), tx).await
-}
-
-/// Like [`spawn`] with explicit options.
-pub async fn spawn_with(
-    spec: SourceSpec,
-    opts: SourceOptions,
-    tx: mpsc::Sender<LogLine>,
-) -> Result<SourceHandle, SourceError> {
-    start(spec, opts, Sink::Line(tx))
-}
-
-/// Like [`spawn_with`], but lines come in batches (in order, never empty), which costs one
-/// channel operation per read chunk instead of one per line.
-pub async fn spawn_batched(
-    spec: SourceSpec,
-    opts: SourceOptions,
-    tx: mpsc::Sender<Vec<LogLine>>,
-) -> Result<SourceHandle, SourceError> {
-    start(spec, opts, Sink::Batch(tx))
-}
-
-/// Like [`spawn_batched`], but a batch is one text buffer holding its lines
-/// (see [`Chunk`]): no allocation per line, and the buffers are reused.
-pub async fn spawn_chunked(
-    spec: SourceSpec,
-    opts: SourceOptions,
-    tx: mpsc::Sender<Chunk>,
-) -> Result<SourceHandle, SourceError> {
-    spawn_chunked_with(spec, opts, Box::new(move |c| tx.blocking_send(c).is_ok())).await
-}
-
-/// Like [`spawn_chunked`], with each chunk handed to `deliver` on the
-/// reader's thread: a next step that runs there works on the chunk while it
-/// is still in that core's cache.
-pub async fn spawn_chunked_with(
     spec: SourceSpec,
     opts: SourceOptions,
     deliver: Deliver,
 ) -> Result<SourceHandle, SourceError> {
-    start(spec, opts, Sink::Chunk(deliver))
-}
-
-fn start(spec: SourceSpec, opts: SourceOptions, sink: Sink) -> Result<SourceHandle, SourceError> {
     let shared = Arc::new(Shared::default());
+    let out = Outbox::new(deliver);
     let (name, thread) = match spec {
         SourceSpec::Files { globs, from_start } => {
-            file::start(globs, from_start, opts, sink, shared.clone())?
+            file::start(globs, from_start, opts, out, shared.clone())?
         }
         SourceSpec::Journal { matches, file } => {
-            journal::start(matches, file, opts, sink, shared.clone())?
+            journal::start(matches, file, opts, out, shared.clone())?
         }
     };
     Ok(SourceHandle {
@@ -258,14 +216,14 @@ impl SourceHandle {
         self.shared.stats.snapshot()
     }
 
-    /// Ask the reader to stop; lines already read may still be sent.
+    /// Ask the reader to stop; lines already read may still be delivered.
     pub fn stop(&self) {
         self.shared.request_stop();
     }
 
-    /// Stop and wait until the reader thread has exited (and, for the journal, the cursor
-    /// is saved). The receiver must keep draining or be dropped, or a reader blocked on a
-    /// full channel cannot notice the request.
+    /// Stop and wait until the reader thread has exited and saved its position. A
+    /// `deliver` blocked on a full channel must be released (its receiver drained or
+    /// dropped), or the reader cannot notice the request.
     pub async fn join(mut self) {
         self.shared.request_stop();
         if let Some(t) = self.thread.take() {
@@ -294,7 +252,7 @@ impl std::fmt::Debug for SourceHandle {
 struct Shared {
     stats: Counters,
     stop: AtomicBool,
-    /// Wakes the reader early (stop request, inotify event).
+    /// Wakes the reader early (stop request, inotify event, a chunk done with).
     waker: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     /// journalctl child to signal on stop; the reader clears it before reaping the child,
     /// under this lock, so a recycled pid is never signalled.
@@ -306,13 +264,17 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+    fn wake(&self) {
         if let Ok(w) = self.waker.lock()
             && let Some(w) = w.as_ref()
         {
             let _ = w.try_send(());
         }
+    }
+
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake();
         if let Ok(pid) = self.child_pid.lock()
             && let Some(pid) = *pid
         {
@@ -329,8 +291,9 @@ impl Shared {
 struct Counters {
     lines: AtomicU64,
     invalid_utf8: AtomicU64,
-    too_long: AtomicU64,
     nul: AtomicU64,
+    too_long: AtomicU64,
+    unreadable: AtomicU64,
     files_opened: AtomicU64,
     rotations: AtomicU64,
     truncations: AtomicU64,
@@ -341,9 +304,10 @@ impl Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SourceStats {
             lines: g(&self.lines),
-            skipped_invalid_utf8: g(&self.invalid_utf8),
+            replaced_invalid_utf8: g(&self.invalid_utf8),
+            replaced_nul: g(&self.nul),
             skipped_too_long: g(&self.too_long),
-            skipped_nul: g(&self.nul),
+            skipped_unreadable: g(&self.unreadable),
             files_opened: g(&self.files_opened),
             rotations: g(&self.rotations),
             truncations: g(&self.truncations),

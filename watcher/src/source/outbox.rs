@@ -1,24 +1,22 @@
-//! Delivery from a reader thread: per line, in batches of [`LogLine`]s, or in
-//! [`Chunk`]s, where a batch is one text buffer (no allocation per line, and
-//! the buffers are reused).
+//! Delivery from a reader thread in [`Chunk`]s: a batch of lines is one text
+//! buffer (no allocation per line, and the buffers are reused).
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
-use super::{Counters, LogLine};
+use super::Counters;
+use super::position::Ack;
 
 /// Text gathered before a chunk is sent; a read buffer's worth.
 const CHUNK_BYTES: usize = 256 << 10;
-/// Largest batch of `LogLine`s sent in one message, so a huge replay still streams.
-const BATCH: usize = 4096;
 /// Spare chunk buffers kept for reuse (the channel holds a few chunks, the
 /// consumer one more).
 const POOL_MAX: usize = 8;
 
 /// Lines of one source in one buffer, in order: each line (checked like any
-/// other: UTF-8, no NUL, bounded, no trailing `\r`, not empty) followed by
-/// `\n`. Dropping it hands the buffer back to its reader.
+/// other: bounded, no trailing `\r`, not empty, UTF-8 and NUL-free after
+/// repairs) followed by `\n`. Dropping it hands the buffer back to its reader
+/// and tells the reader the lines are done with (their position may be saved).
+/// A chunk may hold no line at all: it then only carries a position.
 pub struct Chunk {
     source: Arc<str>,
     text: String,
@@ -27,6 +25,8 @@ pub struct Chunk {
     /// none). Empty for files.
     times: Vec<Option<jiff::Timestamp>>,
     pool: Arc<Pool>,
+    /// The position reached at the end of this chunk.
+    ack: Option<Ack>,
 }
 
 impl Chunk {
@@ -76,6 +76,7 @@ impl Chunk {
             text,
             times: Vec::new(),
             pool: Arc::new(Pool::default()),
+            ack: None,
         }
     }
 }
@@ -91,6 +92,7 @@ impl Chunk {
             lines,
             times: Vec::new(),
             pool: Arc::new(Pool::default()),
+            ack: None,
         }
     }
 
@@ -112,6 +114,9 @@ impl std::fmt::Debug for Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         self.pool.put(std::mem::take(&mut self.text));
+        if let Some(ack) = self.ack.take() {
+            ack.done();
+        }
     }
 }
 
@@ -145,27 +150,29 @@ impl Pool {
 /// back pressure); `false` when nothing takes chunks any more.
 pub type Deliver = Box<dyn FnMut(Chunk) -> bool + Send>;
 
-/// Where a reader thread delivers lines.
-pub(super) enum Sink {
-    Line(mpsc::Sender<LogLine>),
-    Batch(mpsc::Sender<Vec<LogLine>>),
-    Chunk(Deliver),
+fn new_chunk(pool: &Arc<Pool>, source: &Arc<str>) -> Chunk {
+    Chunk {
+        source: source.clone(),
+        text: pool.get(),
+        lines: 0,
+        times: Vec::new(),
+        pool: pool.clone(),
+        ack: None,
+    }
 }
 
-/// Lines gathered by a reader before they are handed to the channel.
+/// Lines gathered by a reader before they are handed to `deliver`.
 pub(super) struct Outbox {
-    sink: Sink,
-    buf: Vec<LogLine>,
+    deliver: Deliver,
     chunk: Option<Chunk>,
     pool: Arc<Pool>,
     pub(super) closed: bool,
 }
 
 impl Outbox {
-    pub(super) fn new(sink: Sink) -> Self {
+    pub(super) fn new(deliver: Deliver) -> Self {
         Self {
-            sink,
-            buf: Vec::new(),
+            deliver,
             chunk: None,
             pool: Arc::new(Pool::default()),
             closed: false,
@@ -181,29 +188,24 @@ impl Outbox {
         if !fits {
             self.flush(stats);
         }
-        self.chunk.get_or_insert_with(|| Chunk {
-            source: source.clone(),
-            text: self.pool.get(),
-            lines: 0,
-            times: Vec::new(),
-            pool: self.pool.clone(),
-        })
+        self.chunk
+            .get_or_insert_with(|| new_chunk(&self.pool, source))
     }
 
-    pub(super) fn push(&mut self, line: LogLine, stats: &Counters) {
-        if !matches!(self.sink, Sink::Chunk(_)) {
-            self.buf.push(line);
-            if self.buf.len() >= BATCH {
-                self.flush(stats);
-            }
-            return;
-        }
-        let c = self.chunk_for(&line.source, line.text.len() + 1, stats);
-        if line.time.is_some() {
+    /// One journal entry, with its own time.
+    pub(super) fn push_entry(
+        &mut self,
+        source: &Arc<str>,
+        text: &str,
+        time: Option<jiff::Timestamp>,
+        stats: &Counters,
+    ) {
+        let c = self.chunk_for(source, text.len() + 1, stats);
+        if time.is_some() {
             c.times.resize(c.lines, None);
-            c.times.push(line.time);
+            c.times.push(time);
         }
-        c.text.push_str(&line.text);
+        c.text.push_str(text);
         c.text.push('\n');
         c.lines += 1;
         self.flush_if_full(stats);
@@ -211,16 +213,6 @@ impl Outbox {
 
     /// One checked line of a file.
     pub(super) fn push_str(&mut self, source: &Arc<str>, text: &str, stats: &Counters) {
-        if !matches!(self.sink, Sink::Chunk(_)) {
-            return self.push(
-                LogLine {
-                    source: source.clone(),
-                    text: text.to_string(),
-                    time: None,
-                },
-                stats,
-            );
-        }
         let c = self.chunk_for(source, text.len() + 1, stats);
         c.text.push_str(text);
         c.text.push('\n');
@@ -236,12 +228,6 @@ impl Outbox {
         lines: usize,
         stats: &Counters,
     ) {
-        if !matches!(self.sink, Sink::Chunk(_)) {
-            for l in block.split_terminator('\n') {
-                self.push_str(source, l, stats);
-            }
-            return;
-        }
         let c = self.chunk_for(source, block.len(), stats);
         c.text.push_str(block);
         c.lines += lines;
@@ -258,54 +244,36 @@ impl Outbox {
         }
     }
 
-    /// Send everything collected; blocks while the channel is full. Marks the outbox
-    /// closed when the receiver is gone.
+    /// Hands over what was collected; may block (back pressure). Marks the outbox
+    /// closed once nothing takes chunks any more.
     pub(super) fn flush(&mut self, stats: &Counters) {
-        if let Some(c) = self.chunk.take() {
-            let n = c.lines as u64;
-            if n == 0 || self.closed {
-                return;
-            }
-            if let Sink::Chunk(deliver) = &mut self.sink {
-                if !deliver(c) {
-                    self.closed = true;
-                    return;
-                }
-                Counters::add(&stats.lines, n);
-            }
+        let Some(mut c) = self.chunk.take() else {
             return;
-        }
-        if self.buf.is_empty() {
-            return;
-        }
+        };
+        let n = c.lines as u64;
         if self.closed {
-            self.buf.clear();
+            // Not delivered, so not done with: the position stays.
+            c.ack = None;
             return;
         }
-        let n = self.buf.len() as u64;
-        match &self.sink {
-            Sink::Batch(tx) => {
-                let batch = std::mem::take(&mut self.buf);
-                if tx.blocking_send(batch).is_err() {
-                    self.closed = true;
-                    return;
-                }
-            }
-            Sink::Line(tx) => {
-                let mut closed = false;
-                for line in self.buf.drain(..) {
-                    if !closed && tx.blocking_send(line).is_err() {
-                        closed = true;
-                    }
-                }
-                if closed {
-                    self.closed = true;
-                    return;
-                }
-            }
-            Sink::Chunk(_) => {}
+        if n == 0 && c.ack.is_none() {
+            return;
+        }
+        if !(self.deliver)(c) {
+            self.closed = true;
+            return;
         }
         Counters::add(&stats.lines, n);
+    }
+
+    /// Like [`flush`](Self::flush), with `ack` riding on the last chunk: the position
+    /// it names is reached once the consumer is done with everything delivered so far.
+    /// With no line to deliver, an empty chunk carries it, so it still waits its turn.
+    pub(super) fn flush_with(&mut self, ack: Ack, source: &Arc<str>, stats: &Counters) {
+        self.chunk
+            .get_or_insert_with(|| new_chunk(&self.pool, source))
+            .ack = Some(ack);
+        self.flush(stats);
     }
 }
 
@@ -313,10 +281,12 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    use tokio::sync::mpsc;
+
     fn chunked() -> (Outbox, mpsc::Receiver<Chunk>) {
         let (tx, rx) = mpsc::channel(64);
         (
-            Outbox::new(Sink::Chunk(Box::new(move |c| tx.blocking_send(c).is_ok()))),
+            Outbox::new(Box::new(move |c| tx.blocking_send(c).is_ok())),
             rx,
         )
     }
@@ -331,14 +301,7 @@ mod tests {
         o.push_block(&a, "two\nthree\n", 2, &stats);
         o.push_str(&b, "four", &stats);
         let t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-        o.push(
-            LogLine {
-                source: b.clone(),
-                text: "five".into(),
-                time: Some(t),
-            },
-            &stats,
-        );
+        o.push_entry(&b, "five", Some(t), &stats);
         o.flush(&stats);
         let c1 = rx.try_recv().unwrap();
         assert_eq!(&**c1.source(), "a.log");

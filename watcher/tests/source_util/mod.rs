@@ -1,12 +1,70 @@
 //! Helpers shared by the source integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses some of the helpers")]
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fail2xdp::source::{LogLine, SourceOptions};
+use fail2xdp::source::{
+    self, LogLine, Position, PositionError, Positions, SourceError, SourceHandle, SourceOptions,
+    SourceSpec,
+};
 use tokio::sync::mpsc;
+
+/// Starts a source (the one way there is: chunks handed over on the reader's thread) with
+/// each chunk taken apart into lines on a channel of `cap` lines. The chunk is done with
+/// (dropped) before its lines are sent, so a test that saw a line sees its position too.
+pub async fn start(
+    spec: SourceSpec,
+    opts: SourceOptions,
+    cap: usize,
+) -> Result<(SourceHandle, mpsc::Receiver<LogLine>), SourceError> {
+    let (tx, rx) = mpsc::channel(cap);
+    let deliver = Box::new(move |c: source::Chunk| {
+        let lines: Vec<LogLine> = c
+            .lines()
+            .map(|(text, time)| LogLine {
+                source: c.source().clone(),
+                text: text.to_string(),
+                time,
+            })
+            .collect();
+        drop(c);
+        lines.into_iter().all(|l| tx.blocking_send(l).is_ok())
+    });
+    Ok((source::spawn(spec, opts, deliver).await?, rx))
+}
+
+/// Positions kept in memory, as the agent keeps them in its state store.
+#[derive(Debug, Default)]
+pub struct MemPositions {
+    pub saved: Mutex<Option<Position>>,
+    pub saves: AtomicUsize,
+}
+
+impl MemPositions {
+    pub fn get(&self) -> Option<Position> {
+        self.saved.lock().expect("lock").clone()
+    }
+
+    pub fn saves(&self) -> usize {
+        self.saves.load(Ordering::Relaxed)
+    }
+}
+
+impl Positions for MemPositions {
+    fn load(&self) -> Result<Option<Position>, PositionError> {
+        Ok(self.get())
+    }
+
+    fn save(&self, p: &Position) -> Result<(), PositionError> {
+        *self.saved.lock().expect("lock") = Some(p.clone());
+        self.saves.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
 
 /// Options with a short poll interval so missed-event fallbacks also finish quickly.
 pub fn opts() -> SourceOptions {
