@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod control;
 pub mod enforcer;
+pub mod fail2ban;
 pub mod filter;
 pub mod jail;
 pub mod source;

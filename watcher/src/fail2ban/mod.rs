@@ -1,0 +1,4 @@
+//! fail2ban's own configuration, read as fail2ban reads it: filter.d and
+//! jail files in its INI dialect, its regexes (Python's), its date
+//! templates, turned into this agent's filters and jails.
+pub mod pyre;
