@@ -680,7 +680,10 @@ impl Config {
                         },
                     };
                     if v.contains('%') {
-                        self.interpolate(section, option, &v, map, depth + 1, out)?;
+                        // fail2ban maps `%(section/name)s` again at every depth.
+                        let mut inner = map.clone();
+                        self.map_section_options(section, &v, &mut inner);
+                        self.interpolate(section, option, &v, &inner, depth + 1, out)?;
                     } else {
                         out.push_str(&v);
                     }
