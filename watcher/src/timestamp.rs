@@ -275,9 +275,11 @@ pub fn nearest_year(
     second: i8,
     now: Timestamp,
 ) -> Option<Timestamp> {
+    // Out-of-range fields (a 24th hour) are no time, not a panic.
+    DateTime::new(2000, month, day, hour, minute, second, 0).ok()?;
     let y = now.to_zoned(tz.clone()).year();
     let bases = [y.checked_add(1), Some(y), y.checked_sub(1)].map(|y| {
-        let dt = Date::new(y?, month, day).ok()?.at(hour, 0, 0, 0);
+        let dt = DateTime::new(y?, month, day, hour, 0, 0, 0).ok()?;
         Some(tz.to_ambiguous_timestamp(dt).compatible().ok()?.as_second())
     });
     let secs = i64::from(minute) * 60 + i64::from(second);
