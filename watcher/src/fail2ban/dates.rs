@@ -237,6 +237,15 @@ impl DateDetector {
     /// that matches, else the match nearest the line start), and its time.
     /// `now` is the reference for a missing year or day; `tz` the local zone.
     pub fn find(&self, line: &str, now: Timestamp, tz: &TimeZone) -> Option<Found> {
+        self.find_with(line, Some(now), tz)
+    }
+
+    /// Where the date is, without working out its time.
+    pub fn find_span(&self, line: &str, tz: &TimeZone) -> Option<Found> {
+        self.find_with(line, None, tz)
+    }
+
+    fn find_with(&self, line: &str, now: Option<Timestamp>, tz: &TimeZone) -> Option<Found> {
         let mut best: Option<(&Template, Caps<'_>)> = None;
         for t in &self.templates {
             if t.syslog
@@ -261,6 +270,13 @@ impl DateDetector {
         }
         let (t, c) = best?;
         let (start, end) = c.span(1).unwrap_or((0, 0));
+        let Some(now) = now else {
+            return Some(Found {
+                start,
+                end,
+                time: None,
+            });
+        };
         if t.kind == Kind::None || start == end {
             return Some(Found {
                 start,
@@ -1013,7 +1029,7 @@ fn tai64n(v: &str) -> Option<Timestamp> {
 /// `^(?:\W{0,2})?((?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?)(?=\b|\W|$)`,
 /// case-insensitive. `None`: a line it does not settle (it defers to the
 /// regex, which gives the answer).
-fn syslog_fast(line: &str, now: Timestamp, tz: &TimeZone) -> Option<Found> {
+fn syslog_fast(line: &str, now: Option<Timestamp>, tz: &TimeZone) -> Option<Found> {
     let b = line.as_bytes();
     // The common shape only: a month name at the very start, no weekday.
     if b.len() < 15 || !b[0].is_ascii_alphabetic() {
@@ -1059,8 +1075,9 @@ fn syslog_fast(line: &str, now: Timestamp, tz: &TimeZone) -> Option<Found> {
         Some(b':' | b'[' | b']' | b',' | b';' | b'-' | b'|' | b'>' | b'<' | b'(' | b')') => {}
         _ => return None,
     }
-    let time =
-        crate::timestamp::nearest_year(tz, month as i8, day as i8, h as i8, m as i8, s as i8, now);
+    let time = now.and_then(|now| {
+        crate::timestamp::nearest_year(tz, month as i8, day as i8, h as i8, m as i8, s as i8, now)
+    });
     Some(Found {
         start: 0,
         end: i,
@@ -1183,7 +1200,7 @@ mod tests {
                 below(62)
             ));
             line.push_str(tails[below(tails.len() as u64) as usize]);
-            let Some(f) = syslog_fast(&line, now(), &zurich()) else {
+            let Some(f) = syslog_fast(&line, Some(now()), &zurich()) else {
                 continue;
             };
             let Search::Hit(c) = t.regex.search(&line) else {
