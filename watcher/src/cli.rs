@@ -167,9 +167,19 @@ pub struct CheckConfigArgs {
 #[derive(Args, Debug)]
 pub struct TestArgs {
     pub logfile: PathBuf,
+    /// A failregex in fail2ban's syntax in place of a filter, or a fail2ban
+    /// filter (`postfix[mode=aggressive]`, a path), as fail2ban-regex takes them.
+    #[arg(conflicts_with_all = ["filter", "fail2ban_filter"])]
+    pub regex: Option<String>,
     /// Built-in filter name, or a filter file.
-    #[arg(long)]
-    pub filter: String,
+    #[arg(long, required_unless_present_any = ["regex", "fail2ban_filter"])]
+    pub filter: Option<String>,
+    /// A fail2ban filter file (filter.d/NAME.conf), read as fail2ban reads it.
+    #[arg(long, conflicts_with = "filter")]
+    pub fail2ban_filter: Option<PathBuf>,
+    /// A fail2ban filter option, as in `NAME[KEY=VALUE]` (repeatable).
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
     #[arg(long)]
     pub json: bool,
     /// Print every matched line.

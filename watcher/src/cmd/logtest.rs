@@ -46,13 +46,17 @@ enum Output {
 }
 
 pub fn run(_g: &Global, a: TestArgs) -> anyhow::Result<ExitCode> {
-    let filter = load_filter(&a.filter)?;
     let now: Timestamp = match &a.now {
         Some(s) => s.parse().with_context(|| {
             format!("--now {s:?}: expected RFC 3339, e.g. 2005-08-14T10:00:00Z")
         })?,
         None => Timestamp::now(),
     };
+    if let Some(f2b) = super::logtest_f2b::wanted(&a)? {
+        return super::logtest_f2b::run(&a, f2b, now);
+    }
+    let spec = a.filter.as_deref().unwrap_or_default();
+    let filter = load_filter(spec)?;
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
     let reader = BufReader::with_capacity(1 << 20, file);

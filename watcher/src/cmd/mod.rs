@@ -3,5 +3,6 @@
 pub mod check_config;
 pub mod explain;
 pub mod logtest;
+mod logtest_f2b;
 pub mod manual;
 pub mod run;

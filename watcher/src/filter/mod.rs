@@ -684,7 +684,7 @@ fn build(filter: &str, key: &'static str, index: usize, pat: &str) -> Result<Reg
 
 /// An address as the kernel map keys it: IPv4-mapped IPv6 becomes IPv4, a
 /// zone suffix is dropped, IPv6 text is normalised by the parse itself.
-fn parse_host(s: &[u8]) -> Option<IpAddr> {
+pub(crate) fn parse_host(s: &[u8]) -> Option<IpAddr> {
     if let Some(a) = dotted_quad(s) {
         return Some(IpAddr::V4(a));
     }
