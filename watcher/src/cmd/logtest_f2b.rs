@@ -86,7 +86,11 @@ fn filter_spec(s: &str) -> Option<(PathBuf, Vec<(String, String)>)> {
     let tries: Vec<String> = if tail.contains('.') {
         vec![name.clone()]
     } else {
-        vec![name.clone(), format!("{name}.conf"), format!("{name}.local")]
+        vec![
+            name.clone(),
+            format!("{name}.conf"),
+            format!("{name}.local"),
+        ]
     };
     tries.into_iter().find_map(|t| {
         let p = if t.contains('/') {
@@ -126,8 +130,16 @@ pub fn run(a: &TestArgs, w: Wanted, now: Timestamp) -> anyhow::Result<ExitCode> 
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let started = Instant::now();
-    let c = scan(&filter, reader, now, &TimeZone::system(), a.json, a.verbose, &mut out)
-        .with_context(|| format!("reading {}", a.logfile.display()))?;
+    let c = scan(
+        &filter,
+        reader,
+        now,
+        &TimeZone::system(),
+        a.json,
+        a.verbose,
+        &mut out,
+    )
+    .with_context(|| format!("reading {}", a.logfile.display()))?;
     out.flush()?;
     drop(out);
     let wall = started.elapsed().as_secs_f64();
@@ -174,7 +186,11 @@ pub fn run(a: &TestArgs, w: Wanted, now: Timestamp) -> anyhow::Result<ExitCode> 
         println!();
         println!(
             "Time: {wall:.3} s; {:.0} lines/s",
-            if wall > 0.0 { c.lines as f64 / wall } else { 0.0 }
+            if wall > 0.0 {
+                c.lines as f64 / wall
+            } else {
+                0.0
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -251,10 +267,18 @@ fn scan(
                 c.not_addresses += 1;
             }
             if json {
+                // Groups with a value; an address group of the pattern that
+                // took no part reads `None`, as fail2ban-regex prints it.
                 let mut caps: BTreeMap<String, serde_json::Value> = f
                     .fail
-                    .captures()
-                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .groups()
+                    .filter_map(|(k, v)| match v {
+                        Some(v) => Some((k.to_string(), v.into())),
+                        None if matches!(k, "ip4" | "ip6" | "dns") => {
+                            Some((k.to_string(), "None".into()))
+                        }
+                        None => None,
+                    })
                     .collect();
                 if let Some(u) = &f.fail.users {
                     caps.insert("users".into(), u.iter().cloned().collect::<Vec<_>>().into());

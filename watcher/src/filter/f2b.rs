@@ -140,11 +140,9 @@ impl Fail {
         self.groups.remove(i).1
     }
 
-    /// `other`'s values over these (each of `other`'s groups, `None` too).
-    fn update(&mut self, other: &Fail) {
-        for (k, v) in &other.groups {
-            self.set(k, v.clone());
-        }
+    /// Every named group, `None` for one that took no part.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.groups.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
     /// Named groups with a value, in pattern order.
@@ -492,8 +490,17 @@ impl F2bFilter {
                 buf = None;
             }
             if have_pre {
+                // The failregex's groups over the prefix's, those that took
+                // part (fail2ban after 1.0.2; 1.0.2 let an idle group of the
+                // failregex blank the prefix's).
                 let mut merged = pre.clone();
-                merged.update(&fail);
+                for (k, v) in &fail.groups {
+                    match v {
+                        Some(_) => merged.set(k, v.clone()),
+                        None if merged.get(k).is_none() => merged.set(k, None),
+                        None => {}
+                    }
+                }
                 fail = merged;
             }
             let matched_lines: Vec<u64> = matched.iter().map(|t| t.line).collect();
