@@ -4,5 +4,6 @@
 pub mod dates;
 pub mod filterconf;
 pub mod ini;
+pub mod jails;
 pub mod pyre;
 pub mod tags;
