@@ -57,6 +57,8 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run a filter over a log file and report what matched (like fail2ban-regex).
     Test(TestArgs),
+    /// Print the native configuration (TOML) equivalent to a fail2ban one.
+    ImportFail2ban(ImportFail2banArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,6 +78,10 @@ pub struct RunArgs {
     /// Configuration file (TOML); without it the built-in mail jails run.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A fail2ban configuration directory (jail.conf, jail.local, jail.d,
+    /// filter.d) to run instead, read as fail2ban reads it.
+    #[arg(long, conflicts_with = "config")]
+    pub fail2ban_config: Option<PathBuf>,
     /// Read log files from the start instead of the end.
     #[arg(long)]
     pub replay: bool,
@@ -161,7 +167,21 @@ pub struct DetachArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckConfigArgs {
-    pub file: PathBuf,
+    #[arg(required_unless_present = "fail2ban_config")]
+    pub file: Option<PathBuf>,
+    /// Check a fail2ban configuration directory: every enabled jail with its
+    /// effective settings, and what fail2xdp does differently.
+    #[arg(long, conflicts_with = "file")]
+    pub fail2ban_config: Option<PathBuf>,
+    /// With --fail2ban-config: the jails and warnings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportFail2banArgs {
+    /// fail2ban's configuration directory (e.g. /etc/fail2ban).
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +200,10 @@ pub struct TestArgs {
     /// A fail2ban filter option, as in `NAME[KEY=VALUE]` (repeatable).
     #[arg(long = "option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
+    /// fail2ban filters: the first failregex that matches decides, as in
+    /// fail2ban's server (default: every failregex is tried, as fail2ban-regex does).
+    #[arg(long)]
+    pub first_match: bool,
     #[arg(long)]
     pub json: bool,
     /// Print every matched line.
@@ -206,6 +230,7 @@ impl Cli {
             Command::Detach(a) => cmd::manual::detach(g, a),
             Command::CheckConfig(a) => cmd::check_config::run(g, a),
             Command::Test(a) => cmd::logtest::run(g, a),
+            Command::ImportFail2ban(a) => cmd::import_fail2ban::run(a),
         }
     }
 }

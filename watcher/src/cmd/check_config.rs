@@ -9,9 +9,17 @@ use crate::{
 };
 
 pub fn run(_g: &Global, a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    match config::load(&a.file) {
+    if let Some(dir) = a
+        .fail2ban_config
+        .as_deref()
+        .or(a.file.as_deref().filter(|p| p.is_dir()))
+    {
+        return super::check_fail2ban::run(dir, a.json);
+    }
+    let file = a.file.unwrap_or_default();
+    match config::load(&file) {
         Ok(cfg) => {
-            println!("{}: OK, {} jail(s)", a.file.display(), cfg.jails.len());
+            println!("{}: OK, {} jail(s)", file.display(), cfg.jails.len());
             for j in &cfg.jails {
                 let r = &j.rules;
                 println!(

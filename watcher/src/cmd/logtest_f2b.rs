@@ -135,6 +135,7 @@ pub fn run(a: &TestArgs, w: Wanted, now: Timestamp) -> anyhow::Result<ExitCode> 
         reader,
         now,
         &TimeZone::system(),
+        !a.first_match,
         a.json,
         a.verbose,
         &mut out,
@@ -214,6 +215,7 @@ fn scan(
     mut reader: impl BufRead,
     now: Timestamp,
     tz: &TimeZone,
+    check_all: bool,
     json: bool,
     verbose: bool,
     out: &mut impl Write,
@@ -222,7 +224,7 @@ fn scan(
         per_regex: vec![0; filter.failregex_count()],
         ..Counts::default()
     };
-    let mut corr = Correlator::new(filter, true).without_aging();
+    let mut corr = Correlator::new(filter, check_all).without_aging();
     let mut buf = Vec::with_capacity(4096);
     loop {
         buf.clear();

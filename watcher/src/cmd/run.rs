@@ -8,7 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::{cli::*, enforcer::Enforcer};
 
-pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
+pub fn run(g: &Global, mut a: RunArgs) -> Result<ExitCode> {
+    // A fail2ban directory is loaded (and reloaded) through the same path
+    // as a configuration file: `config::load` reads a directory as fail2ban's.
+    if let Some(dir) = a.fail2ban_config.take() {
+        a.config = Some(dir);
+    }
     // A bad configuration must change nothing running: load it before the
     // program in a pinned link is replaced; the agent runs this one.
     let cfg =

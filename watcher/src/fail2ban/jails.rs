@@ -367,7 +367,17 @@ fn jail(
                     .map(|(_, v)| v.clone())
                     .or_else(|| o("port"))
                     .unwrap_or_else(|| "0:65535".into());
-                match ports_of(&port) {
+                let (known, unknown) = split_known_ports(&port);
+                for u in &unknown {
+                    warn(
+                        warnings,
+                        action_origin.clone(),
+                        format!(
+                            "action {aname}: port {u:?} is neither a number nor a service name here; left out of the ban (fail2ban's firewall rule would fail on it)"
+                        ),
+                    );
+                }
+                match ports_of(&known) {
                     Ok(Some(p)) => {
                         if let Some(s) = &mut scope {
                             s.extend(p);
@@ -768,6 +778,28 @@ fn ports_of(spec: &str) -> Result<Option<Vec<u16>>, String> {
         return Ok(None);
     }
     Ok(Some(v))
+}
+
+/// The items of a port list that name a port, and those that do not.
+fn split_known_ports(spec: &str) -> (String, Vec<String>) {
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for item in spec
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let ok = match item.split_once(':') {
+            Some((a, b)) => port_number(a).is_some() && port_number(b).is_some(),
+            None => port_number(item).is_some(),
+        };
+        if ok {
+            known.push(item.to_string());
+        } else {
+            unknown.push(item.to_string());
+        }
+    }
+    (known.join(","), unknown)
 }
 
 /// A number, a name we know, or a name from /etc/services.
