@@ -26,24 +26,6 @@ pub struct Translation {
     /// `regex`-crate pattern matching at least every text `pattern` does
     /// (same as `pattern` when nothing needs backtracking).
     pub screen: String,
-    /// When the only backtracking constructs are look-arounds, none of them
-    /// repeated: `pattern` with each look-around replaced by an empty group
-    /// `(?P<__laN>)` (linear), and the look-arounds to check where those
-    /// groups matched. The first match of `marked` whose look-arounds all
-    /// hold is the first match of `pattern` (the two try the same paths in
-    /// the same order; the look-arounds only turn some away).
-    pub verify: Option<(String, Vec<LookAround>)>,
-}
-
-/// A look-around to check at a place: `body` (Rust regex text, linear) must
-/// (or, `negative`, must not) match there, ahead or behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LookAround {
-    /// The marker group standing in its place.
-    pub group: String,
-    pub ahead: bool,
-    pub negative: bool,
-    pub body: String,
 }
 
 /// A pattern Python itself would refuse, or one of the few constructs
@@ -72,9 +54,6 @@ pub fn translate(pat: &str, layout: Layout) -> Result<Translation, PyReError> {
         i: 0,
         out: String::with_capacity(pat.len() + 16),
         screen: String::with_capacity(pat.len() + 16),
-        marked: String::with_capacity(pat.len() + 16),
-        looks: Vec::new(),
-        verifiable: true,
         backtrack: false,
         multiline: layout.multiline,
         several: layout.several_lines,
@@ -87,13 +66,10 @@ pub fn translate(pat: &str, layout: Layout) -> Result<Translation, PyReError> {
     if p.i < p.s.len() {
         return Err(p.err("unbalanced parenthesis"));
     }
-    let verify = (p.backtrack && p.verifiable && !p.looks.is_empty())
-        .then(|| (p.marked.clone(), p.looks.clone()));
     Ok(Translation {
         screen: if p.backtrack { p.screen } else { p.out.clone() },
         pattern: p.out,
         backtrack: p.backtrack,
-        verify,
     })
 }
 
@@ -102,11 +78,6 @@ struct Parser {
     i: usize,
     out: String,
     screen: String,
-    /// `out` with look-arounds as marker groups (see [`Translation::verify`]).
-    marked: String,
-    looks: Vec<LookAround>,
-    /// No backtracking construct but look-arounds outside repetitions.
-    verifiable: bool,
     backtrack: bool,
     multiline: bool,
     several: bool,
@@ -141,13 +112,6 @@ impl Parser {
     fn both(&mut self, t: &str) {
         self.out.push_str(t);
         self.screen.push_str(t);
-        self.marked.push_str(t);
-    }
-
-    /// Text for the real pattern only (and its marked copy).
-    fn real(&mut self, t: &str) {
-        self.out.push_str(t);
-        self.marked.push_str(t);
     }
 
     fn verbose(&self) -> bool {
@@ -217,12 +181,12 @@ impl Parser {
                 None | Some('|') | Some(')') => return Ok(()),
                 _ => {}
             }
-            let (o, s, m) = (self.out.len(), self.screen.len(), self.marked.len());
+            let (o, s) = (self.out.len(), self.screen.len());
             let quantifiable = self.atom()?;
             if self.verbose() {
                 self.skip_verbose();
             }
-            self.quantifier(quantifiable, o, s, m)?;
+            self.quantifier(quantifiable, o, s)?;
         }
     }
 
@@ -271,7 +235,6 @@ impl Parser {
                     self.both("(?m:$)");
                 } else {
                     self.backtrack = true;
-                    self.verifiable = false;
                     self.out.push_str(r"(?=\n?\z)");
                     self.screen.push_str("(?m:$)");
                 }
@@ -327,13 +290,7 @@ impl Parser {
         Some((min, max, k + 1))
     }
 
-    fn quantifier(
-        &mut self,
-        quantifiable: bool,
-        o: usize,
-        s: usize,
-        m: usize,
-    ) -> Result<(), PyReError> {
+    fn quantifier(&mut self, quantifiable: bool, o: usize, s: usize) -> Result<(), PyReError> {
         let q = match self.peek() {
             Some(c @ ('*' | '+' | '?')) => {
                 self.i += 1;
@@ -358,11 +315,6 @@ impl Parser {
         if !quantifiable {
             return Err(self.err("nothing to repeat"));
         }
-        // A repeated look-around is checked once per round: the marker
-        // would only tell the last.
-        if self.marked[m..].contains("(?P<__la") {
-            self.verifiable = false;
-        }
         match self.peek() {
             Some('?') => {
                 self.i += 1;
@@ -372,12 +324,10 @@ impl Parser {
                 // Possessive: an atomic group around the repetition.
                 self.i += 1;
                 self.backtrack = true;
-                self.verifiable = false;
                 self.out.insert_str(o, "(?>");
                 self.out.push_str(&q);
                 self.out.push(')');
                 self.screen.push_str(&q);
-                self.marked.push_str(&q);
             }
             _ => self.both(&q),
         }
@@ -446,10 +396,8 @@ impl Parser {
             Some('>') => {
                 self.i += 1;
                 self.backtrack = true;
-                self.verifiable = false;
                 self.out.push_str("(?>");
                 self.screen.push_str("(?:");
-                self.marked.push_str("(?:");
                 self.inner(None)?;
                 Ok(true)
             }
@@ -483,8 +431,8 @@ impl Parser {
         self.groups.push(None);
         self.names.push(name.clone());
         match &name {
-            Some(nm) => self.real(&format!("(?P<{nm}>")),
-            None => self.real("("),
+            Some(nm) => self.out.push_str(&format!("(?P<{nm}>")),
+            None => self.out.push('('),
         }
         self.screen.push_str("(?:");
         let s = self.screen.len();
@@ -496,9 +444,7 @@ impl Parser {
 
     fn backref(&mut self, n: usize) {
         self.backtrack = true;
-        self.verifiable = false;
         let _ = write!(self.out, r"\{n}");
-        let _ = write!(self.marked, r"\{n}");
         // A group referred to inside itself (or not yet closed) may hold anything.
         let body = self
             .groups
@@ -513,28 +459,10 @@ impl Parser {
         self.backtrack = true;
         self.out.push_str(open);
         let keep = self.screen.len();
-        let keep_marked = self.marked.len();
-        let body_at = self.out.len();
-        let looks_before = self.looks.len();
-        let verifiable_before = self.verifiable;
         self.screen.push_str("(?:");
         self.inner(None)?;
         // Dropped from the screen: a look-around only ever removes matches.
         self.screen.truncate(keep);
-        // The marked pattern keeps its place; the body is checked there.
-        let body = self.out[body_at..self.out.len() - 1].to_string();
-        let nested = self.looks.len() > looks_before || !self.verifiable;
-        self.looks.truncate(looks_before);
-        self.verifiable = verifiable_before && !nested;
-        let group = format!("__la{}", self.looks.len());
-        self.marked.truncate(keep_marked);
-        self.marked.push_str(&format!("(?P<{group}>)"));
-        self.looks.push(LookAround {
-            group,
-            ahead: !open.starts_with("(?<"),
-            negative: open.ends_with('!'),
-            body,
-        });
         Ok(false)
     }
 
@@ -558,10 +486,8 @@ impl Parser {
             return Err(self.err(&format!("unknown group name '{id}'")));
         };
         self.backtrack = true;
-        self.verifiable = false;
         self.out.push_str(&format!("(?{cond}"));
         self.screen.push_str("(?:");
-        self.marked.push_str("(?:");
         self.inner(None)?;
         Ok(true)
     }

@@ -30,90 +30,7 @@ enum Engine {
     Back {
         re: fancy_regex::Regex,
         screen: regex::Regex,
-        verify: Option<Box<Verify>>,
     },
-}
-
-/// The look-arounds checked on the linear engine's match (see
-/// [`pyre::Translation::verify`]); the backtracker runs only when one fails.
-struct Verify {
-    marked: regex::Regex,
-    /// Group index in `marked` of each group of the real pattern.
-    map: Vec<usize>,
-    /// (marker group index, ahead, negative, body anchored where it is tried).
-    looks: Vec<(usize, bool, bool, regex_automata::meta::Regex)>,
-}
-
-impl Verify {
-    fn new(
-        marked: &str,
-        looks: &[pyre::LookAround],
-        real_names: &[Option<String>],
-    ) -> Option<Verify> {
-        let marked = regex::RegexBuilder::new(marked)
-            .size_limit(SIZE_LIMIT)
-            .build()
-            .ok()?;
-        let mut map = Vec::with_capacity(real_names.len());
-        let mut idx = Vec::new();
-        for (i, n) in marked.capture_names().enumerate() {
-            match n {
-                Some(n) if n.starts_with("__la") => idx.push((n.to_string(), i)),
-                _ => map.push(i),
-            }
-        }
-        if map.len() != real_names.len() {
-            return None;
-        }
-        let mut out = Vec::new();
-        for l in looks {
-            let gi = idx.iter().find(|(n, _)| *n == l.group)?.1;
-            // Behind: the body must end here; it is searched in the text up to
-            // this place, anchored at its end.
-            let pat = if l.ahead {
-                l.body.clone()
-            } else {
-                format!("(?:{})\\z", l.body)
-            };
-            let re = regex_automata::meta::Regex::new(&pat).ok()?;
-            out.push((gi, l.ahead, l.negative, re));
-        }
-        Some(Verify {
-            marked,
-            map,
-            looks: out,
-        })
-    }
-
-    /// `Some(spans)`: the linear match is the pattern's first match;
-    /// `None`: a look-around failed on it, ask the backtracker.
-    fn check(&self, hay: &str) -> Option<Option<Vec<Option<(usize, usize)>>>> {
-        let Some(c) = self.marked.captures(hay) else {
-            return Some(None);
-        };
-        for (gi, ahead, negative, re) in &self.looks {
-            let Some(m) = c.get(*gi) else { continue };
-            let at = m.start();
-            let holds = if *ahead {
-                let input = regex_automata::Input::new(hay)
-                    .range(at..)
-                    .anchored(regex_automata::Anchored::Yes);
-                re.search(&input).is_some()
-            } else {
-                let input = regex_automata::Input::new(&hay[..at]);
-                re.search(&input).is_some()
-            };
-            if holds == *negative {
-                return None;
-            }
-        }
-        Some(Some(
-            self.map
-                .iter()
-                .map(|&i| c.get(i).map(|m| (m.start(), m.end())))
-                .collect(),
-        ))
-    }
 }
 
 /// The groups of one match: spans by group index.
@@ -156,7 +73,6 @@ impl PyRegex {
             pattern,
             backtrack,
             screen,
-            verify,
         } = pyre::translate(python, layout).map_err(|e| e.to_string())?;
         let (engine, names) = if backtrack {
             let re = fancy_regex::RegexBuilder::new(&pattern)
@@ -170,10 +86,7 @@ impl PyRegex {
                 .map_err(|e| e.to_string())?;
             let names: Vec<Option<String>> =
                 re.capture_names().map(|n| n.map(str::to_string)).collect();
-            let verify = verify
-                .and_then(|(marked, looks)| Verify::new(&marked, &looks, &names))
-                .map(Box::new);
-            (Engine::Back { re, screen, verify }, names)
+            (Engine::Back { re, screen }, names)
         } else {
             let re = regex::RegexBuilder::new(&pattern)
                 .size_limit(SIZE_LIMIT)
@@ -240,16 +153,9 @@ impl PyRegex {
                 }),
                 None => Search::Miss,
             },
-            Engine::Back { re, screen, verify } => {
+            Engine::Back { re, screen } => {
                 if !screen.is_match(hay) {
                     return Search::Miss;
-                }
-                if let Some(v) = verify {
-                    match v.check(hay) {
-                        Some(Some(spans)) => return Search::Hit(Caps { hay, spans }),
-                        Some(None) => return Search::Miss,
-                        None => {}
-                    }
                 }
                 match re.captures(hay) {
                     Ok(Some(c)) => Search::Hit(Caps {
@@ -269,39 +175,13 @@ impl PyRegex {
     pub fn is_match(&self, hay: &str) -> Option<bool> {
         match &self.engine {
             Engine::Linear(re) => Some(re.is_match(hay)),
-            Engine::Back { re, screen, verify } => {
+            Engine::Back { re, screen } => {
                 if !screen.is_match(hay) {
                     return Some(false);
-                }
-                if let Some(v) = verify
-                    && let Some(found) = v.check(hay)
-                {
-                    return Some(found.is_some());
                 }
                 re.is_match(hay).ok()
             }
         }
-    }
-}
-
-#[cfg(test)]
-impl PyRegex {
-    /// The same pattern with the backtracker answering every search.
-    fn backtracker_only(mut self) -> PyRegex {
-        if let Engine::Back { verify, .. } = &mut self.engine {
-            *verify = None;
-        }
-        self
-    }
-
-    fn verifies(&self) -> bool {
-        matches!(
-            &self.engine,
-            Engine::Back {
-                verify: Some(_),
-                ..
-            }
-        )
     }
 }
 
@@ -332,72 +212,6 @@ mod tests {
         assert!(matches!(re.search("aax"), Search::Miss));
         let re = PyRegex::new(r"^(?=x)(\w+\s?)+$", Layout::default()).unwrap();
         assert!(matches!(re.search("xab cd\n"), Search::Hit(_)));
-    }
-
-    /// Look-arounds checked on the linear match give the backtracker's
-    /// answers, captures included.
-    #[test]
-    fn checked_lookarounds_agree_with_the_backtracker() {
-        let pats = [
-            r"^(?P<pre>\w+ )?(?:lost connection after (?!(?:DATA|AUTH)\b)[A-Z]+|disconnect(?= from \S+(?: \S+=\d+)* auth=0/(?:[1-9]|\d\d+))|warning:) <F>(?P<c>.+)$",
-            r"^[^[]*\[(?P<ip>[\d.]+)\](?::\d+)?: SASL (?i:LOGIN|PLAIN) authentication failed:(?! Connection lost| Invalid)",
-            r"(?<=x)y(?P<g>z+)(?!q)",
-            r"a(?=b|bc)(?P<t>\w*)",
-        ];
-        let words = [
-            "lost connection after ",
-            "AUTH",
-            "DATA",
-            "EHLO",
-            "disconnect",
-            " from x[1.2.3.4]",
-            " ehlo=1",
-            " auth=0/1",
-            " auth=0/0",
-            " auth=1/2",
-            "warning:",
-            " <F>",
-            "rest",
-            "x",
-            "y",
-            "z",
-            "q",
-            "a",
-            "b",
-            "c",
-            "unknown[192.0.2.1]",
-            ": SASL ",
-            "login",
-            "PLAIN",
-            " authentication failed:",
-            " Connection lost",
-            " Invalid",
-            " other",
-            ":25",
-            "w ",
-            "\n",
-        ];
-        let mut below = crate::testrng::below(11);
-        for p in pats {
-            let fast = PyRegex::new(p, Layout::default()).unwrap();
-            assert!(fast.verifies(), "{p}");
-            let slow = PyRegex::new(p, Layout::default())
-                .unwrap()
-                .backtracker_only();
-            for _ in 0..4000 {
-                let n = 1 + below(8) as usize;
-                let hay: String = (0..n)
-                    .map(|_| words[below(words.len() as u64) as usize])
-                    .collect();
-                let spans = |r: &PyRegex| match r.search(&hay) {
-                    Search::Hit(c) => Some((0..c.len()).map(|i| c.span(i)).collect::<Vec<_>>()),
-                    Search::Miss => None,
-                    Search::Limit => panic!("limit on {hay:?}"),
-                };
-                assert_eq!(spans(&fast), spans(&slow), "{p} on {hay:?}");
-                assert_eq!(fast.is_match(&hay), slow.is_match(&hay), "{p} on {hay:?}");
-            }
-        }
     }
 
     #[test]
