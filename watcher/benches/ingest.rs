@@ -166,7 +166,10 @@ fn main() -> Result<()> {
     match &f2b_aggr {
         Ok(f) => println!(
             "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}",
-            format!("fail2ban-regex postfix[mode=aggressive] ({} lines)", f.lines),
+            format!(
+                "fail2ban-regex postfix[mode=aggressive] ({} lines)",
+                f.lines
+            ),
             group(f.lines_per_sec as u64),
             "-",
             f.peak_rss_kib as f64 / 1024.0,

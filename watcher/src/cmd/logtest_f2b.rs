@@ -210,6 +210,10 @@ struct Counts {
 
 /// Lines are read as bytes, split on `\n`, a trailing `\r` dropped and
 /// invalid UTF-8 replaced (fail2ban decodes the same way).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the options of one scan, passed once"
+)]
 fn scan(
     filter: &F2bFilter,
     mut reader: impl BufRead,

@@ -554,7 +554,7 @@ impl Cx<'_> {
             let compiled = if let Some(f) = Filter::builtin(&name) {
                 Ok(f)
             } else if let Some(spec) = name.strip_prefix("fail2ban:") {
-                crate::fail2ban::filter_from_spec(spec, &self.dir.to_path_buf())
+                crate::fail2ban::filter_from_spec(spec, self.dir)
             } else if name.contains('/') || name.ends_with(".toml") {
                 let p = self.dir.join(&name);
                 Filter::from_toml_file(&p).map_err(|e| format!("filter {}: {e}", p.display()))

@@ -416,15 +416,13 @@ fn epoch_template(
             (r, a, p.to_string(), 2)
         }
         None if !line_begin_only => {
-            let r = format!(
-                r"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))%s)(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))"
-            )
-            .replace("%s", re);
+            let r = r"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))%s)(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))"
+                .replace("%s", re);
             let (r, a, _) = bounded(&r, WordBegin::No, true, base)?;
             (r, a, base.to_string(), 1)
         }
         None => {
-            let r = format!(r"((?P<square>(?<=^\[))?%s)(?(square)(?=\]))").replace("%s", re);
+            let r = r"((?P<square>(?<=^\[))?%s)(?(square)(?=\]))".replace("%s", re);
             let (r, a, _) = bounded(&r, WordBegin::Start, true, base)?;
             (r, a, format!("{{^LN-BEG}}{base}"), 1)
         }
@@ -780,8 +778,10 @@ fn time_of(re: &PyRegex, c: &Caps<'_>, now: Timestamp, tz: &TimeZone) -> Option<
         Some(z) => Some(zone_offset_minutes(z)?),
         None => None,
     };
-    if month.is_none() || day.is_none() {
-        if let Some(j) = num("j") {
+    if (month.is_none() || day.is_none())
+        && let Some(j) = num("j")
+    {
+        {
             let y = year.unwrap_or_else(|| i64::from(now.to_zoned(tz.clone()).year()));
             let d = Date::new(i16::try_from(y).ok()?, 1, 1)
                 .ok()?

@@ -32,9 +32,8 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.origin {
-            Some(o) => write!(f, "{o}: ")?,
-            None => {}
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
         }
         if let Some(j) = &self.jail {
             write!(f, "[{j}] ")?;
@@ -656,8 +655,10 @@ fn jail(
             ),
         );
     }
-    if usedns.eq_ignore_ascii_case("yes") || usedns.eq_ignore_ascii_case("warn") {
-        if f.failregex.iter().any(|p| p.text.contains("<HOST>")) {
+    if (usedns.eq_ignore_ascii_case("yes") || usedns.eq_ignore_ascii_case("warn"))
+        && f.failregex.iter().any(|p| p.text.contains("<HOST>"))
+    {
+        {
             warn(
                 warnings,
                 cfg.origin(name, "usedns"),

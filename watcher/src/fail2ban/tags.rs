@@ -164,7 +164,7 @@ pub fn split_with_options(v: &str) -> Vec<String> {
 /// replaced by the option of that name (from `tags`, else `lookup`),
 /// again and again until nothing changes. Unknown tags (`<HOST>`) stay.
 pub fn substitute(
-    tags: &mut Vec<(String, String)>,
+    tags: &mut [(String, String)],
     ignore: &[String],
     lookup: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<(), TagError> {
