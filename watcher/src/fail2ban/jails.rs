@@ -450,7 +450,10 @@ fn jail(
         })
         .unwrap_or_default();
     for ip in &ignoreip {
-        match addr::parse_net(ip) {
+        // fail2ban takes `127.0.0.1/8` (host bits set) as its network.
+        let net =
+            addr::parse_net(ip).or_else(|e| ip.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| e));
+        match net {
             Ok(n) => allowlist.push(n),
             Err(_) => match resolve(ip) {
                 Some(addrs) if !addrs.is_empty() => {
@@ -955,6 +958,49 @@ pub fn str2seconds(v: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small fail2ban directory over the stock filters: the jail as
+    /// fail2ban resolves it, `127.0.0.1/8` (host bits set) taken as its net.
+    #[test]
+    fn a_jail_over_the_stock_filters() {
+        let stock = Path::new("/etc/fail2ban");
+        assert!(
+            stock.join("filter.d/postfix.conf").is_file(),
+            "/etc/fail2ban is missing: install Debian's fail2ban package"
+        );
+        let d = tempfile::tempdir().unwrap();
+        for x in ["filter.d", "action.d"] {
+            std::os::unix::fs::symlink(stock.join(x), d.path().join(x)).unwrap();
+        }
+        let log = d.path().join("mail.log");
+        std::fs::write(&log, "").unwrap();
+        std::fs::write(
+            d.path().join("jail.conf"),
+            format!(
+                "[DEFAULT]\nignoreip = 127.0.0.1/8 ::1\nbantime = 1h\nmode = normal\nfilter = %(__name__)s[mode=%(mode)s]\naction = iptables-multiport[port=\"smtp,465\"]\n         sendmail-whois\n\n[postfix]\nenabled = true\nmode = aggressive\nlogpath = {}\nmaxretry = 0\nbantime.increment = true\n\n[off]\nfilter = nope\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let l = load(d.path()).unwrap();
+        assert_eq!(l.config.jails.len(), 1);
+        let j = &l.config.jails[0];
+        assert_eq!(j.name, "postfix");
+        assert_eq!(j.rules.maxretry, 1);
+        assert_eq!(j.rules.bantime, Some(Duration::from_secs(3600)));
+        assert!(j.rules.increment.is_some());
+        assert_eq!(j.ports.to_string(), "25,465");
+        assert!(j.allowlist.iter().any(|n| n.to_string() == "127.0.0.0/8"));
+        let r = l.reports.iter().find(|r| r.name == "postfix").unwrap();
+        assert_eq!(r.filter, "postfix[mode=aggressive]");
+        assert_eq!(r.failregex.len(), 3);
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.message.contains("sendmail-whois") && w.origin.is_some())
+        );
+        assert!(!l.reports.iter().find(|r| r.name == "off").unwrap().enabled);
+    }
 
     #[test]
     fn fail2ban_times() {
