@@ -79,6 +79,8 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run a filter over a log file and report what matched (like fail2ban-regex).
     Test(TestArgs),
+    /// Print the native configuration (TOML) equivalent to a fail2ban one.
+    ImportFail2ban(ImportFail2banArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +110,10 @@ pub struct RunArgs {
     /// Configuration file (TOML); without it the built-in mail jails run.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A fail2ban configuration directory (jail.conf, jail.local, jail.d,
+    /// filter.d) to run instead, read as fail2ban reads it.
+    #[arg(long, conflicts_with = "config")]
+    pub fail2ban_config: Option<PathBuf>,
     /// Read log files from the start instead of the end (where no position was saved).
     #[arg(long)]
     pub replay: bool,
@@ -125,7 +131,10 @@ impl RunArgs {
             instance,
             ifaces: self.ifaces,
             xdp_mode: self.xdp_mode.into(),
-            config: self.config,
+            // A fail2ban directory is loaded (and reloaded) through the same
+            // path as a configuration file: `config::load` reads a directory
+            // as fail2ban's.
+            config: self.fail2ban_config.or(self.config),
             replay: self.replay,
             from_end: self.from_end,
             dry_run: self.dry_run,
@@ -282,15 +291,43 @@ pub struct DetachArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckConfigArgs {
-    pub file: PathBuf,
+    #[arg(required_unless_present = "fail2ban_config")]
+    pub file: Option<PathBuf>,
+    /// Check a fail2ban configuration directory: every enabled jail with its
+    /// effective settings, and what fail2xdp does differently.
+    #[arg(long, conflicts_with = "file")]
+    pub fail2ban_config: Option<PathBuf>,
+    /// With --fail2ban-config: the jails and warnings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportFail2banArgs {
+    /// fail2ban's configuration directory (e.g. /etc/fail2ban).
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
     pub logfile: PathBuf,
+    /// A failregex in fail2ban's syntax in place of a filter, or a fail2ban
+    /// filter (`postfix[mode=aggressive]`, a path), as fail2ban-regex takes them.
+    #[arg(conflicts_with_all = ["filter", "fail2ban_filter"])]
+    pub regex: Option<String>,
     /// Built-in filter name, or a filter file.
+    #[arg(long, required_unless_present_any = ["regex", "fail2ban_filter"])]
+    pub filter: Option<String>,
+    /// A fail2ban filter file (filter.d/NAME.conf), read as fail2ban reads it.
+    #[arg(long, conflicts_with = "filter")]
+    pub fail2ban_filter: Option<PathBuf>,
+    /// A fail2ban filter option, as in `NAME[KEY=VALUE]` (repeatable).
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// fail2ban filters: the first failregex that matches decides, as in
+    /// fail2ban's server (default: every failregex is tried, as fail2ban-regex does).
     #[arg(long)]
-    pub filter: String,
+    pub first_match: bool,
     #[arg(long)]
     pub json: bool,
     /// Print every matched line.
@@ -311,7 +348,11 @@ impl TestArgs {
     pub fn options(self) -> cmd::logtest::TestOptions {
         cmd::logtest::TestOptions {
             logfile: self.logfile,
+            regex: self.regex,
             filter: self.filter,
+            fail2ban_filter: self.fail2ban_filter,
+            options: self.options,
+            first_match: self.first_match,
             json: self.json,
             verbose: self.verbose,
             now: self.now,

@@ -16,6 +16,7 @@ pub mod ban;
 pub mod config;
 pub mod control;
 pub mod enforcer;
+pub mod fail2ban;
 pub mod filter;
 pub mod instance;
 pub mod jail;

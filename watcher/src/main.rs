@@ -63,8 +63,11 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         C::Reload => cmd::run::reload(&inst),
         C::Allow(a) => cmd::allow::allow(&inst, a.action.options()),
         C::Detach(a) => cmd::detach::detach(&inst, &a.ifaces, a.stop_agent),
-        C::CheckConfig(a) => cmd::check_config::run(&a.file),
+        C::CheckConfig(a) => {
+            cmd::check_config::run(a.file.as_deref(), a.fail2ban_config.as_deref(), a.json)
+        }
         C::Test(a) => cmd::logtest::run(a.options()),
+        C::ImportFail2ban(a) => cmd::import_fail2ban::run(&a.dir),
     }
 }
 

@@ -10,26 +10,28 @@ use jiff::{
     tz::{Offset, TimeZone},
 };
 
-/// A timestamp more than this far ahead of "now" belongs to the previous year
-/// (a December line read in January). One day tolerates clock skew between
-/// the logging host and us.
+/// A yearless stamp may be at most this far ahead of the reference time
+/// (clock skew between the logging host and us); beyond, it is from the
+/// year before.
 const FUTURE_SLACK_SECS: i64 = 24 * 3600;
 
-/// Parses the timestamp at the start of a log line. Keeps the year inferred
-/// for the previous yearless line so a replayed log that crosses Dec -> Jan
-/// moves on to the next year instead of jumping back.
+/// Parses the timestamp at the start of a log line.
+///
+/// A stamp without a year (syslog's `Dec 14 09:58:37`) gets the year that
+/// puts it nearest to the reference time without being more than a day
+/// after it: each line on its own, whatever the line before it said, so a
+/// replayed log crosses December -> January correctly either way and a
+/// fresh line after an old one is still fresh.
 pub struct TimeParser {
     tz: TimeZone,
-    /// Year and month of the last yearless stamp.
-    last: Option<(i16, i8)>,
     /// Local civil hour -> its first instant; consecutive lines share it, and
     /// a time zone lookup costs more than the rest of the parse.
     hour_cache: Option<((i16, i8, i8, i8), i64)>,
     /// `now` truncated to the hour -> local year of `now`.
     now_year: Option<(i64, i16)>,
-    /// The hour of the previous yearless stamp: the next stamp of the same
-    /// month, day and hour (and `now`) has the same year and hour start,
-    /// since the year inference state is what that stamp left it as.
+    /// The candidate years of the previous yearless stamp's hour: the next
+    /// stamp of the same month, day and hour (and reference) picks among
+    /// the same hour starts.
     syslog_hour: Option<SyslogHour>,
 }
 
@@ -37,7 +39,9 @@ pub struct TimeParser {
 struct SyslogHour {
     key: (i8, i8, i8),
     now: Timestamp,
-    base: i64,
+    /// Start of that hour in the year after the reference's, in its year
+    /// and in the year before (`None`: no such date, Feb 29).
+    bases: [Option<i64>; 3],
 }
 
 impl Default for TimeParser {
@@ -55,7 +59,6 @@ impl TimeParser {
     pub fn with_time_zone(tz: TimeZone) -> Self {
         TimeParser {
             tz,
-            last: None,
             hour_cache: None,
             now_year: None,
             syslog_hour: None,
@@ -66,14 +69,15 @@ impl TimeParser {
         &self.tz
     }
 
-    /// Forget the year inference state (e.g. when a new file starts).
+    /// Forget cached hours (nothing a line means depends on them).
     pub fn reset(&mut self) {
-        self.last = None;
         self.syslog_hour = None;
     }
 
     /// The timestamp at the start of `line` (leading blanks allowed) and the
-    /// byte offset just after it. `now` anchors the year of yearless stamps.
+    /// byte offset just after it. `now` is the reference for the year of
+    /// yearless stamps: the current time, or a replayed file's
+    /// modification time.
     pub fn parse(&mut self, line: &str, now: Timestamp) -> Option<(Timestamp, usize)> {
         let b = line.as_bytes();
         let start = b.iter().position(|&c| c != b' ' && c != b'\t')?;
@@ -132,59 +136,20 @@ impl TimeParser {
             return None;
         }
         let key = (month as i8, day as i8, h);
-        let base = match self.syslog_hour {
-            Some(c) if c.key == key && c.now == now => c.base,
+        let bases = match self.syslog_hour {
+            Some(c) if c.key == key && c.now == now => c.bases,
             _ => {
-                self.syslog_hour = None;
-                let year = self.infer_year(key.0, key.1, h, now)?;
-                let base = self.local_hour(year, key.0, key.1, h)?;
-                self.syslog_hour = Some(SyslogHour { key, now, base });
-                base
+                let y = self.local_year(now);
+                let bases = [y.checked_add(1), Some(y), y.checked_sub(1)]
+                    .map(|y| y.and_then(|y| self.local_hour(y, key.0, key.1, h)));
+                self.syslog_hour = Some(SyslogHour { key, now, bases });
+                bases
             }
         };
-        let ts = Timestamp::new(base + i64::from(m) * 60 + i64::from(sec), nanos).ok()?;
+        let secs = i64::from(m) * 60 + i64::from(sec);
+        let base = nearest_not_after(&bases, secs, now)?;
+        let ts = Timestamp::new(base + secs, nanos).ok()?;
         Some((ts, i))
-    }
-
-    /// The most recent year in which `month day hour` is not more than a day
-    /// ahead of `now`, continuing the year of the previous line when the log
-    /// wraps from December to January.
-    fn infer_year(&mut self, month: i8, day: i8, hour: i8, now: Timestamp) -> Option<i16> {
-        let limit = now.as_second().saturating_add(FUTURE_SLACK_SECS);
-        let in_future = |p: &mut Self, y: i16| -> Option<bool> {
-            // The end of the stamp's hour is compared; a one-hour error is
-            // far inside the one-day slack.
-            Some(p.local_hour(y, month, day, hour)? > limit)
-        };
-        let year = match self.last {
-            Some((ly, lm)) => {
-                let y = if month < lm { ly.checked_add(1)? } else { ly };
-                if in_future(self, y)? {
-                    self.now_rule(month, day, hour, now, limit)?
-                } else {
-                    y
-                }
-            }
-            None => self.now_rule(month, day, hour, now, limit)?,
-        };
-        self.last = Some((year, month));
-        Some(year)
-    }
-
-    fn now_rule(
-        &mut self,
-        month: i8,
-        day: i8,
-        hour: i8,
-        now: Timestamp,
-        limit: i64,
-    ) -> Option<i16> {
-        let y = self.local_year(now);
-        if self.local_hour(y, month, day, hour)? > limit {
-            y.checked_sub(1)
-        } else {
-            Some(y)
-        }
     }
 
     fn local_year(&mut self, now: Timestamp) -> i16 {
@@ -288,6 +253,37 @@ impl TimeParser {
         let ts = Timestamp::from_second(base + i64::from(m) * 60 + i64::from(sec)).ok()?;
         Some((ts, i + 1))
     }
+}
+
+/// Of the same stamp in the year after the reference's, its year and the
+/// year before (hour starts in `bases`, `secs` into the hour): the start of
+/// the hour of the latest one not more than a day after `now`, which is
+/// the one nearest to it.
+fn nearest_not_after(bases: &[Option<i64>; 3], secs: i64, now: Timestamp) -> Option<i64> {
+    let limit = now.as_second().saturating_add(FUTURE_SLACK_SECS);
+    bases.iter().flatten().copied().find(|&b| b + secs <= limit)
+}
+
+/// A local civil time without a year (`month day hh:mm:ss` in `tz`), given
+/// the year that puts it nearest to `now` and not more than a day after it.
+pub fn nearest_year(
+    tz: &TimeZone,
+    month: i8,
+    day: i8,
+    hour: i8,
+    minute: i8,
+    second: i8,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    // Out-of-range fields (a 24th hour) are no time, not a panic.
+    DateTime::new(2000, month, day, hour, minute, second, 0).ok()?;
+    let y = now.to_zoned(tz.clone()).year();
+    let bases = [y.checked_add(1), Some(y), y.checked_sub(1)].map(|y| {
+        let dt = DateTime::new(y?, month, day, hour, 0, 0, 0).ok()?;
+        Some(tz.to_ambiguous_timestamp(dt).compatible().ok()?.as_second())
+    });
+    let secs = i64::from(minute) * 60 + i64::from(second);
+    Timestamp::from_second(nearest_not_after(&bases, secs, now)? + secs).ok()
 }
 
 /// Byte length of the timestamp at the start of `line` (after leading
@@ -439,6 +435,12 @@ mod tests {
         ts.to_zoned(p.time_zone().clone()).datetime().to_string()
     }
 
+    impl TimeParser {
+        fn clone_zone(&self) -> TimeParser {
+            TimeParser::with_time_zone(self.tz.clone())
+        }
+    }
+
     #[test]
     fn syslog_infers_current_year() {
         let mut p = TimeParser::with_time_zone(zurich());
@@ -485,47 +487,60 @@ mod tests {
         assert_eq!(local(&p, ts), "2004-08-16T11:00:00");
     }
 
+    /// Issue 15: the year of a yearless stamp comes from the reference time
+    /// alone, for each line, whatever came before it.
     #[test]
-    fn replay_crossing_new_year_increments_year() {
-        // Read live across new year with the log host's clock a little ahead
-        // of ours: "now" is still Dec 31 when the Jan 1 line arrives. The
-        // plain rule would put it in January of the old year.
+    fn year_is_inferred_per_line_against_the_reference() {
         let mut p = TimeParser::with_time_zone(zurich());
-        let now = at("2026-12-31T22:59:00Z");
-        let (a, _) = p.parse("Dec 31 23:59:58 h x", now).unwrap();
-        assert_eq!(local(&p, a), "2026-12-31T23:59:58");
-        let (b, _) = p.parse("Jan  1 00:00:03 h x", now).unwrap();
-        assert_eq!(local(&p, b), "2027-01-01T00:00:03");
-        assert!(b > a);
-        let (c, _) = p.parse("Jan  1 00:00:04 h x", now).unwrap();
-        assert_eq!(local(&p, c), "2027-01-01T00:00:04");
-        let mut fresh = TimeParser::with_time_zone(zurich());
-        let (b, _) = fresh.parse("Jan  1 00:00:03 h x", now).unwrap();
-        assert_eq!(local(&fresh, b), "2026-01-01T00:00:03");
-
-        // Now in early Jan: the January lines must not become next year and
-        // must not fall back behind the December ones.
-        let mut p = TimeParser::with_time_zone(zurich());
-        let now = at("2027-01-01T01:00:00Z");
-        let (a, _) = p.parse("Dec 31 23:59:58 h x", now).unwrap();
-        let (b, _) = p.parse("Jan  1 00:00:03 h x", now).unwrap();
-        assert_eq!(local(&p, a), "2026-12-31T23:59:58");
-        assert_eq!(local(&p, b), "2027-01-01T00:00:03");
+        // Reference Dec 1: a line from last Dec 20, then one from today.
+        let now = at("2026-12-01T10:00:00Z");
+        let (a, _) = p.parse("Dec 20 08:00:00 h x", now).unwrap();
+        let (b, _) = p.parse("Dec  1 10:59:00 h x", now).unwrap();
+        assert_eq!(local(&p, a), "2025-12-20T08:00:00");
+        assert_eq!(local(&p, b), "2026-12-01T10:59:00");
+        // The same lines in the other order, and each alone, agree.
+        let (b2, _) = p.parse("Dec  1 10:59:00 h x", now).unwrap();
+        let (a2, _) = p.parse("Dec 20 08:00:00 h x", now).unwrap();
+        assert_eq!((a2, b2), (a, b));
     }
 
     #[test]
-    fn without_state_a_december_replay_stays_in_the_past() {
-        // The year state only moves forward when the result is not future.
+    fn december_and_january_cross_the_year_both_ways() {
+        // Early January: December lines are last year's.
+        let now = at("2027-01-01T01:00:00Z");
+        for order in [[0, 1], [1, 0]] {
+            let mut p = TimeParser::with_time_zone(zurich());
+            let lines = ["Dec 31 23:59:58 h x", "Jan  1 00:00:03 h x"];
+            let mut got = [String::new(), String::new()];
+            for i in order {
+                got[i] = local(&p.clone_zone(), p.parse(lines[i], now).unwrap().0);
+            }
+            assert_eq!(got, ["2026-12-31T23:59:58", "2027-01-01T00:00:03"]);
+        }
+        // Late December, the log host's clock a little ahead: its January
+        // line is the coming one, its December lines this year's.
+        let now = at("2026-12-31T22:59:00Z");
         let mut p = TimeParser::with_time_zone(zurich());
-        let now = at("2005-08-14T10:00:00Z");
-        let (a, _) = p.parse("Jan 14 16:18:16 x", now).unwrap();
-        let (b, _) = p.parse("Nov  4 09:11:01 x", now).unwrap();
-        let (c, _) = p.parse("Dec 25 02:35:54 x", now).unwrap();
-        let (d, _) = p.parse("Feb 21 09:21:54 x", now).unwrap();
-        assert_eq!(local(&p, a), "2005-01-14T16:18:16");
-        assert_eq!(local(&p, b), "2004-11-04T09:11:01");
-        assert_eq!(local(&p, c), "2004-12-25T02:35:54");
-        assert_eq!(local(&p, d), "2005-02-21T09:21:54");
+        let (j, _) = p.parse("Jan  1 00:00:03 h x", now).unwrap();
+        let (d, _) = p.parse("Dec 31 23:59:58 h x", now).unwrap();
+        assert_eq!(local(&p, j), "2027-01-01T00:00:03");
+        assert_eq!(local(&p, d), "2026-12-31T23:59:58");
+        // A January line read in late December that is not within a day
+        // ahead is from the January that passed.
+        let (old, _) = p.parse("Jan  2 08:00:00 h x", now).unwrap();
+        assert_eq!(local(&p, old), "2026-01-02T08:00:00");
+    }
+
+    #[test]
+    fn a_day_ahead_is_the_limit_to_the_second() {
+        let now = at("2005-08-14T10:00:00Z"); // 12:00 in Zurich
+        let mut p = TimeParser::with_time_zone(zurich());
+        let (a, _) = p.parse("Aug 15 12:00:00 h x", now).unwrap();
+        let (b, _) = p.parse("Aug 15 12:00:01 h x", now).unwrap();
+        assert_eq!(local(&p, a), "2005-08-15T12:00:00");
+        assert_eq!(local(&p, b), "2004-08-15T12:00:01");
+        let direct = nearest_year(&zurich(), 8, 15, 12, 0, 1, now).unwrap();
+        assert_eq!(direct, b);
     }
 
     #[test]
@@ -634,7 +649,6 @@ mod tests {
                 fresh.parse(line, now),
                 "{i}: {line:?}"
             );
-            assert_eq!(cached.last, fresh.last, "{i}: {line:?}");
         }
     }
 

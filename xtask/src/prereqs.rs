@@ -29,7 +29,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "network namespaces and veth pairs for the packet tests",
     ),
     ("xdp-tools", "xdp-filter, the data-plane benchmark peer"),
-    ("fail2ban", "fail2ban-regex, the ingest benchmark peer"),
+    (
+        "fail2ban",
+        "fail2ban-regex (the ingest benchmark peer); its stock filter.d and jail files for the fail2ban tests",
+    ),
     (
         "systemd-journal-remote",
         "writing journal files for the journal source tests",

@@ -5,7 +5,13 @@ use std::{path::Path, process::ExitCode};
 
 use fail2xdp::config::{self, ConfigError};
 
-pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
+/// `file`: a configuration file, or a fail2ban directory; `fail2ban`: a
+/// fail2ban directory given as such; `json`: its jails and warnings as JSON.
+pub fn run(file: Option<&Path>, fail2ban: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = fail2ban.or(file.filter(|p| p.is_dir())) {
+        return super::check_fail2ban::run(dir, json);
+    }
+    let file = file.unwrap_or(Path::new(""));
     match config::load(file) {
         Ok(cfg) => {
             println!("{}: OK, {} jail(s)", file.display(), cfg.jails.len());

@@ -25,8 +25,17 @@ use fail2xdp::{
 /// What `fail2xdp test` runs.
 pub struct TestOptions {
     pub logfile: std::path::PathBuf,
+    /// A failregex in fail2ban's syntax, or a fail2ban filter spec
+    /// (`postfix[mode=aggressive]`, a path), in place of `filter`.
+    pub regex: Option<String>,
     /// A built-in filter name, or a filter file.
-    pub filter: String,
+    pub filter: Option<String>,
+    /// A fail2ban filter file.
+    pub fail2ban_filter: Option<std::path::PathBuf>,
+    /// fail2ban filter options, `KEY=VALUE`.
+    pub options: Vec<String>,
+    /// fail2ban filters: the first failregex that matches decides.
+    pub first_match: bool,
     pub json: bool,
     pub verbose: bool,
     /// The clock for year inference and lines without a time; default now.
@@ -56,8 +65,12 @@ enum Output {
 }
 
 pub fn run(a: TestOptions) -> anyhow::Result<ExitCode> {
-    let filter = load_filter(&a.filter)?;
     let now: Timestamp = a.now.unwrap_or_else(Timestamp::now);
+    if let Some(f2b) = super::logtest_f2b::wanted(&a)? {
+        return super::logtest_f2b::run(&a, f2b, now);
+    }
+    let spec = a.filter.as_deref().unwrap_or_default();
+    let filter = load_filter(spec)?;
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
     let reader = BufReader::with_capacity(1 << 20, file);

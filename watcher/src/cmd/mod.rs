@@ -5,8 +5,11 @@
 pub mod allow;
 pub mod ban;
 pub mod check_config;
+mod check_fail2ban;
 pub mod detach;
+pub mod import_fail2ban;
 pub mod logtest;
+mod logtest_f2b;
 pub mod run;
 pub mod show;
 

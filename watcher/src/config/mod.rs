@@ -244,8 +244,17 @@ struct RawJail {
     allowlist: Option<Vec<Spanned<String>>>,
 }
 
-/// Loads a configuration file.
+/// Loads a configuration file, or a fail2ban configuration directory
+/// (`/etc/fail2ban`: its jails read as fail2ban reads them; what it does
+/// differently is logged as warnings).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    if path.is_dir() {
+        let (cfg, warnings) = crate::fail2ban::load_config(path)?;
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        return Ok(cfg);
+    }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -634,6 +643,8 @@ impl Cx<'_> {
             }
             let compiled = if let Some(f) = Filter::builtin(&name) {
                 Ok(f)
+            } else if let Some(spec) = name.strip_prefix("fail2ban:") {
+                crate::fail2ban::filter_from_spec(spec, self.dir)
             } else if name.contains('/') || name.ends_with(".toml") {
                 let p = self.dir.join(&name);
                 Filter::from_toml_file(&p)

@@ -10,6 +10,8 @@
 //! require (one SIMD substring scan; most lines stop here without
 //! allocating), then run the candidate regexes with captures.
 mod builtin;
+pub mod engine;
+pub mod f2b;
 mod header;
 mod pattern;
 mod seq;
@@ -25,6 +27,7 @@ use memchr::memmem;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use f2b::F2bFilter;
 use header::Header;
 pub use pattern::{IP4, IP6};
 use seq::Seq;
@@ -260,6 +263,9 @@ pub struct Filter {
     /// Literals of all rules; `None` when some rule has none (every line is
     /// a candidate then).
     prefilter: Prefilter,
+    /// A fail2ban filter (filter.d), run as fail2ban runs it; `rules`,
+    /// `ignore`, `gate` and `header` are empty then.
+    f2b: Option<Box<F2bFilter>>,
 }
 
 impl std::fmt::Debug for Filter {
@@ -444,31 +450,8 @@ impl Filter {
             .map(|r| r.literal.as_ref().map(|f| f.needle().trim_ascii()))
             .collect();
         let prefilter = match literals {
-            Some(mut lits) if lits.iter().all(|l| l.len() >= MIN_LITERAL) => {
-                lits.sort_unstable();
-                lits.dedup();
-                if let [one] = lits[..] {
-                    Prefilter::One(Box::new(memmem::Finder::new(one).into_owned()))
-                } else if lits.len() <= FEW_LITERALS {
-                    Prefilter::Few(
-                        lits.iter()
-                            .map(|l| memmem::Finder::new(l).into_owned())
-                            .collect(),
-                    )
-                } else {
-                    let ac = AhoCorasick::builder()
-                        .match_kind(MatchKind::LeftmostFirst)
-                        .build(lits)
-                        .map_err(|e| FilterError::Regex {
-                            filter: name.clone(),
-                            key: "failregex",
-                            index: 0,
-                            message: format!("literal prefilter: {e}"),
-                        })?;
-                    Prefilter::Many(ac)
-                }
-            }
-            _ => Prefilter::None,
+            Some(lits) => literal_prefilter(lits, &name)?,
+            None => Prefilter::None,
         };
 
         Ok(Filter {
@@ -479,6 +462,135 @@ impl Filter {
             gate,
             header,
             prefilter,
+            f2b: None,
+        })
+    }
+
+    /// A fail2ban filter file as read by [`crate::fail2ban`], with the
+    /// jail's `usedns`. It answers the same calls as a native filter:
+    /// `check_*` cut the date as fail2ban does and run its prefregex,
+    /// failregexes and ignoreregexes (the first failregex that matches
+    /// decides, as in fail2ban's server). A failure whose id is not an
+    /// address (a host name, an `<F-ID>`) is counted
+    /// ([`Filter::not_address_failures`]) and is no failure here: it is
+    /// never banned. Multi-line filters (`<F-MLFID>`, `maxlines`) need a
+    /// [`f2b::Correlator`] per source; these calls see each line alone.
+    pub fn from_fail2ban(
+        name: &str,
+        spec: &crate::fail2ban::filterconf::FilterFile,
+        usedns: Option<&str>,
+    ) -> Result<Filter, FilterError> {
+        let f = F2bFilter::compile(spec, usedns).map_err(|e| FilterError::Regex {
+            filter: name.to_string(),
+            key: e.key,
+            index: e.index,
+            message: e.message,
+        })?;
+        if f.failregex_count() == 0 {
+            return Err(FilterError::Empty {
+                filter: name.to_string(),
+            });
+        }
+        // A line a failregex matches holds the regex's literals, but only
+        // after the date was cut out: a literal may run across the cut,
+        // which at the line start leaves at most two non-word characters
+        // before it. Later cuts, or several lines at once: no prefilter.
+        let prefilter = if f.dates_at_line_start() && f.maxlines == 1 {
+            let lits: Option<Vec<Vec<u8>>> = f
+                .screens()
+                .iter()
+                .map(|p| {
+                    required_literals(p).first().map(|l| {
+                        let n = l.needle();
+                        let skip = n
+                            .iter()
+                            .take(2)
+                            .take_while(|b| {
+                                !(b.is_ascii_alphanumeric() || **b == b'_' || **b >= 0x80)
+                            })
+                            .count();
+                        n[skip..].to_vec()
+                    })
+                })
+                .collect();
+            match lits {
+                Some(l) => literal_prefilter(l.iter().map(Vec::as_slice).collect(), name)?,
+                None => Prefilter::None,
+            }
+        } else {
+            Prefilter::None
+        };
+        Ok(Filter {
+            name: name.to_string(),
+            description: format!("fail2ban filter {}", spec.path.display()),
+            rules: Vec::new(),
+            ignore: Vec::new(),
+            gate: None,
+            header: None,
+            prefilter,
+            f2b: Some(Box::new(f)),
+        })
+    }
+
+    /// The fail2ban filter inside, if this is one.
+    pub fn fail2ban(&self) -> Option<&F2bFilter> {
+        self.f2b.as_deref()
+    }
+
+    /// Failures of a fail2ban filter whose id was not an address.
+    pub fn not_address_failures(&self) -> u64 {
+        self.f2b.as_ref().map_or(0, |f| f.not_address_ids())
+    }
+
+    /// Lines on which a pattern hit the backtracking limit (no match).
+    pub fn backtrack_limit_hits(&self) -> u64 {
+        self.f2b.as_ref().map_or(0, |f| f.limit_hits())
+    }
+
+    /// A fail2ban filter's answer for one line (`text`: the whole line, or
+    /// the part after a stamp the caller cut).
+    fn check_f2b(&self, f: &F2bFilter, text: &str, evidence: bool) -> LineMatch {
+        thread_local! {
+            static TZ: jiff::tz::TimeZone = jiff::tz::TimeZone::system();
+        }
+        let o = TZ.with(|tz| f.check_line(text, None, tz));
+        if o.limited && f.first_limit_report() {
+            log::warn!(
+                "filter {}: a line hit the backtracking limit ({} steps) and counts as no match; further ones are counted only",
+                self.name,
+                engine::BACKTRACK_LIMIT
+            );
+        }
+        let Some(found) = o.failures.into_iter().next() else {
+            return if o.ignored {
+                LineMatch::Ignored
+            } else {
+                LineMatch::Missed
+            };
+        };
+        let host = match found.kind {
+            f2b::IdKind::Ip4 | f2b::IdKind::Ip6 => parse_host(found.id.as_bytes()),
+            f2b::IdKind::Dns | f2b::IdKind::Fid => None,
+        };
+        let Some(host) = host else {
+            f.not_addresses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return LineMatch::Missed;
+        };
+        let captures = if evidence {
+            found
+                .fail
+                .captures()
+                .filter(|(k, _)| !matches!(*k, "ip4" | "ip6" | "mlfid"))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        LineMatch::Failure(Hit {
+            host,
+            captures,
+            regex_index: found.regex,
         })
     }
 
@@ -508,11 +620,17 @@ impl Filter {
     /// Checks one line: a whole log line, or the message after the
     /// timestamp (a leading timestamp is skipped).
     pub fn check(&self, line: &str) -> LineMatch {
+        if let Some(f) = &self.f2b {
+            return self.check_f2b(f, line, true);
+        }
         self.check_bytes(after_stamp(line), true, false)
     }
 
     /// [`check`](Self::check) without the evidence captures.
     pub fn check_host(&self, line: &str) -> LineMatch {
+        if let Some(f) = &self.f2b {
+            return self.check_f2b(f, line, false);
+        }
         self.check_bytes(after_stamp(line), false, false)
     }
 
@@ -559,6 +677,12 @@ impl Filter {
     }
 
     fn check_bytes(&self, msg: &str, evidence: bool, picked: bool) -> LineMatch {
+        if let Some(f) = &self.f2b {
+            if !picked && !self.prefilter.may_match(msg.as_bytes()) {
+                return LineMatch::Missed;
+            }
+            return self.check_f2b(f, msg, evidence);
+        }
         let bytes = msg.trim_start_matches([' ', '\t']).as_bytes();
         // Only a shortcut: a line a rule matches holds the rule's literals
         // (the prefilter's among them), whether `candidates` looks for them
@@ -626,6 +750,35 @@ impl Filter {
     }
 }
 
+/// The scan that turns away lines holding none of `lits` (one per rule).
+fn literal_prefilter(mut lits: Vec<&[u8]>, name: &str) -> Result<Prefilter, FilterError> {
+    if lits.is_empty() || !lits.iter().all(|l| l.len() >= MIN_LITERAL) {
+        return Ok(Prefilter::None);
+    }
+    lits.sort_unstable();
+    lits.dedup();
+    Ok(if let [one] = lits[..] {
+        Prefilter::One(Box::new(memmem::Finder::new(one).into_owned()))
+    } else if lits.len() <= FEW_LITERALS {
+        Prefilter::Few(
+            lits.iter()
+                .map(|l| memmem::Finder::new(l).into_owned())
+                .collect(),
+        )
+    } else {
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(lits)
+            .map_err(|e| FilterError::Regex {
+                filter: name.to_string(),
+                key: "failregex",
+                index: 0,
+                message: format!("literal prefilter: {e}"),
+            })?;
+        Prefilter::Many(ac)
+    })
+}
+
 fn after_stamp(line: &str) -> &str {
     match crate::timestamp::stamp_len(line) {
         Some(n) => &line[n..],
@@ -674,7 +827,7 @@ fn build(filter: &str, key: &'static str, index: usize, pat: &str) -> Result<Reg
 
 /// An address as the kernel map keys it: IPv4-mapped IPv6 becomes IPv4, a
 /// zone suffix is dropped, IPv6 text is normalised by the parse itself.
-fn parse_host(s: &[u8]) -> Option<IpAddr> {
+pub fn parse_host(s: &[u8]) -> Option<IpAddr> {
     if let Some(a) = dotted_quad(s) {
         return Some(IpAddr::V4(a));
     }

@@ -529,3 +529,73 @@ fn dotted_quad_agrees_with_std() {
     }
     assert!(some > 1000, "{some}");
 }
+
+/// fail2ban's own postfix filter compiles into a `Filter` that answers the
+/// match stage's calls: on whole lines, on the text after a cut stamp, and
+/// on the lines its literal prefilter picks out of a chunk.
+#[test]
+fn fail2ban_filter_answers_the_match_stage_calls() {
+    use crate::fail2ban::{filterconf::FilterReader, ini::Vars};
+    let stock = std::path::Path::new("/etc/fail2ban");
+    assert!(
+        stock.join("filter.d/postfix.conf").is_file(),
+        "/etc/fail2ban/filter.d/postfix.conf is missing: install Debian's fail2ban package"
+    );
+    let spec = FilterReader::open(stock, "postfix", vec![("mode".into(), "aggressive".into())])
+        .unwrap()
+        .resolve(&Vars::new(), "auto")
+        .unwrap();
+    let f = Filter::from_fail2ban("postfix", &spec, None).unwrap();
+    assert!(f.fail2ban().unwrap().backtracking_patterns() > 0);
+    let lines = [
+        (
+            "Nov 10 00:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+            Some("192.0.2.7"),
+        ),
+        (
+            "Nov 10 00:00:02 mx postfix/smtpd[1]: warning: unknown[192.0.2.8]: SASL LOGIN authentication failed: Connection lost to authentication server",
+            None,
+        ),
+        (
+            "Nov 10 00:00:03 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[2001:db8::5]: 554 5.7.1 <x@example.com>: Relay access denied; from=<a@b> to=<x@example.com> proto=ESMTP helo=<h>",
+            Some("2001:db8::5"),
+        ),
+        (
+            "Nov 10 00:00:04 mx postfix/smtpd[1]: connect from unknown[192.0.2.9]",
+            None,
+        ),
+        (
+            "Nov 10 00:00:05 mx postfix/smtpd[1]: warning: unknown[192.0.2.10]: SASL PLAIN authentication failed: x, sasl_username=bob",
+            Some("192.0.2.10"),
+        ),
+    ];
+    let mut text = String::new();
+    for (line, want) in &lines {
+        let host = |m: LineMatch| match m {
+            LineMatch::Failure(h) => Some(h.host.to_string()),
+            _ => None,
+        };
+        assert_eq!(host(f.check_host(line)).as_deref(), *want, "{line}");
+        let msg = &line[crate::timestamp::stamp_len(line).unwrap()..];
+        assert_eq!(host(f.check_message_host(msg)).as_deref(), *want, "{line}");
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut picked = Vec::new();
+    f.candidate_lines(&text, |s| picked.push(s));
+    let starts: Vec<usize> = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .chain([0])
+        .collect();
+    for (line, want) in &lines {
+        let at = text.find(line).unwrap();
+        if want.is_some() {
+            assert!(picked.contains(&at) && starts.contains(&at), "{line}");
+        }
+    }
+    match f.check(lines[4].0) {
+        LineMatch::Failure(h) => assert_eq!(h.regex_index, 0),
+        m => panic!("{m:?}"),
+    }
+}

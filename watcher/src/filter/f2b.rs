@@ -1,0 +1,1007 @@
+//! A fail2ban filter as its server runs it: the date found and cut out,
+//! `prefregex` (its `<F-CONTENT>` is what the failregexes see, its groups
+//! join the failure's), the failregexes in order, `ignoreregex`, the
+//! failure id (`fid`, `ip4`, `ip6`, `dns`), `<F-NOFAIL>`, and for
+//! multi-line filters the connection table of `<F-MLFID>` with
+//! `<F-MLFFORGET>` / `<F-MLFGAINED>` (see [`Correlator`]).
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use jiff::{Timestamp, tz::TimeZone};
+
+use super::engine::{Caps, PyRegex, Search};
+use crate::fail2ban::{dates::DateDetector, filterconf::FilterFile, pyre::Layout, tags};
+
+/// Connections a [`Correlator`] keeps at most (fail2ban keeps 100; a busy
+/// MX has more open at once). The oldest go first when it is full.
+pub const MLF_MAX_ENTRIES: usize = 10_000;
+/// How long a connection's entry is kept after it was made, on the log's
+/// clock (fail2ban: 5 minutes).
+pub const MLF_MAX_AGE_SECS: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{key}[{index}]: {message}")]
+pub struct F2bError {
+    pub key: &'static str,
+    pub index: usize,
+    pub message: String,
+}
+
+/// One regex with the failure groups looked up once.
+struct Rule {
+    re: PyRegex,
+    /// (group index, name) of every named group.
+    groups: Vec<(usize, String)>,
+    /// `alt_X[_N]` groups: (group name, merged name), sorted.
+    alts: Vec<(String, String)>,
+    /// `tuple_X[_N]` groups likewise.
+    tuples: Vec<(String, String)>,
+}
+
+impl Rule {
+    fn new(python: &str, layout: Layout) -> Result<Rule, String> {
+        let re = PyRegex::new(python, layout)?;
+        let groups: Vec<(usize, String)> = re.names().map(|(i, n)| (i, n.to_string())).collect();
+        let mut alts = Vec::new();
+        let mut tuples = Vec::new();
+        for (_, n) in &groups {
+            for (pre, list) in [("alt_", &mut alts), ("tuple_", &mut tuples)] {
+                if n.len() > 4
+                    && let Some(rest) = n.strip_prefix(pre)
+                {
+                    // `alt_user_1` -> `user`; the name keeps digits not after `_`.
+                    let base = match rest.rfind('_') {
+                        Some(u)
+                            if u > 0
+                                && rest[u + 1..].bytes().all(|b| b.is_ascii_digit())
+                                && u + 1 < rest.len() =>
+                        {
+                            &rest[..u]
+                        }
+                        _ => rest,
+                    };
+                    let base = match base {
+                        "id" => "fid",
+                        "port" => "fport",
+                        b => b,
+                    };
+                    list.push((n.clone(), base.to_string()));
+                }
+            }
+        }
+        alts.sort();
+        tuples.sort();
+        Ok(Rule {
+            re,
+            groups,
+            alts,
+            tuples,
+        })
+    }
+
+    /// The named groups of a match, alternates merged (fail2ban's
+    /// `getGroups`).
+    fn fail(&self, c: &Caps<'_>) -> Fail {
+        let mut f = Fail::default();
+        for (i, n) in &self.groups {
+            f.set(n, c.get(*i).map(str::to_string));
+        }
+        for (k, n) in &self.alts {
+            if let Some(v) = f.get(k).filter(|v| !v.is_empty()).map(str::to_string)
+                && f.get(n).is_none_or(str::is_empty)
+            {
+                f.set(n, Some(v));
+            }
+        }
+        for (k, n) in &self.tuples {
+            let v = f.get(k).unwrap_or_default().to_string();
+            let t = f.get(n).map(str::to_string).unwrap_or_default();
+            f.set(n, Some(format!("{t}\u{1f}{v}")));
+        }
+        f
+    }
+}
+
+/// A failure's data as fail2ban keeps it: the groups (a group that did not
+/// take part is `None`), the users of a connection, its matched lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fail {
+    groups: Vec<(String, Option<String>)>,
+    pub users: Option<BTreeSet<String>>,
+    /// Line numbers merged into the failure.
+    pub matches: Option<Vec<u64>>,
+    nofail_matches: Option<Vec<u64>>,
+    mlfpending: bool,
+}
+
+impl Fail {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn truthy(&self, k: &str) -> bool {
+        self.get(k).is_some_and(|v| !v.is_empty())
+    }
+
+    fn set(&mut self, k: &str, v: Option<String>) {
+        match self.groups.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = v,
+            None => self.groups.push((k.to_string(), v)),
+        }
+    }
+
+    fn pop(&mut self, k: &str) -> Option<String> {
+        let i = self.groups.iter().position(|(n, _)| n == k)?;
+        self.groups.remove(i).1
+    }
+
+    /// Every named group, `None` for one that took no part.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.groups.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// Named groups with a value, in pattern order.
+    pub fn captures(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.groups
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
+    }
+}
+
+/// A failure found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Index of the failregex.
+    pub regex: usize,
+    /// The failure id as text (an address, a host name, an `<F-ID>`).
+    pub id: String,
+    /// The id came from `ip4`/`ip6` (an address), `dns` (a name) or `fid`.
+    pub kind: IdKind,
+    /// `<CIDR>`/`<SUBNET>` prefix length.
+    pub cidr: Option<u8>,
+    pub fail: Fail,
+    pub time: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Ip4,
+    Ip6,
+    Dns,
+    Fid,
+}
+
+/// What one line (or buffer) gave.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub failures: Vec<Found>,
+    /// An ignoreregex removed a match.
+    pub ignored: bool,
+    /// A regex hit the backtracking limit on this line.
+    pub limited: bool,
+}
+
+/// A line split around its date, fail2ban's `(before, date, after)`.
+#[derive(Debug, Clone)]
+struct Tuple {
+    text: String,
+    /// Line number (1-based) of the line.
+    line: u64,
+}
+
+pub struct F2bFilter {
+    dates: Option<DateDetector>,
+    pref: Option<Rule>,
+    fail: Vec<Rule>,
+    ignore: Vec<Rule>,
+    pub maxlines: usize,
+    /// `<F-MLFID>` somewhere: lines are joined per connection.
+    pub mlfid: bool,
+    /// Lines on which a regex hit the backtracking limit.
+    limit_hits: AtomicU64,
+    limit_reported: AtomicBool,
+    /// Failures whose id is a host name or an `<F-ID>`, not an address.
+    pub(super) not_addresses: AtomicU64,
+    pub failregex_python: Vec<String>,
+    pub journalmatch: Vec<Vec<String>>,
+}
+
+impl F2bFilter {
+    /// `usedns`: the jail's (`no` takes host names out of `<HOST>`).
+    pub fn compile(spec: &FilterFile, usedns: Option<&str>) -> Result<F2bFilter, F2bError> {
+        let usedns = usedns.or(spec.usedns.as_deref()).unwrap_or("warn");
+        let no_dns = usedns.eq_ignore_ascii_case("no");
+        let several = spec.maxlines > 1;
+        let fail_layout = Layout {
+            multiline: several,
+            several_lines: several,
+        };
+        let plain_layout = Layout {
+            multiline: false,
+            several_lines: several,
+        };
+        let rule = |key: &'static str,
+                    index: usize,
+                    text: &str,
+                    layout: Layout|
+         -> Result<Rule, F2bError> {
+            let py = tags::resolve_regex_tags(text, no_dns);
+            if py.trim().is_empty() {
+                return Err(F2bError {
+                    key,
+                    index,
+                    message: "empty regex".into(),
+                });
+            }
+            Rule::new(&py, layout).map_err(|message| F2bError {
+                key,
+                index,
+                message,
+            })
+        };
+        let pref = match &spec.prefregex {
+            Some(p) => Some(rule("prefregex", 0, &p.text, plain_layout)?),
+            None => None,
+        };
+        let mut fail = Vec::new();
+        for (i, p) in spec.failregex.iter().enumerate() {
+            let r = rule("failregex", i, &p.text, fail_layout)?;
+            let has_id = ["fid", "ip4", "ip6", "dns", "mlfid"].iter().any(|g| {
+                r.re.group(g).is_some() || pref.as_ref().is_some_and(|p| p.re.group(g).is_some())
+            });
+            if !has_id {
+                return Err(F2bError {
+                    key: "failregex",
+                    index: i,
+                    message: "no failure-id group (<HOST>, <ADDR>, <F-ID>, ...)".into(),
+                });
+            }
+            fail.push(r);
+        }
+        let mut ignore = Vec::new();
+        for (i, p) in spec.ignoreregex.iter().enumerate() {
+            ignore.push(rule("ignoreregex", i, &p.text, plain_layout)?);
+        }
+        let dates = DateDetector::new(spec.datepattern.as_deref()).map_err(|e| F2bError {
+            key: "datepattern",
+            index: 0,
+            message: e.to_string(),
+        })?;
+        let mlfid = pref
+            .iter()
+            .chain(&fail)
+            .any(|r| r.re.group("mlfid").is_some());
+        Ok(F2bFilter {
+            dates: Some(dates),
+            failregex_python: fail.iter().map(|r| r.re.python().to_string()).collect(),
+            pref,
+            fail,
+            ignore,
+            maxlines: spec.maxlines.max(1),
+            mlfid,
+            limit_hits: AtomicU64::new(0),
+            limit_reported: AtomicBool::new(false),
+            not_addresses: AtomicU64::new(0),
+            journalmatch: spec.journalmatch.clone(),
+        })
+    }
+
+    /// A bare regex in place of a filter (`fail2xdp test LOG 'REGEX'`):
+    /// fail2ban's default date templates, no prefregex.
+    pub fn bare(regex: &str) -> Result<F2bFilter, F2bError> {
+        let spec = FilterFile {
+            name: "regex".into(),
+            path: Default::default(),
+            prefregex: None,
+            failregex: vec![crate::fail2ban::filterconf::Pattern {
+                text: regex.to_string(),
+                origin: None,
+            }],
+            ignoreregex: Vec::new(),
+            datepattern: None,
+            maxlines: 1,
+            journalmatch: Vec::new(),
+            usedns: None,
+            combined: Vec::new(),
+            warnings: Vec::new(),
+            missing_includes: Vec::new(),
+        };
+        Self::compile(&spec, None)
+    }
+
+    pub fn failregex_count(&self) -> usize {
+        self.fail.len()
+    }
+
+    /// The `regex`-crate patterns (screens) of the failregexes, for
+    /// literal extraction.
+    pub fn screens(&self) -> Vec<&str> {
+        self.fail.iter().map(|r| r.re.screen_pattern()).collect()
+    }
+
+    pub fn backtracking_patterns(&self) -> usize {
+        self.pref
+            .iter()
+            .chain(&self.fail)
+            .chain(&self.ignore)
+            .filter(|r| r.re.backtracks())
+            .count()
+    }
+
+    /// Only dates at the line start are cut.
+    pub fn dates_at_line_start(&self) -> bool {
+        self.dates
+            .as_ref()
+            .is_none_or(DateDetector::line_start_only)
+    }
+
+    /// Lines on which a pattern hit the backtracking limit so far.
+    pub fn limit_hits(&self) -> u64 {
+        self.limit_hits.load(Ordering::Relaxed)
+    }
+
+    /// `true` the first time a limit hit is reported (once per filter).
+    pub fn first_limit_report(&self) -> bool {
+        self.limit_hits() > 0 && !self.limit_reported.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn not_address_ids(&self) -> u64 {
+        self.not_addresses.load(Ordering::Relaxed)
+    }
+
+    /// The line with its date cut out, and the date's time. `now`: the
+    /// reference for missing fields, and the time of a line without date.
+    fn split(
+        &self,
+        line: &str,
+        now: Option<Timestamp>,
+        tz: &TimeZone,
+    ) -> (String, Option<Timestamp>) {
+        let found = self.dates.as_ref().and_then(|d| match now {
+            Some(now) => d.find(line, now, tz),
+            None => d.find_span(line, tz),
+        });
+        match found {
+            Some(f) => {
+                let mut t = String::with_capacity(line.len());
+                t.push_str(&line[..f.start]);
+                t.push_str(&line[f.end..]);
+                (t, f.time)
+            }
+            None => (line.to_string(), None),
+        }
+    }
+
+    /// One line on its own (no connection table, no line buffer), with the
+    /// server's rule (the first failregex that matches decides).
+    /// `now`: the reference for the line's time; `None` when the time is
+    /// not wanted (the agent's match stage dates lines itself).
+    pub fn check_line(&self, line: &str, now: Option<Timestamp>, tz: &TimeZone) -> Outcome {
+        let (text, time) = self.split(line, now, tz);
+        let mut buf = vec![Tuple { text, line: 0 }];
+        self.find(&mut buf, time, None, false)
+    }
+
+    fn search<'h>(&self, r: &Rule, hay: &'h str, limited: &mut bool) -> Option<Caps<'h>> {
+        match r.re.search(hay) {
+            Search::Hit(c) => Some(c),
+            Search::Miss => None,
+            Search::Limit => {
+                if !*limited {
+                    self.limit_hits.fetch_add(1, Ordering::Relaxed);
+                }
+                *limited = true;
+                None
+            }
+        }
+    }
+
+    fn ignored(&self, buf: &str, limited: &mut bool) -> bool {
+        self.ignore.iter().any(|r| match r.re.search(buf) {
+            Search::Hit(_) => true,
+            Search::Miss => false,
+            Search::Limit => {
+                *limited = true;
+                false
+            }
+        })
+    }
+
+    /// fail2ban's `findFailure` over the line buffer `lines` (the newest
+    /// last). `cache`: the connection table, if kept; `check_all`: try every
+    /// failregex (fail2ban-regex and fail2ban's own sample tests do)
+    /// instead of stopping at the first that matches (the server).
+    fn find(
+        &self,
+        lines: &mut Vec<Tuple>,
+        time: Option<Timestamp>,
+        mut cache: Option<&mut MlfCache>,
+        check_all: bool,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let org: Vec<Tuple> = lines.clone();
+        let mut buf: Option<String> = Some(joined(lines));
+        if !self.ignore.is_empty()
+            && self.ignore.len() + 2 < self.fail.len()
+            && self.ignored(buf.as_deref().unwrap_or_default(), &mut out.limited)
+        {
+            out.ignored = true;
+            return out;
+        }
+        let mut pre = Fail::default();
+        let mut have_pre = false;
+        if let Some(p) = &self.pref {
+            let b = buf.clone().unwrap_or_default();
+            let Some(c) = self.search(p, &b, &mut out.limited) else {
+                return out;
+            };
+            pre = p.fail(&c);
+            have_pre = !pre.groups.is_empty();
+            if let Some(content) = pre.pop("content")
+                && !content.is_empty()
+            {
+                *lines = vec![Tuple {
+                    text: content,
+                    line: org.last().map_or(0, |t| t.line),
+                }];
+                buf = None;
+            }
+            have_pre = have_pre && !pre.groups.is_empty();
+        }
+        for (idx, rule) in self.fail.iter().enumerate() {
+            let b = match &buf {
+                Some(b) => b.clone(),
+                None => {
+                    let j = joined(lines);
+                    buf = Some(j.clone());
+                    j
+                }
+            };
+            let Some(c) = self.search(rule, &b, &mut out.limited) else {
+                continue;
+            };
+            let mut fail = rule.fail(&c);
+            let (matched, unmatched) = split_matched(lines, &b, c.span(0).unwrap_or((0, 0)));
+            if !self.ignore.is_empty() {
+                let ib = if self.maxlines > 1 {
+                    joined(&matched)
+                } else {
+                    b.clone()
+                };
+                if self.ignored(&ib, &mut out.limited) {
+                    out.ignored = true;
+                    if !check_all || self.maxlines > 1 {
+                        *lines = unmatched.clone();
+                    }
+                    buf = None;
+                    if !check_all {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if !check_all || self.maxlines > 1 {
+                *lines = unmatched;
+                buf = None;
+            }
+            if have_pre {
+                // The failregex's groups over the prefix's, those that took
+                // part (fail2ban after 1.0.2; 1.0.2 let an idle group of the
+                // failregex blank the prefix's).
+                let mut merged = pre.clone();
+                for (k, v) in &fail.groups {
+                    match v {
+                        Some(_) => merged.set(k, v.clone()),
+                        None if merged.get(k).is_none() => merged.set(k, None),
+                        None => {}
+                    }
+                }
+                fail = merged;
+            }
+            let matched_lines: Vec<u64> = matched.iter().map(|t| t.line).collect();
+            let mlfid = fail.get("mlfid").map(str::to_string);
+            let mut fail = match (&mlfid, cache.as_deref_mut()) {
+                (Some(id), Some(cache)) => {
+                    let f = cache.merge(id, fail, &matched_lines, time);
+                    if f.truthy("nofail") && !check_all {
+                        return out;
+                    }
+                    f
+                }
+                (Some(_), None) => {
+                    // No table: the line alone, as a fresh connection.
+                    let mut scratch = MlfCache::new(1);
+                    let f = scratch.merge("", fail, &matched_lines, time);
+                    if f.truthy("nofail") && !check_all {
+                        return out;
+                    }
+                    f
+                }
+                (None, _) => {
+                    fail.matches
+                        .get_or_insert_with(Vec::new)
+                        .extend(matched_lines.iter().copied());
+                    fail
+                }
+            };
+            let (id, kind) = if let Some(ip) = fail.get("ip4") {
+                (Some(ip.to_string()), IdKind::Ip4)
+            } else if let Some(ip) = fail.get("ip6") {
+                (Some(ip.to_string()), IdKind::Ip6)
+            } else if let Some(d) = fail.get("dns") {
+                (Some(d.to_string()), IdKind::Dns)
+            } else {
+                (fail.get("fid").map(str::to_string), IdKind::Fid)
+            };
+            let Some(id) = id else {
+                // Waiting for the connection's address.
+                fail.mlfpending = true;
+                if let (Some(m), Some(cache)) = (&mlfid, cache.as_deref_mut()) {
+                    cache.mark_pending(m);
+                }
+                if !check_all {
+                    return out;
+                }
+                continue;
+            };
+            // A complex id (`<F-ID>` beside an address) keeps the id.
+            let id = match fail.get("fid") {
+                Some(fid) if kind != IdKind::Fid && fid != id => fid.to_string(),
+                _ => id,
+            };
+            let kind = if fail.get("fid").is_some_and(|f| f == id) {
+                IdKind::Fid
+            } else {
+                kind
+            };
+            let cidr = fail.get("cidr").and_then(|c| c.parse().ok());
+            out.failures.push(Found {
+                regex: idx,
+                id,
+                kind,
+                cidr,
+                fail,
+                time,
+            });
+            if !check_all {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The buffer fail2ban's regexes see: each line (date cut out) and `\n`.
+fn joined(lines: &[Tuple]) -> String {
+    let mut s = String::new();
+    for t in lines {
+        s.push_str(&t.text);
+        s.push('\n');
+    }
+    s
+}
+
+/// The lines a match touches and the others (fail2ban's matched and
+/// unmatched tuple lines; `<SKIPLINES>` is not honoured for these).
+fn split_matched(lines: &[Tuple], buf: &str, (s, e): (usize, usize)) -> (Vec<Tuple>, Vec<Tuple>) {
+    if lines.len() <= 1 {
+        return (lines.to_vec(), Vec::new());
+    }
+    let first = buf[..s.min(buf.len())].matches('\n').count();
+    let end = if e > s { e - 1 } else { e };
+    let last = buf[..end.min(buf.len())].matches('\n').count();
+    let mut matched = Vec::new();
+    let mut unmatched = Vec::new();
+    for (i, t) in lines.iter().enumerate() {
+        if i >= first && i <= last {
+            matched.push(t.clone());
+        } else {
+            unmatched.push(t.clone());
+        }
+    }
+    (matched, unmatched)
+}
+
+/// The connection table of a multi-line filter: what earlier lines of a
+/// connection (`<F-MLFID>`) said, bounded in entries and age.
+#[derive(Debug)]
+pub struct MlfCache {
+    entries: std::collections::HashMap<String, Entry>,
+    /// Insertion order for eviction (oldest first); a key whose entry was
+    /// made again later is skipped when its old place comes up.
+    order: VecDeque<(u64, String)>,
+    seq: u64,
+    max: usize,
+    /// Entries older than this (log time) are gone; `None`: kept until
+    /// the table is full.
+    max_age: Option<i64>,
+    /// Newest log time seen (unix s).
+    latest: i64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    /// Log time it was made (unix s).
+    at: i64,
+    fail: Fail,
+}
+
+impl MlfCache {
+    pub fn new(max: usize) -> MlfCache {
+        MlfCache {
+            entries: Default::default(),
+            order: VecDeque::new(),
+            seq: 0,
+            max: max.max(1),
+            max_age: Some(MLF_MAX_AGE_SECS),
+            latest: i64::MIN,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn cutoff(&self) -> i64 {
+        self.max_age
+            .map_or(i64::MIN, |a| self.latest.saturating_sub(a))
+    }
+
+    /// The live entry of `id` (an expired one is dropped).
+    fn live(&mut self, id: &str) -> Option<&mut Entry> {
+        let cutoff = self.cutoff();
+        if self.entries.get(id).is_some_and(|e| e.at < cutoff) {
+            self.entries.remove(id);
+        }
+        self.entries.get_mut(id)
+    }
+
+    fn insert(&mut self, id: &str, fail: Fail) {
+        self.entries.remove(id);
+        while self.entries.len() >= self.max {
+            let Some((seq, k)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&k).is_some_and(|e| e.seq == seq) {
+                self.entries.remove(&k);
+            }
+        }
+        self.seq += 1;
+        self.order.push_back((self.seq, id.to_string()));
+        self.entries.insert(
+            id.to_string(),
+            Entry {
+                seq: self.seq,
+                at: self.latest,
+                fail,
+            },
+        );
+        // Places of entries since removed or made again: keep the queue
+        // within a small multiple of the table.
+        if self.order.len() > 2 * self.max + 16 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, k)| entries.get(k).is_some_and(|e| e.seq == *seq));
+        }
+    }
+
+    fn mark_pending(&mut self, id: &str) {
+        if let Some(e) = self.live(id) {
+            e.fail.mlfpending = true;
+        }
+    }
+
+    /// fail2ban's `_mergeFailure`.
+    fn merge(
+        &mut self,
+        id: &str,
+        mut fail: Fail,
+        matched: &[u64],
+        time: Option<Timestamp>,
+    ) -> Fail {
+        if let Some(t) = time {
+            self.latest = self.latest.max(t.as_second());
+        } else if self.latest == i64::MIN {
+            self.latest = 0;
+        }
+        let mut flags = 0u8;
+        if fail.truthy("mlfgained") {
+            flags |= 8 | 1;
+            if !fail.truthy("nofail") {
+                let g = fail.get("mlfgained").map(str::to_string);
+                fail.set("nofail", g);
+            }
+        } else if fail.truthy("nofail") {
+            flags |= 1;
+        }
+        if fail.pop("mlfforget").is_some_and(|v| !v.is_empty()) {
+            flags |= 2;
+        }
+        let user = fail.get("user").map(str::to_string);
+        let users;
+        let cached = self.live(id).map(|e| e.fail.clone());
+        let mut fail = match cached {
+            Some(mut cached) => {
+                users = update_users(&mut cached, user.as_deref());
+                if cached.pop("nofail").is_some() {
+                    flags |= 4;
+                }
+                if cached.pop("mlfgained").is_some() {
+                    flags |= 4;
+                }
+                if flags & 8 != 0 {
+                    cached.mlfpending = false;
+                }
+                if flags & 4 == 0 && !cached.mlfpending {
+                    cached.matches = None;
+                }
+                for (k, v) in &fail.groups {
+                    if v.is_some() {
+                        cached.set(k, v.clone());
+                    }
+                }
+                if fail.matches.is_some() {
+                    cached.matches = fail.matches.clone();
+                }
+                if flags & 2 != 0 {
+                    self.entries.remove(id);
+                }
+                cached
+            }
+            None if flags & 2 == 0 => {
+                users = update_users(&mut fail, user.as_deref());
+                self.insert(id, fail.clone());
+                fail
+            }
+            None => {
+                users = fail.users.clone();
+                fail
+            }
+        };
+        if std::mem::take(&mut fail.mlfpending) || users.is_some_and(|u| u.len() > 1) {
+            fail.pop("nofail");
+            fail.pop("mlfgained");
+            flags &= !(8 | 1);
+        }
+        if flags & 1 == 0 {
+            let mut m = fail.nofail_matches.take().unwrap_or_default();
+            m.extend(fail.matches.take().unwrap_or_default());
+            if flags & 8 == 0 {
+                m.extend_from_slice(matched);
+            }
+            fail.matches = Some(m);
+        } else if flags & 3 == 1 {
+            fail.nofail_matches
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(matched);
+        }
+        // The table holds what the next line of the connection merges with.
+        if flags & 2 == 0
+            && let Some(e) = self.live(id)
+        {
+            e.fail = fail.clone();
+        }
+        fail
+    }
+}
+
+fn update_users(fail: &mut Fail, user: Option<&str>) -> Option<BTreeSet<String>> {
+    match user.filter(|u| !u.is_empty()) {
+        Some(u) => {
+            let users = fail.users.get_or_insert_with(BTreeSet::new);
+            users.insert(u.to_string());
+            Some(users.clone())
+        }
+        None => fail.users.clone(),
+    }
+}
+
+/// A multi-line filter's state for one source: the line buffer
+/// (`maxlines`) and the connection table (`<F-MLFID>`), so failures spread
+/// over several lines of a connection are joined as fail2ban joins them.
+/// Memory is bounded: `maxlines` lines and [`MLF_MAX_ENTRIES`] connections.
+/// `fail2xdp test` drives one per filter; the agent's match stage holds
+/// one per source and filter.
+pub struct Correlator<'f> {
+    filter: &'f F2bFilter,
+    lines: Vec<Tuple>,
+    cache: MlfCache,
+    check_all: bool,
+}
+
+impl<'f> Correlator<'f> {
+    /// `check_all`: every failregex is tried on each line (as
+    /// fail2ban-regex does); else the first that matches decides (as the
+    /// fail2ban server does).
+    pub fn new(filter: &'f F2bFilter, check_all: bool) -> Self {
+        Correlator {
+            filter,
+            lines: Vec::new(),
+            cache: MlfCache::new(MLF_MAX_ENTRIES),
+            check_all,
+        }
+    }
+
+    /// Connections are not aged out on the log's clock (a replay of sample
+    /// lines with unrelated dates, as `fail2xdp test` runs them; fail2ban
+    /// ages them on the wall clock, which such a run does not outlast).
+    pub fn without_aging(mut self) -> Self {
+        self.cache.max_age = None;
+        self
+    }
+
+    /// The next line of the source (its 1-based number `line_no`).
+    pub fn feed(&mut self, line: &str, line_no: u64, now: Timestamp, tz: &TimeZone) -> Outcome {
+        let (text, time) = self.filter.split(line, Some(now), tz);
+        self.feed_split(text, time, line_no)
+    }
+
+    /// A line whose time is known (a journal entry): no date is looked for.
+    pub fn feed_timed(&mut self, line: &str, line_no: u64, time: Timestamp) -> Outcome {
+        self.feed_split(line.to_string(), Some(time), line_no)
+    }
+
+    fn feed_split(&mut self, text: String, time: Option<Timestamp>, line_no: u64) -> Outcome {
+        let f = self.filter;
+        let t = Tuple {
+            text,
+            line: line_no,
+        };
+        if f.maxlines > 1 {
+            self.lines.push(t);
+            let extra = self.lines.len().saturating_sub(f.maxlines);
+            self.lines.drain(..extra);
+        } else {
+            self.lines = vec![t];
+        }
+        let cache = f.mlfid.then_some(&mut self.cache);
+        f.find(&mut self.lines, time, cache, self.check_all)
+    }
+
+    /// Connections held now.
+    pub fn connections(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fail2ban::filterconf::Pattern;
+
+    fn spec(pref: Option<&str>, fail: &[&str], maxlines: usize) -> FilterFile {
+        FilterFile {
+            name: "t".into(),
+            path: Default::default(),
+            prefregex: pref.map(|p| Pattern {
+                text: p.into(),
+                origin: None,
+            }),
+            failregex: fail
+                .iter()
+                .map(|f| Pattern {
+                    text: f.to_string(),
+                    origin: None,
+                })
+                .collect(),
+            ignoreregex: Vec::new(),
+            datepattern: Some("{^LN-BEG}".into()),
+            maxlines,
+            journalmatch: Vec::new(),
+            usedns: None,
+            combined: Vec::new(),
+            warnings: Vec::new(),
+            missing_includes: Vec::new(),
+        }
+    }
+
+    fn tz() -> TimeZone {
+        TimeZone::get("Europe/Zurich").unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2005-08-14T10:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn content_and_prefix_groups() {
+        let s = spec(
+            Some(r"^\s*\S+ app: <F-CONTENT>.+?</F-CONTENT>(?:, user=<F-USER>\S+</F-USER>)?\s*$"),
+            &[r"^fail from <HOST>$"],
+            1,
+        );
+        let f = F2bFilter::compile(&s, None).unwrap();
+        let o = f.check_line(
+            "Aug 14 10:00:00 mx app: fail from 192.0.2.1, user=bob",
+            Some(now()),
+            &tz(),
+        );
+        assert_eq!(o.failures.len(), 1);
+        let x = &o.failures[0];
+        assert_eq!((x.id.as_str(), x.kind), ("192.0.2.1", IdKind::Ip4));
+        assert_eq!(x.fail.get("user"), Some("bob"));
+        assert!(x.time.is_some());
+        // The failregex sees only the content.
+        let o = f.check_line(
+            "Aug 14 10:00:00 mx app: xfail from 192.0.2.1",
+            Some(now()),
+            &tz(),
+        );
+        assert!(o.failures.is_empty());
+        let o = f.check_line(
+            "Aug 14 10:00:00 mx app: fail from bad.example.com",
+            Some(now()),
+            &tz(),
+        );
+        assert_eq!(o.failures[0].kind, IdKind::Dns);
+    }
+
+    #[test]
+    fn connections_join_lines() {
+        let s = spec(
+            Some(r"^\s*\S+ app\[<F-MLFID>\d+</F-MLFID>\]: <F-CONTENT>.+</F-CONTENT>$"),
+            &[
+                r"^<F-NOFAIL>user <F-USER>\S+</F-USER> tried</F-NOFAIL>$",
+                r"^rejected from <ADDR>$",
+                r"^<F-MLFFORGET>closed</F-MLFFORGET>$",
+            ],
+            1,
+        );
+        let f = F2bFilter::compile(&s, None).unwrap();
+        assert!(f.mlfid);
+        let mut c = Correlator::new(&f, false);
+        let l = |n: u32, m: &str| format!("Aug 14 10:00:0{n} mx app[7]: {m}");
+        assert!(
+            c.feed(&l(1, "user alice tried"), 1, now(), &tz())
+                .failures
+                .is_empty()
+        );
+        assert!(
+            c.feed(&l(2, "user bob tried"), 2, now(), &tz())
+                .failures
+                .is_empty()
+        );
+        let o = c.feed(&l(3, "rejected from 192.0.2.9"), 3, now(), &tz());
+        assert_eq!(o.failures.len(), 1);
+        let x = &o.failures[0];
+        assert_eq!(x.id, "192.0.2.9");
+        assert_eq!(x.fail.get("user"), Some("bob"));
+        assert_eq!(
+            x.fail.users.as_ref().unwrap().iter().collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
+        assert_eq!(c.connections(), 1);
+        c.feed(&l(4, "closed"), 4, now(), &tz());
+        assert_eq!(c.connections(), 0);
+    }
+
+    #[test]
+    fn the_connection_table_is_bounded() {
+        let s = spec(
+            Some(r"^\s*\S+ app\[<F-MLFID>\d+</F-MLFID>\]: <F-CONTENT>.+</F-CONTENT>$"),
+            &[r"^<F-NOFAIL>hello</F-NOFAIL>$", r"^from <ADDR>$"],
+            1,
+        );
+        let f = F2bFilter::compile(&s, None).unwrap();
+        let mut c = Correlator::new(&f, false);
+        for i in 0..(MLF_MAX_ENTRIES as u64 + 500) {
+            c.feed(
+                &format!("Aug 14 10:00:00 mx app[{i}]: hello"),
+                i + 1,
+                now(),
+                &tz(),
+            );
+        }
+        assert_eq!(c.connections(), MLF_MAX_ENTRIES);
+    }
+}
