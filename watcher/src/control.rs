@@ -128,16 +128,22 @@ pub enum ControlError {
     },
 }
 
-/// A request line longer than this is refused: a request is small, and an
-/// import part stays below it.
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// A request line longer than this is refused (and its connection closed):
+/// a request is small, and an import part stays below it. It bounds what
+/// one connection can make the agent hold.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub const MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 /// How long the client waits for an answer by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; more wait in the accept queue.
+/// Connections served at once. When all are taken, the one that has waited
+/// longest without sending a request is closed for the newcomer, so idle
+/// connections cannot lock the CLI out; connections busy with a request
+/// are never cut.
 const MAX_CONNECTIONS: usize = 32;
-/// A connection that sends nothing for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A whole request must arrive within this, the first one and each later
+/// one on the same connection (a client sending one byte a second does not
+/// keep a slot).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Implemented by the agent. Called on a blocking thread, one call per
 /// request; calls from different connections may run concurrently.
@@ -222,6 +228,7 @@ impl Listener {
         serves: PathBuf,
     ) -> Result<(), ControlError> {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let idle = Arc::new(Idle::default());
         let serves = Arc::new(crate::instance::Instance {
             name: String::new(),
             pin_dir: serves,
@@ -231,14 +238,6 @@ impl Listener {
         // SAFETY: geteuid takes no arguments and cannot fail.
         let me = unsafe { libc::geteuid() };
         loop {
-            let permit =
-                Arc::clone(&slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| ControlError::Protocol {
-                        path: self.path.clone(),
-                        message: "connection limiter closed".into(),
-                    })?;
             let (stream, _) = match self.inner.accept().await {
                 Ok(s) => s,
                 // Out of descriptors and similar: wait rather than spin or die.
@@ -260,10 +259,31 @@ impl Listener {
                     continue;
                 }
             }
+            let permit = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Full: the longest idle connection makes room.
+                    idle.evict_oldest();
+                    match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        Arc::clone(&slots).acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            // Every slot is busy with a request: say so, do not queue.
+                            tokio::spawn(busy(stream));
+                            continue;
+                        }
+                    }
+                }
+            };
             let handler = Arc::clone(&handler);
             let serves = Arc::clone(&serves);
+            let idle = Arc::clone(&idle);
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, handler, &serves).await {
+                if let Err(e) = connection(stream, handler, &serves, &idle).await {
                     log::debug!("control connection: {e}");
                 }
                 drop(permit);
@@ -272,10 +292,54 @@ impl Listener {
     }
 }
 
+/// Connections waiting for their next request, oldest first, each with the
+/// means to close it.
+#[derive(Default)]
+struct Idle {
+    next: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+}
+
+impl Idle {
+    fn enter(&self) -> (u64, Arc<tokio::sync::Notify>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut w) = self.waiting.lock() {
+            w.push_back((id, n.clone()));
+        }
+        (id, n)
+    }
+
+    fn leave(&self, id: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.retain(|(i, _)| *i != id);
+        }
+    }
+
+    fn evict_oldest(&self) {
+        let oldest = self.waiting.lock().ok().and_then(|mut w| w.pop_front());
+        if let Some((_, n)) = oldest {
+            n.notify_one();
+        }
+    }
+}
+
+/// Answers a connection that found every slot busy with a request.
+async fn busy(stream: tokio::net::UnixStream) {
+    let (_, mut wr) = stream.into_split();
+    let mut out = serde_json::to_vec(&Response::error(
+        "the agent is busy with other requests; try again",
+    ))
+    .unwrap_or_default();
+    out.push(b'\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
+}
+
 async fn connection(
     stream: tokio::net::UnixStream,
     handler: Arc<dyn Handler>,
     serves: &crate::instance::Instance,
+    idle: &Idle,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::new(rd);
@@ -284,8 +348,18 @@ async fn connection(
         line.clear();
         let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
         let mut bounded = (&mut rd).take(limit);
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, bounded.read_until(b'\n', &mut line)).await
-        {
+        // Idle until the request's first byte arrives (and may be evicted
+        // then); the whole request within REQUEST_TIMEOUT either way.
+        let (id, evicted) = idle.enter();
+        let read = tokio::select! {
+            r = tokio::time::timeout(REQUEST_TIMEOUT, bounded.read_until(b'\n', &mut line)) => r,
+            () = evicted.notified() => {
+                idle.leave(id);
+                return Ok(());
+            }
+        };
+        idle.leave(id);
+        let n = match read {
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };

@@ -379,3 +379,67 @@ fn other_users_cannot_steer_the_agent() {
         "handler ran for uid 65534"
     );
 }
+
+/// Raises this process's descriptor limit to `n` (up to the hard limit).
+fn allow_fds(n: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = n.min(r.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+/// 32 idle connections made `status` wait 31.5 s (and the CLI fall back to
+/// map-only output): the accept loop waited for a free slot. Now 1,000
+/// connections that send nothing cannot lock a client out, a 10 MB
+/// request is cut off at the limit, and the agent goes on answering.
+#[test]
+fn idle_floods_and_huge_requests_cannot_stall_the_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    allow_fds(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&sock(&dir)).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(std::os::unix::net::UnixStream::connect(&srv.path).unwrap());
+    }
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            call(&srv.path, &Request::Reload).unwrap(),
+            Response::ok("reloaded")
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "5 requests behind 1,000 idle connections took {:?}",
+        t.elapsed()
+    );
+    drop(idle);
+
+    // 10 MB in one line: refused at the limit, the connection closed.
+    let s = std::os::unix::net::UnixStream::connect(&srv.path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..10 {
+            if w.write_all(&chunk).is_err() {
+                break; // closed by the agent: what it should do
+            }
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains("longer than"), "{line}");
+    writer.join().unwrap();
+    assert_eq!(
+        call(&srv.path, &Request::Reload).unwrap(),
+        Response::ok("reloaded")
+    );
+}
