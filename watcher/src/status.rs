@@ -243,6 +243,16 @@ impl Protection {
                         "the state store fails ({e}): bans are enforced but would not survive a reboot"
                     ));
                 }
+                if let Some(e) = &a.store.unavailable {
+                    degraded.push(format!(
+                        "the state store cannot be opened ({e}): bans are enforced but not recorded, and would not survive a reboot"
+                    ));
+                }
+                if let Some(r) = &a.store.recovered {
+                    degraded.push(format!(
+                        "the state store was damaged at start: {r}; a new one records the bans the maps hold, their history and evidence are gone"
+                    ));
+                }
                 for i in &a.ifaces {
                     if !dp.interfaces.iter().any(|l| &l.iface == i && l.ifindex != 0) {
                         degraded.push(format!("interface {i} has no program attached"));

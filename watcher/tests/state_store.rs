@@ -442,3 +442,35 @@ fn a_batch_is_one_transaction_and_counts_history() {
     assert_eq!(again.reason, "again");
     assert_eq!(store.ban_count(n0), 2);
 }
+
+/// A truncated, zeroed or garbage store is moved aside (never deleted) and
+/// a new one takes its place; the damaged file keeps its bytes.
+#[test]
+fn a_damaged_store_is_moved_aside_not_deleted() {
+    for case in ["truncated", "zeroed", "garbage"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let recs: Vec<_> = (0..2000).map(|i| record(i, 2)).collect();
+            store.record_bans(&recs).unwrap();
+        }
+        let db = dir.path().join(fail2xdp::state::DB_FILE);
+        let len = std::fs::metadata(&db).unwrap().len() as usize;
+        let bytes: Vec<u8> = match case {
+            "truncated" => std::fs::read(&db).unwrap()[..len / 3].to_vec(),
+            "zeroed" => vec![0; len],
+            _ => (0..len).map(|i| (i * 7919 % 251) as u8).collect(),
+        };
+        std::fs::write(&db, &bytes).unwrap();
+        assert!(
+            Store::open(dir.path()).is_err(),
+            "{case}: opened as if fine"
+        );
+        let (store, rec) = Store::open_recovering(dir.path()).unwrap();
+        let rec = rec.unwrap_or_else(|| panic!("{case}: not reported as recovered"));
+        assert_eq!(std::fs::read(&rec.moved_to).unwrap(), bytes, "{case}");
+        assert!(store.is_empty().unwrap());
+        store.record_ban(&record(1, 1)).unwrap();
+        assert_eq!(store.len().unwrap(), 1);
+    }
+}

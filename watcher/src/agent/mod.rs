@@ -96,12 +96,37 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     // program in a pinned link is replaced.
     let cfg =
         config::load_or_builtin(opts.config.as_deref()).context("loading the configuration")?;
+    // A store that cannot be used does not stop the agent: the maps keep
+    // enforcing, status says what is wrong. A damaged file is moved aside,
+    // never deleted; another agent holding it is a refusal to start.
+    let (mut unavailable, mut recovered) = (None, None);
     let store = if opts.dry_run {
         None
     } else {
-        Some(Arc::new(
-            Store::open(&inst.state_dir).context("opening the state store")?,
-        ))
+        match Store::open_recovering(&inst.state_dir) {
+            Ok((s, r)) => {
+                if let Some(r) = r {
+                    log::error!(
+                        "the state store was damaged ({}): moved it to {} and started a new one",
+                        r.why,
+                        r.moved_to.display()
+                    );
+                    recovered = Some(format!("moved to {} ({})", r.moved_to.display(), r.why));
+                }
+                Some(Arc::new(s))
+            }
+            Err(e @ crate::state::StateError::Locked { .. }) => {
+                return Err(e).context("opening the state store");
+            }
+            Err(e) => {
+                let why = crate::error_chain(&e);
+                log::error!(
+                    "the state store cannot be opened ({why}): running without it; bans are enforced but not recorded"
+                );
+                unavailable = Some(why);
+                None
+            }
+        }
     };
     let positions = match &store {
         Some(s) => Some(PositionBook::open(s.clone()).context("opening the saved log positions")?),
@@ -129,6 +154,16 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         Engine::policy(&cfg),
         subscribers,
     ));
+    service.note_store_trouble(unavailable, recovered.clone());
+    if recovered.is_some() {
+        match service.adopt_maps() {
+            Ok(n) => log::info!("recorded the {n} ban(s) the maps hold in the new state store"),
+            Err(e) => log::error!(
+                "recording the maps' bans in the new state store: {}",
+                crate::error_chain(&e)
+            ),
+        }
+    }
     let history = cfg.history;
     if let Some(s) = &store {
         handler::save_meta(s, &cfg);

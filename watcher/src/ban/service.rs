@@ -91,7 +91,8 @@ pub struct BanService {
     subscribers: Vec<Arc<dyn Subscriber>>,
     dry_run: bool,
     stats: Mutex<ServiceStats>,
-    /// Store problems of the synchronous mode (the writer keeps its own).
+    /// Store problems of the synchronous mode (the writer keeps its own),
+    /// and what happened when it was opened.
     sync_health: Mutex<Health>,
 }
 
@@ -517,8 +518,65 @@ impl BanService {
             if h.last_error.is_none() {
                 h.last_error = s.last_error.clone();
             }
+            h.unavailable = s.unavailable.clone();
+            h.recovered = s.recovered.clone();
         }
         h
+    }
+
+    /// Notes that the store could not be opened (the service runs without
+    /// one) or was replaced at start, for `status`.
+    pub fn note_store_trouble(&self, unavailable: Option<String>, recovered: Option<String>) {
+        if let Ok(mut h) = self.sync_health.lock() {
+            h.unavailable = unavailable;
+            h.recovered = recovered;
+        }
+    }
+
+    /// After the store was replaced (the old one damaged), records what the
+    /// maps enforce, so those bans survive the next reboot: one compact
+    /// import per label, port set and minute of expiry (rounded up: a ban
+    /// never shrinks). Returns how many bans were recorded.
+    pub fn adopt_maps(&self) -> Result<usize, BanError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let inner = self.lock();
+        let Some(enf) = inner.enforcer.as_ref() else {
+            return Ok(0);
+        };
+        let now = SystemTime::now();
+        let mut groups: HashMap<(String, Vec<u16>, Option<u64>), Vec<IpNet>> = HashMap::new();
+        for b in enf.list()? {
+            if b.expired {
+                continue;
+            }
+            let minute = b.remaining.map(|r| r.as_secs().div_ceil(60));
+            groups
+                .entry((b.jail.clone(), b.ports.0.clone(), minute))
+                .or_default()
+                .push(b.net);
+        }
+        let mut n = 0;
+        for ((label, ports, minute), nets) in groups {
+            n += nets.len();
+            store.add_import(
+                ImportHeader {
+                    id: 0,
+                    origin: Origin::parse(&label).unwrap_or(Origin::Manual),
+                    source: "the maps".into(),
+                    reason: format!(
+                        "recovered from the maps (label {label}) after the state store was damaged"
+                    ),
+                    banned_at: now,
+                    expires_at: minute.map(|m| end_of(now, Duration::from_secs(m * 60))),
+                    ports,
+                    count: 0,
+                },
+                &nets,
+            )?;
+        }
+        Ok(n)
     }
 
     pub fn stats(&self) -> ServiceStats {

@@ -15,5 +15,5 @@ pub use explain::{ExplainedBan, Explanation, Tracking, printable};
 pub use imports::ImportHeader;
 pub use positions::PositionBook;
 pub use record::{BanRecord, DecodeError, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES};
-pub use store::{DB_FILE, MAX_HISTORY_PER_HOST, StateError, Store};
+pub use store::{DB_FILE, MAX_HISTORY_PER_HOST, Recovered, StateError, Store};
 pub use writer::{Health, StateWriter};

@@ -82,6 +82,63 @@ pub enum StateError {
     },
 }
 
+/// Opens (or creates) the database file. redb asserts on some damaged files
+/// (a truncated one trips `raw_file_len() >= layout().len()`) instead of
+/// returning an error: that is caught and reported as corruption, so a bad
+/// file never takes the agent down.
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| Database::builder().create(path));
+    std::panic::set_hook(quiet);
+    r.unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database file is inconsistent".into());
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+            what,
+        )))
+    })
+}
+
+/// A damaged store file moved aside by [`Store::open_recovering`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recovered {
+    pub moved_to: PathBuf,
+    /// What opening it said.
+    pub why: String,
+}
+
+/// Whether a failed open means the file itself is bad (and not that the
+/// host keeps us from reading or writing it: permissions, a full or
+/// read-only file system, which moving the file would not cure).
+fn is_damage(e: &StateError) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let io = c
+            .downcast_ref::<std::io::Error>()
+            .or(match c.downcast_ref::<redb::Error>() {
+                Some(redb::Error::Io(io)) => Some(io),
+                _ => None,
+            });
+        if let Some(io) = io {
+            return !matches!(
+                io.kind(),
+                K::PermissionDenied
+                    | K::StorageFull
+                    | K::ReadOnlyFilesystem
+                    | K::QuotaExceeded
+                    | K::OutOfMemory
+            );
+        }
+        cur = c.source();
+    }
+    true
+}
+
 /// Crash-safe ban metadata. Every write is durable when the call returns.
 pub struct Store {
     pub(super) db: Database,
@@ -117,7 +174,7 @@ impl Store {
                 .map_err(dir_err)?;
         }
         let path = dir.join(DB_FILE);
-        let db = match Database::builder().create(&path) {
+        let db = match open_db(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StateError::Locked { path });
@@ -164,6 +221,35 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// [`open`](Self::open), and when the file is damaged (truncated,
+    /// zeroed, garbage: anything but the host refusing to let us read or
+    /// write it) moves it aside, never deleting it, and starts a new store.
+    /// Returns what was moved where and why.
+    pub fn open_recovering(dir: &Path) -> Result<(Self, Option<Recovered>), StateError> {
+        let err = match Store::open(dir) {
+            Ok(s) => return Ok((s, None)),
+            Err(e @ StateError::Db { .. }) if is_damage(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let db = dir.join(DB_FILE);
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let moved_to = dir.join(format!("{DB_FILE}.damaged-{secs}"));
+        std::fs::rename(&db, &moved_to).map_err(|source| StateError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let store = Store::open(dir)?;
+        Ok((
+            store,
+            Some(Recovered {
+                moved_to,
+                why: crate::error_chain(&err),
+            }),
+        ))
     }
 
     pub fn path(&self) -> &Path {

@@ -23,11 +23,18 @@ enum Op {
     Flush(mpsc::SyncSender<()>),
 }
 
-/// The store's last write problem, if any, and how many writes failed.
+/// The store's last write problem, if any, and how many writes failed;
+/// whether it could be opened at all, and whether it had to be replaced.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Health {
     pub failed_writes: u64,
     pub last_error: Option<String>,
+    /// The store could not be opened (why): nothing is recorded.
+    #[serde(default)]
+    pub unavailable: Option<String>,
+    /// It was damaged at start and moved aside (where, and why).
+    #[serde(default)]
+    pub recovered: Option<String>,
 }
 
 pub struct StateWriter {
