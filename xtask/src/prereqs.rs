@@ -43,6 +43,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "SASL authentication (passwd-file) for the lab's Postfix",
     ),
     ("swaks", "SMTP AUTH attackers and the client of the mx lab"),
+    ("libio-socket-inet6-perl", "swaks over IPv6"),
     (
         "nftables",
         "fail2ban's nftables action, the mx benchmark peer's firewall",
