@@ -45,6 +45,8 @@ enum Bench {
     All,
     Dataplane,
     Ingest,
+    /// A real MX under an AUTH flood: no protection, fail2ban, fail2xdp.
+    Mx,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -56,12 +58,13 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
         Cmd::Bench { which } => {
-            let (dp, ingest) = match which {
-                Bench::All => (true, true),
-                Bench::Dataplane => (true, false),
-                Bench::Ingest => (false, true),
+            let (dp, ingest, mx) = match which {
+                Bench::All => (true, true, true),
+                Bench::Dataplane => (true, false, false),
+                Bench::Ingest => (false, true, false),
+                Bench::Mx => (false, false, true),
             };
-            return tasks::bench(dp, ingest);
+            return tasks::bench(dp, ingest, mx);
         }
     }
     Ok(ExitCode::SUCCESS)

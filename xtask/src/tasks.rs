@@ -107,7 +107,7 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
+pub fn bench(dataplane: bool, ingest: bool, mx: bool) -> Result<ExitCode> {
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -147,6 +147,15 @@ pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the detection-to-drop latency bench")?
+            .success();
+    }
+    if mx {
+        // The release agent beside real Postfix, Dovecot and fail2ban.
+        ok &= cargo()
+            .args(["bench", "-p", "fail2xdp-tests", "--bench", "mx"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the mx bench")?
             .success();
     }
     Ok(if ok {
