@@ -98,6 +98,8 @@ struct Row {
     /// CPU seconds of the protecting daemon (and its children) over the attack.
     cpu_s: Option<f64>,
     attempts: u64,
+    /// The machine's 1-minute load average at the end of the attack (shared).
+    load: f64,
 }
 
 fn main() -> ExitCode {
@@ -255,6 +257,7 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
         client_sent: attack.len(),
         cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
         attempts: attempts.load(Ordering::Relaxed),
+        load: load_average(),
         ..Row::default()
     };
     if let Some(dlog) = &dlog {
@@ -549,6 +552,14 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(f.iter().sum::<f64>() / hz)
 }
 
+/// The 1-minute load average: other developers' builds share these cores.
+fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Nearest-rank percentile of sorted values.
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -594,6 +605,7 @@ fn median_row(rows: &[Row]) -> Row {
         client_sent: f(&|r| r.client_sent as f64) as usize,
         cpu_s: o(&|r| r.cpu_s),
         attempts: f(&|r| r.attempts as f64) as u64,
+        load: f(&|r| r.load),
     }
 }
 
@@ -664,6 +676,9 @@ fn print_table(rows: &[(Setup, Row)], o: &Opts) {
         r.cpu_s.map_or_else(na, |c| format!("{c:.2}"))
     });
     line("attackers' AUTH attempts", &|r| r.attempts.to_string());
+    line("machine load average at the end (2 cores, shared)", &|r| {
+        format!("{:.1}", r.load)
+    });
     println!();
 }
 

@@ -509,6 +509,55 @@ fn auth_flood_counts_each_connection_once() -> Result<()> {
     Ok(())
 }
 
+/// KNOWN DEFECT, left failing for the lead (issue 10): "lost connection
+/// after AUTH" is also what smtpd writes when a user authenticates and then
+/// leaves without QUIT (a client checking its settings, a monitor); the
+/// built-in postfix-auth-flood filter counts it as a failure, so ten such
+/// sessions in findtime ban a user who never failed.
+#[test]
+fn a_user_who_logs_in_and_leaves_is_not_counted() -> Result<()> {
+    let mut lab = MxLab::start()?;
+    lab.start_agent("")?;
+    let me = IpAddr::V4(MxNet::CLIENT_V4);
+    mx::join(lab.client_thread("client", move || {
+        let to = SocketAddr::new(IpAddr::V4(MxNet::MX_V4), 587);
+        let mut s = smtp::Session::connect(me, to, Duration::from_secs(30))?;
+        s.ehlo("client.lab.test")?;
+        let r = s.auth(Mech::Plain, &format!("{USER}@{DOMAIN}"), mx::PASSWORD)?;
+        ensure!(
+            r.code == 235,
+            "the right password was refused: {} {}",
+            r.code,
+            r.text
+        );
+        s.drop_connection();
+        Ok(())
+    })?)?;
+    let ml = lab.maillog();
+    logs::wait_lines(
+        &ml,
+        1,
+        SESSION_LIMIT,
+        |l| Event::Disconnect.is(l, me),
+        "disconnect",
+    )?;
+    ensure!(
+        logs::count(&ml, Event::LostAfterAuth, me) == 1
+            && logs::count(&ml, Event::SaslFailed, me) == 0,
+        "the session did not end as expected:\n{}",
+        lab.logs_tail()
+    );
+    lab.wait_agent_caught_up(AGENT_CATCH_UP)?;
+    let counted = tracked(&lab, me, "postfix-auth-flood")?;
+    ensure!(
+        counted == 0,
+        "KNOWN DEFECT (issue 10, left for the lead): a successful login that ends without QUIT \
+         was counted {counted} time(s) by postfix-auth-flood (its \"lost connection after AUTH\" \
+         line)"
+    );
+    Ok(())
+}
+
 /// The lab's Drop guards on a failing test: after a panic with everything
 /// running, no namespace, daemon, pin dir or lab directory is left.
 #[test]
