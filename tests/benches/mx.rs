@@ -78,6 +78,8 @@ struct Opts {
 struct Row {
     /// Seconds from the first attack to the last of the attackers banned.
     all_banned_s: Option<f64>,
+    /// Seconds from the first attack to the last attacker's 5th failure line.
+    floor_s: Option<f64>,
     banned: usize,
     /// Ban minus the moment of the address's maxretry-th failure line, ms.
     ban_delay_median_ms: Option<f64>,
@@ -89,6 +91,9 @@ struct Row {
     /// Attackers' connections open on Postfix's ports, sampled.
     busy_peak: usize,
     busy_mean: f64,
+    /// The last sample: after a ban, the attacker's last connection stays
+    /// open on Postfix's side until smtpd_timeout (its FIN is dropped too).
+    busy_end: usize,
     base_p50_ms: f64,
     base_p99_ms: f64,
     attack_p50_ms: f64,
@@ -249,6 +254,7 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
     let mut row = Row {
         busy_peak: busy.iter().copied().max().unwrap_or(0),
         busy_mean: busy.iter().sum::<usize>() as f64 / busy.len().max(1) as f64,
+        busy_end: busy.last().copied().unwrap_or(0),
         base_p50_ms: pct(&base_ms, 50.0),
         base_p99_ms: pct(&base_ms, 99.0),
         attack_p50_ms: pct(&attack_ms, 50.0),
@@ -260,9 +266,22 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
         load: load_average(),
         ..Row::default()
     };
+    // When the last attacker reached its 5th failure: no log watcher can
+    // have banned them all sooner.
+    let lines = maillog.lines();
+    row.floor_s = attackers
+        .iter()
+        .map(|a| {
+            lines
+                .iter()
+                .filter(|(_, l)| Event::SaslFailed.is(l, *a))
+                .nth(MAXRETRY - 1)
+                .map(|(t, _)| t.duration_since(t_attack).as_secs_f64())
+        })
+        .collect::<Option<Vec<f64>>>()
+        .map(|v| v.into_iter().fold(0.0, f64::max));
     if let Some(dlog) = &dlog {
         let bans = ban_times(setup, &dlog.lines(), &attackers);
-        let lines = maillog.lines();
         let mut delays = Vec::new();
         let mut accepted = 0;
         let mut greeted_after = 0;
@@ -589,6 +608,7 @@ fn median_row(rows: &[Row]) -> Row {
     let o = |g: &dyn Fn(&Row) -> Option<f64>| median_opt(rows.iter().map(g).collect());
     Row {
         all_banned_s: o(&|r| r.all_banned_s),
+        floor_s: o(&|r| r.floor_s),
         banned: f(&|r| r.banned as f64) as usize,
         ban_delay_median_ms: o(&|r| r.ban_delay_median_ms),
         ban_delay_max_ms: o(&|r| r.ban_delay_max_ms),
@@ -597,6 +617,7 @@ fn median_row(rows: &[Row]) -> Row {
             .map(|a| a as usize),
         busy_peak: f(&|r| r.busy_peak as f64) as usize,
         busy_mean: f(&|r| r.busy_mean),
+        busy_end: f(&|r| r.busy_end as f64) as usize,
         base_p50_ms: f(&|r| r.base_p50_ms),
         base_p99_ms: f(&|r| r.base_p99_ms),
         attack_p50_ms: f(&|r| r.attack_p50_ms),
@@ -646,6 +667,10 @@ fn print_table(rows: &[(Setup, Row)], o: &Opts) {
         )
     });
     line(
+        "… of which waiting for the last attacker's 5th failure line (s)",
+        &|r| r.floor_s.map_or_else(na, |s| format!("{s:.2}")),
+    );
+    line(
         "ban after the 5th failure line, median / max (ms)",
         &|r| match (r.ban_delay_median_ms, r.ban_delay_max_ms) {
             (Some(m), Some(x)) => format!("{m:.1} / {x:.1}"),
@@ -660,8 +685,8 @@ fn print_table(rows: &[(Setup, Row)], o: &Opts) {
         },
     );
     line(
-        "smtpd busy with attackers (open connections), peak / mean",
-        &|r| format!("{} / {:.1}", r.busy_peak, r.busy_mean),
+        "smtpd busy with attackers (open connections), peak / mean / at the end",
+        &|r| format!("{} / {:.1} / {}", r.busy_peak, r.busy_mean, r.busy_end),
     );
     line("client delivery p50 / p99, no attack (ms)", &|r| {
         format!("{:.0} / {:.0}", r.base_p50_ms, r.base_p99_ms)
