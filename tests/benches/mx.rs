@@ -33,7 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use fail2xdp_tests::mx::{
     self, DOMAIN, Fail2ban, MxLab, MxNet, USER, WRONG_PASSWORD,
     logs::{Event, Tail},
@@ -99,6 +99,8 @@ struct Row {
     attack_p50_ms: f64,
     attack_p99_ms: f64,
     client_failures: usize,
+    /// Failures with no attack: the machine itself (shared) stalled.
+    base_failures: usize,
     client_sent: usize,
     /// CPU seconds of the protecting daemon (and its children) over the attack.
     cpu_s: Option<f64>,
@@ -247,9 +249,6 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
     let (attack_ms, attack_failed) = latencies(&attack);
     slowest(setup, "no attack", &base, &arrived);
     slowest(setup, "attack", &attack, &arrived);
-    if base_failed > 0 {
-        bail!("{base_failed} client messages failed with no attack");
-    }
 
     let mut row = Row {
         busy_peak: busy.iter().copied().max().unwrap_or(0),
@@ -260,6 +259,7 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
         attack_p50_ms: pct(&attack_ms, 50.0),
         attack_p99_ms: pct(&attack_ms, 99.0),
         client_failures: attack_failed,
+        base_failures: base_failed,
         client_sent: attack.len(),
         cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
         attempts: attempts.load(Ordering::Relaxed),
@@ -623,6 +623,7 @@ fn median_row(rows: &[Row]) -> Row {
         attack_p50_ms: f(&|r| r.attack_p50_ms),
         attack_p99_ms: f(&|r| r.attack_p99_ms),
         client_failures: f(&|r| r.client_failures as f64) as usize,
+        base_failures: f(&|r| r.base_failures as f64) as usize,
         client_sent: f(&|r| r.client_sent as f64) as usize,
         cpu_s: o(&|r| r.cpu_s),
         attempts: f(&|r| r.attempts as f64) as u64,
@@ -694,8 +695,11 @@ fn print_table(rows: &[(Setup, Row)], o: &Opts) {
     line("client delivery p50 / p99, under attack (ms)", &|r| {
         format!("{:.0} / {:.0}", r.attack_p50_ms, r.attack_p99_ms)
     });
-    line("client failures under attack", &|r| {
-        format!("{} of {}", r.client_failures, r.client_sent)
+    line("client failures under attack / with no attack", &|r| {
+        format!(
+            "{} / {} of {}",
+            r.client_failures, r.base_failures, r.client_sent
+        )
     });
     line("CPU of the protecting daemon (s)", &|r| {
         r.cpu_s.map_or_else(na, |c| format!("{c:.2}"))

@@ -1,11 +1,13 @@
 //! A daemon the lab started in the foreground (Postfix's master, Dovecot,
 //! fail2ban-server): stopped with SIGTERM, then SIGKILL, on Drop. Their
-//! children watch their master and exit with it.
+//! children watch their master and exit with it. And the other processes
+//! the lab runs: commands bounded in time, users looked up.
 
 use std::{
+    ffi::CString,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -118,4 +120,56 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(10));
     }
+}
+
+/// (uid, gid) of a user of this host.
+pub(super) fn user_ids(name: &str) -> Result<(u32, u32)> {
+    let c = CString::new(name)?;
+    // SAFETY: c is NUL-terminated; getpwnam's result is read before any other call.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        bail!("no user {name} on this host (is postfix installed?)");
+    }
+    // SAFETY: pw is non-null and points to libc's static passwd entry.
+    let pw = unsafe { &*pw };
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+/// Runs `cmd`, killing it after `limit`.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning")?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read_out = std::thread::spawn(move || read_all(out.as_mut()));
+    let read_err = std::thread::spawn(move || read_all(err.as_mut()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: read_out.join().unwrap_or_default(),
+        stderr: read_err.join().unwrap_or_default(),
+    })
+}
+
+fn read_all(r: Option<&mut impl std::io::Read>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.read_to_end(&mut buf);
+    }
+    buf
 }

@@ -18,6 +18,7 @@
 //! fail2ban, Postfix, Dovecot, then the namespaces and the lab directory.
 //! A lab killed before its Drop ran is cleaned up by the next one.
 
+mod agent;
 mod daemon;
 mod dovecot;
 pub mod fail2ban;
@@ -28,7 +29,6 @@ pub mod smtp;
 mod stale;
 
 use std::{
-    ffi::CString,
     fs,
     net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt,
@@ -41,12 +41,16 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub use agent::builtin_jails_on;
+pub use daemon::run_bounded;
 pub use dovecot::Dovecot;
 pub use fail2ban::Fail2ban;
 pub use net::{MxNet, join, spawn_in};
 pub use postfix::{DOMAIN, Postfix};
 
 use crate::{Agent, AgentOptions};
+use agent::{agent_status, maillog_source, toml_str};
+use daemon::user_ids;
 
 /// The lab's one mailbox user and the password its client knows.
 pub const USER: &str = "alice";
@@ -81,7 +85,7 @@ impl MxLab {
         let pid = std::process::id();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}{pid}-{n}-", stale::DIR_PREFIX))
-            .tempdir()
+            .tempdir_in(stale::lab_parent())
             .context("creating the lab directory")?;
         // Postfix's and Dovecot's unprivileged processes walk into it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
@@ -346,28 +350,6 @@ impl Drop for MxLab {
     }
 }
 
-/// The agent's part of `status --json` (the CLI adds its own around it).
-fn agent_status(agent: &Agent) -> Result<serde_json::Value> {
-    let mut st = agent.status_json()?;
-    match st.get_mut("agent") {
-        Some(a) if a.is_object() => Ok(a.take()),
-        Some(_) => bail!("the agent does not answer: {st}"),
-        None => Ok(st),
-    }
-}
-
-/// The agent's source entry for `path` in its status.
-fn maillog_source(st: &serde_json::Value, path: &Path) -> serde_json::Value {
-    let p = path.display().to_string();
-    st["sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["source"].as_str().is_some_and(|x| x.ends_with(&p)))
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// One submission as the client: from [`MxNet::CLIENT_V4`] to 587, AUTH
 /// PLAIN with the right password, one message, QUIT. Call it on a thread in
 /// the client's namespace.
@@ -385,32 +367,6 @@ pub fn send_as_client(subject: &str) -> Result<()> {
         bail!("the client's message was refused: {} {}", r.code, r.text);
     }
     s.quit()
-}
-
-/// fail2xdp's built-in configuration with each jail's sources replaced by
-/// the lab's maillog: the same jails, filters and limits, without the
-/// host's /var/log.
-pub fn builtin_jails_on(maillog: &Path) -> Result<String> {
-    let mut out = String::new();
-    let mut replaced = 0;
-    for line in fail2xdp::config::DEFAULT_TOML.lines() {
-        if line.starts_with("files_any = ") || line.starts_with("files = ") {
-            out.push_str(&format!("files = [{}]\n", toml_str(maillog)));
-            replaced += 1;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if replaced == 0 {
-        bail!("the built-in configuration names no log files to replace: has its format changed?");
-    }
-    Ok(out)
-}
-
-/// A path as a TOML basic string.
-fn toml_str(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
 }
 
 /// Panics naming what is missing: the lab never skips.
@@ -431,56 +387,4 @@ fn require_tools() {
             missing.join(", ")
         );
     }
-}
-
-/// (uid, gid) of a user of this host.
-fn user_ids(name: &str) -> Result<(u32, u32)> {
-    let c = CString::new(name)?;
-    // SAFETY: c is NUL-terminated; getpwnam's result is read before any other call.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        bail!("no user {name} on this host (is postfix installed?)");
-    }
-    // SAFETY: pw is non-null and points to libc's static passwd entry.
-    let pw = unsafe { &*pw };
-    Ok((pw.pw_uid, pw.pw_gid))
-}
-
-/// Runs `cmd`, killing it after `limit`.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning")?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read_out = std::thread::spawn(move || read_all(out.as_mut()));
-    let read_err = std::thread::spawn(move || read_all(err.as_mut()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Ok(Output {
-        status,
-        stdout: read_out.join().unwrap_or_default(),
-        stderr: read_err.join().unwrap_or_default(),
-    })
-}
-
-fn read_all(r: Option<&mut impl std::io::Read>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.read_to_end(&mut buf);
-    }
-    buf
 }

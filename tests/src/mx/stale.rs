@@ -4,19 +4,36 @@
 //! `f2x-mx-<pid>-...` after its creator, so a leftover is one whose pid no
 //! longer runs; the namespaces and pins go with the harness's own cleanup.
 
-use std::{fs, path::Path, sync::Once};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Once,
+};
 
 /// Prefix of every lab directory under the temp dir.
 pub(super) const DIR_PREFIX: &str = "f2x-mx-";
 
 static ONCE: Once = Once::new();
 
+/// Where lab directories go: tmpfs when there is one. Postfix fsyncs every
+/// queue file and log line; on a disk shared with other developers' builds
+/// one fsync can stall a delivery for seconds, which is not what the lab
+/// measures.
+pub(super) fn lab_parent() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Removes leftovers of dead lab processes, once per process.
 pub(super) fn clean_stale_labs_once() {
     ONCE.call_once(|| {
-        let tmp = std::env::temp_dir();
         let mut stale = Vec::new();
-        for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let parents = [lab_parent(), std::env::temp_dir()];
+        for e in parents.iter().flat_map(fs::read_dir).flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if creator(&name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                 stale.push(e.path());
