@@ -65,6 +65,13 @@ struct Attacker {
 }
 
 impl Attacker {
+    /// Is `l` a Postfix line a jail may hold as evidence against it? The
+    /// flood's sessions end with two lines that tell the same story.
+    fn evidence(&self, l: &str) -> bool {
+        self.failure().is(l, self.addr)
+            || (matches!(self.kind, Kind::AuthDrop) && Event::Disconnect.is(l, self.addr))
+    }
+
     /// The Postfix line that makes a connection of this attacker a failure.
     fn failure(&self) -> Event {
         match self.kind {
@@ -319,7 +326,7 @@ fn check_explained(lab: &MxLab, a: &Attacker, failures: Option<usize>) -> Result
     ensure!(
         evidence
             .iter()
-            .any(|l| l.contains(lab.postfix().syslog_name()) && failure.is(l, a.addr)),
+            .any(|l| l.contains(lab.postfix().syslog_name()) && a.evidence(l)),
         "explain {}: no Postfix {failure:?} line of {client} in the evidence: {evidence:#?}",
         a.addr
     );
