@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use fail2xdp_common::{LINK_PIN_PREFIX, Stats, map};
 
-use crate::netns::{NetnsPair, command_in, unique_name};
+use crate::netns::{Netns, NetnsPair, command_in, unique_name};
 
 /// The `fail2xdp` binary under test: `$FAIL2XDP_BIN`, else `debug/fail2xdp`
 /// in `$CARGO_TARGET_DIR`, else next to this test executable, else the
@@ -133,9 +133,22 @@ impl Agent {
         Ok(agent)
     }
 
+    /// [`Agent::start_with`] for `iface` in any namespace ([`Agent::new_on`]).
+    pub fn start_with_on(ns: &Netns, iface: &str, opts: AgentOptions) -> Result<Self> {
+        let mut agent = Self::new_on(ns, iface, opts)?;
+        agent.spawn()?;
+        Ok(agent)
+    }
+
     /// An instance (pin dir, state dir, socket) with no process running yet:
     /// CLI commands work on its pins once [`Agent::spawn`] has created them.
     pub fn new(pair: &NetnsPair, opts: AgentOptions) -> Result<Self> {
+        Self::new_on(&pair.recv_ns, &pair.recv_if, opts)
+    }
+
+    /// An agent for `iface` in `ns`, any namespace the test built (the mx
+    /// lab's has no [`NetnsPair`]); otherwise as [`Agent::new`].
+    pub fn new_on(ns: &Netns, iface: &str, opts: AgentOptions) -> Result<Self> {
         let bin = fail2xdp_bin();
         if !bin.is_file() {
             bail!(
@@ -153,8 +166,8 @@ impl Agent {
             bin,
             pin_dir: PathBuf::from("/sys/fs/bpf").join(unique_name("f2x-test")),
             dir,
-            netns: pair.recv_ns.path(),
-            iface: pair.recv_if.clone(),
+            netns: ns.path(),
+            iface: iface.to_string(),
             opts,
             child: None,
         })

@@ -26,6 +26,7 @@
 
 mod agent;
 mod lab;
+pub mod mx;
 mod netns;
 mod packet;
 mod preflight;

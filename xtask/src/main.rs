@@ -47,6 +47,8 @@ enum Bench {
     Ingest,
     /// Restoring 1,000,000 stored bans after a reboot.
     Restore,
+    /// A real MX under an AUTH flood: no protection, fail2ban, fail2xdp.
+    Mx,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -58,13 +60,20 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
         Cmd::Bench { which } => {
-            let (dp, ingest, restore) = match which {
-                Bench::All => (true, true, true),
-                Bench::Dataplane => (true, false, false),
-                Bench::Ingest => (false, true, false),
-                Bench::Restore => (false, false, true),
+            let all = [
+                tasks::Bench::Dataplane,
+                tasks::Bench::Ingest,
+                tasks::Bench::Restore,
+                tasks::Bench::Mx,
+            ];
+            let which: &[tasks::Bench] = match which {
+                Bench::All => &all,
+                Bench::Dataplane => &all[0..1],
+                Bench::Ingest => &all[1..2],
+                Bench::Restore => &all[2..3],
+                Bench::Mx => &all[3..4],
             };
-            return tasks::bench(dp, ingest, restore);
+            return tasks::bench(which);
         }
     }
     Ok(ExitCode::SUCCESS)

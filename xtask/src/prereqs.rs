@@ -1,6 +1,7 @@
 //! Checks the build and test prerequisites and installs what is missing,
 //! saying what it does, so a fresh machine (or CI) needs nothing by hand.
 use std::{
+    io::Write,
     path::Path,
     process::{Command, Stdio},
 };
@@ -39,7 +40,31 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("systemd", "journalctl, read by the journal source"),
     ("python3", "the log generator of the ingest benchmark"),
+    ("postfix", "the real MX of the mx lab and benchmark"),
+    (
+        "dovecot-core",
+        "SASL authentication (passwd-file) for the lab's Postfix",
+    ),
+    ("swaks", "SMTP AUTH attackers and the client of the mx lab"),
+    ("libio-socket-inet6-perl", "swaks over IPv6"),
+    (
+        "nftables",
+        "fail2ban's nftables action, the mx benchmark peer's firewall",
+    ),
+    (
+        "python3-pyinotify",
+        "fail2ban's pyinotify backend in the mx benchmark",
+    ),
 ];
+
+/// Answers a package would otherwise ask for on the terminal, given to
+/// debconf before installing it: (package, debconf-set-selections line).
+const PRESEED: &[(&str, &str)] = &[(
+    "postfix",
+    // Without an answer postfix's configuration dialog waits for a terminal;
+    // "Local only" listens on loopback, the lab runs its own instances.
+    "postfix postfix/main_mailer_type select Local only",
+)];
 
 pub fn ensure(need: Need) -> Result<()> {
     let mut pkgs: Vec<&str> = BUILD_PACKAGES.iter().map(|p| p.0).collect();
@@ -68,6 +93,7 @@ fn apt_install_missing(pkgs: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    preseed(&missing)?;
     check(
         Command::new("apt-get").arg("update").arg("-q"),
         "apt-get update",
@@ -79,6 +105,31 @@ fn apt_install_missing(pkgs: &[&str]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
     )
+}
+
+fn preseed(missing: &[&str]) -> Result<()> {
+    let answers: Vec<&str> = PRESEED
+        .iter()
+        .filter(|(pkg, _)| missing.contains(pkg))
+        .map(|(_, line)| *line)
+        .collect();
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting debconf-set-selections")?;
+    let mut stdin = child.stdin.take().context("debconf-set-selections stdin")?;
+    for line in &answers {
+        writeln!(stdin, "{line}").context("writing to debconf-set-selections")?;
+    }
+    drop(stdin);
+    let status = child.wait().context("waiting for debconf-set-selections")?;
+    if !status.success() {
+        bail!("debconf-set-selections failed ({status})");
+    }
+    Ok(())
 }
 
 fn rust_src() -> Result<()> {

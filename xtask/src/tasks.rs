@@ -85,7 +85,22 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
+/// The benchmarks `cargo xtask bench` runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    Dataplane,
+    Ingest,
+    Restore,
+    Mx,
+}
+
+pub fn bench(which: &[Bench]) -> Result<ExitCode> {
+    let (dataplane, ingest, restore, mx) = (
+        which.contains(&Bench::Dataplane),
+        which.contains(&Bench::Ingest),
+        which.contains(&Bench::Restore),
+        which.contains(&Bench::Mx),
+    );
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -147,6 +162,15 @@ pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the restore bench")?
+            .success();
+    }
+    if mx {
+        // The release agent beside real Postfix, Dovecot and fail2ban.
+        ok &= cargo()
+            .args(["bench", "-p", "fail2xdp-tests", "--bench", "mx"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the mx bench")?
             .success();
     }
     Ok(if ok {
