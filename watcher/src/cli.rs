@@ -79,6 +79,26 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run a filter over a log file and report what matched (like fail2ban-regex).
     Test(TestArgs),
+    /// CrowdSec's Local API: test the connection and keys.
+    Crowdsec(CrowdsecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CrowdsecArgs {
+    #[command(subcommand)]
+    pub action: CrowdsecAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrowdsecAction {
+    /// Test the connection and the keys of the configuration's [crowdsec] section.
+    Check {
+        /// Configuration file (TOML) with the [crowdsec] section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -65,6 +65,11 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         C::Detach(a) => cmd::detach::detach(&inst, &a.ifaces, a.stop_agent),
         C::CheckConfig(a) => cmd::check_config::run(&a.file),
         C::Test(a) => cmd::logtest::run(a.options()),
+        C::Crowdsec(a) => match a.action {
+            cli::CrowdsecAction::Check { config, json } => {
+                cmd::crowdsec::check(config.as_deref(), json)
+            }
+        },
     }
 }
 

@@ -46,6 +46,24 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
                     j.ports,
                 );
             }
+            if let Some(c) = &cfg.crowdsec {
+                println!(
+                    "  crowdsec: {}; {}; {}",
+                    c.url,
+                    if c.api_key.is_some() {
+                        format!(
+                            "pulls decisions every {}",
+                            humantime::format_duration(c.poll)
+                        )
+                    } else {
+                        "pulls no decisions (no api_key)".to_string()
+                    },
+                    match &c.credentials {
+                        Some(m) => format!("pushes jail bans as machine {}", m.login),
+                        None => "pushes no bans (no credentials_file)".to_string(),
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid(problems)) => {

@@ -5,6 +5,7 @@
 pub mod allow;
 pub mod ban;
 pub mod check_config;
+pub mod crowdsec;
 pub mod detach;
 pub mod logtest;
 pub mod run;
