@@ -26,6 +26,7 @@
 
 mod agent;
 mod lab;
+pub mod lapi;
 mod netns;
 mod packet;
 mod preflight;

@@ -47,6 +47,8 @@ enum Bench {
     Ingest,
     /// Restoring 1,000,000 stored bans after a reboot.
     Restore,
+    /// A ban on one host dropped on another through CrowdSec's Local API.
+    Fleet,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -58,13 +60,14 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
         Cmd::Bench { which } => {
-            let (dp, ingest, restore) = match which {
-                Bench::All => (true, true, true),
-                Bench::Dataplane => (true, false, false),
-                Bench::Ingest => (false, true, false),
-                Bench::Restore => (false, false, true),
+            let (dp, ingest, restore, fleet) = match which {
+                Bench::All => (true, true, true, true),
+                Bench::Dataplane => (true, false, false, false),
+                Bench::Ingest => (false, true, false, false),
+                Bench::Restore => (false, false, true, false),
+                Bench::Fleet => (false, false, false, true),
             };
-            return tasks::bench(dp, ingest, restore);
+            return tasks::bench(dp, ingest, restore, fleet);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -85,7 +85,7 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
+pub fn bench(dataplane: bool, ingest: bool, restore: bool, fleet: bool) -> Result<ExitCode> {
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -147,6 +147,23 @@ pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the restore bench")?
+            .success();
+    }
+    if fleet {
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "crowdsec",
+                "--",
+            ])
+            .args(["--ignored", "--nocapture", "--exact", "fleet_latency"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the fleet latency bench")?
             .success();
     }
     Ok(if ok {
