@@ -135,7 +135,9 @@ pub struct CrowdSecStatus {
     pub last_error: Option<String>,
     /// RFC 3339: when the pulls started failing.
     pub failing_since: Option<String>,
+    /// Ban decisions the LAPI lists now (those the guard refused included).
     pub decisions_active: u64,
+    /// Decisions whose ban was written (a claim set, extended or shortened).
     pub decisions_applied: u64,
     /// Ban decisions the guard refused.
     pub decisions_refused: u64,

@@ -43,6 +43,16 @@ use crate::{
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A delta this large is a blocklist being inserted: LAPI hands out
+/// deltas by creation time, and rows inserted while it answered can be
+/// missed for good, so once the deltas are small again a full sync follows.
+const BIG_DELTA: usize = 1000;
+
+/// How often a full sync re-checks everything even when all went well
+/// (heals whatever a delta missed): 60 polls, between 5 and 15 minutes.
+fn resync_every(poll: Duration) -> Duration {
+    (poll * 60).clamp(Duration::from_secs(300), Duration::from_secs(900))
+}
 
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
@@ -236,17 +246,22 @@ pub fn note_reload(running: Option<&Arc<CrowdSec>>, new: Option<&CrowdSecConfig>
     }
 }
 
-/// The bouncer's loop: a full sync first and after every failure, deltas
-/// in between, one pull every `poll`.
+/// The bouncer's loop: a full sync first, after every failure, after a
+/// blocklist arrived in deltas and every [`resync_every`]; deltas in
+/// between, one pull every `poll`.
 async fn pull(lapi: Arc<Lapi>, svc: Arc<BanService>, shared: Arc<Shared>, poll: Duration) {
     let state = Arc::new(Mutex::new(bouncer::Bouncer::default()));
     let mut full = true;
+    let mut first = true;
+    let mut last_full = Instant::now();
+    let mut after_big = false;
     let mut backoff = MIN_BACKOFF;
     let mut failures = 0u32;
     loop {
         let t0 = Instant::now();
         let wait = match lapi.stream(full).await {
             Ok(answer) => {
+                let big = answer.new.len() + answer.deleted.len() >= BIG_DELTA;
                 let (st, sv, sh) = (state.clone(), svc.clone(), shared.clone());
                 let applied = tokio::task::spawn_blocking(move || {
                     let mut b = st.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,10 +283,22 @@ async fn pull(lapi: Arc<Lapi>, svc: Arc<BanService>, shared: Arc<Shared>, poll: 
                                 lapi.base()
                             );
                         }
-                        if full || sync.changed() {
+                        if sync.changed() || (full && (first || failures > 0)) {
                             log::info!("crowdsec: {sync} in {took:.1?}");
+                        } else {
+                            log::debug!("crowdsec: {sync} in {took:.1?}");
                         }
-                        full = false;
+                        if full {
+                            last_full = t0;
+                            after_big = false;
+                        }
+                        let heal = !full && after_big && !big;
+                        after_big |= !full && big;
+                        full = heal || last_full.elapsed() >= resync_every(poll);
+                        if heal {
+                            after_big = false;
+                        }
+                        first = false;
                         failures = 0;
                         backoff = MIN_BACKOFF;
                         poll.saturating_sub(t0.elapsed())
