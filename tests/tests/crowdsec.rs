@@ -344,8 +344,9 @@ fn the_lapi_going_away_lifts_nothing_and_agents_recover() -> Result<()> {
     lapi.delete_decision(missed)?;
     let stop = Arc::new(AtomicBool::new(false));
     let leaked = Arc::new(AtomicU64::new(0));
+    let probes = Arc::new(AtomicU64::new(0));
     let watcher = {
-        let (stop, leaked) = (stop.clone(), leaked.clone());
+        let (stop, leaked, probes) = (stop.clone(), leaked.clone(), probes.clone());
         let probe = mx2.w.lab.syn(kept, 25);
         let (tx, rx) = (mx2.w.lab.pair.sender()?, mx2.w.lab.pair.receiver()?);
         std::thread::spawn(move || -> Result<()> {
@@ -354,6 +355,7 @@ fn the_lapi_going_away_lifts_nothing_and_agents_recover() -> Result<()> {
                 tx.send(&probe, 1)?;
                 rx.settle(&tx)?;
                 leaked.fetch_add(rx.count(&probe) - before, Ordering::Relaxed);
+                probes.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         })
@@ -370,6 +372,10 @@ fn the_lapi_going_away_lifts_nothing_and_agents_recover() -> Result<()> {
         leaked.load(Ordering::Relaxed),
         0,
         "{kept} got through during the restart"
+    );
+    assert!(
+        probes.load(Ordering::Relaxed) > 10,
+        "too few probes to tell"
     );
     assert!(mx2.dropped(kept)?);
     let log = mx2.w.lab.agent.log();

@@ -320,3 +320,77 @@ impl Cx<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, parse};
+
+    fn problems(text: &str, dir: &Path) -> Vec<String> {
+        match parse(text, "f.toml", dir) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_section_that_loads_has_its_keys_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "abc123\n").unwrap();
+        std::fs::write(
+            dir.path().join("m.yaml"),
+            "url: http://192.0.2.9:8080\nlogin: mx1\npassword: pw\n",
+        )
+        .unwrap();
+        let cfg = parse(
+            "[crowdsec]\napi_key_file = \"k\"\ncredentials_file = \"m.yaml\"\npoll = \"2s\"\n\
+             scopes = [\"IP\"]\norigins = [\"cscli\", \"CAPI\"]\n",
+            "f.toml",
+            dir.path(),
+        )
+        .unwrap();
+        let c = cfg.crowdsec.unwrap();
+        // The URL from the credentials file, with its trailing slash.
+        assert_eq!(c.url, "http://192.0.2.9:8080/");
+        assert_eq!(c.api_key.unwrap().expose(), "abc123");
+        assert_eq!(c.credentials.unwrap().login, "mx1");
+        assert_eq!(c.poll, std::time::Duration::from_secs(2));
+        assert_eq!(c.filters.scopes, ["ip"]);
+        assert_eq!(c.filters.origins, ["cscli", "CAPI"]);
+        // No section, no CrowdSec.
+        assert!(parse("", "f.toml", dir.path()).unwrap().crowdsec.is_none());
+    }
+
+    #[test]
+    fn problems_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "login: x\n").unwrap();
+        let p = problems(
+            "[crowdsec]\nurl = \"lapi:8080\"\napi_key = \"a b\"\ncredentials_file = \"bad.yaml\"\n\
+             poll = \"2h\"\norigins = [\"a,b\"]\ncert_file = \"bad.yaml\"\n",
+            dir.path(),
+        );
+        let want = [
+            "f.toml:2:crowdsec.url",
+            "f.toml:3:crowdsec.api_key",
+            "f.toml:4:crowdsec.credentials_file: ",
+            "f.toml:5:crowdsec.poll",
+            "f.toml:6:crowdsec.origins[0]",
+            "f.toml:7:crowdsec.cert_file: a client certificate needs its key_file",
+        ];
+        for w in want {
+            assert!(p.iter().any(|x| x.starts_with(w)), "{w} in {p:#?}");
+        }
+        let p = problems("[crowdsec]\nurl = \"http://192.0.2.9/\"\n", dir.path());
+        assert!(p[0].contains("needs api_key"), "{p:?}");
+        let p = problems(
+            "[crowdsec]\nurl = \"http://192.0.2.9/\"\napi_key = \"k\"\napi_key_file = \"k\"\n",
+            dir.path(),
+        );
+        assert!(p[0].contains("not both"), "{p:?}");
+        let p = problems("[crowdsec]\napi_key = \"k\"\nnope = 1\n", dir.path());
+        assert!(p[0].contains("f.toml:3"), "{p:?}");
+    }
+}

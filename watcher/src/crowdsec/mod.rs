@@ -318,7 +318,12 @@ async fn pull(lapi: Arc<Lapi>, svc: Arc<BanService>, shared: Arc<Shared>, poll: 
                 // Said once, then every so often: an outage must not flood the log.
                 if failures == 1 || failures.is_power_of_two() {
                     log::warn!(
-                        "crowdsec: pulling decisions: {msg} (attempt {failures}; bans in force stay, retrying in {})",
+                        "crowdsec: pulling decisions: {msg}{} (attempt {failures}; bans in force stay, retrying in {})",
+                        if e.is_auth() {
+                            " (the bouncer key is refused: see `cscli bouncers list`)"
+                        } else {
+                            ""
+                        },
                         humantime::format_duration(backoff)
                     );
                 }

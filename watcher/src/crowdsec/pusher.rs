@@ -185,6 +185,11 @@ pub async fn run(
     shared: Arc<Shared>,
 ) {
     let host = hostname();
+    // Logging in costs the LAPI a password hash (a third of a second):
+    // done now, not when the first ban waits for it.
+    if let Err(e) = lapi.login().await {
+        log::warn!("crowdsec: machine login: {}", crate::error_chain(&e));
+    }
     let spool = Arc::new(Mutex::new(spool));
     let mut retry_at: Option<Instant> = None;
     let mut backoff = MIN_BACKOFF;
