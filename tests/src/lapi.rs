@@ -44,6 +44,8 @@ pub struct Lapi {
     pub port: u16,
     dir: tempfile::TempDir,
     links: u8,
+    /// Serves https with a private CA and takes client certificates.
+    tls: bool,
     /// Last: the namespace goes after the process.
     pub ns: Netns,
 }
@@ -52,6 +54,18 @@ impl Lapi {
     /// Starts a LAPI listening on every address of its namespace, with a
     /// machine for `cscli` (whose decisions go through the LAPI).
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same over https: a private CA ([`Lapi::ca`]) signs the server's
+    /// certificate (for every link address and 127.0.0.1), and client
+    /// certificates ([`Lapi::client_cert`]) of OU `bouncer-ou` authenticate
+    /// bouncers, `agent-ou` machines.
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self> {
         crate::require_privileges();
         require_crowdsec();
         let ns = Netns::create(&unique_name("f2x"))?;
@@ -64,8 +78,12 @@ impl Lapi {
             port: port as u16,
             dir,
             links: 0,
+            tls,
             ns,
         };
+        if tls {
+            lapi.make_ca()?;
+        }
         lapi.write_config()?;
         lapi.spawn()?;
         lapi.cscli(&[
@@ -80,9 +98,119 @@ impl Lapi {
                 .display()
                 .to_string(),
             "--url",
-            &format!("http://127.0.0.1:{}", lapi.port),
+            &format!("{}://127.0.0.1:{}", lapi.scheme(), lapi.port),
         ])?;
         Ok(lapi)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    fn openssl(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .context("running openssl (is it installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// A key and a certificate signed by the CA: `NAME.key`, `NAME.pem`.
+    fn signed(&self, name: &str, subject: &str, ext: &str) -> Result<()> {
+        let (key, csr, pem, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        fs::write(self.path(&extf), ext)?;
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ])?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extf,
+        ])
+    }
+
+    fn make_ca(&self) -> Result<()> {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fail2xdp test CA",
+        ])?;
+        let mut san = String::from("subjectAltName=IP:127.0.0.1");
+        for i in 0..MAX_LINKS {
+            san.push_str(&format!(",IP:203.0.113.{}", 241 + 4 * i));
+        }
+        self.signed(
+            "server",
+            "/CN=lapi",
+            &format!("{san}\nextendedKeyUsage=serverAuth\n"),
+        )
+    }
+
+    /// The CA's certificate (PEM), for the agents' `ca_file`.
+    pub fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    /// A client certificate and key of `ou`, copied into `dir` as
+    /// `client.pem` and `client.key`.
+    pub fn client_cert(&self, ou: &str, cn: &str, dir: &Path) -> Result<()> {
+        let name = format!("client-{cn}");
+        self.signed(
+            &name,
+            &format!("/OU={ou}/CN={cn}"),
+            "extendedKeyUsage=clientAuth\n",
+        )?;
+        fs::copy(self.path(&format!("{name}.pem")), dir.join("client.pem"))?;
+        fs::copy(self.path(&format!("{name}.key")), dir.join("client.key"))?;
+        Ok(())
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -108,6 +236,22 @@ impl Lapi {
         fs::write(self.path("profiles.yaml"), profiles)?;
         fs::write(self.path("simulation.yaml"), "simulation: off\n")?;
         fs::write(self.path("acquis.yaml"), "")?;
+        let tls = if self.tls {
+            format!(
+                "    tls:
+      cert_file: {d}/server.pem
+      key_file: {d}/server.key
+      client_verification: VerifyClientCertIfGiven
+      ca_cert_path: {d}/ca.pem
+      bouncers_allowed_ou:
+        - bouncer-ou
+      agents_allowed_ou:
+        - agent-ou
+"
+            )
+        } else {
+            String::new()
+        };
         let cfg = format!(
             "common:
   daemonize: false
@@ -140,7 +284,7 @@ plugin_config:
   group: nogroup
 api:
   client:
-    insecure_skip_verify: false
+    insecure_skip_verify: {skip}
     credentials_path: {d}/local_api_credentials.yaml
   server:
     log_level: info
@@ -149,10 +293,12 @@ api:
     trusted_ips:
       - 127.0.0.1
       - ::1
-prometheus:
+{tls}prometheus:
   enabled: false
 ",
-            port = self.port
+            port = self.port,
+            // cscli, inside the namespace, need not check the test CA.
+            skip = self.tls,
         );
         fs::write(self.config(), cfg)?;
         Ok(())
@@ -265,7 +411,7 @@ prometheus:
         self.ns.ip(&["link", "set", &here, "up"])?;
         agent_ns.ip(&["addr", "add", &format!("{agent_addr}/30"), "dev", &there])?;
         agent_ns.ip(&["link", "set", &there, "up"])?;
-        Ok(format!("http://{lapi_addr}:{}/", self.port))
+        Ok(format!("{}://{lapi_addr}:{}/", self.scheme(), self.port))
     }
 
     /// `cscli -c CONFIG args...` in the LAPI's namespace; its stdout.

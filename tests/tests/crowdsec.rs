@@ -9,6 +9,7 @@ use std::{
     fs,
     io::{BufRead, BufReader, Write},
     net::{TcpListener, TcpStream},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -44,13 +45,15 @@ fn crowdsec_section(url: &str, extra: &str) -> String {
 
 impl Host {
     fn start(lapi: &mut Lapi, name: &str, extra: &str) -> Result<Self> {
-        Self::start_with(lapi, name, |url| crowdsec_section(url, extra))
+        Self::start_with(lapi, name, |_, url, _| Ok(crowdsec_section(url, extra)))
     }
 
+    /// `section` makes the `[crowdsec]` section from the LAPI, the host's
+    /// URL and its directory (where the key files are).
     fn start_with(
         lapi: &mut Lapi,
         name: &str,
-        section: impl FnOnce(&str) -> String,
+        section: impl FnOnce(&Lapi, &str, &Path) -> Result<String>,
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("f2x-cs-").tempdir()?;
         let log = dir.path().join("mail.log");
@@ -60,12 +63,12 @@ impl Host {
         lapi.bouncer_key(name, &dir.path().join("bouncer.key"))?;
         lapi.machine(name, &url, &dir.path().join("machine.yaml"))?;
         let config = dir.path().join("fail2xdp.toml");
+        let section = section(lapi, &url, dir.path())?;
         fs::write(
             &config,
             format!(
-                "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{}\"]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n\n{}",
+                "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{}\"]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n\n{section}",
                 log.display(),
-                section(&url)
             ),
         )?;
         let rx = pair.receiver()?;
@@ -687,6 +690,57 @@ fn check_config_names_crowdsec_problems() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn tls_with_a_private_ca_and_a_client_certificate() -> Result<()> {
+    let mut lapi = Lapi::start_tls()?;
+    // The bouncer authenticated by its client certificate (no key), the
+    // machine by its password, both over https trusting the private CA.
+    let mx1 = Host::start_with(&mut lapi, "mx1", |lapi, url, dir| {
+        lapi.client_cert("bouncer-ou", "mx1", dir)?;
+        fs::copy(lapi.ca(), dir.join("ca.pem"))?;
+        Ok(format!(
+            "[crowdsec]\nurl = \"{url}\"\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\n\
+             key_file = \"client.key\"\ncredentials_file = \"machine.yaml\"\npoll = \"1s\"\n"
+        ))
+    })?;
+    assert!(
+        mx1.crowdsec()?["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://"))
+    );
+    let manual = "198.51.100.60";
+    lapi.add_decision(manual, "1h", &[])?;
+    mx1.wait_dropped(manual)?;
+    let bouncers = lapi.cscli(&["bouncers", "list", "-o", "json"])?;
+    assert!(bouncers.contains("tls"), "no bouncer by TLS: {bouncers}");
+    let attacker = "198.51.100.61";
+    mx1.w.feed(&fails(attacker, 3))?;
+    wait_for("the jail ban pushed over https", SYNC, || {
+        Ok(decisions_for(&lapi, attacker)?.len() == 1)
+    })
+    .map_err(|e| mx1.w.with_log(e))?;
+
+    // Without the CA the LAPI's certificate is not trusted: refused, said.
+    let pair = NetnsPair::new()?;
+    let url = lapi.link(&pair.recv_ns)?;
+    let dir = tempfile::tempdir()?;
+    lapi.bouncer_key("mx2", &dir.path().join("bouncer.key"))?;
+    let cfg = dir.path().join("f.toml");
+    fs::write(
+        &cfg,
+        format!("[crowdsec]\nurl = \"{url}\"\napi_key_file = \"bouncer.key\"\n"),
+    )?;
+    let agent = Agent::new(&pair, AgentOptions::default())?;
+    let out = agent.cli_output(&["crowdsec", "check", "--config", &cfg.display().to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("bouncer: FAILED") && text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
+    Ok(())
+}
+
 /// Percentile `p` (0..=100) of sorted durations.
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
@@ -710,11 +764,11 @@ fn fleet_latency() -> Result<()> {
         ("10s", Duration::from_millis(1300)),
     ] {
         let mut lapi = Lapi::start()?;
-        let section = |url: &str| {
-            format!(
+        let section = |_: &Lapi, url: &str, _: &Path| {
+            Ok(format!(
                 "[crowdsec]\nurl = \"{url}\"\napi_key_file = \"bouncer.key\"\n\
                  credentials_file = \"machine.yaml\"\npoll = \"{poll}\"\n"
-            )
+            ))
         };
         let mx1 = Host::start_with(&mut lapi, "mx1", section)?;
         let mx2 = Host::start_with(&mut lapi, "mx2", section)?;

@@ -36,6 +36,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("systemd", "journalctl, read by the journal source"),
     ("python3", "the log generator of the ingest benchmark"),
+    ("openssl", "certificates for the CrowdSec TLS test"),
 ];
 
 pub fn ensure(need: Need) -> Result<()> {

@@ -50,13 +50,13 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
                 println!(
                     "  crowdsec: {}; {}; {}",
                     c.url,
-                    if c.api_key.is_some() {
+                    if c.pulls() {
                         format!(
                             "pulls decisions every {}",
                             humantime::format_duration(c.poll)
                         )
                     } else {
-                        "pulls no decisions (no api_key)".to_string()
+                        "pulls no decisions (no api_key nor client certificate)".to_string()
                     },
                     match &c.credentials {
                         Some(m) => format!("pushes jail bans as machine {}", m.login),

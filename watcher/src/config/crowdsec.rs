@@ -36,13 +36,21 @@ pub(super) struct RawCrowdSec {
 pub struct CrowdSecConfig {
     /// The LAPI's base URL, ending in `/`.
     pub url: String,
-    /// The bouncer key: decisions are pulled only with one.
+    /// The bouncer key (or, with none, the client certificate of `tls`).
     pub api_key: Option<Secret>,
     /// The machine login: jail bans are pushed only with one.
     pub credentials: Option<Credentials>,
     pub poll: Duration,
     pub filters: Filters,
     pub tls: Tls,
+}
+
+impl CrowdSecConfig {
+    /// Decisions are pulled: with a bouncer key, or a client certificate
+    /// (LAPI's TLS authentication of bouncers).
+    pub fn pulls(&self) -> bool {
+        self.api_key.is_some() || self.tls.cert_file.is_some()
+    }
 }
 
 /// Which decisions to pull (the LAPI filters them).
@@ -56,7 +64,8 @@ pub struct Filters {
 }
 
 /// Files for TLS: a CA to trust besides the public ones, and a client
-/// certificate with its key (LAPI's TLS authentication).
+/// certificate with its key: LAPI's TLS authentication of the bouncer
+/// (instead of its key; the machine logs in with its password).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
@@ -104,11 +113,16 @@ impl Cx<'_> {
                 }
             }
         });
-        if r.api_key.is_none() && r.api_key_file.is_none() && r.credentials_file.is_none() {
+        if r.api_key.is_none()
+            && r.api_key_file.is_none()
+            && r.cert_file.is_none()
+            && r.credentials_file.is_none()
+        {
             self.problem_at(
                 raw.span(),
                 "crowdsec",
-                "needs api_key or api_key_file (to pull decisions) and/or credentials_file (to push jail bans)"
+                "needs api_key or api_key_file (or a client certificate: cert_file and key_file) to pull decisions, \
+                 and/or credentials_file to push jail bans"
                     .into(),
             );
         }

@@ -71,7 +71,7 @@ pub enum LapiError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("no bouncer key (api_key or api_key_file) is configured")]
+    #[error("no bouncer key (api_key or api_key_file) nor client certificate is configured")]
     NoKey,
     #[error("no machine login (credentials_file) is configured")]
     NoLogin,
@@ -97,9 +97,15 @@ struct Token {
 }
 
 pub struct Lapi {
+    /// The bouncer's requests: with the client certificate, if any.
     http: reqwest::Client,
+    /// The machine's: a password login, which LAPI refuses from a client
+    /// presenting a certificate of another OU, so without one.
+    http_machine: reqwest::Client,
     base: Url,
     api_key: Option<Secret>,
+    /// A client certificate authenticates the bouncer when there is no key.
+    pulls: bool,
     login: Option<Credentials>,
     filters: CrowdSecFilters,
     token: Mutex<Option<Token>>,
@@ -115,6 +121,7 @@ fn read(path: &Path) -> Result<Vec<u8>, LapiError> {
 fn tls(
     mut b: reqwest::ClientBuilder,
     tls: &CrowdSecTls,
+    identity: bool,
 ) -> Result<reqwest::ClientBuilder, LapiError> {
     if let Some(ca) = &tls.ca_file {
         let pem = read(ca)?;
@@ -127,7 +134,7 @@ fn tls(
             b = b.add_root_certificate(c);
         }
     }
-    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+    if let (true, Some(cert), Some(key)) = (identity, &tls.cert_file, &tls.key_file) {
         let mut pem = read(cert)?;
         pem.push(b'\n');
         pem.extend_from_slice(&read(key)?);
@@ -142,23 +149,32 @@ fn tls(
 
 impl Lapi {
     pub fn new(cfg: &CrowdSecConfig) -> Result<Self, LapiError> {
-        let b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(user_agent())
-            .timeout(TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            // The LAPI is a known host: no proxy from the environment.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none());
-        let http = tls(b, &cfg.tls)?.build().map_err(LapiError::Build)?;
+        let builder = || {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .user_agent(user_agent())
+                .timeout(TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT)
+                // The LAPI is a known host: no proxy from the environment.
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let http = tls(builder(), &cfg.tls, true)?
+            .build()
+            .map_err(LapiError::Build)?;
+        let http_machine = tls(builder(), &cfg.tls, false)?
+            .build()
+            .map_err(LapiError::Build)?;
         let base = Url::parse(&cfg.url).map_err(|_| LapiError::Url(cfg.url.clone()))?;
         if base.cannot_be_a_base() {
             return Err(LapiError::Url(cfg.url.clone()));
         }
         Ok(Lapi {
             http,
+            http_machine,
             base,
             api_key: cfg.api_key.clone(),
+            pulls: cfg.pulls(),
             login: cfg.credentials.clone(),
             filters: cfg.filters.clone(),
             token: Mutex::new(None),
@@ -170,7 +186,19 @@ impl Lapi {
     }
 
     pub fn has_key(&self) -> bool {
-        self.api_key.is_some()
+        self.pulls
+    }
+
+    /// A request as the bouncer: with its key, if it has one.
+    fn as_bouncer(&self, url: &Url) -> Result<reqwest::RequestBuilder, LapiError> {
+        if !self.pulls {
+            return Err(LapiError::NoKey);
+        }
+        let req = self.http.request(Method::GET, url.clone());
+        Ok(match &self.api_key {
+            Some(k) => req.header("X-Api-Key", k.expose()),
+            None => req,
+        })
     }
 
     pub fn has_login(&self) -> bool {
@@ -251,7 +279,6 @@ impl Lapi {
     /// else what changed since this key's last pull. `dedup=false`: every
     /// decision of an address, so deleting one of them is seen.
     pub async fn stream(&self, startup: bool) -> Result<DecisionStream, LapiError> {
-        let key = self.api_key.as_ref().ok_or(LapiError::NoKey)?;
         let mut url = self.url("v1/decisions/stream")?;
         {
             let mut q = url.query_pairs_mut();
@@ -269,10 +296,7 @@ impl Lapi {
                 }
             }
         }
-        let req = self
-            .http
-            .request(Method::GET, url.clone())
-            .header("X-Api-Key", key.expose());
+        let req = self.as_bouncer(&url)?;
         self.call(req, &url, MAX_STREAM_BODY).await
     }
 
@@ -280,13 +304,9 @@ impl Lapi {
     /// stream (`GET /v1/decisions` for one documentation address; LAPI
     /// only notes the pull if the key's last one is a minute old).
     pub async fn check_key(&self) -> Result<usize, LapiError> {
-        let key = self.api_key.as_ref().ok_or(LapiError::NoKey)?;
         let mut url = self.url("v1/decisions")?;
         url.query_pairs_mut().append_pair("ip", "192.0.2.255");
-        let req = self
-            .http
-            .request(Method::GET, url.clone())
-            .header("X-Api-Key", key.expose());
+        let req = self.as_bouncer(&url)?;
         let v: Option<Vec<serde_json::Value>> = self.call(req, &url, MAX_SMALL_BODY).await?;
         Ok(v.map_or(0, |v| v.len()))
     }
@@ -305,7 +325,7 @@ impl Lapi {
             source,
         })?;
         let req = self
-            .http
+            .http_machine
             .request(Method::POST, url.clone())
             .header("Content-Type", "application/json")
             .body(body);
@@ -354,7 +374,7 @@ impl Lapi {
         for attempt in 0..2 {
             let bearer = self.bearer().await?;
             let req = self
-                .http
+                .http_machine
                 .request(Method::POST, url.clone())
                 .header("Content-Type", "application/json")
                 .bearer_auth(bearer.expose())

@@ -71,7 +71,7 @@ impl Shared {
         Shared {
             st: Mutex::new(CrowdSecStatus {
                 url: cfg.url.clone(),
-                pulling: cfg.api_key.is_some(),
+                pulling: cfg.pulls(),
                 pushing: cfg.credentials.is_some(),
                 poll_ms: u64::try_from(cfg.poll.as_millis()).unwrap_or(u64::MAX),
                 ..CrowdSecStatus::default()
