@@ -828,14 +828,15 @@ fn fleet_latency() -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for (poll, local, remote, target) in &rows {
         let p99 = percentile(remote, 99);
+        let ms = |d: Duration| format!("{} ms", d.as_millis());
         println!(
-            "| {poll} | {:.0?} / {:.0?} | {:.0?} | {:.0?} | {:.0?} | <= {:.0?} | {} |",
-            percentile(local, 50),
-            percentile(local, 99),
-            percentile(remote, 50),
-            p99,
-            remote.last().copied().unwrap_or_default(),
-            target,
+            "| {poll} | {} / {} | {} | {} | {} | <= {} | {} |",
+            ms(percentile(local, 50)),
+            ms(percentile(local, 99)),
+            ms(percentile(remote, 50)),
+            ms(p99),
+            ms(remote.last().copied().unwrap_or_default()),
+            ms(*target),
             if p99 <= *target { "met" } else { "MISSED" }
         );
     }

@@ -132,6 +132,9 @@ pub struct CrowdSecStatus {
     /// RFC 3339: the last answered pull, and the last full one.
     pub last_sync: Option<String>,
     pub last_full_sync: Option<String>,
+    /// Seconds since the last answered pull.
+    #[serde(default)]
+    pub last_sync_secs_ago: Option<u64>,
     pub last_error: Option<String>,
     /// RFC 3339: when the pulls started failing.
     pub failing_since: Option<String>,
@@ -211,6 +214,19 @@ impl CrowdSecStatus {
                     self.url
                 ),
             });
+        }
+        // Connected, but the pulls stopped being answered (a LAPI that
+        // accepts and then hangs): said before the request times out.
+        let late = self.poll_ms / 1000 * 3 + 90;
+        if self.pulling
+            && self.connected
+            && let Some(age) = self.last_sync_secs_ago
+            && age > late
+        {
+            out.push(format!(
+                "no CrowdSec decisions received from {} for {age} s: bans in force stay enforced",
+                self.url
+            ));
         }
         if self.pushing
             && let Some(e) = &self.push_error

@@ -64,6 +64,8 @@ fn now_rfc3339() -> String {
 /// What the tasks report, for `status`.
 pub struct Shared {
     st: Mutex<CrowdSecStatus>,
+    /// When the last pull was answered.
+    synced_at: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
                 poll_ms: u64::try_from(cfg.poll.as_millis()).unwrap_or(u64::MAX),
                 ..CrowdSecStatus::default()
             }),
+            synced_at: Mutex::new(None),
         }
     }
 
@@ -84,10 +87,17 @@ impl Shared {
     }
 
     pub fn status(&self) -> CrowdSecStatus {
-        self.st.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.last_sync_secs_ago = self
+            .synced_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed().as_secs());
+        s
     }
 
     fn synced(&self, full: bool, b: &bouncer::Bouncer) {
+        *self.synced_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let now = now_rfc3339();
         self.with(|s| {
             s.connected = true;
