@@ -375,6 +375,16 @@ api:
         Ok(())
     }
 
+    /// SIGKILL: the LAPI dies without a word to anyone.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill().context("killing crowdsec")?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Joins `agent_ns` to the LAPI over a new veth pair; the agent's URL.
     pub fn link(&mut self, agent_ns: &Netns) -> Result<String> {
         if self.links >= MAX_LINKS {

@@ -297,7 +297,7 @@ fn the_lapi_going_away_lifts_nothing_and_agents_recover() -> Result<()> {
     mx2.wait_dropped(kept)?;
     mx2.wait_dropped(missed)?;
 
-    lapi.stop()?;
+    lapi.kill()?;
     for h in [&mx1, &mx2] {
         wait_for("the outage in status", SYNC, || {
             let st = h.w.status()?;

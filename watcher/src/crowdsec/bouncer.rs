@@ -287,7 +287,11 @@ impl Bouncer {
             match self.longest(&claim).map(|(id, a)| (id, a.clone())) {
                 None => {
                     self.claims.remove(&claim);
-                    plan.lift.push(claim);
+                    // A claim never written (refused, or added and deleted
+                    // between two pulls) has nothing to lift.
+                    if applied.is_some() {
+                        plan.lift.push(claim);
+                    }
                 }
                 Some((id, a)) => match applied {
                     None => plan.ban.push((id, a)),
@@ -561,9 +565,19 @@ mod tests {
         let p = ban_plan(&mut b, &[], &[1]);
         assert_eq!(p.lift.len(), 1);
         assert_eq!(b.active(), 0);
-        // A deleted decision never seen lifts nothing.
+        // A deleted decision never seen lifts nothing, nor one added and
+        // deleted between two pulls.
         let p = ban_plan(&mut b, &[], &[99]);
         assert!(p.lift.is_empty());
+        let mut sync = Sync::default();
+        let mut touched = b.take_new(
+            &[dec(5, "198.51.100.9", "1h")],
+            SystemTime::now(),
+            &mut sync,
+        );
+        touched.extend(b.forget(5));
+        let p = b.plan(touched);
+        assert!(p.ban.is_empty() && p.lift.is_empty(), "{p:?}");
     }
 
     #[test]
