@@ -26,6 +26,7 @@
 
 mod agent;
 mod lab;
+pub mod lapi;
 pub mod mx;
 mod netns;
 mod packet;

@@ -81,6 +81,26 @@ pub enum Command {
     Test(TestArgs),
     /// Print the native configuration (TOML) equivalent to a fail2ban one.
     ImportFail2ban(ImportFail2banArgs),
+    /// CrowdSec's Local API: test the connection and keys.
+    Crowdsec(CrowdsecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CrowdsecArgs {
+    #[command(subcommand)]
+    pub action: CrowdsecAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrowdsecAction {
+    /// Test the connection and the keys of the configuration's [crowdsec] section.
+    Check {
+        /// Configuration file (TOML) with the [crowdsec] section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -4,8 +4,9 @@
 //! (filters, timestamps) -> `agent::engine` (jails count failures) ->
 //! [`ban::BanService`] (guard, length, merge, record, event) -> `enforcer`
 //! (the pinned BPF maps) -> the XDP program. Every other origin of bans
-//! (the CLI's `ban` and `ban --file`, the bans restored at start) enters
-//! the same ban service. `state` keeps why each ban exists across restarts;
+//! (the CLI's `ban` and `ban --file`, the bans restored at start, CrowdSec
+//! decisions from `crowdsec`'s bouncer) enters the same ban service, and
+//! `crowdsec`'s decision source subscribes to its jail bans. `state` keeps why each ban exists across restarts;
 //! `control` is the agent's socket; `status` is what `status` and `explain`
 //! show, built the same way whether or not the agent runs. The binary's
 //! `cli.rs` and `cmd/` are the only code that knows the command line.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod ban;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod enforcer;
 pub mod fail2ban;
 pub mod filter;

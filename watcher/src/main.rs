@@ -68,6 +68,11 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }
         C::Test(a) => cmd::logtest::run(a.options()),
         C::ImportFail2ban(a) => cmd::import_fail2ban::run(&a.dir),
+        C::Crowdsec(a) => match a.action {
+            cli::CrowdsecAction::Check { config, json } => {
+                cmd::crowdsec::check(config.as_deref(), json)
+            }
+        },
     }
 }
 

@@ -112,6 +112,52 @@ pub struct AgentStatus {
     pub sources: Vec<SourceStatus>,
     pub bans: ServiceStats,
     pub store: Health,
+    /// The `[crowdsec]` bouncer and decision source, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdSecStatus>,
+}
+
+/// The CrowdSec part: is the Local API answering, what its decisions did,
+/// and how many jail bans wait to be shared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdSecStatus {
+    pub url: String,
+    /// Pulls decisions (a bouncer key is configured).
+    pub pulling: bool,
+    /// Pushes jail bans (a machine login is configured).
+    pub pushing: bool,
+    /// The last pull was answered (and understood).
+    pub connected: bool,
+    pub poll_ms: u64,
+    /// RFC 3339: the last answered pull, and the last full one.
+    pub last_sync: Option<String>,
+    pub last_full_sync: Option<String>,
+    /// Seconds since the last answered pull.
+    #[serde(default)]
+    pub last_sync_secs_ago: Option<u64>,
+    pub last_error: Option<String>,
+    /// RFC 3339: when the pulls started failing.
+    pub failing_since: Option<String>,
+    /// Ban decisions the LAPI lists now (those the guard refused included).
+    pub decisions_active: u64,
+    /// Decisions whose ban was written (a claim set, extended or shortened).
+    pub decisions_applied: u64,
+    /// Ban decisions the guard refused.
+    pub decisions_refused: u64,
+    /// Decisions that are not bans of addresses, by reason (`type captcha`,
+    /// `scope country`, `simulated`, `expired`).
+    pub decisions_ignored: std::collections::BTreeMap<String, u64>,
+    /// Entries that are no decision (bad value or duration).
+    pub decisions_invalid: u64,
+    pub bans_lifted: u64,
+    /// Jail bans queued on disk, not yet accepted by the LAPI.
+    pub push_queue: u64,
+    pub pushed: u64,
+    /// Queued bans that ended before they could be sent.
+    pub push_expired: u64,
+    /// Queued bans dropped because the queue was full.
+    pub push_dropped: u64,
+    pub push_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +194,58 @@ pub struct SourceStatus {
     pub files_opened: u64,
     pub rotations: u64,
     pub truncations: u64,
+}
+
+impl CrowdSecStatus {
+    /// What keeps the fleet's bans from being complete here: bans in
+    /// force stay enforced either way.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.pulling && !self.connected {
+            out.push(match (&self.last_error, &self.failing_since) {
+                (Some(e), Some(t)) => format!(
+                    "the CrowdSec Local API {} fails since {t} ({e}): bans in force stay enforced, new decisions are not received",
+                    self.url
+                ),
+                (Some(e), None) => format!(
+                    "the CrowdSec Local API {} fails ({e}): bans in force stay enforced, new decisions are not received",
+                    self.url
+                ),
+                _ => format!(
+                    "CrowdSec decisions from {} are not synced yet",
+                    self.url
+                ),
+            });
+        }
+        // Connected, but the pulls stopped being answered (a LAPI that
+        // accepts and then hangs): said before the request times out.
+        let late = self.poll_ms / 1000 * 3 + 90;
+        if self.pulling
+            && self.connected
+            && let Some(age) = self.last_sync_secs_ago
+            && age > late
+        {
+            out.push(format!(
+                "no CrowdSec decisions received from {} for {age} s: bans in force stay enforced",
+                self.url
+            ));
+        }
+        if self.pushing
+            && let Some(e) = &self.push_error
+        {
+            out.push(format!(
+                "{} jail ban(s) wait on disk to be pushed to the CrowdSec Local API ({e})",
+                self.push_queue
+            ));
+        }
+        if self.push_dropped > 0 {
+            out.push(format!(
+                "{} jail ban(s) were dropped unshared: the CrowdSec push queue was full",
+                self.push_dropped
+            ));
+        }
+        out
+    }
 }
 
 impl DataPlane {
@@ -258,6 +356,9 @@ impl Protection {
                         degraded.push(format!("interface {i} has no program attached"));
                     }
                 }
+                if let Some(c) = &a.crowdsec {
+                    degraded.extend(c.problems());
+                }
             }
         }
         let state = if !off.is_empty() {
@@ -296,6 +397,9 @@ pub struct ListedBan {
     pub ports: Vec<u16>,
     pub drops: u64,
     pub reason: Option<String>,
+    /// The CrowdSec decision of the origin in force, when it is CrowdSec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::state::DecisionRef>,
 }
 
 /// Every ban in the maps, sorted, with the store's origins and reasons.
@@ -335,6 +439,7 @@ pub fn listing(
                 ports: b.ports.0,
                 drops: b.drops,
                 reason: cs.first().map(|r| r.reason.clone()),
+                decision: cs.first().and_then(|r| r.decision.clone()),
             }
         })
         .collect())

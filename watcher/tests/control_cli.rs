@@ -70,6 +70,7 @@ fn evidence_record() -> BanRecord {
         expires_at: Some(now + Duration::from_secs(3600)),
         ports: vec![143, 993],
         narrowed_from: None,
+        decision: None,
     }
 }
 

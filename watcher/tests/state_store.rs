@@ -53,6 +53,7 @@ fn record(i: u32, lines: usize) -> BanRecord {
         expires_at: Some(now + Duration::from_secs(3600)),
         ports: vec![25, 465, 587],
         narrowed_from: None,
+        decision: None,
     }
 }
 

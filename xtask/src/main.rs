@@ -49,6 +49,8 @@ enum Bench {
     Restore,
     /// A real MX under an AUTH flood: no protection, fail2ban, fail2xdp.
     Mx,
+    /// A ban on one host dropped on another through CrowdSec's Local API.
+    Fleet,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -65,6 +67,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 tasks::Bench::Ingest,
                 tasks::Bench::Restore,
                 tasks::Bench::Mx,
+                tasks::Bench::Fleet,
             ];
             let which: &[tasks::Bench] = match which {
                 Bench::All => &all,
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Bench::Ingest => &all[1..2],
                 Bench::Restore => &all[2..3],
                 Bench::Mx => &all[3..4],
+                Bench::Fleet => &all[4..5],
             };
             return tasks::bench(which);
         }

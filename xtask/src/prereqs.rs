@@ -55,6 +55,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "python3-pyinotify",
         "fail2ban's pyinotify backend in the mx benchmark",
     ),
+    ("openssl", "certificates for the CrowdSec TLS test"),
 ];
 
 /// Answers a package would otherwise ask for on the terminal, given to
@@ -72,6 +73,9 @@ pub fn ensure(need: Need) -> Result<()> {
         pkgs.extend(TEST_PACKAGES.iter().map(|p| p.0));
     }
     apt_install_missing(&pkgs)?;
+    if need == Need::All {
+        crowdsec()?;
+    }
     rust_src()?;
     bpf_linker()?;
     bpffs()?;
@@ -130,6 +134,34 @@ fn preseed(missing: &[&str]) -> Result<()> {
         bail!("debconf-set-selections failed ({status})");
     }
     Ok(())
+}
+
+/// Where Debian's crowdsec looks for Central API credentials: with any
+/// content there before it is installed, the package does not try to
+/// register online (there is no internet here) and installs a working
+/// Local API, which the CrowdSec tests run their own instances of.
+const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+fn crowdsec() -> Result<()> {
+    if installed("crowdsec") {
+        return Ok(());
+    }
+    let path = Path::new(CROWDSEC_ONLINE_CREDENTIALS);
+    let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    if empty {
+        eprintln!(
+            "xtask: writing {CROWDSEC_ONLINE_CREDENTIALS} (no Central API: the tests are offline)"
+        );
+        std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+        std::fs::write(
+            path,
+            "# fail2xdp's tests: no Central API. Present before `apt-get install crowdsec`\n\
+             # so that the package does not try to register online.\n",
+        )
+        .with_context(|| format!("writing {CROWDSEC_ONLINE_CREDENTIALS}"))?;
+    }
+    eprintln!("xtask: installing crowdsec (the Local API the CrowdSec tests run)");
+    apt_install_missing(&["crowdsec"])
 }
 
 fn rust_src() -> Result<()> {

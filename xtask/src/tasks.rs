@@ -92,6 +92,7 @@ pub enum Bench {
     Ingest,
     Restore,
     Mx,
+    Fleet,
 }
 
 pub fn bench(which: &[Bench]) -> Result<ExitCode> {
@@ -101,6 +102,7 @@ pub fn bench(which: &[Bench]) -> Result<ExitCode> {
         which.contains(&Bench::Restore),
         which.contains(&Bench::Mx),
     );
+    let fleet = which.contains(&Bench::Fleet);
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -171,6 +173,23 @@ pub fn bench(which: &[Bench]) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the mx bench")?
+            .success();
+    }
+    if fleet {
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "crowdsec",
+                "--",
+            ])
+            .args(["--ignored", "--nocapture", "--exact", "fleet_latency"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the fleet latency bench")?
             .success();
     }
     Ok(if ok {

@@ -229,6 +229,7 @@ impl Engine {
             last_seen: from_unix_ns(off.last_seen),
             force: false,
             replace: false,
+            decision: None,
         };
         let outcome = self
             .service

@@ -54,6 +54,7 @@ pub struct Agent {
     pub stop: tokio::sync::mpsc::UnboundedSender<()>,
     staged: Mutex<HashMap<u64, Staged>>,
     next_import: Mutex<u64>,
+    crowdsec: std::sync::OnceLock<Arc<crate::crowdsec::CrowdSec>>,
 }
 
 impl Agent {
@@ -77,7 +78,13 @@ impl Agent {
             stop,
             staged: Mutex::new(HashMap::new()),
             next_import: Mutex::new(1),
+            crowdsec: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The CrowdSec bouncer and decision source, for `status`.
+    pub fn set_crowdsec(&self, c: Arc<crate::crowdsec::CrowdSec>) {
+        let _ = self.crowdsec.set(c);
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
@@ -99,6 +106,7 @@ impl Agent {
         if let Some(s) = self.service.store() {
             save_meta(s, &cfg);
         }
+        crate::crowdsec::note_reload(self.crowdsec.get(), cfg.crowdsec.as_ref());
         self.engine().apply_config(cfg);
         let _ = self.resync.send(());
         log::info!("{msg}");
@@ -146,6 +154,7 @@ impl Agent {
             sources,
             bans: self.service.stats(),
             store: self.service.health(),
+            crowdsec: self.crowdsec.get().map(|c| c.status()),
         }
     }
 

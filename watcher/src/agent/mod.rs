@@ -30,6 +30,7 @@ use crate::{
     ban::{BanService, LogEvents, Persist, Subscriber},
     config::{self, SourceConf},
     control,
+    crowdsec::CrowdSec,
     enforcer::{Enforcer, XdpMode},
     instance::{AgentLock, Instance},
     source::{self, SourceOptions},
@@ -146,7 +147,9 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     }
     let enforcer = if opts.dry_run { None } else { Some(enf) };
 
-    let subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];
+    let mut subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];
+    let crowdsec = cfg.crowdsec.clone().map(CrowdSec::new);
+    subscribers.extend(crowdsec.as_ref().and_then(|c| c.subscriber()));
     let service = Arc::new(BanService::new(
         enforcer,
         store.clone(),
@@ -176,6 +179,13 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             crate::error_chain(&e)
         ),
     }
+    // After the restore: the first full sync reconciles with what it put back.
+    if let Some(c) = &crowdsec {
+        c.start(
+            service.clone(),
+            (!opts.dry_run).then_some(inst.state_dir.as_path()),
+        );
+    }
     let (resync_tx, mut resync_rx) = mpsc::unbounded_channel();
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent::new(
@@ -187,6 +197,9 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         resync_tx,
         stop_tx,
     ));
+    if let Some(c) = &crowdsec {
+        agent.set_crowdsec(c.clone());
+    }
 
     let src_opts = SourceOptions {
         journal_from_start: opts.replay,
@@ -289,6 +302,9 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     drop(inputs);
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(5), h.join()).await;
+    }
+    if let Some(c) = &crowdsec {
+        c.stop();
     }
     service.shutdown();
     let _ = server.await;

@@ -149,7 +149,15 @@ impl Subscriber for LogEvents {
                 } else {
                     ""
                 };
-                log::info!(
+                // A CrowdSec blocklist is 100,000 decisions: the bouncer
+                // logs one line per sync, each ban only at debug level.
+                let level = if matches!(b.origin, Origin::CrowdSec(_)) {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    level,
                     "{}ban {} {length} ({scope}) origin {}, {} failure(s), ban #{}: {}{narrowed}{kept}",
                     if b.dry_run { "[dry-run] " } else { "" },
                     b.net,
@@ -161,7 +169,14 @@ impl Subscriber for LogEvents {
             }
             BanEvent::Unbanned { net, origins } => {
                 let o: Vec<String> = origins.iter().map(ToString::to_string).collect();
-                log::info!("unban {net} (origin {})", o.join(", "));
+                let level = if !origins.is_empty()
+                    && origins.iter().all(|o| matches!(o, Origin::CrowdSec(_)))
+                {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                log::log!(level, "unban {net} (origin {})", o.join(", "));
             }
             BanEvent::Refused { origin, refusal } => self.refused(origin, refusal),
             BanEvent::Failed { net, origin, error } => {

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{Origin, Refusal};
-use crate::addr::PortSet;
+use crate::{addr::PortSet, state::DecisionRef};
 
 /// Longest ban length anyone may ask for (a finite ban beyond it is a typo;
 /// "permanent" is the way to ask for ever). Also caps a repeat offender's
@@ -92,6 +92,8 @@ pub struct Order {
     /// Replace what is in force for this network instead of merging with
     /// it: the way to shorten a ban.
     pub replace: bool,
+    /// The CrowdSec decision a `crowdsec/...` ban enforces.
+    pub decision: Option<DecisionRef>,
 }
 
 impl Order {
@@ -118,6 +120,7 @@ impl Order {
             last_seen: now,
             force: false,
             replace: false,
+            decision: None,
         }
     }
 }

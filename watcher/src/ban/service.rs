@@ -360,6 +360,7 @@ impl BanService {
                 expires_at,
                 ports: o.ports.0.clone(),
                 narrowed_from,
+                decision: o.decision,
             };
             let applied = Applied {
                 net,
@@ -603,58 +604,17 @@ impl BanService {
         origins.dedup();
         let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
         let outcome = match origin {
-            Some(_) => {
-                let now = SystemTime::now();
-                let mut left: Vec<(Option<SystemTime>, Vec<u16>, Origin)> = Vec::new();
-                if let Some(s) = &self.store {
-                    for r in s.claims(&net)? {
-                        if !r.is_expired(now) {
-                            left.push((r.expires_at, r.ports, r.origin));
-                        }
-                    }
-                    for h in s.imports_holding(&net)? {
-                        if !h.is_expired(now) {
-                            left.push((h.expires_at, h.ports, h.origin));
-                        }
-                    }
-                }
-                if left.is_empty() {
+            Some(_) => match self.claims_left(&net, SystemTime::now())? {
+                None => {
                     enf.unban(&net)?;
                     UnbanOutcome::Lifted { net, origins }
-                } else {
-                    // What the others asked, merged: this origin's share goes.
-                    let mut cur: Option<BanInfo> = None;
-                    for (exp, ports, o) in &left {
-                        let m = merge(
-                            cur.as_ref(),
-                            remaining(*exp, now),
-                            &PortSet(ports.clone()),
-                            &o.map_label(),
-                        );
-                        cur = Some(BanInfo {
-                            net,
-                            jail: m.label,
-                            remaining: m.ttl,
-                            expired: false,
-                            created: now,
-                            ports: m.ports,
-                            drops: 0,
-                        });
-                    }
-                    if let Some(c) = cur {
-                        enf.ban(&BanRequest {
-                            net,
-                            ttl: c.remaining,
-                            ports: c.ports,
-                            jail: c.jail,
-                        })?;
-                    }
-                    UnbanOutcome::StillBanned {
-                        net,
-                        by: left.into_iter().map(|(_, _, o)| o).collect(),
-                    }
                 }
-            }
+                // What the others asked, merged: this origin's share goes.
+                Some((req, by)) => {
+                    enf.ban(&req)?;
+                    UnbanOutcome::StillBanned { net, by }
+                }
+            },
             None => {
                 let in_maps = enf.unban(&net)?;
                 if in_maps || !origins.is_empty() {
@@ -1000,6 +960,140 @@ impl BanService {
     /// Stops the background writer after it wrote everything queued.
     pub fn shutdown(&self) {
         self.flush();
+    }
+}
+
+/// Batches of claims, for an origin that sets many at once (a CrowdSec
+/// stream): one store transaction and one map batch for all of them.
+impl BanService {
+    /// What the store's claims on `net` ask, merged (the others' claims
+    /// once one origin's went), and whose they are; None when none is left.
+    fn claims_left(
+        &self,
+        net: &IpNet,
+        now: SystemTime,
+    ) -> Result<Option<(BanRequest, Vec<Origin>)>, BanError> {
+        let mut left: Vec<(Option<SystemTime>, Vec<u16>, Origin)> = Vec::new();
+        if let Some(s) = &self.store {
+            for r in s.claims(net)? {
+                if !r.is_expired(now) {
+                    left.push((r.expires_at, r.ports, r.origin));
+                }
+            }
+            for h in s.imports_holding(net)? {
+                if !h.is_expired(now) {
+                    left.push((h.expires_at, h.ports, h.origin));
+                }
+            }
+        }
+        let mut cur: Option<BanInfo> = None;
+        for (exp, ports, o) in &left {
+            let m = merge(
+                cur.as_ref(),
+                remaining(*exp, now),
+                &PortSet(ports.clone()),
+                &o.map_label(),
+            );
+            cur = Some(BanInfo {
+                net: *net,
+                jail: m.label,
+                remaining: m.ttl,
+                expired: false,
+                created: now,
+                ports: m.ports,
+                drops: 0,
+            });
+        }
+        Ok(cur.map(|c| {
+            (
+                BanRequest {
+                    net: *net,
+                    ttl: c.remaining,
+                    ports: c.ports,
+                    jail: c.jail,
+                },
+                left.into_iter().map(|(_, _, o)| o).collect(),
+            )
+        }))
+    }
+
+    /// Writes to the maps, for each of `nets`, exactly the merge of the
+    /// claims the store holds on it (shortening what a merge kept longer,
+    /// once an origin's claim was replaced by a shorter one), and lifts
+    /// those with no claim left. Returns the networks lifted.
+    fn rewrite(&self, inner: &mut Inner, nets: &[IpNet]) -> Result<Vec<IpNet>, BanError> {
+        let now = SystemTime::now();
+        let mut reqs = Vec::new();
+        let mut lifted = Vec::new();
+        for net in nets {
+            match self.claims_left(net, now)? {
+                Some((req, _)) => reqs.push(req),
+                None => lifted.push(*net),
+            }
+        }
+        let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
+        for part in reqs.chunks(WRITE_BATCH) {
+            enf.ban_batch(part)?;
+        }
+        for net in &lifted {
+            enf.unban(net)?;
+        }
+        Ok(lifted)
+    }
+
+    /// Lifts these (network, origin) claims in one batch (a blocklist's
+    /// decisions deleted): each network keeps the merge of the other
+    /// origins' claims, and goes from the maps when none is left. Returns
+    /// how many networks were lifted from the maps.
+    pub fn lift_claims(&self, claims: &[(IpNet, Origin)]) -> Result<usize, BanError> {
+        if self.dry_run {
+            return Err(BanError::DryRun);
+        }
+        let claims: Vec<(IpNet, Origin)> = claims
+            .iter()
+            .map(|(n, o)| (addr::unmap(*n).trunc(), o.clone()))
+            .collect();
+        let mut inner = self.lock();
+        self.flush();
+        let removed = match &self.store {
+            Some(s) => s.remove_claims(&claims)?,
+            None => Vec::new(),
+        };
+        let mut nets: Vec<IpNet> = claims.iter().map(|(n, _)| *n).collect();
+        nets.sort_unstable();
+        nets.dedup();
+        let lifted = self.rewrite(&mut inner, &nets)?;
+        drop(inner);
+        let mut by_net: HashMap<IpNet, Vec<Origin>> = HashMap::new();
+        for r in removed {
+            by_net.entry(r.net).or_default().push(r.origin);
+        }
+        let events: Vec<BanEvent> = lifted
+            .iter()
+            .map(|n| BanEvent::Unbanned {
+                net: *n,
+                origins: by_net.remove(n).unwrap_or_default(),
+            })
+            .collect();
+        self.add_stats(&ServiceStats {
+            unbanned: lifted.len() as u64,
+            ..ServiceStats::default()
+        });
+        self.emit(&events);
+        Ok(lifted.len())
+    }
+
+    /// After [`ban`](Self::ban) recorded shorter claims that the maps kept
+    /// longer (merged): makes the maps of `nets` the merge of their claims
+    /// as now recorded, with no moment without the ban.
+    pub fn reassert(&self, nets: &[IpNet]) -> Result<(), BanError> {
+        if self.dry_run {
+            return Err(BanError::DryRun);
+        }
+        let mut inner = self.lock();
+        self.flush();
+        let nets: Vec<IpNet> = nets.iter().map(|n| addr::unmap(*n).trunc()).collect();
+        self.rewrite(&mut inner, &nets).map(drop)
     }
 }
 

@@ -52,6 +52,24 @@ pub fn run(file: Option<&Path>, fail2ban: Option<&Path>, json: bool) -> anyhow::
                     j.ports,
                 );
             }
+            if let Some(c) = &cfg.crowdsec {
+                println!(
+                    "  crowdsec: {}; {}; {}",
+                    c.url,
+                    if c.pulls() {
+                        format!(
+                            "pulls decisions every {}",
+                            humantime::format_duration(c.poll)
+                        )
+                    } else {
+                        "pulls no decisions (no api_key nor client certificate)".to_string()
+                    },
+                    match &c.credentials {
+                        Some(m) => format!("pushes jail bans as machine {}", m.login),
+                        None => "pushes no bans (no credentials_file)".to_string(),
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid(problems)) => {

@@ -242,6 +242,9 @@ fn print_status(st: &Status) {
                 s.truncations
             );
         }
+        if let Some(c) = &a.crowdsec {
+            print_crowdsec(c);
+        }
         let refused: u64 = a.bans.refused.values().sum();
         println!(
             "bans since start: {} made, {} refused, {} stale, {} failed, {} lifted",
@@ -269,6 +272,43 @@ fn print_status(st: &Status) {
             f.entries,
             f.capacity,
             100.0 * f.entries as f64 / f64::from(f.capacity.max(1))
+        );
+    }
+}
+
+fn print_crowdsec(c: &fail2xdp::status::CrowdSecStatus) {
+    if c.pulling {
+        println!(
+            "crowdsec: {} {}, last sync {}; decisions: {} active, {} applied, {} refused, {} ignored, {} invalid; {} ban(s) lifted",
+            c.url,
+            if c.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            c.last_sync.as_deref().unwrap_or("never"),
+            c.decisions_active,
+            c.decisions_applied,
+            c.decisions_refused,
+            c.decisions_ignored.values().sum::<u64>(),
+            c.decisions_invalid,
+            c.bans_lifted
+        );
+        if let Some(e) = &c.last_error {
+            println!("crowdsec: last error: {}", printable(e));
+        }
+    }
+    if c.pushing {
+        println!(
+            "crowdsec: jail bans pushed {}, queued {}, expired unsent {}, dropped {}{}",
+            c.pushed,
+            c.push_queue,
+            c.push_expired,
+            c.push_dropped,
+            c.push_error
+                .as_ref()
+                .map(|e| format!("; push failing: {}", printable(e)))
+                .unwrap_or_default()
         );
     }
 }

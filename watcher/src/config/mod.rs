@@ -2,6 +2,7 @@
 //! the allowlist and limits. Loading builds everything a jail needs (filters
 //! compiled, ports and networks parsed), so a configuration that loads is one
 //! the agent can run; any problem is reported as `file:line:key: message`.
+mod crowdsec;
 mod locate;
 
 use std::{
@@ -23,6 +24,8 @@ use crate::{
     jail::{Increment, Rules},
     source::SourceSpec,
 };
+
+pub use crowdsec::{CrowdSecConfig, Filters as CrowdSecFilters, Tls as CrowdSecTls};
 
 /// The built-in configuration, used without --config; it also documents every key.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -53,6 +56,8 @@ pub struct Config {
     /// How long the ban history of a network is kept after its last ban
     /// (repeat offenders are recognised within it).
     pub history: Duration,
+    /// `[crowdsec]`: the Local API to pull decisions from and push bans to.
+    pub crowdsec: Option<CrowdSecConfig>,
 }
 
 /// Default of `[state] history`.
@@ -68,6 +73,7 @@ impl Config {
             capacity: Capacities::default(),
             limits: PrefixLimits::default(),
             history: DEFAULT_HISTORY,
+            crowdsec: None,
         }
     }
 }
@@ -206,6 +212,7 @@ struct RawFile {
     capacity: Option<Spanned<Capacities>>,
     limits: Option<Spanned<RawLimits>>,
     state: Option<Spanned<RawState>>,
+    crowdsec: Option<Spanned<crowdsec::RawCrowdSec>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +428,7 @@ impl Cx<'_> {
             }
             None => Capacities::default(),
         };
+        let crowdsec = raw.crowdsec.as_ref().and_then(|c| self.crowdsec(c));
         Config {
             origin: self.file.to_string(),
             jails,
@@ -428,6 +436,7 @@ impl Cx<'_> {
             capacity,
             limits,
             history,
+            crowdsec,
         }
     }
 

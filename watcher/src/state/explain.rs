@@ -12,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{BanRecord, ImportHeader, StateError, Store};
+use super::{BanRecord, DecisionRef, ImportHeader, StateError, Store};
 use crate::enforcer::{BanInfo, Enforcer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +93,9 @@ pub struct ExplainedBan {
     /// seconds left, None = permanent or not read.
     #[serde(default)]
     pub enforced_remaining_secs: Option<u64>,
+    /// The CrowdSec decision behind a `crowdsec/...` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRef>,
 }
 
 fn yes() -> bool {
@@ -123,6 +126,7 @@ impl ExplainedBan {
             recorded: true,
             in_maps: None,
             enforced_remaining_secs: None,
+            decision: r.decision.clone(),
         }
     }
 
@@ -149,6 +153,7 @@ impl ExplainedBan {
             recorded: true,
             in_maps: None,
             enforced_remaining_secs: None,
+            decision: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl ExplainedBan {
             recorded: false,
             in_maps: Some(true),
             enforced_remaining_secs: b.remaining.map(|r| r.as_secs()),
+            decision: None,
         }
     }
 }
@@ -368,6 +374,14 @@ impl fmt::Display for Explanation {
                 )?;
             }
             writeln!(f, "  reason:     {}", printable(&b.reason))?;
+            if let Some(d) = &b.decision {
+                writeln!(
+                    f,
+                    "  decision:   CrowdSec decision #{} (scenario {})",
+                    d.id,
+                    printable(&d.scenario)
+                )?;
+            }
             writeln!(f, "  banned at:  {}", b.banned_at)?;
             match (&b.expires_at, b.remaining_secs) {
                 (None, _) => writeln!(f, "  until:      permanent")?,

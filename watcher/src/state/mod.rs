@@ -14,6 +14,8 @@ mod writer;
 pub use explain::{ExplainedBan, Explanation, Tracking, printable};
 pub use imports::ImportHeader;
 pub use positions::PositionBook;
-pub use record::{BanRecord, DecodeError, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES};
+pub use record::{
+    BanRecord, DecisionRef, DecodeError, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES,
+};
 pub use store::{DB_FILE, MAX_HISTORY_PER_HOST, Recovered, StateError, Store};
 pub use writer::{Health, StateWriter};

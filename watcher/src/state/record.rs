@@ -47,6 +47,17 @@ pub struct BanRecord {
     /// address (the host's own, an allowlisted one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub narrowed_from: Option<IpNet>,
+    /// The CrowdSec decision this claim enforces (origin `crowdsec/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRef>,
+}
+
+/// A CrowdSec decision, as `list` and `explain` name it: its id in the
+/// Local API and its scenario (the decision's origin is the claim's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRef {
+    pub id: i64,
+    pub scenario: String,
 }
 
 /// The first format stored one record per network with a `jail` name.
@@ -92,6 +103,7 @@ impl BanRecord {
             expires_at: ttl.and_then(|t| now.checked_add(t)),
             ports,
             narrowed_from: None,
+            decision: None,
         }
     }
 
@@ -161,6 +173,7 @@ impl BanRecord {
                     expires_at: r.expires_at,
                     ports: r.ports,
                     narrowed_from: None,
+                    decision: None,
                 })
             }
             Some((&(FORMAT_V1 | FORMAT_V2), _)) => Err(DecodeError::Empty),

@@ -345,6 +345,29 @@ impl Store {
         raws.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
+    /// Removes the claims of these (network, origin) pairs in one
+    /// transaction (one fsync for a whole blocklist); returns the claims
+    /// that were there.
+    pub fn remove_claims(&self, claims: &[(IpNet, Origin)]) -> Result<Vec<BanRecord>, StateError> {
+        let raws = self.write(|tx| {
+            let mut bans = tx.open_table(BANS)?;
+            let mut exp = tx.open_table(EXPIRY)?;
+            let mut out = Vec::new();
+            for (net, origin) in claims {
+                let k = claim_key(net, origin);
+                let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                if let Some(e) = stored_expiry(&v) {
+                    exp.remove(expiry_key(e, &k).as_slice())?;
+                }
+                out.push((k, v));
+            }
+            Ok(out)
+        })?;
+        raws.iter().map(|(k, v)| self.decode(k, v)).collect()
+    }
+
     /// The claims on exactly `net`, one per origin.
     pub fn claims(&self, net: &IpNet) -> Result<Vec<BanRecord>, StateError> {
         let (lo, hi) = claims_range(net);
