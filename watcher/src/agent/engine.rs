@@ -469,9 +469,10 @@ impl Engine {
                     ttl,
                     ports: ports.clone(),
                     jail: name.clone(),
+                    mode: Default::default(),
                 };
                 match enf.ban(&req) {
-                    Ok(()) => Verdict::Banned { net: off.net, ttl },
+                    Ok(_) => Verdict::Banned { net: off.net, ttl },
                     Err(e) => {
                         slot.jail.stats.errors += 1;
                         log::error!("jail {name}: banning {}: {e}", off.net);
@@ -575,6 +576,7 @@ impl Engine {
                 ttl,
                 ports,
                 jail: r.jail.clone(),
+                mode: Default::default(),
             });
         })?;
         let read = t0.elapsed();
@@ -582,7 +584,7 @@ impl Engine {
         if let Some(enf) = self.enforcer.as_mut()
             && !reqs.is_empty()
         {
-            restored = enf.ban_batch(&reqs)?;
+            restored = enf.ban_batch(&reqs)?.len();
         }
         log::debug!(
             "restore: maps listed and store read in {read:?}, {} ban(s) written in {:?}",

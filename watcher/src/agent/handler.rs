@@ -207,6 +207,7 @@ impl Shared {
             ttl,
             ports: ports.clone(),
             jail: jail.to_string(),
+            mode: Default::default(),
         };
         if let Err(err) = enf.ban(&req) {
             return Response::error(err.to_string());

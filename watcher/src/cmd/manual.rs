@@ -51,6 +51,7 @@ pub fn ban(g: &Global, a: BanArgs) -> Result<ExitCode> {
         ttl,
         ports: ports.clone(),
         jail: a.jail.clone(),
+        mode: Default::default(),
     };
     let length = ttl.map_or_else(
         || "permanently".to_string(),
@@ -193,7 +194,7 @@ fn ban_file(
         }
     }
     let parsed = t0.elapsed();
-    let n = enf.ban_batch(&reqs).context("writing the bans")?;
+    let n = enf.ban_batch(&reqs).context("writing the bans")?.len();
     if reqs.len() <= MAX_RECORDED_IMPORT {
         let recs = reqs
             .iter()

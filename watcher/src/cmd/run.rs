@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{cli::*, enforcer::Enforcer};
+use crate::{
+    cli::*,
+    enforcer::{Enforcer, XdpMode},
+};
 
 pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     // A bad configuration must change nothing running: load it before the
@@ -20,9 +23,14 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             g.pin_dir.display()
         )
     })?;
+    let mode = match a.xdp_mode {
+        XdpModeArg::Native => XdpMode::Native,
+        XdpModeArg::Generic => XdpMode::Generic,
+        XdpModeArg::Auto => XdpMode::Auto,
+    };
     for iface in &a.ifaces {
         let at = enf
-            .attach(iface, a.xdp_mode)
+            .attach(iface, mode)
             .with_context(|| format!("attaching to {iface}"))?;
         eprintln!(
             "{}: {} XDP program (prog id {}, {} mode, link {})",

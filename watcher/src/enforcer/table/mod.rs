@@ -1,0 +1,341 @@
+//! The ban and allowlist tables as they live in the pinned maps: the
+//! bucket arrays and entry arrays mapped into memory, with entry ids
+//! allocated from the entry array and the geometry kept in CONFIG. The
+//! hashing algorithm itself is [`cuckoo`]; what each table's keys look like
+//! is [`kind`].
+//!
+//! A [`Table`] serves one operation under the pin directory's flock: it
+//! reads the geometry from CONFIG when opened and the caller writes the
+//! updated geometry (count, allocation hint) back when done.
+//!
+//! Entries never move. A new key's entry is written completely before its
+//! slot is published; a removed key's slot is cleared before its entry is
+//! freed, and the operation that freed entries waits for an RCU grace
+//! period before it releases the lock, so no XDP program still holding an
+//! old slot reads an entry that was meanwhile given to another key.
+pub mod cuckoo;
+pub mod kind;
+
+use std::marker::PhantomData;
+
+use fail2xdp_common::{BUCKET_SLOTS, Bucket, Config, MAX_LOAD_DEN, MAX_LOAD_NUM, TableGeom};
+
+use self::cuckoo::{Loc, NoRoom, Store, id_of, tag_of};
+pub use self::kind::{A4, A6, AllowKind, BanKind, Kind, P4, P6, V4, V6};
+use super::maps::{Mapping, Maps};
+
+/// Buckets for `capacity` entries at the designed load (one key in two
+/// slots at full capacity); at least 2.
+pub fn buckets_for(capacity: u32) -> u32 {
+    let slots = u64::from(capacity) * u64::from(MAX_LOAD_DEN) / u64::from(MAX_LOAD_NUM);
+    slots
+        .div_ceil(BUCKET_SLOTS as u64)
+        .clamp(2, u64::from(u32::MAX)) as u32
+}
+
+/// Elements of an entry array for `capacity` entries (id 0 is never used).
+pub fn entries_for(capacity: u32) -> u32 {
+    capacity.max(1).saturating_add(1)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {map} is full ({capacity} entries); raise its capacity")]
+    Full { map: &'static str, capacity: u32 },
+    #[error(
+        "table {map}: no room in either bucket of a key even after moving others (far beyond the designed load)"
+    )]
+    NoRoom { map: &'static str },
+    #[error("table {0} is not set up (its geometry in CONFIG does not match the arrays)")]
+    Geometry(&'static str),
+    #[error("no random seed for table {map}")]
+    Seed {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The slots of one table, straight in the mapped arrays.
+pub(crate) struct Mapped<'a, K> {
+    buckets: &'a Mapping,
+    entries: &'a Mapping,
+    seed: u64,
+    n: u32,
+    _kind: PhantomData<K>,
+}
+
+impl<K: Kind> Store for Mapped<'_, K> {
+    type Key = K::Key;
+
+    fn locate(&self, key: &K::Key) -> Loc {
+        K::locate(key, self.seed, self.n)
+    }
+
+    fn key_at(&self, word: u64) -> Option<K::Key> {
+        let id = id_of(word);
+        if id == 0 {
+            return None;
+        }
+        if let Some(k) = K::key_of_tag(tag_of(word)) {
+            return Some(k);
+        }
+        let e: K::Entry = self.entries.read(id);
+        K::used(&e).then(|| K::key_of_entry(&e))
+    }
+
+    fn bucket(&self, b: u32) -> Bucket {
+        self.buckets.read(b)
+    }
+
+    fn set_slot(&mut self, b: u32, i: usize, word: u64) {
+        self.buckets.store(b, 1 + i, word);
+    }
+
+    fn set_spill(&mut self, b: u32, spill: u64) {
+        self.buckets.store(b, 0, spill);
+    }
+}
+
+/// One table of an instance, for the length of one locked operation.
+pub(crate) struct Table<'a, K: Kind> {
+    store: Mapped<'a, K>,
+    /// The geometry, with `count` and `next` as this operation left them.
+    pub geom: TableGeom,
+    name: &'static str,
+    /// Entries freed by this operation (a grace period is due).
+    pub freed: usize,
+}
+
+/// A seed nobody outside can guess, from the kernel's random source.
+pub fn random_seed() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(b))
+}
+
+impl<'a, K: Kind> Table<'a, K> {
+    /// The table with the geometry `cfg` gives it; an error if that does
+    /// not fit the arrays (not set up, or pins of another size).
+    pub fn open(maps: &'a Maps, cfg: &Config) -> Result<Self, super::EnforcerError> {
+        let g = cfg.tables[K::TBL];
+        let t = Self::with_geom(maps, g)?;
+        if g.buckets < 2
+            || g.buckets != t.store.buckets.elems()
+            || g.entries + 1 > t.store.entries.elems()
+        {
+            return Err(TableError::Geometry(K::BUCKETS.name()).into());
+        }
+        Ok(t)
+    }
+
+    fn with_geom(maps: &'a Maps, g: TableGeom) -> Result<Self, super::EnforcerError> {
+        Ok(Table {
+            store: Mapped {
+                buckets: maps.mem(K::BUCKETS)?,
+                entries: maps.mem(K::ENTRIES)?,
+                seed: g.seed,
+                n: g.buckets,
+                _kind: PhantomData,
+            },
+            geom: g,
+            name: K::BUCKETS.name(),
+            freed: 0,
+        })
+    }
+
+    pub fn entry(&self, id: u32) -> K::Entry {
+        self.store.entries.read(id)
+    }
+
+    /// One atomic store of word `w` of entry `id` (an expiry change keeps
+    /// the drop counter the XDP program is adding to).
+    pub fn set_entry_word(&self, id: u32, w: usize, v: u64) {
+        self.store.entries.store(id, w, v);
+    }
+
+    /// The key's entry id and entry.
+    pub fn get(&self, key: &K::Key) -> Option<(u32, K::Entry)> {
+        if self.geom.count == 0 {
+            return None;
+        }
+        cuckoo::find(&self.store, key).map(|f| (f.id, self.entry(f.id)))
+    }
+
+    /// Buckets (cache lines of table) the XDP program reads for `key`, and
+    /// whether it finds it.
+    pub fn reader_lines(&self, key: &K::Key) -> (bool, u32) {
+        if self.geom.count == 0 {
+            return (false, 0);
+        }
+        let (id, lines) = cuckoo::reader_find(&self.store, key);
+        (id.is_some(), lines)
+    }
+
+    /// A free entry id, from the allocation hint on.
+    fn alloc(&mut self) -> Result<u32, TableError> {
+        let full = TableError::Full {
+            map: self.name,
+            capacity: self.geom.entries,
+        };
+        if self.geom.count >= self.geom.entries {
+            return Err(full);
+        }
+        let n = self.geom.entries;
+        let start = if (1..=n).contains(&self.geom.next) {
+            self.geom.next
+        } else {
+            1
+        };
+        let mut id = start;
+        loop {
+            if !K::used_mark(self.store.entries.load(id, K::MARK_WORD)) {
+                self.geom.next = if id == n { 1 } else { id + 1 };
+                return Ok(id);
+            }
+            id = if id == n { 1 } else { id + 1 };
+            if id == start {
+                // Entries leaked by a crash between two writes; the next
+                // `load` repairs them.
+                return Err(full);
+            }
+        }
+    }
+
+    /// Adds `key` (absent) with `entry`: the entry first, then its slot.
+    /// Returns the entry id.
+    pub fn insert(&mut self, key: &K::Key, entry: &K::Entry) -> Result<u32, TableError> {
+        let id = self.alloc()?;
+        self.store.entries.write(id, entry, K::MARK_WORD);
+        if let Err(NoRoom) = cuckoo::insert(&mut self.store, key, id) {
+            self.free(id);
+            return Err(TableError::NoRoom { map: self.name });
+        }
+        self.geom.count += 1;
+        Ok(id)
+    }
+
+    fn free(&mut self, id: u32) {
+        // The mark word first: a late reader sees a free (expired) entry.
+        self.store.entries.store(id, K::MARK_WORD, 0);
+        self.store
+            .entries
+            .write(id, &K::Entry::default(), K::MARK_WORD);
+        self.freed += 1;
+    }
+
+    /// Removes `key`: its slot, then its entry. Returns what it held.
+    pub fn remove(&mut self, key: &K::Key) -> Option<(u32, K::Entry)> {
+        if self.geom.count == 0 {
+            return None;
+        }
+        let id = cuckoo::remove(&mut self.store, key)?;
+        let e = self.entry(id);
+        self.free(id);
+        self.geom.count = self.geom.count.saturating_sub(1);
+        Some((id, e))
+    }
+
+    /// Every key with its entry id and entry, bucket by bucket.
+    pub fn for_each(&self, mut f: impl FnMut(K::Key, u32, K::Entry)) {
+        if self.geom.count == 0 {
+            return;
+        }
+        for b in 0..self.store.n {
+            let bucket = self.store.bucket(b);
+            for &w in &bucket.slots {
+                if let Some(k) = self.store.key_at(w) {
+                    let id = id_of(w);
+                    f(k, id, self.entry(id));
+                }
+            }
+        }
+    }
+
+    /// Sets up a fresh table, or checks and repairs one after a crash
+    /// between two writes: duplicate or misplaced slots, spill counters,
+    /// entries no slot refers to, the count. Returns false if the pinned
+    /// geometry does not fit the arrays.
+    pub fn repair(maps: &'a Maps, cfg: &mut Config) -> Result<bool, super::EnforcerError> {
+        let g = cfg.tables[K::TBL];
+        let buckets = maps.mem(K::BUCKETS)?.elems();
+        let entries = maps.mem(K::ENTRIES)?.elems().saturating_sub(1);
+        if g.buckets == 0 {
+            let seed = random_seed().map_err(|source| TableError::Seed {
+                map: K::BUCKETS.name(),
+                source,
+            })?;
+            cfg.tables[K::TBL] = TableGeom {
+                seed,
+                buckets,
+                entries,
+                count: 0,
+                next: 1,
+            };
+            // Fresh arrays are all zeros: nothing to repair.
+            return Ok(true);
+        } else if g.buckets != buckets || g.entries > entries || g.buckets < 2 {
+            return Ok(false);
+        }
+        let mut t = Self::with_geom(maps, cfg.tables[K::TBL])?;
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut seen_ids = std::collections::HashSet::new();
+        for b in 0..t.store.n {
+            for i in 0..BUCKET_SLOTS {
+                let w = t.store.bucket(b).slots[i];
+                if id_of(w) == 0 {
+                    continue;
+                }
+                let ok = match t.store.key_at(w) {
+                    Some(k) => {
+                        let p = t.store.locate(&k).place;
+                        (p.b1 == b || p.b2 == b)
+                            && id_of(w) <= t.geom.entries
+                            && seen_keys.insert(k)
+                            && seen_ids.insert(id_of(w))
+                    }
+                    None => false,
+                };
+                if !ok {
+                    log::warn!("{}: clearing a stale slot (bucket {b}, slot {i})", t.name);
+                    t.store.set_slot(b, i, 0);
+                }
+            }
+        }
+        let exact = cuckoo::spill_counts(&t.store, t.store.n);
+        for (b, &want) in exact.iter().enumerate() {
+            if t.store.bucket(b as u32).spill != want {
+                t.store.set_spill(b as u32, want);
+            }
+        }
+        for id in 1..=t.geom.entries {
+            if K::used_mark(t.store.entries.load(id, K::MARK_WORD)) && !seen_ids.contains(&id) {
+                log::warn!("{}: freeing entry {id}, which no slot refers to", t.name);
+                t.free(id);
+            }
+        }
+        t.geom.count = seen_keys.len() as u32;
+        cfg.tables[K::TBL] = t.geom;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(buckets_for(1), 2);
+        assert_eq!(buckets_for(7), 2);
+        assert_eq!(buckets_for(1 << 20), 299_594);
+        // At capacity, one key per two slots.
+        let b = u64::from(buckets_for(1_000_000));
+        assert!(b * 7 >= 2_000_000 && b * 7 < 2_000_007);
+        assert_eq!(entries_for(4096), 4097);
+    }
+}
