@@ -378,7 +378,16 @@ impl Enforcer {
             self.maps.set_config(&raised)?;
         }
         let mut ps = PortSets::read(self.maps.mem(MapId::Ports)?);
-        let mut out: Vec<Option<BanOutcome>> = vec![None; reqs.len()];
+        // Filled in request order below (placeholders hold no heap memory).
+        let blank = BanOutcome {
+            before: None,
+            now: BanState {
+                remaining: None,
+                ports: PortSet::all(),
+                label: String::new(),
+            },
+        };
+        let mut out = vec![blank; reqs.len()];
         let mut w = Writer {
             e: self,
             labels: &labels,
@@ -399,7 +408,7 @@ impl Enforcer {
         cfg.tables[P6::TBL] = tp6.geom;
         self.maps.set_config(&cfg)?;
         result?;
-        Ok(out.into_iter().flatten().collect())
+        Ok(out)
     }
 
     /// Removes the ban on exactly `net`; false if there was none.
@@ -729,10 +738,16 @@ impl Writer<'_, '_> {
         t: &mut Table<'_, K>,
         ps: &mut PortSets<'_>,
         items: &[(usize, K::Key)],
-        out: &mut [Option<BanOutcome>],
+        out: &mut [BanOutcome],
     ) -> Result<(), EnforcerError> {
         let meta = self.e.maps.mem(K::META)?;
-        for (i, key) in items {
+        // Buckets are all over a large table: have the ones a few requests
+        // ahead on their way while this one is written.
+        const AHEAD: usize = 16;
+        for (j, (i, key)) in items.iter().enumerate() {
+            if let Some((_, k)) = items.get(j + AHEAD) {
+                t.prefetch(k);
+            }
             let (r, w) = (&self.reqs[*i], &self.wanted[*i]);
             let old = t.get(key).map(|(id, e)| {
                 let m: BanMeta = meta.read(id);
@@ -774,10 +789,10 @@ impl Writer<'_, '_> {
                 },
                 1,
             );
-            out[*i] = Some(BanOutcome {
+            out[*i] = BanOutcome {
                 before,
                 now: self.state(expiry, ports, label),
-            });
+            };
         }
         Ok(())
     }

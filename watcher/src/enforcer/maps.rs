@@ -211,6 +211,23 @@ impl Mapping {
         }
     }
 
+    /// Asks the CPU to start loading element `i` into the cache (a batch
+    /// touches buckets all over a large table; loads overlap this way).
+    pub fn prefetch(&self, i: u32) {
+        if i >= self.elems {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: a prefetch is only a hint: it reads nothing and cannot
+            // fault; the address lies within the mapping anyway.
+            unsafe {
+                let p = self.ptr.as_ptr().add(i as usize * self.stride);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+            }
+        }
+    }
+
     /// Word `w` of element `i` (0 out of range).
     pub fn load(&self, i: u32, w: usize) -> u64 {
         self.word(i, w).map_or(0, |a| a.load(Ordering::Acquire))

@@ -166,6 +166,14 @@ impl<'a, K: Kind> Table<'a, K> {
         cuckoo::find(&self.store, key).map(|f| (f.id, self.entry(f.id)))
     }
 
+    /// Starts loading `key`'s two buckets into the cache, so a batch can
+    /// look a few keys ahead.
+    pub fn prefetch(&self, key: &K::Key) {
+        let p = self.store.locate(key).place;
+        self.store.buckets.prefetch(p.b1);
+        self.store.buckets.prefetch(p.b2);
+    }
+
     /// Buckets (cache lines of table) the XDP program reads for `key`, and
     /// whether it finds it.
     pub fn reader_lines(&self, key: &K::Key) -> (bool, u32) {
