@@ -41,6 +41,7 @@ mod preflight;
 pub mod rng;
 mod stale;
 mod traffic;
+mod xdp_filter;
 
 pub use agent::{Agent, AgentOptions, LinkInfo, fail2xdp_bin, find_ban};
 pub use instance::{Instance, small_capacities};
@@ -49,3 +50,4 @@ pub use netns::{Netns, NetnsPair, unique_name};
 pub use packet::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Probe, VlanTag, parse_l4};
 pub use preflight::{check_privileges, require_privileges};
 pub use traffic::{MARKER_PORT, Receiver, Sender};
+pub use xdp_filter::XdpFilter;

@@ -203,24 +203,30 @@ impl Enforcer {
             return Ok(info);
         }
         let ext = dispatched_pin(&self.pin_dir, iface);
-        let xl = XdpLock::take().map_err(dispatch_err(iface))?;
-        match multiprog::on_iface(idx).map_err(dispatch_err(iface))? {
-            OnIface::Dispatcher(d) => {
-                let r = self.join_dispatcher(iface, d, mode, &ext);
-                drop(xl);
-                return r;
+        let occupied = netlink::xdp_prog(idx)
+            .map_err(io_err(format!("reading the XDP state of {iface}")))?
+            .is_some();
+        if occupied {
+            let _xl = XdpLock::take().map_err(dispatch_err(iface))?;
+            match multiprog::on_iface(idx).map_err(dispatch_err(iface))? {
+                OnIface::Dispatcher(d) => return self.join_dispatcher(iface, d, mode, &ext),
+                OnIface::Other { id, name } => {
+                    let why = match multiprog::extensions_supported() {
+                        Ok(false) => {
+                            "; this kernel refuses extension (freplace) programs, so neither libxdp nor fail2xdp can run two XDP programs on one interface here"
+                        }
+                        _ => "",
+                    };
+                    return Err(EnforcerError::Interface {
+                        iface: iface.into(),
+                        detail: format!(
+                            "another XDP program ({name}, id {id}) is attached, not through libxdp's dispatcher{why}; remove it first (`ip link set dev {iface} xdp off`, or `fail2xdp --pin-dir DIR detach` for another instance)"
+                        ),
+                    });
+                }
+                OnIface::Nothing => {}
             }
-            OnIface::Other { id, name } => {
-                return Err(EnforcerError::Interface {
-                    iface: iface.into(),
-                    detail: format!(
-                        "another XDP program ({name}, id {id}) is attached and it is not libxdp's dispatcher; remove it first (`ip link set dev {iface} xdp off`, or `fail2xdp --pin-dir DIR detach` for another instance)"
-                    ),
-                });
-            }
-            OnIface::Nothing => {}
         }
-        drop(xl);
         if ext.exists() {
             // The dispatcher we were in is gone: attach on our own.
             warn!(

@@ -40,6 +40,16 @@ pub use attach::{
 };
 pub use clock::{boottime_ns, realtime_ns};
 pub use load::Capacities;
+
+/// Whether this kernel can run several XDP programs on one interface
+/// through libxdp's dispatcher (it must load extension programs; libxdp's
+/// dispatcher object must be installed).
+pub fn dispatcher_supported() -> Result<bool, EnforcerError> {
+    multiprog::extensions_supported().map_err(|source| EnforcerError::Dispatcher {
+        iface: "-".into(),
+        source,
+    })
+}
 pub use maps::MapId;
 
 /// How a ban is written over one already in force on the same network.

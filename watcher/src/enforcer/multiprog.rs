@@ -312,6 +312,50 @@ fn dispatcher_object() -> Result<PathBuf, DispatchError> {
         })
 }
 
+/// Whether this kernel loads extension (freplace) programs at all, by
+/// libxdp's own test: its dispatcher object's `xdp_pass` as an extension
+/// of the dispatcher's first slot. Kernels that refuse them (EPERM under
+/// some lockdown setups) leave libxdp without its dispatcher too: it
+/// attaches a lone program directly instead.
+pub fn extensions_supported() -> Result<bool, DispatchError> {
+    let path = dispatcher_object()?;
+    let mut obj = EbpfLoader::new()
+        .extension("xdp_pass")
+        .load_file(&path)
+        .map_err(|e| DispatchError::Load {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+    let target = {
+        let disp: &mut Xdp = obj
+            .program_mut("xdp_dispatcher")
+            .ok_or_else(|| {
+                DispatchError::Refused(format!("{} has no xdp_dispatcher", path.display()))
+            })?
+            .try_into()?;
+        disp.load()?;
+        disp.fd()?
+            .try_clone()
+            .map_err(io("duplicating the dispatcher fd"))?
+    };
+    let ext: &mut Extension = obj
+        .program_mut("xdp_pass")
+        .ok_or_else(|| DispatchError::Refused(format!("{} has no xdp_pass", path.display())))?
+        .try_into()?;
+    match ext.load(target, "prog0") {
+        Ok(()) => Ok(true),
+        Err(aya::programs::ProgramError::LoadError { io_error, .. })
+            if matches!(
+                io_error.raw_os_error(),
+                Some(libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP | libc::EACCES)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A freshly built dispatcher, all members linked and pinned, not yet
 /// attached.
 pub struct Built {
