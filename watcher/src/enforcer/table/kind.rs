@@ -392,6 +392,26 @@ mod tests {
     }
 
     #[test]
+    fn keys_sharing_a_bucket_get_unrelated_nibbles() {
+        // The spill counters only spare clean lookups a second line if the
+        // keys of one first bucket spread over the 16 nibbles.
+        let buckets = 4096;
+        let mut by_bucket: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+        for a in 0..200_000u32 {
+            let p = V4::locate(&a.to_be_bytes(), 0x5eed, buckets).place;
+            by_bucket.entry(p.b1).or_default().push(p.nib);
+        }
+        let (mut spread, mut n) = (0usize, 0usize);
+        for nibs in by_bucket.values().filter(|v| v.len() >= 16) {
+            let distinct: std::collections::HashSet<_> = nibs.iter().collect();
+            spread += distinct.len();
+            n += 1;
+        }
+        // 16+ random nibbles cover about 10 of 16 values on average.
+        assert!(n > 1000 && spread / n >= 8, "{spread} / {n}");
+    }
+
+    #[test]
     fn word_indexes_match_the_layouts() {
         // The words the map layer writes alone must be the fields named.
         assert_eq!(offset_of!(BanEntry, expiry_ports) / 8, V4::EXPIRY_WORD);
