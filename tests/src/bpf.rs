@@ -85,42 +85,17 @@ pub fn test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> Result<(u32, 
     Ok((a.retval, a.duration))
 }
 
-/// `struct xdp_md` as a test run's context: live frames need an ingress
-/// interface to come from.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
 /// Live frames: the program runs `repeat` times on fresh copies of `data`
-/// (in batches of `batch`), and what it redirects is transmitted for real.
-/// `ingress` is the interface the frames seem to arrive on (in the calling
-/// thread's network namespace).
-pub fn test_run_live(
-    prog: BorrowedFd<'_>,
-    data: &[u8],
-    repeat: u32,
-    batch: u32,
-    ingress: u32,
-) -> Result<()> {
-    let ctx = XdpMd {
-        data_end: data.len() as u32,
-        ingress_ifindex: ingress,
-        ..Default::default()
-    };
+/// (in batches of `batch`, 0 for the kernel's 64), and what it redirects is
+/// transmitted for real, as a driver transmits (no skb). The frames seem
+/// to arrive on the loopback device of the calling thread's network
+/// namespace, where the redirect target is looked up.
+pub fn test_run_live(prog: BorrowedFd<'_>, data: &[u8], repeat: u32, batch: u32) -> Result<()> {
     let mut a = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: data.len() as u32,
         data_in: data.as_ptr() as u64,
         repeat,
-        ctx_size_in: size_of::<XdpMd>() as u32,
-        ctx_in: (&raw const ctx) as u64,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size: batch,
         ..Default::default()
@@ -258,6 +233,8 @@ struct ProgLoad {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
 }
 
 /// Loads hand-assembled XDP instructions; the verifier log comes with a refusal.
@@ -272,6 +249,7 @@ pub fn load_xdp(insns: &[u64], name: &str) -> Result<OwnedFd> {
         log_level: 1,
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type: BPF_XDP,
         ..Default::default()
     };
     let n = name.len().min(15);
@@ -355,4 +333,217 @@ mod tests {
         );
         assert!(possible_cpus() >= 1);
     }
+}
+
+const BPF_LINK_CREATE: i64 = 28;
+/// `BPF_XDP`: the attach type of XDP links, and the one aya loads XDP
+/// programs with; tail calls need it alike on both sides (the kernel
+/// compares it for program arrays), so [`load_xdp`] loads with it too.
+const BPF_XDP: u32 = 37;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// Attaches XDP program `prog` to `ifindex` (of the calling thread's
+/// network namespace) through a bpf_link: attached while the fd lives.
+pub fn xdp_link(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Result<OwnedFd> {
+    let mut a = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut a)
+        .with_context(|| format!("attaching XDP to ifindex {ifindex}"))?;
+    Ok(owned(fd))
+}
+
+/// BPF_F_MMAPABLE: an array userspace can fill as memory.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// An array map of `n` elements of `value` bytes, mapped into memory.
+pub struct ArrayMem {
+    pub fd: OwnedFd,
+    ptr: *mut u8,
+    len: usize,
+    stride: usize,
+    n: u32,
+}
+
+impl ArrayMem {
+    pub fn new(value: u32, n: u32) -> Result<Self> {
+        let fd = map_create(BPF_MAP_TYPE_ARRAY, 4, value, n.max(1), BPF_F_MMAPABLE)?;
+        let stride = (value as usize).next_multiple_of(8);
+        let len = (stride * n.max(1) as usize).next_multiple_of(4096);
+        // SAFETY: a fresh shared mapping of the map's memory; the kernel
+        // checks that the map is mmapable and `len` fits it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of an array map");
+        }
+        Ok(ArrayMem {
+            fd,
+            ptr: ptr.cast(),
+            len,
+            stride,
+            n,
+        })
+    }
+
+    /// Writes `bytes` (at most the value size) into element `i`.
+    pub fn set(&mut self, i: u32, bytes: &[u8]) {
+        assert!(
+            i < self.n && bytes.len() <= self.stride,
+            "element {i} out of range"
+        );
+        // SAFETY: element i lies within the mapping (checked above), and
+        // nothing reads it while the sender program is not running.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add(i as usize * self.stride),
+                bytes.len(),
+            )
+        };
+    }
+}
+
+impl Drop for ArrayMem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
+
+/// Like [`load_sender`], but instead of redirecting the frame it tail-calls
+/// program 0 of `progs` (a prog array) with it: one program measured by
+/// BPF_PROG_TEST_RUN on a source that changes with every run.
+pub fn load_cycler(
+    cursor: BorrowedFd<'_>,
+    list: BorrowedFd<'_>,
+    n: u32,
+    progs: BorrowedFd<'_>,
+    v6: bool,
+) -> Result<OwnedFd> {
+    let mut p = sender_head(cursor, list, n, v6);
+    let t = ld_map(2, progs);
+    p.extend([
+        insn(0xbf, 1, 6, 0, 0), // 30: r1 = ctx
+        t[0],
+        t[1],                                    // 31-32: r2 = progs
+        insn(0xb7, 3, 0, 0, 0),                  // 33: r3 = 0
+        insn(0x85, 0, 0, 0, 12),                 // 34: call bpf_tail_call
+        insn(0xb7, 0, 0, 0, XDP_ABORTED as i32), // 35: the tail call failed
+        insn(0x95, 0, 0, 0, 0),                  // 36: exit
+    ]);
+    // The head's "out" jumps land at 34 in the sender; here at 37.
+    fix_out(&mut p, 37);
+    p.extend([
+        insn(0xb7, 0, 0, 0, XDP_DROP as i32), // 37: out
+        insn(0x95, 0, 0, 0, 0),
+    ]);
+    load_xdp(&p, "f2x_cycler")
+}
+
+/// Rewrites the three "goto out" jumps of [`sender_head`] to land at `out`.
+fn fix_out(p: &mut [u64], out: i64) {
+    for at in [7usize, 20, 25] {
+        let mut b = p[at].to_le_bytes();
+        let off = (out - (at as i64 + 1)) as i16;
+        b[2..4].copy_from_slice(&off.to_le_bytes());
+        p[at] = u64::from_le_bytes(b);
+    }
+}
+
+/// Instructions 0..30 shared by the sender and the cycler: take the next
+/// entry of `list` and write it into the frame as its source.
+fn sender_head(cursor: BorrowedFd<'_>, list: BorrowedFd<'_>, n: u32, v6: bool) -> Vec<u64> {
+    let c = ld_map(1, cursor);
+    let l = ld_map(1, list);
+    let mut p = vec![
+        insn(0xbf, 6, 1, 0, 0),   // 0: r6 = ctx
+        insn(0x62, 10, 0, -4, 0), // 1: *(u32 *)(r10 - 4) = 0
+        c[0],
+        c[1],                          // 2-3: r1 = cursor
+        insn(0xbf, 2, 10, 0, 0),       // 4: r2 = r10
+        insn(0x07, 2, 0, 0, -4),       // 5: r2 += -4
+        insn(0x85, 0, 0, 0, 1),        // 6: call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 26, 0),       // 7: if r0 == 0 goto out
+        insn(0x79, 7, 0, 0, 0),        // 8: r7 = *(u64 *)(r0 + 0)
+        insn(0xbf, 8, 7, 0, 0),        // 9: r8 = r7
+        insn(0x07, 8, 0, 0, 1),        // 10: r8 += 1
+        insn(0xa5, 8, 0, 1, n as i32), // 11: if r8 < n goto +1
+        insn(0xb7, 8, 0, 0, 0),        // 12: r8 = 0
+        insn(0x7b, 0, 8, 0, 0),        // 13: *(u64 *)(r0 + 0) = r8
+        insn(0x63, 10, 7, -8, 0),      // 14: *(u32 *)(r10 - 8) = w7
+        l[0],
+        l[1],                    // 15-16: r1 = list
+        insn(0xbf, 2, 10, 0, 0), // 17: r2 = r10
+        insn(0x07, 2, 0, 0, -8), // 18: r2 += -8
+        insn(0x85, 0, 0, 0, 1),  // 19: call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 13, 0), // 20: if r0 == 0 goto out
+        insn(0x61, 2, 6, 0, 0),  // 21: r2 = ctx->data
+        insn(0x61, 3, 6, 4, 0),  // 22: r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),  // 23: r4 = r2
+        insn(0x07, 4, 0, 0, 54), // 24: r4 += 54
+        insn(0x2d, 4, 3, 8, 0),  // 25: if r4 > r3 goto out
+    ];
+    if v6 {
+        p.extend([
+            insn(0x79, 5, 0, 0, 0),  // 26: r5 = *(u64 *)(r0 + 0)
+            insn(0x7b, 2, 5, 22, 0), // 27: *(u64 *)(r2 + 22) = r5
+            insn(0x79, 5, 0, 8, 0),  // 28: r5 = *(u64 *)(r0 + 8)
+            insn(0x7b, 2, 5, 30, 0), // 29: *(u64 *)(r2 + 30) = r5
+        ]);
+    } else {
+        p.extend([
+            insn(0x61, 5, 0, 0, 0),  // 26: r5 = *(u32 *)(r0 + 0)
+            insn(0x63, 2, 5, 26, 0), // 27: *(u32 *)(r2 + 26) = w5
+            insn(0x69, 5, 0, 4, 0),  // 28: r5 = *(u16 *)(r0 + 4)
+            insn(0x6b, 2, 5, 24, 0), // 29: *(u16 *)(r2 + 24) = w5
+        ]);
+    }
+    p
+}
+
+/// The live-frames sender: on each run takes the next entry of `list`
+/// (`n` entries, in turn, the position kept in `cursor`, a one-element u64
+/// array), writes it into the frame as the source address (IPv4: address
+/// and the header checksum that goes with it, 8-byte entries; IPv6: the
+/// address, 16-byte entries) and redirects the frame out of `ifindex`.
+pub fn load_sender(
+    cursor: BorrowedFd<'_>,
+    list: BorrowedFd<'_>,
+    n: u32,
+    ifindex: u32,
+    v6: bool,
+) -> Result<OwnedFd> {
+    let mut p = sender_head(cursor, list, n, v6);
+    p.extend([
+        insn(0xb7, 1, 0, 0, ifindex as i32),  // 30: r1 = ifindex
+        insn(0xb7, 2, 0, 0, 0),               // 31: r2 = 0
+        insn(0x85, 0, 0, 0, 23),              // 32: call bpf_redirect
+        insn(0x95, 0, 0, 0, 0),               // 33: exit
+        insn(0xb7, 0, 0, 0, XDP_DROP as i32), // 34: out: r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0),               // 35: exit
+    ]);
+    load_xdp(&p, "f2x_sender")
 }

@@ -107,13 +107,35 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-pub fn bench(dataplane: bool, ingest: bool) -> Result<ExitCode> {
+/// Which benchmarks `cargo xtask bench` runs.
+#[derive(Clone, Copy, Default)]
+pub struct Benches {
+    pub dataplane: bool,
+    pub ingest: bool,
+    pub packets: bool,
+}
+
+pub fn bench(b: Benches) -> Result<ExitCode> {
+    let Benches {
+        dataplane,
+        ingest,
+        packets,
+    } = b;
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
         "cargo build --release",
     )?;
     let mut ok = true;
+    if packets {
+        // `ban --file` load times are taken with the release binary.
+        ok &= cargo()
+            .args(["bench", "-p", "fail2xdp-tests", "--bench", "packets"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the packets bench")?
+            .success();
+    }
     if dataplane {
         ok &= cargo()
             .args(["bench", "-p", "fail2xdp-tests", "--bench", "dataplane"])
