@@ -24,6 +24,12 @@
 //!
 //! Entries never move: only 8-byte slots move between buckets, each with one
 //! atomic store, so a lookup never sees a torn slot.
+//!
+//! The arrays are sized for the configured capacity, but a table uses only
+//! as many buckets as its keys need ([`Shape`], from [`INITIAL_BUCKETS`] up,
+//! doubling by linear hashing as keys arrive), and entry ids are given
+//! lowest first: ten thousand bans occupy a few hundred kilobytes of table,
+//! not the whole array, and stay in the caches and TLB.
 #![no_std]
 
 /// Directory under bpffs where every map and the XDP links are pinned.
@@ -38,7 +44,7 @@ pub const PROG_NAME: &str = "fail2xdp";
 
 /// Layout of the maps below; CONFIG carries it, so pins of another layout
 /// are refused even where their value sizes happen to agree.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Map names: the static's name in ebpf/src/main.rs, the kernel map name and
 /// the pin file name under the pin directory, all the same (at most 15 bytes).
@@ -186,23 +192,28 @@ pub const fn mix(mut h: u64) -> u64 {
     h
 }
 
-/// The two buckets (of `buckets`, at least 2) and the nibble of a key hash:
-/// each half of the hash scaled to the bucket count (no division, any count;
-/// the scaling takes a half's high bits), and the nibble from the lowest
-/// bits, which barely move either bucket: keys sharing a first bucket get
-/// unrelated nibbles, so its spill counters tell them apart.
+/// Bucket of hash half `x` in a table of shape `s`: linear hashing, the
+/// low bits of `x` under `s.mask`, folded to one bit fewer where they reach
+/// beyond `s.buckets`. Growing a table from `s` to a larger shape sends
+/// each key either to the bucket it had or to a new bucket (one at or
+/// beyond `s.buckets`) that receives keys from that bucket alone.
 #[inline(always)]
-pub const fn place(h: u64, buckets: u32) -> Place {
-    let n = buckets as u64;
-    let b1 = (((h & 0xffff_ffff) * n) >> 32) as u32;
-    let mut b2 = (((h >> 32) * n) >> 32) as u32;
-    if b2 == b1 {
-        b2 = if b1 + 1 >= buckets { 0 } else { b1 + 1 };
-    }
+pub const fn bucket_of(x: u32, s: Shape) -> u32 {
+    let b = x & s.mask;
+    if b >= s.buckets { b & (s.mask >> 1) } else { b }
+}
+
+/// The two buckets and the nibble of a key hash in a table of shape `s`:
+/// one bucket from each half of the hash ([`bucket_of`]; the two may be
+/// the same bucket), and the nibble from bits 28..31, which no table of
+/// fewer than 2^28 buckets uses to pick a bucket: keys sharing a first
+/// bucket get unrelated nibbles, so its spill counters tell them apart.
+#[inline(always)]
+pub const fn place(h: u64, s: Shape) -> Place {
     Place {
-        b1,
-        b2,
-        nib: (h & 15) as u32,
+        b1: bucket_of(h as u32, s),
+        b2: bucket_of((h >> 32) as u32, s),
+        nib: ((h >> 28) & 15) as u32,
     }
 }
 
@@ -423,21 +434,68 @@ pub const TBL_ALLOW_V6: usize = 5;
 /// Number of cuckoo tables.
 pub const TABLES: usize = 6;
 
+/// How many buckets of its array a table uses now, and the mask that
+/// splits hashes over them (see [`place`]). Tables start small and grow
+/// within their array as keys arrive, so a table of few keys stays in few
+/// pages and cache lines. Read and written as one 8-byte word.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Buckets in use, `0..buckets` (at least 1); 0 before userspace set
+    /// the table up.
+    pub buckets: u32,
+    /// The next power of two at or above `buckets`, minus one.
+    pub mask: u32,
+}
+
+impl Shape {
+    /// The shape of `buckets` buckets (at least 1).
+    pub const fn of(buckets: u32) -> Shape {
+        let b = if buckets == 0 { 1 } else { buckets };
+        Shape {
+            buckets: b,
+            mask: if b > 1 << 31 {
+                u32::MAX
+            } else {
+                b.next_power_of_two() - 1
+            },
+        }
+    }
+
+    /// The one word both fields travel in (`buckets` low, as in memory on
+    /// little-endian machines; the XDP program reads it with one load).
+    pub const fn word(self) -> u64 {
+        self.buckets as u64 | (self.mask as u64) << 32
+    }
+
+    pub const fn from_word(w: u64) -> Shape {
+        Shape {
+            buckets: w as u32,
+            mask: (w >> 32) as u32,
+        }
+    }
+}
+
+/// Buckets a fresh table starts with (one page of the bucket array).
+pub const INITIAL_BUCKETS: u32 = 64;
+
 /// Shape and fill of one table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableGeom {
     /// Random per instance, so remote clients cannot aim at one bucket.
     pub seed: u64,
-    /// Buckets in the bucket array (at least 2); 0 before userspace set the
-    /// table up.
-    pub buckets: u32,
+    /// The buckets in use (changed with one 8-byte store when the table
+    /// grows).
+    pub shape: Shape,
     /// Entry ids run 1..=entries (the entry arrays have one more element).
     pub entries: u32,
     /// Keys in the table; the XDP program skips the table while it is 0.
     pub count: u32,
-    /// Where the next search for a free entry id starts (a hint).
+    /// No entry id below this one is free: the search for a free id starts
+    /// here, so ids stay low and the entries in use packed together.
     pub next: u32,
+    pub _pad: u32,
 }
 
 /// The prefix lengths in use, one table per prefix map, and the cuckoo
@@ -497,10 +555,14 @@ impl Config {
         }; LEN_SLOTS_V6],
         tables: [TableGeom {
             seed: 0,
-            buckets: 0,
+            shape: Shape {
+                buckets: 0,
+                mask: 0,
+            },
             entries: 0,
             count: 0,
             next: 0,
+            _pad: 0,
         }; TABLES],
     };
 }
@@ -638,11 +700,12 @@ const _: () = {
     assert!(size_of::<LenSlotV4>() == 12);
     assert!(size_of::<LenSlotV6>() == 24);
     assert!(size_of::<Stats>() == 96);
-    assert!(size_of::<TableGeom>() == 24);
+    assert!(size_of::<TableGeom>() == 32);
+    assert!(offset_of!(TableGeom, shape) == 8);
     assert!(offset_of!(Config, allow_v4) == 24);
     assert!(offset_of!(Config, allow_v6) % 8 == 0);
     assert!(offset_of!(Config, tables) % 8 == 0);
-    assert!(size_of::<Config>() == offset_of!(Config, tables) + TABLES * 24);
+    assert!(size_of::<Config>() == offset_of!(Config, tables) + TABLES * 32);
     assert!(offset_of!(BanEntryV6, expiry_ports) == 16);
     assert!(offset_of!(BanEntryP6, expiry_ports) == 24);
 };

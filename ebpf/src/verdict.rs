@@ -16,7 +16,7 @@ use aya_ebpf::{
 use fail2xdp_common::{
     BUCKET_SLOTS, Bucket, Config, EXPIRY_MASK, EXPIRY_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6,
     LEN_UNUSED, LenSlotV4, LenSlotV6, MAX_BAN_PORTS, Place, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6,
-    TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, hash_a4, hash_p6,
+    Shape, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, hash_a4, hash_p6,
     hash_tag, hash_v4, hash_v6, place, spill_count, tag_p4,
 };
 
@@ -393,13 +393,22 @@ fn lookup<T>(buckets: &Buckets, p: Place, tag: u32, get: impl Fn(u32) -> Option<
     unsafe { scan(b, tag, &get) }
 }
 
+/// The table's shape, read as one word: userspace grows a table by storing
+/// a new shape while this program runs (keys sit where either shape puts
+/// them until every run that read the old one has ended).
+#[inline(always)]
+fn shape(g: &TableGeom) -> Shape {
+    // SAFETY: `shape` is an 8-aligned 8-byte field of the CONFIG value.
+    Shape::from_word(unsafe { read_volatile(addr_of!(g.shape).cast::<u64>()) })
+}
+
 #[inline(always)]
 fn find_v4(g: &TableGeom, addr: u32) -> Option<Hit> {
     if g.count == 0 {
         return None;
     }
     // The tag is the address itself: a match needs no confirmation.
-    lookup(&BANS_V4, place(hash_v4(addr, g.seed), g.buckets), addr, |id| {
+    lookup(&BANS_V4, place(hash_v4(addr, g.seed), shape(g)), addr, |id| {
         let e = BANS_V4_ENT.get_ptr_mut(id)?;
         Some(Hit {
             // SAFETY: field addresses inside an element of the entry array.
@@ -415,7 +424,7 @@ fn find_v6(g: &TableGeom, hi: u64, lo: u64) -> Option<Hit> {
         return None;
     }
     let h = hash_v6(hi, lo, g.seed);
-    lookup(&BANS_V6, place(h, g.buckets), hash_tag(h), |id| {
+    lookup(&BANS_V6, place(h, shape(g)), hash_tag(h), |id| {
         let e = BANS_V6_ENT.get_ptr_mut(id)?;
         // SAFETY: an element of the entry array; the address is at offset
         // 0 of an 8-aligned value, so it reads as two words.
@@ -439,7 +448,7 @@ fn find_p4(g: &TableGeom, k: &Masked) -> Option<Hit> {
     }
     // The tag holds length and prefix exactly.
     let tag = tag_p4(k.hi as u32, k.mark);
-    lookup(&PFX_V4, place(hash_v4(tag, g.seed), g.buckets), tag, |id| {
+    lookup(&PFX_V4, place(hash_v4(tag, g.seed), shape(g)), tag, |id| {
         let e = PFX_V4_ENT.get_ptr_mut(id)?;
         Some(Hit {
             // SAFETY: field addresses inside an element of the entry array.
@@ -455,7 +464,7 @@ fn find_p6(g: &TableGeom, k: &Masked) -> Option<Hit> {
         return None;
     }
     let h = hash_p6(k.len, k.hi, k.lo, g.seed);
-    lookup(&PFX_V6, place(h, g.buckets), hash_tag(h), |id| {
+    lookup(&PFX_V6, place(h, shape(g)), hash_tag(h), |id| {
         let e = PFX_V6_ENT.get_ptr_mut(id)?;
         // SAFETY: an element of the entry array; the address is at offset
         // 0 of an 8-aligned value.
@@ -483,7 +492,7 @@ fn find_a4(g: &TableGeom, k: &Masked) -> bool {
     }
     let addr = k.hi as u32;
     let h = hash_a4(k.len, addr, g.seed);
-    lookup(&ALLOW_V4, place(h, g.buckets), hash_tag(h), |id| {
+    lookup(&ALLOW_V4, place(h, shape(g)), hash_tag(h), |id| {
         let e = ALLOW_V4_ENT.get_ptr(id)?;
         // SAFETY: an element of the entry array; key.addr is 4-aligned.
         let same = unsafe {
@@ -501,7 +510,7 @@ fn find_a6(g: &TableGeom, k: &Masked) -> bool {
         return false;
     }
     let h = hash_p6(k.len, k.hi, k.lo, g.seed);
-    lookup(&ALLOW_V6, place(h, g.buckets), hash_tag(h), |id| {
+    lookup(&ALLOW_V6, place(h, shape(g)), hash_tag(h), |id| {
         let e = ALLOW_V6_ENT.get_ptr(id)?;
         // SAFETY: an element of the entry array. The address sits at offset
         // 4, so it is compared as 4-aligned u32 words.

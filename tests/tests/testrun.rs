@@ -8,6 +8,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
     time::Duration,
 };
 
@@ -1088,10 +1089,11 @@ fn verdict_cost_within_budget() {
 fn crowded_buckets_spill_and_move_yet_every_key_is_found() {
     let mut dp = Dp::new();
     let g = dp.config().tables[TBL_BANS_V6];
-    assert!(g.buckets >= 2, "geometry set up");
+    assert!(g.shape.buckets >= 2, "geometry set up");
+    // Few keys: the table keeps its first shape throughout.
     let place_of = |a: &Ipv6Addr| {
         let (hi, lo) = addr_words(&a.octets());
-        place(hash_v6(hi, lo, g.seed), g.buckets)
+        place(hash_v6(hi, lo, g.seed), g.shape)
     };
     let base = u128::from(v6("2001:db8:f00::"));
     let candidates = (0u128..4_000_000).map(|i| Ipv6Addr::from(base + i));
@@ -1099,7 +1101,7 @@ fn crowded_buckets_spill_and_move_yet_every_key_is_found() {
     let target = place_of(&Ipv6Addr::from(base)).b1;
     let same: Vec<Ipv6Addr> = candidates
         .clone()
-        .filter(|a| place_of(a).b1 == target)
+        .filter(|a| place_of(a).b1 == target && place_of(a).b2 != target)
         .take(BUCKET_SLOTS + 5)
         .collect();
     assert_eq!(same.len(), BUCKET_SLOTS + 5, "found keys sharing a bucket");
@@ -1174,7 +1176,7 @@ fn crowded_buckets_spill_and_move_yet_every_key_is_found() {
 fn crowded_ipv4_bucket_keeps_clean_neighbours_clean() {
     let mut dp = Dp::new();
     let g = dp.config().tables[TBL_BANS_V4];
-    let place_of = |a: &Ipv4Addr| place(hash_v4(u32::from_ne_bytes(a.octets()), g.seed), g.buckets);
+    let place_of = |a: &Ipv4Addr| place(hash_v4(u32::from_ne_bytes(a.octets()), g.seed), g.shape);
     let base = u32::from(Ipv4Addr::new(203, 0, 113, 0));
     let target = place_of(&Ipv4Addr::from(base)).b1;
     let same: Vec<Ipv4Addr> = (0u32..2_000_000)
@@ -1197,4 +1199,162 @@ fn crowded_ipv4_bucket_keeps_clean_neighbours_clean() {
             &format!("clean {a} in the same bucket"),
         );
     }
+}
+
+/// Runs `frames` through the program over and over on another thread,
+/// each checked against the verdict it must get, while `work` runs;
+/// returns how many frames ran and the first wrong verdicts.
+fn watching(
+    prog: std::os::fd::BorrowedFd<'_>,
+    frames: &[(Vec<u8>, u32)],
+    work: impl FnOnce(),
+) -> (u64, Vec<String>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut runs, mut wrong) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, (f, want)) in frames.iter().enumerate() {
+                    let got = bpf::test_run(prog, f, 1).expect("test run").0;
+                    runs += 1;
+                    if got != *want && wrong.len() < 10 {
+                        wrong.push(format!("frame {i}: {}", verdict_name(got)));
+                    }
+                }
+            }
+            (runs, wrong)
+        });
+        work();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().expect("watcher thread")
+    })
+}
+
+/// Sources and requests of the growth and shrink tests.
+fn grow_v4(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 + i)
+}
+
+fn grow_v6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(0x2001_0db8_0077_u128 << 80 | u128::from(i))
+}
+
+fn grow_batch(from: u32, to: u32, ttl: Option<Duration>) -> Vec<BanRequest> {
+    let req = |net: IpNet| BanRequest {
+        net,
+        ttl,
+        ports: PortSet::all(),
+        jail: "manual".into(),
+        mode: WriteMode::Merge,
+    };
+    (from..to)
+        .flat_map(|i| {
+            [
+                req(net(grow_v4(i).into(), 32)),
+                req(net(grow_v6(i).into(), 128)),
+            ]
+        })
+        .collect()
+}
+
+/// 64 banned sources per family (banned first, watched throughout) and
+/// two clean ones, with the verdicts they must get.
+fn sentinels() -> Vec<(Vec<u8>, u32)> {
+    let mut f: Vec<(Vec<u8>, u32)> = (0..64)
+        .flat_map(|i| {
+            [
+                (v4_tcp(grow_v4(i), 25), XDP_DROP),
+                (v6_tcp(grow_v6(i), 25), XDP_DROP),
+            ]
+        })
+        .collect();
+    f.push((v4_tcp(V4_CLEAN, 25), XDP_PASS));
+    f.push((v6_tcp(v6("2001:db8:ffff::1"), 25), XDP_PASS));
+    f
+}
+
+/// A table grows (by linear hashing, in place) while the XDP program runs
+/// on another CPU: keys banned before the growth must be dropped at every
+/// moment of it, clean sources passed, and every key found afterwards.
+#[test]
+fn tables_grow_while_the_program_runs_and_never_lose_a_key() {
+    const KEYS: u32 = 12_000;
+    let mut dp = Dp::with_capacity(16_384);
+    let first = dp.config().tables;
+    let e = &mut dp.inst.enforcer;
+    e.ban_batch(&grow_batch(0, 64, None)).expect("sentinels");
+    let prog = dp.inst.prog(PROG_NAME).expect("program");
+    let prog = prog.try_clone_to_owned().expect("fd");
+    let (runs, wrong) = watching(prog.as_fd(), &sentinels(), || {
+        // Batches of growing size: most of them make both tables grow.
+        let mut at = 64;
+        for n in [100, 200, 400, 800, 1600, 3200, 5636] {
+            let e = &mut dp.inst.enforcer;
+            e.ban_batch(&grow_batch(at, at + n, None)).expect("batch");
+            at += n;
+        }
+        assert_eq!(at, KEYS);
+    });
+    assert!(wrong.is_empty(), "wrong verdicts during growth: {wrong:?}");
+    assert!(runs > 1000, "the watcher ran {runs} frames only");
+    let last = dp.config().tables;
+    for t in [TBL_BANS_V4, TBL_BANS_V6] {
+        assert_eq!(last[t].count, KEYS);
+        assert!(
+            last[t].shape.buckets > 8 * first[t].shape.buckets,
+            "grew from {:?} to {:?}",
+            first[t].shape,
+            last[t].shape
+        );
+        // Entry ids were given lowest first: 1..=KEYS, no gaps.
+        assert_eq!(last[t].next, KEYS + 1);
+    }
+    for i in (0..KEYS).step_by(7) {
+        let (a, b) = (grow_v4(i), grow_v6(i));
+        expect(&dp, &v4_tcp(a, 25), XDP_DROP, &format!("{a} after growth"));
+        expect(&dp, &v6_tcp(b, 25), XDP_DROP, &format!("{b} after growth"));
+    }
+    for (f, want) in sentinels() {
+        expect(&dp, &f, want, "after growth");
+    }
+}
+
+/// Once most bans ended and were purged, the tables shrink back (the XDP
+/// program running throughout), and the bans left are all still found.
+#[test]
+fn tables_shrink_when_bans_end_and_keep_the_rest() {
+    const KEYS: u32 = 8_000;
+    let mut dp = Dp::with_capacity(16_384);
+    let first = dp.config().tables;
+    let e = &mut dp.inst.enforcer;
+    e.ban_batch(&grow_batch(0, 64, None)).expect("sentinels");
+    let ttl = Duration::from_millis(500);
+    e.ban_batch(&grow_batch(64, KEYS, Some(ttl))).expect("bulk");
+    let grown = dp.config().tables;
+    for t in [TBL_BANS_V4, TBL_BANS_V6] {
+        assert!(grown[t].shape.buckets > 8 * first[t].shape.buckets);
+    }
+    std::thread::sleep(ttl + Duration::from_millis(100));
+    let prog = dp.inst.prog(PROG_NAME).expect("program");
+    let prog = prog.try_clone_to_owned().expect("fd");
+    let (runs, wrong) = watching(prog.as_fd(), &sentinels(), || {
+        let purged = dp.inst.enforcer.purge_expired().expect("purge");
+        assert_eq!(purged, 2 * (KEYS - 64) as usize);
+    });
+    assert!(
+        wrong.is_empty(),
+        "wrong verdicts while shrinking: {wrong:?}"
+    );
+    assert!(runs > 100, "the watcher ran {runs} frames only");
+    let last = dp.config().tables;
+    for t in [TBL_BANS_V4, TBL_BANS_V6] {
+        assert_eq!(last[t].count, 64);
+        assert_eq!(last[t].shape, first[t].shape, "shrank back to the start");
+    }
+    for (f, want) in sentinels() {
+        expect(&dp, &f, want, "after shrinking");
+    }
+    // Freed ids are given again lowest first.
+    dp.ban(grow_v4(KEYS).into(), permanent());
+    assert_eq!(dp.config().tables[TBL_BANS_V4].next, 66);
 }

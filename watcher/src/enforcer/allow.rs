@@ -68,6 +68,7 @@ impl Enforcer {
         flags: u32,
     ) -> Result<(), EnforcerError> {
         self.add_len(cfg, w, len)?;
+        self.reserve::<K>(cfg, 1)?;
         let mut t = self.table::<K>(cfg)?;
         if let Some((id, e)) = t.get(key) {
             // Already listed: a configured entry stays configured.

@@ -132,6 +132,46 @@ impl Enforcer {
         Table::open(&self.maps, cfg)
     }
 
+    /// [`Self::reserve`] for those of `keys` the table does not hold yet
+    /// (re-banning keys it holds makes it no larger).
+    fn reserve_for<K: Kind>(
+        &self,
+        cfg: &mut Config,
+        keys: &[(usize, K::Key)],
+    ) -> Result<(), EnforcerError> {
+        let more = {
+            let t = self.table::<K>(cfg)?;
+            keys.iter().filter(|(_, k)| t.get(k).is_none()).count()
+        };
+        self.reserve::<K>(cfg, more)
+    }
+
+    /// Grows table K, if it must, to take `more` keys at its designed load,
+    /// publishing its new shape in `cfg` (what CONFIG holds now; the caller
+    /// holds the lock). Open the table after this.
+    pub(super) fn reserve<K: Kind>(
+        &self,
+        cfg: &mut Config,
+        more: usize,
+    ) -> Result<(), EnforcerError> {
+        if more == 0 {
+            return Ok(());
+        }
+        let mut t = self.table::<K>(cfg)?;
+        let from = t.shape().buckets;
+        if t.reserve(more, |g| {
+            cfg.tables[K::TBL] = g;
+            self.maps.set_config(cfg)
+        })? {
+            log::debug!(
+                "{}: grew from {from} to {} buckets",
+                K::BUCKETS.name(),
+                t.shape().buckets
+            );
+        }
+        Ok(())
+    }
+
     /// Writes each step as its own map update (see prefix.rs for why).
     pub(super) fn write_steps(
         &self,
@@ -357,6 +397,10 @@ impl Enforcer {
                 self.add_len(&mut cfg, w, len)?;
             }
         }
+        self.reserve_for::<V4>(&mut cfg, &e4)?;
+        self.reserve_for::<V6>(&mut cfg, &e6)?;
+        self.reserve_for::<P4>(&mut cfg, &p4)?;
+        self.reserve_for::<P6>(&mut cfg, &p6)?;
         let mut t4 = self.table::<V4>(&cfg)?;
         let mut t6 = self.table::<V6>(&cfg)?;
         let mut tp4 = self.table::<P4>(&cfg)?;
@@ -440,6 +484,17 @@ impl Enforcer {
         // The count goes down after the entries are gone from view.
         cfg.tables[K::TBL] = t.geom;
         self.maps.set_config(cfg)?;
+        let from = t.shape().buckets;
+        if t.compact(|g| {
+            cfg.tables[K::TBL] = g;
+            self.maps.set_config(cfg)
+        })? {
+            log::debug!(
+                "{}: shrank from {from} to {} buckets",
+                K::BUCKETS.name(),
+                t.shape().buckets
+            );
+        }
         Ok((any, t.freed))
     }
 

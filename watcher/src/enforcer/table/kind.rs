@@ -5,7 +5,7 @@ use std::{fmt::Debug, hash::Hash};
 use aya::Pod;
 use fail2xdp_common::{
     ALLOW_USED, AllowEntryV4, AllowEntryV6, BanEntry, BanEntryP6, BanEntryV6, EXPIRY_MIN, PfxKeyV4,
-    PfxKeyV6, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6,
+    PfxKeyV6, Shape, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6,
     addr_words, hash_a4, hash_p6, hash_tag, hash_v4, hash_v6, mark_v4, place,
 };
 
@@ -25,7 +25,7 @@ pub trait Kind: 'static {
     /// written last when an entry is filled, first when it is freed.
     const MARK_WORD: usize;
 
-    fn locate(key: &Self::Key, seed: u64, buckets: u32) -> Loc;
+    fn locate(key: &Self::Key, seed: u64, shape: Shape) -> Loc;
     /// The key a tag stands for, where tags are exact.
     fn key_of_tag(tag: u32) -> Option<Self::Key>;
     /// The key an entry holds, where tags are hashes.
@@ -89,9 +89,9 @@ impl Kind for V4 {
     const BUCKETS: MapId = MapId::BansV4;
     const ENTRIES: MapId = MapId::BansV4Ent;
     const MARK_WORD: usize = 0;
-    fn locate(k: &[u8; 4], seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &[u8; 4], seed: u64, shape: Shape) -> Loc {
         Loc {
-            place: place(hash_v4(ne(*k), seed), buckets),
+            place: place(hash_v4(ne(*k), seed), shape),
             tag: ne(*k),
         }
     }
@@ -134,11 +134,11 @@ impl Kind for V6 {
     const BUCKETS: MapId = MapId::BansV6;
     const ENTRIES: MapId = MapId::BansV6Ent;
     const MARK_WORD: usize = 2;
-    fn locate(k: &[u8; 16], seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &[u8; 16], seed: u64, shape: Shape) -> Loc {
         let (hi, lo) = addr_words(k);
         let h = hash_v6(hi, lo, seed);
         Loc {
-            place: place(h, buckets),
+            place: place(h, shape),
             tag: hash_tag(h),
         }
     }
@@ -182,10 +182,10 @@ impl Kind for P4 {
     const BUCKETS: MapId = MapId::PfxV4;
     const ENTRIES: MapId = MapId::PfxV4Ent;
     const MARK_WORD: usize = 0;
-    fn locate(k: &PfxKeyV4, seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &PfxKeyV4, seed: u64, shape: Shape) -> Loc {
         let tag = p4_tag(k);
         Loc {
-            place: place(hash_v4(tag, seed), buckets),
+            place: place(hash_v4(tag, seed), shape),
             tag,
         }
     }
@@ -228,11 +228,11 @@ impl Kind for P6 {
     const BUCKETS: MapId = MapId::PfxV6;
     const ENTRIES: MapId = MapId::PfxV6Ent;
     const MARK_WORD: usize = 3;
-    fn locate(k: &PfxKeyV6, seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &PfxKeyV6, seed: u64, shape: Shape) -> Loc {
         let (hi, lo) = addr_words(&k.addr);
         let h = hash_p6(k.len, hi, lo, seed);
         Loc {
-            place: place(h, buckets),
+            place: place(h, shape),
             tag: hash_tag(h),
         }
     }
@@ -281,10 +281,10 @@ impl Kind for A4 {
     const BUCKETS: MapId = MapId::AllowV4;
     const ENTRIES: MapId = MapId::AllowV4Ent;
     const MARK_WORD: usize = 1;
-    fn locate(k: &PfxKeyV4, seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &PfxKeyV4, seed: u64, shape: Shape) -> Loc {
         let h = hash_a4(k.len, ne(k.addr), seed);
         Loc {
-            place: place(h, buckets),
+            place: place(h, shape),
             tag: hash_tag(h),
         }
     }
@@ -323,11 +323,11 @@ impl Kind for A6 {
     const BUCKETS: MapId = MapId::AllowV6;
     const ENTRIES: MapId = MapId::AllowV6Ent;
     const MARK_WORD: usize = 2;
-    fn locate(k: &PfxKeyV6, seed: u64, buckets: u32) -> Loc {
+    fn locate(k: &PfxKeyV6, seed: u64, shape: Shape) -> Loc {
         let (hi, lo) = addr_words(&k.addr);
         let h = hash_p6(k.len, hi, lo, seed);
         Loc {
-            place: place(h, buckets),
+            place: place(h, shape),
             tag: hash_tag(h),
         }
     }
@@ -395,7 +395,7 @@ mod tests {
     fn keys_sharing_a_bucket_get_unrelated_nibbles() {
         // The spill counters only spare clean lookups a second line if the
         // keys of one first bucket spread over the 16 nibbles.
-        let buckets = 4096;
+        let buckets = Shape::of(4096);
         let mut by_bucket: std::collections::HashMap<u32, Vec<u32>> = Default::default();
         for a in 0..200_000u32 {
             let p = V4::locate(&a.to_be_bytes(), 0x5eed, buckets).place;

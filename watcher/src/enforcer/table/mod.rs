@@ -6,7 +6,9 @@
 //!
 //! A [`Table`] serves one operation under the pin directory's flock: it
 //! reads the geometry from CONFIG when opened and the caller writes the
-//! updated geometry (count, allocation hint) back when done.
+//! updated geometry (count, allocation hint) back when done; a table that
+//! has to grow for the keys an operation brings publishes its new shape
+//! itself first ([`Table::reserve`]).
 //!
 //! Entries never move. A new key's entry is written completely before its
 //! slot is published; a removed key's slot is cleared before its entry is
@@ -18,14 +20,17 @@ pub mod kind;
 
 use std::marker::PhantomData;
 
-use fail2xdp_common::{BUCKET_SLOTS, Bucket, Config, MAX_LOAD_DEN, MAX_LOAD_NUM, TableGeom};
+use fail2xdp_common::{
+    BUCKET_SLOTS, Bucket, Config, INITIAL_BUCKETS, MAX_LOAD_DEN, MAX_LOAD_NUM, Shape, TableGeom,
+};
 
-use self::cuckoo::{Loc, NoRoom, Store, id_of, tag_of};
+use self::cuckoo::{GrowError, Loc, NoRoom, Store, id_of, tag_of};
 pub use self::kind::{A4, A6, AllowKind, BanKind, Kind, P4, P6, V4, V6};
 use super::maps::{Mapping, Maps};
 
 /// Buckets for `capacity` entries at the designed load (one key in two
-/// slots at full capacity); at least 2.
+/// slots at full capacity); at least 2. The bucket arrays have this many
+/// elements; a table uses as many of them as its keys need.
 pub fn buckets_for(capacity: u32) -> u32 {
     let slots = u64::from(capacity) * u64::from(MAX_LOAD_DEN) / u64::from(MAX_LOAD_NUM);
     slots
@@ -61,15 +66,23 @@ pub(crate) struct Mapped<'a, K> {
     buckets: &'a Mapping,
     entries: &'a Mapping,
     seed: u64,
-    n: u32,
+    shape: Shape,
     _kind: PhantomData<K>,
 }
 
 impl<K: Kind> Store for Mapped<'_, K> {
     type Key = K::Key;
 
-    fn locate(&self, key: &K::Key) -> Loc {
-        K::locate(key, self.seed, self.n)
+    fn locate_in(&self, key: &K::Key, shape: Shape) -> Loc {
+        K::locate(key, self.seed, shape)
+    }
+
+    fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    fn set_shape(&mut self, shape: Shape) {
+        self.shape = shape;
     }
 
     fn key_at(&self, word: u64) -> Option<K::Key> {
@@ -124,10 +137,7 @@ impl<'a, K: Kind> Table<'a, K> {
     pub fn open(maps: &'a Maps, cfg: &Config) -> Result<Self, super::EnforcerError> {
         let g = cfg.tables[K::TBL];
         let t = Self::with_geom(maps, g)?;
-        if g.buckets < 2
-            || g.buckets != t.store.buckets.elems()
-            || g.entries + 1 > t.store.entries.elems()
-        {
+        if !fits(g, t.store.buckets.elems(), t.store.entries.elems()) {
             return Err(TableError::Geometry(K::BUCKETS.name()).into());
         }
         Ok(t)
@@ -139,13 +149,94 @@ impl<'a, K: Kind> Table<'a, K> {
                 buckets: maps.mem(K::BUCKETS)?,
                 entries: maps.mem(K::ENTRIES)?,
                 seed: g.seed,
-                n: g.buckets,
+                shape: g.shape,
                 _kind: PhantomData,
             },
             geom: g,
             name: K::BUCKETS.name(),
             freed: 0,
         })
+    }
+
+    /// Grows the table if `more` keys beyond its count would take it past
+    /// the designed load of the buckets it uses: to the next power of two
+    /// of buckets that holds them (at most the whole array), see
+    /// [`cuckoo::grow`]. `publish` writes
+    /// the geometry given to it to CONFIG; the RCU grace period after it is
+    /// waited for here. Returns whether the table grew.
+    pub fn reserve(
+        &mut self,
+        more: usize,
+        publish: impl FnOnce(TableGeom) -> Result<(), super::EnforcerError>,
+    ) -> Result<bool, super::EnforcerError> {
+        let now = self.geom.shape.buckets;
+        let keys = (self.geom.count as usize).saturating_add(more);
+        let need = buckets_for(keys.min(u32::MAX as usize) as u32);
+        let max = self.store.buckets.elems();
+        if need <= now || now >= max {
+            return Ok(false);
+        }
+        // Powers of two while they fit: linear hashing's buckets then all
+        // take the same share of keys (in between, the buckets not yet
+        // split take twice the share of the others).
+        let to = need.checked_next_power_of_two().map_or(max, |p| p.min(max));
+        let to = Shape::of(to);
+        let geom = TableGeom {
+            shape: to,
+            ..self.geom
+        };
+        let r = cuckoo::grow(&mut self.store, to, |_| {
+            publish(geom)?;
+            super::sys::rcu_grace_period();
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                self.geom.shape = to;
+                Ok(true)
+            }
+            Err(GrowError::Publish(e)) => Err(e),
+            Err(GrowError::NoRoom) => Err(TableError::NoRoom { map: self.name }.into()),
+        }
+    }
+
+    /// Shrinks the table when its keys fill less than 1/16 of the slots of
+    /// the buckets it uses (after many bans ended): to the power of two of
+    /// buckets they fill a quarter of, at least [`INITIAL_BUCKETS`], so a
+    /// table that held a flood's sources does not keep spreading clean
+    /// lookups over all of its old buckets. `publish` as for
+    /// [`Self::reserve`]. Returns whether it shrank (it does not where a
+    /// bucket has no room for the keys folded into it).
+    pub fn compact(
+        &mut self,
+        publish: impl FnOnce(TableGeom) -> Result<(), super::EnforcerError>,
+    ) -> Result<bool, super::EnforcerError> {
+        let now = self.geom.shape.buckets;
+        let want = buckets_for(self.geom.count.saturating_mul(2))
+            .next_power_of_two()
+            .max(INITIAL_BUCKETS);
+        if want.saturating_mul(4) > now {
+            return Ok(false);
+        }
+        let to = Shape::of(want);
+        let geom = TableGeom {
+            shape: to,
+            ..self.geom
+        };
+        let shrank = cuckoo::shrink(&mut self.store, to, |_| {
+            publish(geom)?;
+            super::sys::rcu_grace_period();
+            Ok::<(), super::EnforcerError>(())
+        })?;
+        if shrank {
+            self.geom.shape = to;
+        }
+        Ok(shrank)
+    }
+
+    /// Buckets the table uses now.
+    pub fn shape(&self) -> Shape {
+        self.geom.shape
     }
 
     pub fn entry(&self, id: u32) -> K::Entry {
@@ -184,7 +275,9 @@ impl<'a, K: Kind> Table<'a, K> {
         (id.is_some(), lines)
     }
 
-    /// A free entry id, from the allocation hint on.
+    /// The lowest free entry id: every id below the hint is in use, so the
+    /// search starts there (it wraps around to the start only if a crash
+    /// left the hint too high).
     fn alloc(&mut self) -> Result<u32, TableError> {
         let full = TableError::Full {
             map: self.name,
@@ -194,24 +287,13 @@ impl<'a, K: Kind> Table<'a, K> {
             return Err(full);
         }
         let n = self.geom.entries;
-        let start = if (1..=n).contains(&self.geom.next) {
-            self.geom.next
-        } else {
-            1
-        };
-        let mut id = start;
-        loop {
-            if !K::used_mark(self.store.entries.load(id, K::MARK_WORD)) {
-                self.geom.next = if id == n { 1 } else { id + 1 };
-                return Ok(id);
-            }
-            id = if id == n { 1 } else { id + 1 };
-            if id == start {
-                // Entries leaked by a crash between two writes; the next
-                // `load` repairs them.
-                return Err(full);
-            }
-        }
+        let start = self.geom.next.clamp(1, n);
+        let free = |id: &u32| !K::used_mark(self.store.entries.load(*id, K::MARK_WORD));
+        // Entries leaked by a crash between two writes make it look full;
+        // the next `load` repairs them.
+        let id = (start..=n).chain(1..start).find(free).ok_or(full)?;
+        self.geom.next = id + 1;
+        Ok(id)
     }
 
     /// Adds `key` (absent) with `entry`: the entry first, then its slot.
@@ -234,6 +316,7 @@ impl<'a, K: Kind> Table<'a, K> {
             .entries
             .write(id, &K::Entry::default(), K::MARK_WORD);
         self.freed += 1;
+        self.geom.next = self.geom.next.min(id);
     }
 
     /// Removes `key`: its slot, then its entry. Returns what it held.
@@ -253,7 +336,7 @@ impl<'a, K: Kind> Table<'a, K> {
         if self.geom.count == 0 {
             return;
         }
-        for b in 0..self.store.n {
+        for b in 0..self.store.shape.buckets {
             let bucket = self.store.bucket(b);
             for &w in &bucket.slots {
                 if let Some(k) = self.store.key_at(w) {
@@ -271,28 +354,29 @@ impl<'a, K: Kind> Table<'a, K> {
     pub fn repair(maps: &'a Maps, cfg: &mut Config) -> Result<bool, super::EnforcerError> {
         let g = cfg.tables[K::TBL];
         let buckets = maps.mem(K::BUCKETS)?.elems();
-        let entries = maps.mem(K::ENTRIES)?.elems().saturating_sub(1);
-        if g.buckets == 0 {
+        let entry_elems = maps.mem(K::ENTRIES)?.elems();
+        if g.shape.buckets == 0 {
             let seed = random_seed().map_err(|source| TableError::Seed {
                 map: K::BUCKETS.name(),
                 source,
             })?;
             cfg.tables[K::TBL] = TableGeom {
                 seed,
-                buckets,
-                entries,
+                shape: Shape::of(INITIAL_BUCKETS.min(buckets)),
+                entries: entry_elems.saturating_sub(1),
                 count: 0,
                 next: 1,
+                _pad: 0,
             };
             // Fresh arrays are all zeros: nothing to repair.
             return Ok(true);
-        } else if g.buckets != buckets || g.entries > entries || g.buckets < 2 {
+        } else if !fits(g, buckets, entry_elems) {
             return Ok(false);
         }
         let mut t = Self::with_geom(maps, cfg.tables[K::TBL])?;
         let mut seen_keys = std::collections::HashSet::new();
         let mut seen_ids = std::collections::HashSet::new();
-        for b in 0..t.store.n {
+        for b in 0..t.store.shape.buckets {
             for i in 0..BUCKET_SLOTS {
                 let w = t.store.bucket(b).slots[i];
                 if id_of(w) == 0 {
@@ -314,22 +398,40 @@ impl<'a, K: Kind> Table<'a, K> {
                 }
             }
         }
-        let exact = cuckoo::spill_counts(&t.store, t.store.n);
+        // Buckets beyond the shape are empty, unless a crash cut a growth
+        // short after copying keys there (nobody reads them).
+        for b in t.store.shape.buckets..buckets {
+            if t.store.bucket(b) != Bucket::default() {
+                t.store.buckets.write(b, &Bucket::default(), 0);
+            }
+        }
+        let exact = cuckoo::spill_counts(&t.store);
         for (b, &want) in exact.iter().enumerate() {
             if t.store.bucket(b as u32).spill != want {
                 t.store.set_spill(b as u32, want);
             }
         }
+        let mut lowest_free = None;
         for id in 1..=t.geom.entries {
             if K::used_mark(t.store.entries.load(id, K::MARK_WORD)) && !seen_ids.contains(&id) {
                 log::warn!("{}: freeing entry {id}, which no slot refers to", t.name);
                 t.free(id);
             }
+            if lowest_free.is_none() && !seen_ids.contains(&id) {
+                lowest_free = Some(id);
+            }
         }
+        t.geom.next = lowest_free.unwrap_or(t.geom.entries);
         t.geom.count = seen_keys.len() as u32;
         cfg.tables[K::TBL] = t.geom;
         Ok(true)
     }
+}
+
+/// Whether geometry `g` fits bucket and entry arrays of these sizes.
+fn fits(g: TableGeom, bucket_elems: u32, entry_elems: u32) -> bool {
+    let b = g.shape.buckets;
+    b >= 1 && b <= bucket_elems && g.shape == Shape::of(b) && g.entries < entry_elems
 }
 
 #[cfg(test)]
