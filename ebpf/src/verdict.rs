@@ -393,9 +393,12 @@ fn lookup<T>(buckets: &Buckets, p: Place, tag: u32, get: impl Fn(u32) -> Option<
     unsafe { scan(b, tag, &get) }
 }
 
-/// The table's shape, read as one word: userspace grows a table by storing
-/// a new shape while this program runs (keys sit where either shape puts
-/// them until every run that read the old one has ended).
+/// The table's shape, read as one word: userspace grows or shrinks a table
+/// by storing a new shape while this program runs (keys sit where either
+/// shape puts them until every run that read the old one has ended). The
+/// map update that stores it copies the whole CONFIG value; should a run
+/// ever see its two halves from different updates, it looks in a wrong
+/// bucket (never outside the array) and at worst passes that one packet.
 #[inline(always)]
 fn shape(g: &TableGeom) -> Shape {
     // SAFETY: `shape` is an 8-aligned 8-byte field of the CONFIG value.
