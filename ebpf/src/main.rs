@@ -4,9 +4,9 @@
 //! name becomes the kernel map name and the pin file name.
 #![no_std]
 #![no_main]
-// For the atomic add on BanValue::drops (see verdict::applies).
+// For the atomic add on BanEntry::drops (see verdict::applies).
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![expect(internal_features, reason = "core_intrinsics: the BPF atomic add")]
 
 mod parse;
 mod verdict;
@@ -18,58 +18,57 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4, SlotP6,
-    SlotV4, SlotV6, Stats, capacity,
+    AllowEntryV4, AllowEntryV6, BanEntry, BanEntryP6, BanEntryV6, BanMeta, Bucket, Config,
+    JailName, PortList, Stats, capacity,
 };
 
 use crate::verdict::{Reason, Verdict};
 
-/// Every hash map is created without preallocation: the tables are sized for
-/// the worst case but usually hold few entries, so memory follows content.
-/// It also means a deleted element is freed only after an RCU grace period,
-/// so the `drops` add through a value pointer never lands in a recycled
-/// element of another address (preallocated maps reuse slots at once).
+/// JAILS is created without preallocation: sized for the worst case but
+/// usually holding a few names, so memory follows content.
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
-/// The ban tables are open-addressing tables in arrays (see
-/// `fail2xdp_common::TableGeom`): an array lookup is inlined by the verifier,
-/// a hash-map lookup is a helper call that costs 25-40 ns. Userspace sets the
-/// real size (a power of two) when it creates the maps. Mmapable so that
-/// userspace scans (list, purge, counting) read memory instead of copying
-/// a million slots through bpf(2); writes still go through the syscall.
+/// Every table is an array: an array lookup is inlined by the verifier (a
+/// hash-map lookup is a helper call that costs 25-40 ns). Mmapable so that
+/// userspace reads and writes slots and entries as memory (a million bans
+/// load in a fraction of a second) and each 64-byte bucket starts a cache
+/// line. Userspace sets the real sizes when it creates the maps; see
+/// `fail2xdp_common` for the layout.
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
 #[btf_map]
-static BANS_V4: Array<SlotV4, 2, MMAPABLE> = Array::new();
+static BANS_V4: Array<Bucket, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static BANS_V6: Array<SlotV6, 2, MMAPABLE> = Array::new();
+static BANS_V4_ENT: Array<BanEntry, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V4: Array<SlotP4, 2, MMAPABLE> = Array::new();
+static BANS_V4_META: Array<BanMeta, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V6: Array<SlotP6, 2, MMAPABLE> = Array::new();
-/// Keys that found no slot near their home; looked up only while
-/// Config says the map is non-empty.
+static BANS_V6: Array<Bucket, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static BANS_V4_OVF: HashMap<[u8; 4], BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static BANS_V6_ENT: Array<BanEntryV6, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static BANS_V6_OVF: HashMap<[u8; 16], BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static BANS_V6_META: Array<BanMeta, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V4_OVF: HashMap<PfxKeyV4, BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static PFX_V4: Array<Bucket, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static PFX_V6_OVF: HashMap<PfxKeyV6, BanValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static PFX_V4_ENT: Array<BanEntry, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static ALLOW_V4: Array<SlotA4, 2, MMAPABLE> = Array::new();
+static PFX_V4_META: Array<BanMeta, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static ALLOW_V6: Array<SlotA6, 2, MMAPABLE> = Array::new();
+static PFX_V6: Array<Bucket, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static ALLOW_V4_OVF: HashMap<PfxKeyV4, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static PFX_V6_ENT: Array<BanEntryP6, 2, MMAPABLE> = Array::new();
 #[btf_map]
-static ALLOW_V6_OVF: HashMap<PfxKeyV6, AllowValue, { capacity::OVERFLOW as usize }, NO_PREALLOC> =
-    HashMap::new();
+static PFX_V6_META: Array<BanMeta, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V4: Array<Bucket, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V4_ENT: Array<AllowEntryV4, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V6: Array<Bucket, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static ALLOW_V6_ENT: Array<AllowEntryV6, 2, MMAPABLE> = Array::new();
+#[btf_map]
+static PORTS: Array<PortList, { capacity::PORTS as usize }, MMAPABLE> = Array::new();
 #[btf_map]
 static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]

@@ -3,24 +3,26 @@
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
     mem::offset_of,
-    ptr::addr_of_mut,
+    ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
 use aya_ebpf::{
     bindings::xdp_action,
+    btf_maps::Array,
     cty::c_void,
     helpers::{bpf_ktime_get_boot_ns, bpf_loop},
     programs::XdpContext,
 };
 use fail2xdp_common::{
-    BanValue, Config, EXPIRES_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6, LEN_UNUSED, LenSlotV4, LenSlotV6,
-    MAX_BAN_PORTS, MAX_PROBE, PfxKeyV4, PfxKeyV6, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6, TBL_BANS_V4,
-    TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, fold_p4, fold_p6, fold_v4, fold_v6, home,
+    BUCKET_SLOTS, Bucket, Config, EXPIRY_MASK, EXPIRY_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6,
+    LEN_UNUSED, LenSlotV4, LenSlotV6, MAX_BAN_PORTS, Place, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6,
+    Shape, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, hash_a4, hash_p6,
+    hash_tag, hash_v4, hash_v6, place, spill_count, tag_p4,
 };
 
 use crate::{
-    ALLOW_V4, ALLOW_V4_OVF, ALLOW_V6, ALLOW_V6_OVF, BANS_V4, BANS_V4_OVF, BANS_V6, BANS_V6_OVF,
-    CONFIG, PFX_V4, PFX_V4_OVF, PFX_V6, PFX_V6_OVF,
+    ALLOW_V4, ALLOW_V4_ENT, ALLOW_V6, ALLOW_V6_ENT, BANS_V4, BANS_V4_ENT, BANS_V6, BANS_V6_ENT,
+    CONFIG, MMAPABLE, PFX_V4, PFX_V4_ENT, PFX_V6, PFX_V6_ENT, PORTS,
     parse::{self, NO_PORT, Packet, Skip, Src},
 };
 
@@ -134,8 +136,8 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
         miss: Reason::None,
     };
     if cfg.allow_v4_n > 0 {
-        if let Some(key) = key_v4(&cfg.allow_v4, 0, p.hi) {
-            if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
+        if let Some(k) = key_v4(&cfg.allow_v4, 0, p.hi) {
+            if find_a4(&cfg.tables[TBL_ALLOW_V4], &k) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -146,15 +148,15 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
             }
         }
     }
-    if let Some(v) = find_v4(&cfg.tables[TBL_BANS_V4], p.hi as u32, src) {
-        if applies(v, p.port, &mut p.miss) {
+    if let Some(e) = find_v4(&cfg.tables[TBL_BANS_V4], p.hi as u32) {
+        if applies(e, p.port, &mut p.miss) {
             return Verdict::drop(Reason::DropExactV4);
         }
     }
     if cfg.pfx_v4_n > 0 {
-        if let Some(key) = key_v4(&cfg.pfx_v4, 0, p.hi) {
-            if let Some(v) = find_p4(&cfg.tables[TBL_PFX_V4], &key) {
-                if applies(v, p.port, &mut p.miss) {
+        if let Some(k) = key_v4(&cfg.pfx_v4, 0, p.hi) {
+            if let Some(e) = find_p4(&cfg.tables[TBL_PFX_V4], &k) {
+                if applies(e, p.port, &mut p.miss) {
                     return Verdict::drop(Reason::DropPrefixV4);
                 }
             }
@@ -182,8 +184,8 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
         miss: Reason::None,
     };
     if cfg.allow_v6_n > 0 {
-        if let Some(key) = key_v6(&cfg.allow_v6, 0, p.hi, p.lo) {
-            if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
+        if let Some(k) = key_v6(&cfg.allow_v6, 0, p.hi, p.lo) {
+            if find_a6(&cfg.tables[TBL_ALLOW_V6], &k) {
                 return Verdict::pass(Reason::PassAllowlisted);
             }
         }
@@ -194,15 +196,15 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
             }
         }
     }
-    if let Some(v) = find_v6(&cfg.tables[TBL_BANS_V6], p.hi, p.lo, src) {
-        if applies(v, p.port, &mut p.miss) {
+    if let Some(e) = find_v6(&cfg.tables[TBL_BANS_V6], p.hi, p.lo) {
+        if applies(e, p.port, &mut p.miss) {
             return Verdict::drop(Reason::DropExactV6);
         }
     }
     if cfg.pfx_v6_n > 0 {
-        if let Some(key) = key_v6(&cfg.pfx_v6, 0, p.hi, p.lo) {
-            if let Some(v) = find_p6(&cfg.tables[TBL_PFX_V6], &key) {
-                if applies(v, p.port, &mut p.miss) {
+        if let Some(k) = key_v6(&cfg.pfx_v6, 0, p.hi, p.lo) {
+            if let Some(e) = find_p6(&cfg.tables[TBL_PFX_V6], &k) {
+                if applies(e, p.port, &mut p.miss) {
                     return Verdict::drop(Reason::DropPrefixV6);
                 }
             }
@@ -217,32 +219,44 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
     Verdict::pass(p.miss)
 }
 
-/// The prefix key of slot `i` of an IPv4 table, or `None` for a free or
-/// out-of-range slot.
+/// One prefix length applied to the source: its length and the address
+/// masked to it, as native words of the packet-order bytes.
+#[derive(Clone, Copy)]
+struct Masked {
+    len: u32,
+    hi: u64,
+    lo: u64,
+    /// IPv4 only: the bit after the prefix (see `fail2xdp_common::tag_p4`).
+    mark: u32,
+}
+
+/// The source under slot `i` of an IPv4 length table, or `None` for a free
+/// or out-of-range slot.
 #[inline(always)]
-fn key_v4(slots: &[LenSlotV4; LEN_SLOTS_V4], i: u64, addr: u64) -> Option<PfxKeyV4> {
+fn key_v4(slots: &[LenSlotV4; LEN_SLOTS_V4], i: u64, addr: u64) -> Option<Masked> {
     let slot = slots.get(i as usize)?;
     if slot.len == LEN_UNUSED {
         return None;
     }
-    Some(PfxKeyV4 {
+    Some(Masked {
         len: slot.len,
-        addr: (addr as u32 & u32::from_ne_bytes(slot.mask)).to_ne_bytes(),
+        hi: (addr as u32 & u32::from_ne_bytes(slot.mask)) as u64,
+        lo: 0,
+        mark: u32::from_ne_bytes(slot.mark),
     })
 }
 
 #[inline(always)]
-fn key_v6(slots: &[LenSlotV6; LEN_SLOTS_V6], i: u64, hi: u64, lo: u64) -> Option<PfxKeyV6> {
+fn key_v6(slots: &[LenSlotV6; LEN_SLOTS_V6], i: u64, hi: u64, lo: u64) -> Option<Masked> {
     let slot = slots.get(i as usize)?;
     if slot.len == LEN_UNUSED {
         return None;
     }
-    let mut addr = [0u8; 16];
-    addr[..8].copy_from_slice(&(hi & slot.mask[0]).to_ne_bytes());
-    addr[8..].copy_from_slice(&(lo & slot.mask[1]).to_ne_bytes());
-    Some(PfxKeyV6 {
+    Some(Masked {
         len: slot.len,
-        addr,
+        hi: hi & slot.mask[0],
+        lo: lo & slot.mask[1],
+        mark: 0,
     })
 }
 
@@ -256,10 +270,10 @@ unsafe extern "C" fn allow_v4_step(i: u64, p: *mut c_void) -> i64 {
     let Some(cfg) = CONFIG.get(0) else {
         return STOP;
     };
-    let Some(key) = key_v4(&cfg.allow_v4, i + 1, p.hi) else {
+    let Some(k) = key_v4(&cfg.allow_v4, i + 1, p.hi) else {
         return CONTINUE;
     };
-    if find_a4(&cfg.tables[TBL_ALLOW_V4], &key) {
+    if find_a4(&cfg.tables[TBL_ALLOW_V4], &k) {
         p.hit = 1;
         return STOP;
     }
@@ -272,11 +286,11 @@ unsafe extern "C" fn pfx_v4_step(i: u64, p: *mut c_void) -> i64 {
     let Some(cfg) = CONFIG.get(0) else {
         return STOP;
     };
-    let Some(key) = key_v4(&cfg.pfx_v4, i + 1, p.hi) else {
+    let Some(k) = key_v4(&cfg.pfx_v4, i + 1, p.hi) else {
         return CONTINUE;
     };
-    if let Some(v) = find_p4(&cfg.tables[TBL_PFX_V4], &key) {
-        if applies(v, p.port, &mut p.miss) {
+    if let Some(e) = find_p4(&cfg.tables[TBL_PFX_V4], &k) {
+        if applies(e, p.port, &mut p.miss) {
             p.hit = 1;
             return STOP;
         }
@@ -290,10 +304,10 @@ unsafe extern "C" fn allow_v6_step(i: u64, p: *mut c_void) -> i64 {
     let Some(cfg) = CONFIG.get(0) else {
         return STOP;
     };
-    let Some(key) = key_v6(&cfg.allow_v6, i + 1, p.hi, p.lo) else {
+    let Some(k) = key_v6(&cfg.allow_v6, i + 1, p.hi, p.lo) else {
         return CONTINUE;
     };
-    if find_a6(&cfg.tables[TBL_ALLOW_V6], &key) {
+    if find_a6(&cfg.tables[TBL_ALLOW_V6], &k) {
         p.hit = 1;
         return STOP;
     }
@@ -306,11 +320,11 @@ unsafe extern "C" fn pfx_v6_step(i: u64, p: *mut c_void) -> i64 {
     let Some(cfg) = CONFIG.get(0) else {
         return STOP;
     };
-    let Some(key) = key_v6(&cfg.pfx_v6, i + 1, p.hi, p.lo) else {
+    let Some(k) = key_v6(&cfg.pfx_v6, i + 1, p.hi, p.lo) else {
         return CONTINUE;
     };
-    if let Some(v) = find_p6(&cfg.tables[TBL_PFX_V6], &key) {
-        if applies(v, p.port, &mut p.miss) {
+    if let Some(e) = find_p6(&cfg.tables[TBL_PFX_V6], &k) {
+        if applies(e, p.port, &mut p.miss) {
             p.hit = 1;
             return STOP;
         }
@@ -318,231 +332,233 @@ unsafe extern "C" fn pfx_v6_step(i: u64, p: *mut c_void) -> i64 {
     CONTINUE
 }
 
-// Open-addressing probes: at most MAX_PROBE array slots from the key's
-// home, stopping at the first empty slot or at the first occupant nearer
-// its own home than the key would be (userspace keeps Robin Hood order, so
-// the key cannot lie beyond it); then the overflow map, only while it holds
-// anything. Userspace writes one slot per map update, so a probe
-// may read one slot half-written; that can affect the keys being moved or
-// written at that moment, and a key whose probe crosses that slot may stop
-// early on the torn occupant (see enforcer/table.rs): fail-open, and the
-// next packet sees the finished slot. Slots are read through raw pointers
-// because `drops` is added to concurrently by other CPUs.
+// Table lookups: the key's first bucket (one cache line); its second only
+// while the first bucket's spill counter for the key's nibble is non-zero
+// (userspace raises it before a key of that nibble can appear in its second
+// bucket, and lowers it only after the key left). A tag match yields an
+// entry id; tables whose tags are hashes confirm the key in the entry.
+// Userspace moves and clears slots with single 8-byte stores, so a slot is
+// never read half-written; an entry of a ban being removed may be read just
+// as it is freed, and then reads as expired (fail-open for that packet).
+// Entries are read through raw pointers because `drops` is added to
+// concurrently by other CPUs.
 
-/// Whether the occupant (key folded to `fold`) of slot `idx`, read `i`
-/// slots from the probed key's home, sits nearer its own home: then, by the
-/// Robin Hood order, the probed key is not in the table.
-#[inline(always)]
-fn closer(g: &TableGeom, idx: u32, i: u32, fold: u64) -> bool {
-    idx.wrapping_sub(home(fold, g.seed, g.bits)) & g.mask < i
+/// A match: pointers to the entry's `expiry_ports` and `drops` words.
+#[derive(Clone, Copy)]
+struct Hit {
+    expiry_ports: *const u64,
+    drops: *mut u64,
 }
 
+type Buckets = Array<Bucket, 2, MMAPABLE>;
+
+/// The slots of bucket `b` whose tag is `tag`, each offered to `get`
+/// (which confirms the entry behind the id) until one is accepted.
+///
+/// # Safety
+/// `b` must point to a bucket of a map, valid for the program run.
 #[inline(always)]
-fn find_v4(g: &TableGeom, addr: u32, src: &[u8; 4]) -> Option<*mut BanValue> {
-    if g.count != 0 {
-        let h = home(fold_v4(addr), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let s = BANS_V4.get_ptr_mut(idx)?;
-            // SAFETY: an array element, valid for the whole run.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let k = u32::from_ne_bytes((*s).key);
-                if k == addr {
-                    return Some(addr_of_mut!((*s).val));
-                }
-                if closer(g, idx, i, fold_v4(k)) {
-                    break;
-                }
+unsafe fn scan<T>(b: *const Bucket, tag: u32, get: &impl Fn(u32) -> Option<T>) -> Option<T> {
+    // SAFETY: per the contract, the slot words lie in the map value.
+    let slots = unsafe { addr_of!((*b).slots) }.cast::<u64>();
+    for i in 0..BUCKET_SLOTS {
+        // SAFETY: i < BUCKET_SLOTS, within the bucket.
+        let w = unsafe { read_volatile(slots.add(i)) };
+        let id = (w >> 32) as u32;
+        if w as u32 == tag && id != 0 {
+            if let Some(t) = get(id) {
+                return Some(t);
             }
         }
-    }
-    if g.ovf != 0 {
-        return BANS_V4_OVF.get_ptr_mut(src);
     }
     None
 }
 
+/// The key at `p` with `tag`: first bucket, then (if its spill counter
+/// says so) the second.
 #[inline(always)]
-fn find_v6(g: &TableGeom, hi: u64, lo: u64, src: &[u8; 16]) -> Option<*mut BanValue> {
-    if g.count != 0 {
-        let h = home(fold_v6(hi, lo), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let s = BANS_V6.get_ptr_mut(idx)?;
-            // SAFETY: an array element, valid for the whole run; the key is
-            // at offset 0 of an 8-aligned value, so it reads as two words.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let k = s.cast::<u64>();
-                let (k0, k1) = (*k, *k.add(1));
-                if k0 == hi && k1 == lo {
-                    return Some(addr_of_mut!((*s).val));
-                }
-                if closer(g, idx, i, fold_v6(k0, k1)) {
-                    break;
-                }
-            }
-        }
+fn lookup<T>(buckets: &Buckets, p: Place, tag: u32, get: impl Fn(u32) -> Option<T>) -> Option<T> {
+    let b = buckets.get_ptr(p.b1)?;
+    // SAFETY: an element of the bucket array, valid for the whole run.
+    if let Some(t) = unsafe { scan(b, tag, &get) } {
+        return Some(t);
     }
-    if g.ovf != 0 {
-        return BANS_V6_OVF.get_ptr_mut(src);
+    // SAFETY: as above; the spill word is read once.
+    let spill = unsafe { read_volatile(addr_of!((*b).spill)) };
+    if spill_count(spill, p.nib) == 0 {
+        return None;
     }
-    None
+    let b = buckets.get_ptr(p.b2)?;
+    // SAFETY: as above.
+    unsafe { scan(b, tag, &get) }
+}
+
+/// The table's shape, read as one word: userspace grows or shrinks a table
+/// by storing a new shape while this program runs (keys sit where either
+/// shape puts them until every run that read the old one has ended). The
+/// map update that stores it copies the whole CONFIG value; should a run
+/// ever see its two halves from different updates, it looks in a wrong
+/// bucket (never outside the array) and at worst passes that one packet.
+#[inline(always)]
+fn shape(g: &TableGeom) -> Shape {
+    // SAFETY: `shape` is an 8-aligned 8-byte field of the CONFIG value.
+    Shape::from_word(unsafe { read_volatile(addr_of!(g.shape).cast::<u64>()) })
 }
 
 #[inline(always)]
-fn find_p4(g: &TableGeom, key: &PfxKeyV4) -> Option<*mut BanValue> {
-    let addr = u32::from_ne_bytes(key.addr);
-    if g.count != 0 {
-        let h = home(fold_p4(key.len, addr), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let s = PFX_V4.get_ptr_mut(idx)?;
-            // SAFETY: an array element, valid for the whole run.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let (len, a) = ((*s).key.len, u32::from_ne_bytes((*s).key.addr));
-                if len == key.len && a == addr {
-                    return Some(addr_of_mut!((*s).val));
-                }
-                if closer(g, idx, i, fold_p4(len, a)) {
-                    break;
-                }
-            }
-        }
+fn find_v4(g: &TableGeom, addr: u32) -> Option<Hit> {
+    if g.count == 0 {
+        return None;
     }
-    if g.ovf != 0 {
-        return PFX_V4_OVF.get_ptr_mut(key);
-    }
-    None
+    // The tag is the address itself: a match needs no confirmation.
+    lookup(&BANS_V4, place(hash_v4(addr, g.seed), shape(g)), addr, |id| {
+        let e = BANS_V4_ENT.get_ptr_mut(id)?;
+        Some(Hit {
+            // SAFETY: field addresses inside an element of the entry array.
+            expiry_ports: unsafe { addr_of!((*e).expiry_ports) },
+            drops: unsafe { addr_of_mut!((*e).drops) },
+        })
+    })
 }
 
 #[inline(always)]
-fn find_p6(g: &TableGeom, key: &PfxKeyV6) -> Option<*mut BanValue> {
-    let (hi, lo) = addr_words(&key.addr);
-    if g.count != 0 {
-        let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let s = PFX_V6.get_ptr_mut(idx)?;
-            // SAFETY: an array element, valid for the whole run. The address
-            // sits at offset 4, so it is compared as 4-aligned u32 words.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let k = addr_of_mut!((*s).key.addr).cast::<u32>();
-                let len = (*s).key.len;
-                let khi = *k as u64 | (*k.add(1) as u64) << 32;
-                let klo = *k.add(2) as u64 | (*k.add(3) as u64) << 32;
-                if len == key.len && khi == hi && klo == lo {
-                    return Some(addr_of_mut!((*s).val));
-                }
-                if closer(g, idx, i, fold_p6(len, khi, klo)) {
-                    break;
-                }
+fn find_v6(g: &TableGeom, hi: u64, lo: u64) -> Option<Hit> {
+    if g.count == 0 {
+        return None;
+    }
+    let h = hash_v6(hi, lo, g.seed);
+    lookup(&BANS_V6, place(h, shape(g)), hash_tag(h), |id| {
+        let e = BANS_V6_ENT.get_ptr_mut(id)?;
+        // SAFETY: an element of the entry array; the address is at offset
+        // 0 of an 8-aligned value, so it reads as two words.
+        unsafe {
+            let k = e.cast::<u64>();
+            if read_volatile(k) != hi || read_volatile(k.add(1)) != lo {
+                return None;
             }
+            Some(Hit {
+                expiry_ports: addr_of!((*e).expiry_ports),
+                drops: addr_of_mut!((*e).drops),
+            })
         }
-    }
-    if g.ovf != 0 {
-        return PFX_V6_OVF.get_ptr_mut(key);
-    }
-    None
-}
-
-/// Whether the allowlist holds exactly `key`.
-#[inline(always)]
-fn find_a4(g: &TableGeom, key: &PfxKeyV4) -> bool {
-    let addr = u32::from_ne_bytes(key.addr);
-    if g.count != 0 {
-        let h = home(fold_p4(key.len, addr), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let Some(s) = ALLOW_V4.get_ptr(idx) else {
-                break;
-            };
-            // SAFETY: an array element, valid for the whole run.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let (len, a) = ((*s).key.len, u32::from_ne_bytes((*s).key.addr));
-                if len == key.len && a == addr {
-                    return true;
-                }
-                if closer(g, idx, i, fold_p4(len, a)) {
-                    break;
-                }
-            }
-        }
-    }
-    g.ovf != 0 && ALLOW_V4_OVF.get_ptr(key).is_some()
+    })
 }
 
 #[inline(always)]
-fn find_a6(g: &TableGeom, key: &PfxKeyV6) -> bool {
-    let (hi, lo) = addr_words(&key.addr);
-    if g.count != 0 {
-        let h = home(fold_p6(key.len, hi, lo), g.seed, g.bits);
-        for i in 0..MAX_PROBE {
-            let idx = h.wrapping_add(i) & g.mask;
-            let Some(s) = ALLOW_V6.get_ptr(idx) else {
-                break;
-            };
-            // SAFETY: as in find_p6; the address is compared as u32 words.
-            unsafe {
-                if (*s).used == 0 {
-                    break;
-                }
-                let k = core::ptr::addr_of!((*s).key.addr).cast::<u32>();
-                let len = (*s).key.len;
-                let khi = *k as u64 | (*k.add(1) as u64) << 32;
-                let klo = *k.add(2) as u64 | (*k.add(3) as u64) << 32;
-                if len == key.len && khi == hi && klo == lo {
-                    return true;
-                }
-                if closer(g, idx, i, fold_p6(len, khi, klo)) {
-                    break;
-                }
-            }
-        }
+fn find_p4(g: &TableGeom, k: &Masked) -> Option<Hit> {
+    if g.count == 0 {
+        return None;
     }
-    g.ovf != 0 && ALLOW_V6_OVF.get_ptr(key).is_some()
+    // The tag holds length and prefix exactly.
+    let tag = tag_p4(k.hi as u32, k.mark);
+    lookup(&PFX_V4, place(hash_v4(tag, g.seed), shape(g)), tag, |id| {
+        let e = PFX_V4_ENT.get_ptr_mut(id)?;
+        Some(Hit {
+            // SAFETY: field addresses inside an element of the entry array.
+            expiry_ports: unsafe { addr_of!((*e).expiry_ports) },
+            drops: unsafe { addr_of_mut!((*e).drops) },
+        })
+    })
 }
 
+#[inline(always)]
+fn find_p6(g: &TableGeom, k: &Masked) -> Option<Hit> {
+    if g.count == 0 {
+        return None;
+    }
+    let h = hash_p6(k.len, k.hi, k.lo, g.seed);
+    lookup(&PFX_V6, place(h, shape(g)), hash_tag(h), |id| {
+        let e = PFX_V6_ENT.get_ptr_mut(id)?;
+        // SAFETY: an element of the entry array; the address is at offset
+        // 0 of an 8-aligned value.
+        unsafe {
+            let a = e.cast::<u64>();
+            if read_volatile(a) != k.hi
+                || read_volatile(a.add(1)) != k.lo
+                || read_volatile(addr_of!((*e).len)) != k.len
+            {
+                return None;
+            }
+            Some(Hit {
+                expiry_ports: addr_of!((*e).expiry_ports),
+                drops: addr_of_mut!((*e).drops),
+            })
+        }
+    })
+}
+
+/// Whether the allowlist holds exactly this prefix.
+#[inline(always)]
+fn find_a4(g: &TableGeom, k: &Masked) -> bool {
+    if g.count == 0 {
+        return false;
+    }
+    let addr = k.hi as u32;
+    let h = hash_a4(k.len, addr, g.seed);
+    lookup(&ALLOW_V4, place(h, shape(g)), hash_tag(h), |id| {
+        let e = ALLOW_V4_ENT.get_ptr(id)?;
+        // SAFETY: an element of the entry array; key.addr is 4-aligned.
+        let same = unsafe {
+            read_volatile(addr_of!((*e).key.len)) == k.len
+                && read_volatile(addr_of!((*e).key.addr).cast::<u32>()) == addr
+        };
+        same.then_some(())
+    })
+    .is_some()
+}
+
+#[inline(always)]
+fn find_a6(g: &TableGeom, k: &Masked) -> bool {
+    if g.count == 0 {
+        return false;
+    }
+    let h = hash_p6(k.len, k.hi, k.lo, g.seed);
+    lookup(&ALLOW_V6, place(h, shape(g)), hash_tag(h), |id| {
+        let e = ALLOW_V6_ENT.get_ptr(id)?;
+        // SAFETY: an element of the entry array. The address sits at offset
+        // 4, so it is compared as 4-aligned u32 words.
+        let same = unsafe {
+            let a = addr_of!((*e).key.addr).cast::<u32>();
+            let hi = read_volatile(a) as u64 | (read_volatile(a.add(1)) as u64) << 32;
+            let lo = read_volatile(a.add(2)) as u64 | (read_volatile(a.add(3)) as u64) << 32;
+            read_volatile(addr_of!((*e).key.len)) == k.len && hi == k.hi && lo == k.lo
+        };
+        same.then_some(())
+    })
+    .is_some()
+}
 
 /// Whether a found ban applies to this packet; if so counts the drop on the
 /// ban. Otherwise records in `miss` why it did not, for the pass counters.
 #[inline(always)]
-fn applies(v: *mut BanValue, port: u32, miss: &mut Reason) -> bool {
-    // SAFETY (all derefs of `v`): it came from a successful map lookup and
-    // stays valid for the whole program run (array elements live as long
-    // as the map; overflow hash elements are freed only after an RCU grace
-    // period). Fields are read through the raw pointer
-    // because `drops` is written concurrently by other CPUs.
-    let expires = unsafe { (*v).expires_ns };
-    // Permanent bans skip the clock read.
+fn applies(h: Hit, port: u32, miss: &mut Reason) -> bool {
+    // SAFETY (all derefs of `h`): it points into an entry array element,
+    // valid for the whole program run. The word is read once, so expiry
+    // and port set come from the same write.
+    let w = unsafe { read_volatile(h.expiry_ports) };
+    let expiry = w & EXPIRY_MASK;
+    // Permanent bans skip the clock read. A free entry reads as expiry 0.
     // SAFETY: a plain helper call without arguments.
-    if expires != EXPIRES_NEVER && unsafe { bpf_ktime_get_boot_ns() } >= expires {
+    if expiry != EXPIRY_NEVER && unsafe { bpf_ktime_get_boot_ns() } >= expiry {
         *miss = Reason::PassExpired;
         return false;
     }
-    let n = unsafe { (*v).nports };
-    if n != 0 {
+    let set = (w & 0xffff) as u32;
+    if set != 0 {
         if port == NO_PORT {
             *miss = Reason::PassOtherPort;
             return false;
         }
+        let Some(l) = PORTS.get_ptr(set) else {
+            *miss = Reason::PassOtherPort;
+            return false;
+        };
+        // SAFETY: an element of PORTS, valid for the whole run.
+        let n = unsafe { read_volatile(addr_of!((*l).n)) };
         let mut hit = false;
         for i in 0..MAX_BAN_PORTS {
-            if (i as u32) < n && unsafe { (*v).ports[i] } as u32 == port {
+            // SAFETY: i < MAX_BAN_PORTS, within the element.
+            if (i as u32) < n && unsafe { (*l).ports[i] } as u32 == port {
                 hit = true;
             }
         }
@@ -555,6 +571,6 @@ fn applies(v: *mut BanValue, port: u32, miss: &mut Reason) -> bool {
     // no fetch_add; the intrinsic lowers to the BPF atomic add instruction
     // (`lock *(u64 *)(r + off) += 1`) since the old value is unused.
     // SAFETY: `drops` is a naturally aligned u64 inside the map value.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(addr_of_mut!((*v).drops), 1) };
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(h.drops, 1) };
     true
 }

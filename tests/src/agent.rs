@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use fail2xdp_common::{LINK_PIN_PREFIX, Stats, map};
+use fail2xdp_common::{DISPATCHED_PIN_PREFIX, LINK_PIN_PREFIX, Stats, map};
 
 use crate::netns::{Netns, NetnsPair, command_in, unique_name};
 
@@ -88,6 +88,9 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// How long to wait for the program to be attached.
     pub start_timeout: Duration,
+    /// Environment for the agent and every CLI command of the instance
+    /// (e.g. `LIBXDP_BPFFS`, where libxdp's dispatcher pins are).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for AgentOptions {
@@ -97,6 +100,7 @@ impl Default for AgentOptions {
             xdp_mode: "native".into(),
             extra_args: Vec::new(),
             start_timeout: Duration::from_secs(60),
+            env: Vec::new(),
         }
     }
 }
@@ -207,6 +211,12 @@ impl Agent {
     pub fn link_pin(&self) -> PathBuf {
         self.pin_dir
             .join(format!("{LINK_PIN_PREFIX}{}", self.iface))
+    }
+
+    /// The pin of the program when it runs inside libxdp's dispatcher.
+    pub fn dispatched_pin(&self) -> PathBuf {
+        self.pin_dir
+            .join(format!("{DISPATCHED_PIN_PREFIX}{}", self.iface))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -342,6 +352,7 @@ impl Agent {
     /// `fail2xdp` with this instance's global options, in the receiving namespace.
     pub fn command(&self) -> Result<Command> {
         let mut cmd = command_in(&self.netns, &self.bin)?;
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--pin-dir")
             .arg(&self.pin_dir)
             .arg("--state-dir")
@@ -494,9 +505,24 @@ impl Agent {
         Ok(total)
     }
 
-    /// Link and program id of the pinned XDP link.
+    /// Link and program id of the pinned XDP link; inside libxdp's
+    /// dispatcher, link id 0 and the id of the program pinned there.
     pub fn link_info(&self) -> Result<LinkInfo> {
         let pin = self.link_pin();
+        let ext = self.dispatched_pin();
+        if !pin.exists() && ext.exists() {
+            let out = Command::new("bpftool")
+                .args(["-j", "prog", "show", "pinned"])
+                .arg(&ext)
+                .output()
+                .context("running bpftool")?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("bpftool prog show pinned {}", ext.display()))?;
+            return match v.get("id").and_then(serde_json::Value::as_u64) {
+                Some(prog_id) => Ok(LinkInfo { id: 0, prog_id }),
+                None => bail!("unexpected bpftool output: {v}"),
+            };
+        }
         if !pin.exists() {
             bail!("{} does not exist", pin.display());
         }

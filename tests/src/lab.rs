@@ -24,7 +24,13 @@ impl Lab {
 
     pub fn start_with(opts: AgentOptions) -> Result<Self> {
         crate::require_privileges();
-        let pair = NetnsPair::new()?;
+        Self::on(NetnsPair::new()?, opts)
+    }
+
+    /// A lab on a pair the test prepared first (another XDP program on the
+    /// receiving veth, say).
+    pub fn on(pair: NetnsPair, opts: AgentOptions) -> Result<Self> {
+        crate::require_privileges();
         let rx = pair.receiver()?;
         let tx = pair.sender()?;
         let agent = Agent::start_with(&pair, opts)?;

@@ -18,6 +18,12 @@
 //! [`Agent`] (`fail2xdp run` attached to the receiving veth; detached and
 //! unpinned on Drop).
 //!
+//! Frame-by-frame tests of the program (BPF_PROG_TEST_RUN) use an
+//! [`Instance`]: the real enforcer's maps in a private pin dir and the
+//! object's programs over them; [`packet::raw`] builds odd frames, [`bpf`]
+//! holds the raw calls and hand-assembled helper programs, [`clock`] the
+//! clocks bans are judged by and [`rng`] a seeded generator.
+//!
 //! Everything is uniquely named (pid + counter), so tests may run in
 //! parallel, each with its own [`NetnsPair`] and [`Agent`] (own pin dir).
 //! Only documentation addresses are used; the link itself is 192.0.2.0/24
@@ -25,19 +31,26 @@
 //! ban sources from 198.51.100.0/24, 203.0.113.0/24 and 2001:db8:1::/48 up.
 
 mod agent;
+pub mod bpf;
+pub mod clock;
+mod instance;
 mod lab;
 pub mod lapi;
 pub mod mx;
 mod netns;
-mod packet;
+pub mod packet;
 mod preflight;
+pub mod rng;
 mod stale;
 mod traffic;
 pub mod watch;
+mod xdp_filter;
 
 pub use agent::{Agent, AgentOptions, LinkInfo, fail2xdp_bin, find_ban};
+pub use instance::{Instance, small_capacities};
 pub use lab::Lab;
 pub use netns::{Netns, NetnsPair, unique_name};
 pub use packet::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Probe, VlanTag, parse_l4};
 pub use preflight::{check_privileges, require_privileges};
 pub use traffic::{MARKER_PORT, Receiver, Sender};
+pub use xdp_filter::XdpFilter;

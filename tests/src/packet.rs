@@ -6,14 +6,20 @@ use std::net::IpAddr;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+/// Pre-standard QinQ outer tag, still sent by some switches.
+pub const ETH_P_QINQ_9100: u16 = 0x9100;
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_DSTOPTS: u8 = 60;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_NONE: u8 = 59;
+pub const IPPROTO_DSTOPTS: u8 = 60;
 
 /// One VLAN tag as it appears on the wire, outermost first in [`Probe::vlans`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +271,104 @@ fn checksum(parts: &[&[u8]]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Building blocks for frames no [`Probe`] describes: odd extension header
+/// chains, wrong versions, lengths that lie, other protocols. Each returns
+/// its bytes; the caller concatenates them (checksums are left zero where
+/// the data plane does not read them).
+pub mod raw {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Ethernet header with `tags` (TPIDs, VLAN ids 100, 101, ...), then `payload`.
+    pub fn eth(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
+        for (i, tpid) in tags.iter().enumerate() {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(100 + i as u16).to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A TCP SYN header from port 40000 to `dport`.
+    pub fn tcp(dport: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 20];
+        h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[12] = 5 << 4;
+        h[13] = 0x02;
+        h
+    }
+
+    /// A UDP header from port 40000 to `dport`, no payload.
+    pub fn udp(dport: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 8];
+        h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[4..6].copy_from_slice(&8u16.to_be_bytes());
+        h
+    }
+
+    /// IPv4 header with `options` (a multiple of 4 bytes), `frag` = the
+    /// 16-bit flags+offset field and a correct header checksum, then `l4`.
+    pub fn ipv4(src: Ipv4Addr, proto: u8, options: &[u8], frag: u16, l4: &[u8]) -> Vec<u8> {
+        assert_eq!(options.len() % 4, 0, "IPv4 options come in 4-byte words");
+        let hlen = 20 + options.len();
+        let mut h = vec![0u8; 20];
+        h[0] = 0x40 | (hlen / 4) as u8;
+        h[2..4].copy_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&src.octets());
+        h[16..20].copy_from_slice(&[192, 0, 2, 254]);
+        h.extend_from_slice(options);
+        let c = super::checksum(&[&h]);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(l4);
+        h
+    }
+
+    /// IPv6 header whose next header is `next`, followed by `rest`
+    /// (extension headers and L4, already chained by the caller).
+    pub fn ipv6(src: Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(rest.len() as u16).to_be_bytes());
+        h[6] = next;
+        h[7] = 64;
+        h[8..24].copy_from_slice(&src.octets());
+        h[24..40].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe).octets());
+        h.extend_from_slice(rest);
+        h
+    }
+
+    /// Hop-by-hop / routing / destination options header: (len + 1) * 8 bytes.
+    pub fn opt_hdr(next: u8, len: u8) -> Vec<u8> {
+        let mut h = vec![0u8; (len as usize + 1) * 8];
+        h[0] = next;
+        h[1] = len;
+        h
+    }
+
+    /// Fragment header with fragment offset `off` (in 8-byte units).
+    pub fn frag_hdr(next: u8, off: u16, more: bool) -> Vec<u8> {
+        let mut h = vec![0u8; 8];
+        h[0] = next;
+        h[2..4].copy_from_slice(&((off << 3) | u16::from(more)).to_be_bytes());
+        h[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        h
+    }
+
+    /// Authentication header: (len + 2) * 4 bytes.
+    pub fn ah_hdr(next: u8, len: u8) -> Vec<u8> {
+        let mut h = vec![0u8; (len as usize + 2) * 4];
+        h[0] = next;
+        h[1] = len;
+        h
+    }
 }
 
 /// Source address, protocol and destination port of a TCP or UDP frame,

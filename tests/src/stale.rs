@@ -62,6 +62,13 @@ fn clean_stale() -> anyhow::Result<()> {
             }
         }
         for p in &stale_pins {
+            // A dead run's private bpffs instance (see xdp_filter.rs) is a
+            // mount point: detach it first.
+            if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a NUL-terminated path; failing on a plain
+                // directory is fine.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
             let _ = fs::remove_dir_all(p);
         }
     }

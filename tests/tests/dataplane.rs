@@ -17,7 +17,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use fail2xdp_tests::{AgentOptions, Lab, NetnsPair, Probe, VlanTag, find_ban, require_privileges};
+use fail2xdp_tests::{
+    AgentOptions, Lab, NetnsPair, Probe, VlanTag, XdpFilter, find_ban, require_privileges,
+};
 
 const N: u64 = 20;
 
@@ -708,5 +710,166 @@ fn allowlist_removal_restores_the_ban() -> Result<()> {
     assert_eq!(lab.delivered(&allowed, N)?, N);
     lab.agent.cli(&["allow", "del", "198.51.100.7"])?;
     assert_eq!(lab.delivered(&allowed, N)?, 0);
+    Ok(())
+}
+
+/// xdp-filter's own count of packets it returned `action` for: its
+/// per-CPU stats array holds (packets, bytes) per XDP action.
+fn xdp_filter_count(xf: &XdpFilter, action: u32) -> Result<u64> {
+    let md = xf.map("xdp_stats_map")?;
+    let arr: aya::maps::PerCpuArray<aya::maps::MapData, [u64; 2]> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md))?;
+    Ok(arr.get(&action, 0)?.iter().map(|v| v[0]).sum())
+}
+
+/// When the interface already runs xdp-filter through libxdp's dispatcher,
+/// fail2xdp joins it as one more program (ahead of it by run priority)
+/// instead of refusing or replacing it: both act on the same veth, a
+/// restart swaps fail2xdp's program within the dispatcher, and detaching
+/// fail2xdp leaves xdp-filter running alone.
+///
+/// On a kernel that refuses extension (freplace) programs, libxdp cannot
+/// build its dispatcher and attaches xdp-filter on its own; then fail2xdp
+/// must refuse to start there, say why, and leave xdp-filter untouched.
+/// The test says which of the two it checked.
+#[test]
+fn joins_libxdps_dispatcher_beside_xdp_filter() -> Result<()> {
+    require_privileges();
+    let supported = fail2xdp::enforcer::dispatcher_supported()?;
+    let pair = NetnsPair::new()?;
+    let xf = XdpFilter::load(&pair.recv_ns.path(), &pair.recv_if, false, "allow")?;
+    xf.add_src("198.51.100.20")?;
+    let dispatcher = pair.recv_xdp()?;
+    assert_eq!(dispatcher.len(), 1, "xdp-filter runs: {dispatcher:?}");
+    let opts = AgentOptions {
+        env: vec![(
+            "LIBXDP_BPFFS".into(),
+            xf.bpffs().to_string_lossy().into_owned(),
+        )],
+        ..AgentOptions::default()
+    };
+    if !supported {
+        eprintln!(
+            "NOTE: this kernel refuses extension (freplace) programs, so libxdp runs \
+             xdp-filter without its dispatcher and there is no dispatcher to join; \
+             checking that fail2xdp refuses and leaves xdp-filter running instead"
+        );
+        return refuses_beside_a_lone_program(&pair, &xf, opts, &dispatcher);
+    }
+    let mut lab = Lab::on(pair, opts)?;
+    assert!(
+        !lab.agent.link_pin().exists() && lab.agent.dispatched_pin().exists(),
+        "fail2xdp attached on its own instead of joining; log:\n{}",
+        lab.agent.log()
+    );
+    let attached = lab.pair.recv_xdp()?;
+    assert_eq!(
+        attached.len(),
+        1,
+        "one program (a dispatcher) on the veth: {attached:?}"
+    );
+    assert_ne!(attached, dispatcher, "a new dispatcher with both programs");
+    lab.agent.ban("198.51.100.7", &[])?;
+    let ours = lab.syn("198.51.100.7", 25);
+    let theirs = lab.syn("198.51.100.20", 25);
+    let clean = lab.syn("198.51.100.8", 25);
+    let check = |lab: &Lab, what: &str| -> Result<()> {
+        let (s0, f0) = (lab.agent.stats()?, xdp_filter_count(&xf, 1)?);
+        assert_eq!(lab.delivered(&ours, N)?, 0, "{what}: fail2xdp's ban");
+        assert_eq!(lab.delivered(&theirs, N)?, 0, "{what}: xdp-filter's rule");
+        assert_eq!(lab.delivered(&clean, N)?, N, "{what}: clean source");
+        let (s1, f1) = (lab.agent.stats()?, xdp_filter_count(&xf, 1)?);
+        // fail2xdp runs first: it drops its own, passes the rest on.
+        assert_eq!(s1.drop_exact_v4 - s0.drop_exact_v4, N, "{what}");
+        assert!(s1.pass_pkts - s0.pass_pkts >= 2 * N, "{what}");
+        assert_eq!(f1 - f0, N, "{what}: xdp-filter drops what it names");
+        Ok(())
+    };
+    check(&lab, "joined")?;
+    // `status` says where the program sits.
+    let st = lab.agent.status_json()?;
+    let text = st.to_string();
+    assert!(
+        text.contains("dispatcher") && text.contains("xdpfilt"),
+        "status does not show the dispatcher: {st}"
+    );
+    // A restart replaces fail2xdp's program inside the dispatcher.
+    let before = lab.agent.link_info()?.prog_id;
+    lab.agent.kill9()?;
+    lab.agent.spawn()?;
+    assert_ne!(lab.agent.link_info()?.prog_id, before, "program replaced");
+    assert_eq!(lab.pair.recv_xdp()?.len(), 1);
+    check(&lab, "after a restart")?;
+    // Detaching fail2xdp leaves xdp-filter alone, still filtering.
+    lab.agent.stop()?;
+    lab.agent.cli(&["detach"])?;
+    assert!(!lab.agent.pin_dir().exists(), "pins left behind");
+    assert_eq!(lab.pair.recv_xdp()?.len(), 1, "xdp-filter kept running");
+    assert_eq!(lab.delivered(&theirs, N)?, 0, "xdp-filter still filters");
+    assert_eq!(lab.delivered(&ours, N)?, N, "fail2xdp's ban went with it");
+    // xdp-filter can still manage its dispatcher after us.
+    drop(xf);
+    assert!(
+        lab.pair.recv_xdp()?.is_empty(),
+        "xdp-filter unloaded cleanly"
+    );
+    Ok(())
+}
+
+/// fail2xdp next to an XDP program attached without libxdp's dispatcher:
+/// it refuses, names the other program, and changes nothing there.
+fn refuses_beside_a_lone_program(
+    pair: &NetnsPair,
+    xf: &XdpFilter,
+    opts: AgentOptions,
+    before: &[String],
+) -> Result<()> {
+    let mut agent = fail2xdp_tests::Agent::new(pair, opts)?;
+    let err = agent
+        .spawn()
+        .expect_err("fail2xdp attached next to a program that is not libxdp's dispatcher");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("not through libxdp's dispatcher") && msg.contains("xdpfilt"),
+        "the refusal does not say what is attached: {msg}"
+    );
+    assert!(
+        msg.contains("refuses extension"),
+        "the refusal does not say why no dispatcher can be built: {msg}"
+    );
+    assert_eq!(pair.recv_xdp()?, before, "xdp-filter was replaced");
+    assert!(!agent.link_pin().exists() && !agent.dispatched_pin().exists());
+    let (tx, rx) = (pair.sender()?, pair.receiver()?);
+    let delivered = |p: &Probe| -> Result<u64> {
+        let c = rx.count(p);
+        tx.send(p, N)?;
+        rx.settle(&tx)?;
+        Ok(rx.count(p) - c)
+    };
+    let f0 = xdp_filter_count(xf, 1)?;
+    assert_eq!(
+        delivered(&pair.syn(ip("198.51.100.20"), 25))?,
+        0,
+        "xdp-filter's rule"
+    );
+    assert_eq!(
+        delivered(&pair.syn(ip("198.51.100.8"), 25))?,
+        N,
+        "clean source"
+    );
+    assert_eq!(xdp_filter_count(xf, 1)? - f0, N);
+    drop(agent);
+    Ok(())
+}
+
+/// Without another program on the interface, the program keeps its own
+/// pinned link (no dispatcher in between).
+#[test]
+fn alone_it_attaches_directly() -> Result<()> {
+    let lab = Lab::start()?;
+    assert!(lab.agent.link_pin().exists());
+    assert!(!lab.agent.dispatched_pin().exists());
+    let st = lab.agent.status_json()?;
+    assert!(st.to_string().contains("direct"), "{st}");
     Ok(())
 }

@@ -190,6 +190,7 @@ fn explain_without_agent_reads_drops_and_map_only_bans_from_the_pins() {
         ttl: Some(Duration::from_secs(3600)),
         ports: PortSet(vec![143, 993]),
         jail: "dovecot".into(),
+        mode: Default::default(),
     })
     .unwrap();
     enf.ban(&BanRequest {
@@ -197,6 +198,7 @@ fn explain_without_agent_reads_drops_and_map_only_bans_from_the_pins() {
         ttl: None,
         ports: PortSet::all(),
         jail: "manual".into(),
+        mode: Default::default(),
     })
     .unwrap();
     drop(enf);

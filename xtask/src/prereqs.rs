@@ -29,7 +29,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "network namespaces and veth pairs for the packet tests",
     ),
-    ("xdp-tools", "xdp-filter, the data-plane benchmark peer"),
+    (
+        "xdp-tools",
+        "xdp-filter, the data-plane benchmark peer and the dispatcher test",
+    ),
+    ("nftables", "nft, a peer of the packets benchmark"),
+    ("ipset", "ipset, a peer of the packets benchmark"),
+    ("iptables", "iptables, peers of the packets benchmark"),
     (
         "fail2ban",
         "fail2ban-regex (the ingest benchmark peer); its stock filter.d and jail files for the fail2ban tests",

@@ -74,7 +74,7 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
         "cargo build -p fail2xdp",
     )?;
     let status = cargo()
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&extra)
         .status()
         .context("starting cargo test")?;
@@ -93,6 +93,7 @@ pub enum Bench {
     Restore,
     Mx,
     Fleet,
+    Packets,
 }
 
 pub fn bench(which: &[Bench]) -> Result<ExitCode> {
@@ -103,12 +104,22 @@ pub fn bench(which: &[Bench]) -> Result<ExitCode> {
         which.contains(&Bench::Mx),
     );
     let fleet = which.contains(&Bench::Fleet);
+    let packets = which.contains(&Bench::Packets);
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
         "cargo build --release",
     )?;
     let mut ok = true;
+    if packets {
+        // `ban --file` load times are taken with the release binary.
+        ok &= cargo()
+            .args(["bench", "-p", "fail2xdp-tests", "--bench", "packets"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the packets bench")?
+            .success();
+    }
     if dataplane {
         ok &= cargo()
             .args(["bench", "-p", "fail2xdp-tests", "--bench", "dataplane"])

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     addr::{self, PortSet},
-    enforcer::{BanInfo, BanRequest, Enforcer, EnforcerError},
+    enforcer::{BanInfo, BanRequest, Enforcer, EnforcerError, WriteMode},
     state::{BanRecord, Health, ImportHeader, StateError, StateWriter, Store},
 };
 
@@ -105,6 +105,8 @@ struct Merged {
 }
 
 /// Later expiry and wider port scope of what is in force and what is asked.
+/// The service merges (it alone writes, and it records what it merged), so
+/// it writes its results with [`WriteMode::Replace`].
 fn merge(current: Option<&BanInfo>, ttl: Option<Duration>, ports: &PortSet, label: &str) -> Merged {
     let own = Merged {
         ttl,
@@ -343,6 +345,7 @@ impl BanService {
             }
             reqs.push(BanRequest {
                 net,
+                mode: WriteMode::Replace,
                 ttl: m.ttl,
                 ports: m.ports.clone(),
                 jail: m.label.clone(),
@@ -685,6 +688,7 @@ impl BanService {
                         let m = merge(listing.get(n), ttl, &ports, &label);
                         report.kept_longer += usize::from(m.kept_longer);
                         BanRequest {
+                            mode: WriteMode::Replace,
                             net: *n,
                             ttl: m.ttl,
                             ports: m.ports,
@@ -835,6 +839,7 @@ impl BanService {
                     return;
                 }
                 direct.push(BanRequest {
+                    mode: WriteMode::Replace,
                     net: n,
                     ttl,
                     ports: ports.clone(),
@@ -868,6 +873,7 @@ impl BanService {
             !same
         });
         direct.extend(merged.map(|w| BanRequest {
+            mode: WriteMode::Replace,
             net: w.net,
             ttl: w.remaining,
             ports: w.ports,
@@ -1007,6 +1013,7 @@ impl BanService {
         Ok(cur.map(|c| {
             (
                 BanRequest {
+                    mode: WriteMode::Replace,
                     net: *net,
                     ttl: c.remaining,
                     ports: c.ports,

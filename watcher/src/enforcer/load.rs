@@ -1,24 +1,15 @@
 //! Loading the XDP object and creating or reusing the pinned maps.
-use std::{
-    ffi::CString,
-    io,
-    mem::size_of,
-    os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
-};
+use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
 
-use aya::{
-    EbpfLoader,
-    maps::{Map, MapData, MapType, PerCpuArray},
-    programs::Xdp,
-};
-use fail2xdp_common::{
-    AllowValue, BanValue, Config, JailName, PROG_NAME, PfxKeyV4, PfxKeyV6, SlotA4, SlotA6, SlotP4,
-    SlotP6, SlotV4, SlotV6, Stats, capacity, map,
-};
+use aya::{EbpfLoader, programs::Xdp};
+use fail2xdp_common::{LAYOUT_VERSION, PROG_NAME, capacity, map};
 use log::{info, warn};
 
-use super::{Enforcer, EnforcerError, Maps, io_err, lock, table::slots_for};
+use super::{
+    Enforcer, EnforcerError, io_err, lock,
+    maps::{self, MapId},
+    table::{buckets_for, entries_for},
+};
 
 /// Sizes the maps get when they are first created (pinned maps keep theirs).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -68,6 +59,7 @@ const BPFFS_ROOT: &str = "/sys/fs/bpf";
 fn is_bpffs(p: &Path) -> io::Result<bool> {
     let c = CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statfs is plain data; all-zero is a valid value to overwrite.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: statfs writes only into `st`.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
@@ -96,111 +88,79 @@ pub(crate) fn ensure_pin_dir(pin_dir: &Path) -> Result<(), EnforcerError> {
     if !is_bpffs(pin_dir).map_err(io_err(format!("statfs {}", pin_dir.display())))? {
         return Err(EnforcerError::Io {
             what: format!("pin directory {}", pin_dir.display()),
-            err: io::Error::other("not on a bpf filesystem (mount -t bpf bpf DIR)"),
+            source: io::Error::other("not on a bpf filesystem (mount -t bpf bpf DIR)"),
         });
     }
     Ok(())
 }
 
-/// Expected kernel shape of each map, in `map::ALL` order.
-fn expected(name: &str) -> (MapType, usize, usize) {
-    match name {
-        map::BANS_V4 => (MapType::Array, 4, size_of::<SlotV4>()),
-        map::BANS_V6 => (MapType::Array, 4, size_of::<SlotV6>()),
-        map::PFX_V4 => (MapType::Array, 4, size_of::<SlotP4>()),
-        map::PFX_V6 => (MapType::Array, 4, size_of::<SlotP6>()),
-        map::BANS_V4_OVF => (MapType::Hash, 4, size_of::<BanValue>()),
-        map::BANS_V6_OVF => (MapType::Hash, 16, size_of::<BanValue>()),
-        map::PFX_V4_OVF => (MapType::Hash, size_of::<PfxKeyV4>(), size_of::<BanValue>()),
-        map::PFX_V6_OVF => (MapType::Hash, size_of::<PfxKeyV6>(), size_of::<BanValue>()),
-        map::ALLOW_V4 => (MapType::Array, 4, size_of::<SlotA4>()),
-        map::ALLOW_V6 => (MapType::Array, 4, size_of::<SlotA6>()),
-        map::ALLOW_V4_OVF => (
-            MapType::Hash,
-            size_of::<PfxKeyV4>(),
-            size_of::<AllowValue>(),
-        ),
-        map::ALLOW_V6_OVF => (
-            MapType::Hash,
-            size_of::<PfxKeyV6>(),
-            size_of::<AllowValue>(),
-        ),
-        map::CONFIG => (MapType::Array, 4, size_of::<Config>()),
-        map::STATS => (MapType::PerCpuArray, 4, size_of::<Stats>()),
-        _ => (MapType::Hash, 4, size_of::<JailName>()),
+impl Capacities {
+    /// The size each map is created with (CONFIG and STATS are fixed by
+    /// the object).
+    fn max_entries(&self, id: MapId) -> Option<u32> {
+        use MapId::*;
+        Some(match id {
+            BansV4 => buckets_for(self.bans_v4),
+            BansV4Ent | BansV4Meta => entries_for(self.bans_v4),
+            BansV6 => buckets_for(self.bans_v6),
+            BansV6Ent | BansV6Meta => entries_for(self.bans_v6),
+            PfxV4 => buckets_for(self.pfx_v4),
+            PfxV4Ent | PfxV4Meta => entries_for(self.pfx_v4),
+            PfxV6 => buckets_for(self.pfx_v6),
+            PfxV6Ent | PfxV6Meta => entries_for(self.pfx_v6),
+            AllowV4 => buckets_for(self.allow_v4),
+            AllowV4Ent => entries_for(self.allow_v4),
+            AllowV6 => buckets_for(self.allow_v6),
+            AllowV6Ent => entries_for(self.allow_v6),
+            Ports => capacity::PORTS,
+            Jails => self.jails.max(1),
+            Config | Stats => return None,
+        })
     }
 }
 
-fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<(MapData, u32), EnforcerError> {
-    let path = pin_dir.join(name);
-    let md = MapData::from_pin(&path).map_err(|e| match e {
-        aya::maps::MapError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::NotFound => {
-            EnforcerError::NotPinned(pin_dir.to_path_buf())
+/// Pins of the previous layout refuse to be reused: say what they are
+/// instead of failing in the loader or, worse, reading them as new maps.
+fn refuse_legacy(pin_dir: &Path) -> Result<(), EnforcerError> {
+    for name in map::LEGACY {
+        if pin_dir.join(name).exists() {
+            return Err(EnforcerError::MapMismatch {
+                map: name,
+                detail: "a map of the open-addressing layout".into(),
+            });
         }
-        e => EnforcerError::Io {
-            what: format!("opening {}", path.display()),
-            err: io::Error::other(e),
-        },
-    })?;
-    let info = md.info().map_err(|e| EnforcerError::Io {
-        what: format!("querying {}", path.display()),
-        err: io::Error::other(e),
-    })?;
-    let (ty, k, v) = expected(name);
-    let got_ty = info.map_type().ok();
-    if got_ty != Some(ty) || info.key_size() as usize != k || info.value_size() as usize != v {
-        return Err(EnforcerError::MapMismatch {
-            map: name,
-            detail: format!(
-                "type {:?} key {} value {}, expected {:?} key {k} value {v}",
-                got_ty,
-                info.key_size(),
-                info.value_size(),
-                ty
-            ),
-        });
     }
-    Ok((md, info.max_entries()))
+    maps::check_pinned(pin_dir)
 }
 
-fn open_maps(pin_dir: &Path) -> Result<Maps, EnforcerError> {
-    let mut capacity = [0u32; 15];
-    let mut get = |i: usize| -> Result<MapData, EnforcerError> {
-        let (md, cap) = open_pinned(pin_dir, map::ALL[i])?;
-        capacity[i] = cap;
-        Ok(md)
-    };
-    let (bans_v4, bans_v6, pfx_v4, pfx_v6) = (get(0)?, get(1)?, get(2)?, get(3)?);
-    let (allow_v4, allow_v6, config) = (get(4)?, get(5)?, get(6)?);
-    let stats_md = get(7)?;
-    let jails = get(8)?;
-    let (bans_v4_ovf, bans_v6_ovf, pfx_v4_ovf, pfx_v6_ovf) =
-        (get(9)?, get(10)?, get(11)?, get(12)?);
-    let (allow_v4_ovf, allow_v6_ovf) = (get(13)?, get(14)?);
-    let stats = PerCpuArray::try_from(Map::PerCpuArray(stats_md)).map_err(|e| {
-        EnforcerError::MapMismatch {
-            map: map::STATS,
-            detail: e.to_string(),
+/// The embedded object opened with its maps pinned under `pin_dir` (new
+/// ones sized by `caps`), its programs not yet loaded. With `extension`,
+/// the XDP entry point is to be loaded as an extension of another program
+/// (libxdp's dispatcher) instead.
+pub(super) fn object(
+    pin_dir: &Path,
+    caps: Option<&Capacities>,
+    extension: bool,
+) -> Result<aya::Ebpf, EnforcerError> {
+    let mut loader = EbpfLoader::new();
+    for id in MapId::ALL {
+        loader.map_pin_path(id.name(), pin_dir.join(id.name()));
+        if let Some(n) = caps.and_then(|c| c.max_entries(id)) {
+            loader.map_max_entries(id.name(), n);
         }
-    })?;
-    Ok(Maps {
-        bans_v4,
-        bans_v6,
-        pfx_v4,
-        pfx_v6,
-        allow_v4,
-        allow_v6,
-        config,
-        jails,
-        bans_v4_ovf,
-        bans_v6_ovf,
-        pfx_v4_ovf,
-        pfx_v6_ovf,
-        allow_v4_ovf,
-        allow_v6_ovf,
-        stats,
-        capacity,
-    })
+    }
+    if extension {
+        loader.extension(PROG_NAME);
+    }
+    let ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .map_err(|e| EnforcerError::Load(Box::new(e)))?;
+    for id in MapId::ALL {
+        if ebpf.map(id.name()).is_none() {
+            return Err(EnforcerError::ObjectLacks(format!("map {}", id.name())));
+        }
+    }
+    Ok(ebpf)
 }
 
 impl Enforcer {
@@ -209,15 +169,28 @@ impl Enforcer {
         if !pin_dir.join(map::BANS_V4).exists() {
             return Err(EnforcerError::NotPinned(pin_dir.to_path_buf()));
         }
+        refuse_legacy(pin_dir)?;
         let dir =
             lock::open_dir(pin_dir).map_err(io_err(format!("opening {}", pin_dir.display())))?;
-        let maps = open_maps(pin_dir)?;
-        Ok(Enforcer {
+        let maps = maps::open(pin_dir)?;
+        let e = Enforcer {
             pin_dir: pin_dir.to_path_buf(),
             dir,
             maps,
             ebpf: None,
-        })
+        };
+        match e.maps.config()?.version {
+            LAYOUT_VERSION => {}
+            // Created but never set up (a crash right after creation).
+            0 => e.repair()?,
+            v => {
+                return Err(EnforcerError::MapMismatch {
+                    map: map::CONFIG,
+                    detail: format!("layout version {v}, this agent writes {LAYOUT_VERSION}"),
+                });
+            }
+        }
+        Ok(e)
     }
 
     /// `open`, or `load` with default capacities when nothing is pinned yet,
@@ -239,39 +212,10 @@ impl Enforcer {
     /// under `pin_dir` or creating and pinning them with `caps`.
     pub fn load(pin_dir: &Path, caps: &Capacities) -> Result<Self, EnforcerError> {
         ensure_pin_dir(pin_dir)?;
-        let paths: Vec<(&'static str, PathBuf)> =
-            map::ALL.iter().map(|&n| (n, pin_dir.join(n))).collect();
         // The loader would reuse a pin of another shape and fail in the
-        // verifier with a cryptic message (e.g. hash-map pins of an older
-        // version where the ban tables are arrays now): say what it is.
-        for (name, path) in &paths {
-            if path.exists() {
-                open_pinned(pin_dir, name)?;
-            }
-        }
-        let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        for (name, cap) in [
-            (map::BANS_V4, slots_for(caps.bans_v4)),
-            (map::BANS_V6, slots_for(caps.bans_v6)),
-            (map::PFX_V4, slots_for(caps.pfx_v4)),
-            (map::PFX_V6, slots_for(caps.pfx_v6)),
-            (map::ALLOW_V4, slots_for(caps.allow_v4)),
-            (map::ALLOW_V6, slots_for(caps.allow_v6)),
-            (map::JAILS, caps.jails),
-        ] {
-            loader.map_max_entries(name, cap.max(1));
-        }
-        let mut ebpf = loader
-            .load(crate::EBPF_OBJECT)
-            .map_err(|e| EnforcerError::Load(Box::new(e)))?;
-        for name in map::ALL {
-            if ebpf.map(name).is_none() {
-                return Err(EnforcerError::ObjectLacks(format!("map {name}")));
-            }
-        }
+        // verifier with a cryptic message, or misread it: say what it is.
+        refuse_legacy(pin_dir)?;
+        let mut ebpf = object(pin_dir, Some(caps), false)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME)
             .ok_or_else(|| EnforcerError::ObjectLacks(format!("program {PROG_NAME}")))?
@@ -280,28 +224,15 @@ impl Enforcer {
 
         let dir =
             lock::open_dir(pin_dir).map_err(io_err(format!("opening {}", pin_dir.display())))?;
-        let maps = open_maps(pin_dir)?;
-        for (i, name) in map::ALL.iter().enumerate() {
-            let want = match *name {
-                map::CONFIG | map::STATS => continue,
-                map::BANS_V4_OVF
-                | map::BANS_V6_OVF
-                | map::PFX_V4_OVF
-                | map::PFX_V6_OVF
-                | map::ALLOW_V4_OVF
-                | map::ALLOW_V6_OVF => continue,
-                map::BANS_V4 => slots_for(caps.bans_v4),
-                map::BANS_V6 => slots_for(caps.bans_v6),
-                map::PFX_V4 => slots_for(caps.pfx_v4),
-                map::PFX_V6 => slots_for(caps.pfx_v6),
-                map::ALLOW_V4 => slots_for(caps.allow_v4),
-                map::ALLOW_V6 => slots_for(caps.allow_v6),
-                _ => caps.jails,
-            };
-            if maps.capacity[i] != want.max(1) {
+        let maps = maps::open(pin_dir)?;
+        for id in MapId::ALL {
+            if let Some(want) = caps.max_entries(id)
+                && maps.max_entries(id) != want
+            {
                 warn!(
-                    "pinned map {name} keeps its capacity {} (configured {want}); `fail2xdp detach` and restart to resize",
-                    maps.capacity[i]
+                    "pinned map {} keeps its size {} (configured {want}); `fail2xdp detach` and restart to resize",
+                    id.name(),
+                    maps.max_entries(id)
                 );
             }
         }

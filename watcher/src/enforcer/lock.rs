@@ -7,10 +7,21 @@ pub struct DirLock<'a> {
 }
 
 impl<'a> DirLock<'a> {
+    /// For writers: one at a time, and no reader meanwhile.
     pub fn exclusive(dir: &'a File) -> io::Result<Self> {
+        Self::take(dir, libc::LOCK_EX)
+    }
+
+    /// For readers that want a consistent view (listings): any number at
+    /// once, never during a write.
+    pub fn shared(dir: &'a File) -> io::Result<Self> {
+        Self::take(dir, libc::LOCK_SH)
+    }
+
+    fn take(dir: &'a File, how: i32) -> io::Result<Self> {
         loop {
             // SAFETY: flock on an fd we own; no memory is passed.
-            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            if unsafe { libc::flock(dir.as_raw_fd(), how) } == 0 {
                 return Ok(DirLock { dir });
             }
             let e = io::Error::last_os_error();

@@ -7,7 +7,7 @@
 //! is found first. Pure functions here; bans.rs writes the steps to the map.
 use std::collections::BTreeSet;
 
-use fail2xdp_common::{Config, LEN_UNUSED, LenSlotV4, LenSlotV6, mask_v4, mask_v6};
+use fail2xdp_common::{Config, LEN_UNUSED, LenSlotV4, LenSlotV6, mark_v4, mask_v4, mask_v6};
 
 /// One slot table as plain lengths; `LEN_UNUSED` marks a free slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +158,7 @@ pub fn apply(cfg: &mut Config, w: Which, step: Step) {
     let v4 = |l: u32| LenSlotV4 {
         len: l,
         mask: if l == LEN_UNUSED { [0; 4] } else { mask_v4(l) },
+        mark: if l == LEN_UNUSED { [0; 4] } else { mark_v4(l) },
     };
     let v6 = |l: u32| LenSlotV6 {
         len: l,
@@ -305,6 +306,7 @@ mod tests {
         apply(&mut cfg, Which::PfxV4, Step::Slot(0, 24));
         apply(&mut cfg, Which::PfxV4, Step::N(1));
         assert_eq!(cfg.pfx_v4[0].mask, [255, 255, 255, 0]);
+        assert_eq!(cfg.pfx_v4[0].mark, [0, 0, 0, 128]);
         apply(&mut cfg, Which::AllowV6, Step::Slot(2, 64));
         assert_eq!(cfg.allow_v6[2].mask, mask_v6(64));
         assert_eq!(table(&cfg, Which::PfxV4).in_use(), [24].into());

@@ -1,6 +1,6 @@
-//! Raw bpf(2) calls aya does not offer: batch map updates and dumps (a million
-//! bans in seconds), plain element operations on map fds with our own flags,
-//! link info with the XDP ifindex, and forced link detach.
+//! Raw bpf(2) calls aya does not offer: batch dumps, plain element operations
+//! on map fds with our own flags, program, map, link and BTF info, XDP and
+//! freplace links, forced link detach.
 use std::{
     ffi::CString,
     io,
@@ -13,12 +13,10 @@ use aya::Pod;
 
 const BPF_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
-const BPF_MAP_DELETE_ELEM: i32 = 3;
 const BPF_MAP_GET_NEXT_KEY: i32 = 4;
 const BPF_OBJ_GET: i32 = 7;
 const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
 const BPF_MAP_LOOKUP_BATCH: i32 = 24;
-const BPF_MAP_UPDATE_BATCH: i32 = 26;
 const BPF_LINK_DETACH: i32 = 34;
 
 const ENOTSUPP: i32 = 524;
@@ -126,20 +124,6 @@ pub fn update<K: Pod, V: Pod>(
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
 }
 
-/// Ok(false) when the key was not there.
-pub fn delete<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<bool> {
-    let mut a = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        key: key as *const K as u64,
-        ..Default::default()
-    };
-    match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 fn next_key<K: Pod>(fd: BorrowedFd<'_>, key: Option<&K>) -> io::Result<Option<K>> {
     let mut next = MaybeUninit::<K>::zeroed();
     let mut a = ElemAttr {
@@ -154,41 +138,6 @@ fn next_key<K: Pod>(fd: BorrowedFd<'_>, key: Option<&K>) -> io::Result<Option<K>
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH, in chunks.
-/// Returns how many were written before an error, with the error.
-pub fn update_batch<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
-    keys: &[K],
-    values: &[V],
-) -> Result<usize, (usize, io::Error)> {
-    assert_eq!(keys.len(), values.len());
-    const CHUNK: usize = 1 << 16;
-    let mut done = 0;
-    while done < keys.len() {
-        let n = (keys.len() - done).min(CHUNK);
-        let mut a = BatchAttr {
-            keys: keys[done..].as_ptr() as u64,
-            values: values[done..].as_ptr() as u64,
-            count: n as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            elem_flags: BPF_ANY,
-            ..Default::default()
-        };
-        match bpf(BPF_MAP_UPDATE_BATCH, &mut a) {
-            Ok(_) => done += n,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 && a.count == 0 => {
-                // Kernels without batch ops for this map: one update each.
-                for i in 0..keys.len() {
-                    update(fd, &keys[i], &values[i], BPF_ANY).map_err(|e| (i, e))?;
-                }
-                return Ok(keys.len());
-            }
-            Err(e) => return Err((done + a.count as usize, e)),
-        }
-    }
-    Ok(done)
 }
 
 /// Every (key, value) of a hash map.
@@ -356,4 +305,200 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         ..Default::default()
     };
     bpf(BPF_OBJ_PIN, &mut a).map(drop)
+}
+
+const BPF_PROG_GET_FD_BY_ID: i32 = 13;
+const BPF_MAP_GET_FD_BY_ID: i32 = 14;
+const BPF_BTF_GET_FD_BY_ID: i32 = 19;
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+fn get_fd_by_id(cmd: i32, id: u32) -> io::Result<OwnedFd> {
+    let mut a = GetFdAttr {
+        id,
+        ..Default::default()
+    };
+    let fd = bpf(cmd, &mut a)?;
+    // SAFETY: the command returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    get_fd_by_id(BPF_PROG_GET_FD_BY_ID, id)
+}
+
+pub fn map_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    get_fd_by_id(BPF_MAP_GET_FD_BY_ID, id)
+}
+
+pub fn btf_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    get_fd_by_id(BPF_BTF_GET_FD_BY_ID, id)
+}
+
+/// `struct bpf_prog_info` up to `btf_id` (the kernel fills what fits).
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct ProgInfo {
+    pub type_: u32,
+    pub id: u32,
+    pub tag: [u8; 8],
+    _jited_len: u32,
+    _xlated_len: u32,
+    _jited_insns: u64,
+    _xlated_insns: u64,
+    _load_time: u64,
+    _uid: u32,
+    pub nr_map_ids: u32,
+    pub map_ids: u64,
+    pub name: [u8; 16],
+    _ifindex: u32,
+    _gpl: u32,
+    _netns_dev: u64,
+    _netns_ino: u64,
+    _nr_jited_ksyms: u32,
+    _nr_jited_func_lens: u32,
+    _jited_ksyms: u64,
+    _jited_func_lens: u64,
+    pub btf_id: u32,
+    _rest: [u32; 31],
+}
+
+impl ProgInfo {
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+/// Program info, and the ids of the first `max_maps` maps it uses.
+pub fn prog_info(fd: BorrowedFd<'_>, max_maps: usize) -> io::Result<(ProgInfo, Vec<u32>)> {
+    let mut ids = vec![0u32; max_maps];
+    let mut info = ProgInfo {
+        nr_map_ids: max_maps as u32,
+        map_ids: if max_maps > 0 {
+            ids.as_mut_ptr() as u64
+        } else {
+            0
+        },
+        ..Default::default()
+    };
+    let mut a = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<ProgInfo>() as u32,
+        info: &mut info as *mut ProgInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    ids.truncate((info.nr_map_ids as usize).min(max_maps));
+    Ok((info, ids))
+}
+
+/// `struct bpf_map_info` up to `map_flags`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct MapInfo {
+    pub type_: u32,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    _rest: [u32; 20],
+}
+
+pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<MapInfo> {
+    let mut info = MapInfo::default();
+    let mut a = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<MapInfo>() as u32,
+        info: &mut info as *mut MapInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    Ok(info)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BtfInfo {
+    btf: u64,
+    btf_size: u32,
+    id: u32,
+    name: u64,
+    name_len: u32,
+    kernel_btf: u32,
+}
+
+/// The raw BTF of a program, as the kernel holds it.
+pub fn prog_btf(prog: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let (info, _) = prog_info(prog, 0)?;
+    if info.btf_id == 0 {
+        return Err(io::Error::other("the program has no BTF"));
+    }
+    let btf = btf_fd_by_id(info.btf_id)?;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let mut bi = BtfInfo {
+            btf: buf.as_mut_ptr() as u64,
+            btf_size: buf.len() as u32,
+            ..Default::default()
+        };
+        let mut a = InfoAttr {
+            bpf_fd: btf.as_raw_fd() as u32,
+            info_len: size_of::<BtfInfo>() as u32,
+            info: &mut bi as *mut BtfInfo as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+        if bi.btf_size as usize <= buf.len() {
+            buf.truncate(bi.btf_size as usize);
+            return Ok(buf);
+        }
+        buf = vec![0u8; bi.btf_size as usize];
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct FreplaceLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    target_btf_id: u32,
+    _pad: u32,
+}
+
+/// Attaches extension program `prog` in place of function `btf_id` of
+/// program `target` (BPF_LINK_CREATE, attach type 0).
+pub fn freplace_link(
+    prog: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    btf_id: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = FreplaceLinkAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: target.as_raw_fd() as u32,
+        target_btf_id: btf_id,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut a)?;
+    // SAFETY: BPF_LINK_CREATE returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Returns once every XDP program run that began before the call has
+/// ended: XDP runs inside RCU read-side sections, and MEMBARRIER_CMD_GLOBAL
+/// waits for an RCU grace period. Where it is unavailable (nohz_full), a
+/// pause far longer than any program run stands in.
+pub fn rcu_grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers; the command needs no registration.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

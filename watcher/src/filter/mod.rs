@@ -142,7 +142,7 @@ struct Rule {
 const SEQ_SLOTS: usize = 16;
 
 /// The groups of one match, from the regex or the sequence matcher.
-#[expect(
+#[allow(
     clippy::large_enum_variant,
     reason = "on the stack for one line; boxing the slots would allocate per match"
 )]
