@@ -142,10 +142,6 @@ struct Rule {
 const SEQ_SLOTS: usize = 16;
 
 /// The groups of one match, from the regex or the sequence matcher.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "on the stack for one line; boxing the slots would allocate per match"
-)]
 enum Spans<'h> {
     Regex(regex::bytes::Captures<'h>),
     Seq(&'h [u8], [Option<usize>; SEQ_SLOTS]),
