@@ -29,6 +29,7 @@ mod lab;
 mod netns;
 mod packet;
 mod preflight;
+pub mod scrape;
 mod stale;
 mod traffic;
 pub mod watch;

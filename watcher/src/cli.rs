@@ -10,6 +10,7 @@ use fail2xdp::{
     ban::Origin,
     enforcer::XdpMode,
     instance::{self, Instance},
+    logging, metrics,
 };
 
 use crate::cmd;
@@ -43,6 +44,35 @@ pub struct Global {
     /// Control socket of the running agent.
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
+    /// Log lines as human text (coloured on a terminal) or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormatArg,
+    /// Log level or filter (error, warn, info, debug, trace, or
+    /// target=level,...); default: RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Debug logs, and an error's full trace instead of its one-line message.
+    #[arg(long, global = true)]
+    pub debug: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+impl Global {
+    pub fn log_options(&self) -> logging::Options {
+        logging::Options {
+            format: match self.log_format {
+                LogFormatArg::Human => logging::Format::Human,
+                LogFormatArg::Json => logging::Format::Json,
+            },
+            level: self.log_level.clone(),
+            debug: self.debug,
+        }
+    }
 }
 
 impl Global {
@@ -123,11 +153,21 @@ pub struct RunArgs {
     /// Decide bans but write nothing to the maps.
     #[arg(long)]
     pub dry_run: bool,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on an address other hosts can reach.
+    #[arg(long, requires = "metrics")]
+    pub metrics_public: bool,
 }
 
 impl RunArgs {
-    pub fn options(self, instance: Instance) -> agent::Options {
-        agent::Options {
+    pub fn options(self, instance: Instance) -> Result<agent::Options, metrics::MetricsError> {
+        let metrics = self
+            .metrics
+            .map(|a| metrics::Endpoint::new(a, self.metrics_public))
+            .transpose()?;
+        Ok(agent::Options {
             instance,
             ifaces: self.ifaces,
             xdp_mode: self.xdp_mode.into(),
@@ -138,7 +178,8 @@ impl RunArgs {
             replay: self.replay,
             from_end: self.from_end,
             dry_run: self.dry_run,
-        }
+            metrics,
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod agent;
 pub mod ban;
+pub mod census;
 pub mod config;
 pub mod control;
 pub mod enforcer;
@@ -20,6 +21,9 @@ pub mod fail2ban;
 pub mod filter;
 pub mod instance;
 pub mod jail;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod source;
 pub mod state;
 pub mod status;

@@ -108,31 +108,39 @@ impl Agent {
     /// The agent's part of the status (the engine is held only to copy
     /// its counters).
     pub fn agent_status(&self) -> AgentStatus {
-        let (jails, config, uptime) = {
+        let running: Vec<(SourceConf, String, crate::source::SourceStats)> = self
+            .sources()
+            .iter()
+            .map(|(c, h)| (c.clone(), h.name().to_string(), h.stats()))
+            .collect();
+        let (jails, config, uptime, counts) = {
             let e = self.engine();
             (
                 e.jail_status(),
                 e.cfg.origin.clone(),
                 e.started.elapsed().unwrap_or_default().as_secs(),
+                running
+                    .iter()
+                    .map(|(c, _, _)| e.line_counts(c))
+                    .collect::<Vec<_>>(),
             )
         };
-        let sources = self
-            .sources()
-            .iter()
-            .map(|(c, h)| {
-                let s = h.stats();
-                SourceStatus {
-                    source: c.to_string(),
-                    name: h.name().to_string(),
-                    lines: s.lines,
-                    replaced_invalid_utf8: s.replaced_invalid_utf8,
-                    replaced_nul: s.replaced_nul,
-                    skipped_too_long: s.skipped_too_long,
-                    skipped_unreadable: s.skipped_unreadable,
-                    files_opened: s.files_opened,
-                    rotations: s.rotations,
-                    truncations: s.truncations,
-                }
+        let sources = running
+            .into_iter()
+            .zip(counts)
+            .map(|((c, name, s), n)| SourceStatus {
+                source: c.to_string(),
+                name,
+                lines: s.lines,
+                counted: n.counted,
+                matched: n.matched,
+                replaced_invalid_utf8: s.replaced_invalid_utf8,
+                replaced_nul: s.replaced_nul,
+                skipped_too_long: s.skipped_too_long,
+                skipped_unreadable: s.skipped_unreadable,
+                files_opened: s.files_opened,
+                rotations: s.rotations,
+                truncations: s.truncations,
             })
             .collect();
         AgentStatus {

@@ -1,7 +1,7 @@
 //! What is asked of the ban service and what it answers.
 use std::{
     net::IpAddr,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use ipnet::IpNet;
@@ -92,6 +92,9 @@ pub struct Order {
     /// Replace what is in force for this network instead of merging with
     /// it: the way to shorten a ban.
     pub replace: bool,
+    /// When the line that crossed maxretry reached the match stage (a
+    /// jail's ban): the ban's latency runs from here to its map write.
+    pub arrived: Option<Instant>,
 }
 
 impl Order {
@@ -118,6 +121,7 @@ impl Order {
             last_seen: now,
             force: false,
             replace: false,
+            arrived: None,
         }
     }
 }

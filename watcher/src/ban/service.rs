@@ -287,7 +287,7 @@ impl BanService {
         let mut outcomes = Vec::with_capacity(orders.len());
         let mut events = Vec::new();
         let mut reqs: Vec<BanRequest> = Vec::new();
-        let mut done: Vec<(usize, BanRecord, Applied, Option<IpNet>)> = Vec::new();
+        let mut done: Vec<(usize, BanRecord, Applied, Option<std::time::Instant>)> = Vec::new();
         let mut replaced: Vec<IpNet> = Vec::new();
         let mut st = ServiceStats::default();
         for o in orders {
@@ -370,7 +370,7 @@ impl BanService {
                 kept_longer: m.kept_longer,
                 dry_run: self.dry_run,
             };
-            done.push((outcomes.len(), rec, applied, narrowed_from));
+            done.push((outcomes.len(), rec, applied, o.arrived));
             outcomes.push(Outcome::Stale); // replaced below
         }
         // The maps first (what protects), then the records (what explains).
@@ -378,6 +378,7 @@ impl BanService {
             Some(enf) if !reqs.is_empty() => enf.ban_batch(&reqs).map(drop),
             _ => Ok(()),
         };
+        let wrote_at = std::time::Instant::now();
         if let Err(e) = written {
             let msg = crate::error_chain(&e);
             for (i, rec, _, _) in &done {
@@ -391,7 +392,7 @@ impl BanService {
             }
         } else {
             let mut recs = Vec::with_capacity(done.len());
-            for (i, rec, applied, _) in done {
+            for (i, rec, applied, arrived) in done {
                 st.banned += 1;
                 *st.by_origin.entry(rec.origin.to_string()).or_default() += 1;
                 inner.counts.insert(rec.net, applied.times_banned);
@@ -410,6 +411,9 @@ impl BanService {
                     evidence: rec.evidence.clone().into(),
                     first_seen: rec.first_seen,
                     last_seen: rec.last_seen,
+                    latency: arrived
+                        .filter(|_| !applied.dry_run)
+                        .map(|a| wrote_at.saturating_duration_since(a)),
                 }));
                 outcomes[i] = Outcome::Banned(applied);
                 recs.push(rec);
