@@ -271,3 +271,314 @@ fn errors_are_one_line_unless_debugging() -> Result<()> {
     assert!(err.contains("Stack backtrace"), "{err}");
     Ok(())
 }
+
+fn unit_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/fail2xdp.service")
+}
+
+/// `systemd-analyze verify` on a unit file; its complaints, if any.
+fn verify(unit: &Path) -> Result<()> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .context(
+            "running systemd-analyze (Debian package systemd; `cargo xtask prereqs` installs it)",
+        )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify {}: {}{err}",
+        unit.display(),
+        out.status
+    );
+    Ok(())
+}
+
+/// The shipped unit (with ExecStart pointing at the binary under test,
+/// since verify checks that it exists) and the one `install-systemd`
+/// writes both pass `systemd-analyze verify`.
+#[test]
+fn the_systemd_units_verify() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = fail2xdp_bin();
+    let shipped = std::fs::read_to_string(unit_file())?;
+    assert!(shipped.contains("\nType=notify\n"), "{shipped}");
+    assert!(shipped.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"));
+    assert!(shipped.contains("\nRestart=on-failure\n"));
+    let copy = dir.path().join("fail2xdp.service");
+    std::fs::write(
+        &copy,
+        shipped.replace(
+            "ExecStart=/usr/local/bin/fail2xdp ",
+            &format!("ExecStart={} ", bin.display()),
+        ),
+    )?;
+    verify(&copy)?;
+
+    let units = dir.path().join("units");
+    let installed = dir.path().join("bin/fail2xdp");
+    let out = Command::new(&bin)
+        .args(["--instance", "mx2", "install-systemd", "--bin"])
+        .arg(&installed)
+        .arg("--unit-dir")
+        .arg(&units)
+        .args([
+            "--iface",
+            "eth0",
+            "--config",
+            "/etc/fail2xdp/my jails.toml",
+            "--metrics",
+            "127.0.0.1:9100",
+        ])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let unit = units.join("fail2xdp-mx2.service");
+    let text = std::fs::read_to_string(&unit)?;
+    assert!(
+        text.contains(&format!(
+            "\nExecStart={} --instance mx2 run --iface eth0 --config \"/etc/fail2xdp/my jails.toml\" --metrics 127.0.0.1:9100\n",
+            installed.display()
+        )),
+        "{text}"
+    );
+    assert!(installed.is_file());
+    verify(&unit)?;
+
+    // Arguments `run` would refuse are refused here, before anything is written.
+    let out = Command::new(&bin)
+        .args([
+            "install-systemd",
+            "--print",
+            "--iface",
+            "eth0",
+            "--config",
+            "rel.toml",
+        ])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("absolute"),
+        "{out:?}"
+    );
+    let out = Command::new(&bin)
+        .args([
+            "install-systemd",
+            "--print",
+            "--iface",
+            "eth0",
+            "--metrics",
+            "0.0.0.0:1",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "checked when the unit starts: {out:?}"
+    );
+    let out = Command::new(&bin)
+        .args(["install-systemd", "--print", "--no-such-flag"])
+        .output()?;
+    assert!(!out.status.success());
+    Ok(())
+}
+
+/// The capabilities the unit grants, as setpriv names them.
+fn unit_caps() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(unit_file())?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .context("no CapabilityBoundingSet in the unit")?;
+    Ok(line
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect())
+}
+
+/// The agent as the unit runs it: only the unit's capabilities (the
+/// bounding set of a root process), `NOTIFY_SOCKET` an abstract socket the
+/// test listens on. READY=1 comes once the program is attached and the
+/// control socket answers; a ban is enforced; SIGHUP reloads (RELOADING=1,
+/// then READY=1); SIGTERM stops (STOPPING=1) with exit 0.
+#[test]
+fn systemd_notify_with_only_the_units_capabilities() -> Result<()> {
+    use std::os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr as UnixAddr, UnixDatagram},
+    };
+
+    use fail2xdp_tests::{NetnsPair, require_privileges, unique_name};
+
+    require_privileges();
+    let pair = NetnsPair::new()?;
+    let (tx, rx) = (pair.sender()?, pair.receiver()?);
+    let name = unique_name("f2x-notify");
+    // Abstract sockets belong to a network namespace: bind it in the agent's.
+    let n = name.clone();
+    let notify = pair
+        .recv_ns
+        .run(move || UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(n.as_bytes())?))??;
+    notify.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let recv = || -> Result<String> {
+        let mut buf = [0u8; 4096];
+        let n = notify
+            .recv(&mut buf)
+            .context("waiting for a notification")?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "")?;
+    let config = dir.path().join("fail2xdp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{}\"]\n{JAIL}",
+            log.display()
+        ),
+    )?;
+    let inst = Instance {
+        pins: std::path::PathBuf::from("/sys/fs/bpf").join(unique_name("f2x-test")),
+        state: dir.path().join("state"),
+        socket: dir.path().join("control.sock"),
+        netns: pair.recv_ns.path(),
+    };
+    let caps: Vec<String> = unit_caps()?.iter().map(|c| format!("+{c}")).collect();
+    let agent_log = std::fs::File::create(dir.path().join("agent.log"))?;
+    let mut cmd = pair.recv_ns.command("setpriv")?;
+    cmd.arg(format!("--bounding-set=-all,{}", caps.join(",")))
+        .arg(fail2xdp_bin())
+        .args(inst.args())
+        .args(["run", "--iface", &pair.recv_if, "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .env("RUST_LOG", "info")
+        .stdout(agent_log.try_clone()?)
+        .stderr(agent_log);
+    let child = cmd.spawn().context("starting setpriv (util-linux)")?;
+    let mut agent = Running {
+        child,
+        inst,
+        log: dir.path().join("agent.log"),
+    };
+    let pid = agent.child.id();
+
+    let ready = recv().map_err(|e| e.context(agent.log()))?;
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(ready.contains(&format!("MAINPID={pid}")), "{ready}");
+    assert!(ready.contains("STATUS=watching with 1 jail(s)"), "{ready}");
+    // Ready means attached and answering.
+    assert!(
+        agent
+            .inst
+            .pins
+            .join(format!("link_{}", pair.recv_if))
+            .exists()
+    );
+    let caps_now = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let bnd = caps_now
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .context("CapBnd")?
+        .trim()
+        .to_string();
+    assert_eq!(
+        bnd, "000000c000001000",
+        "CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF only"
+    );
+    let out = agent.cli(&["ban", "198.51.100.9", "--for", "10m"])?;
+    assert!(out.status.success(), "{out:?}\n{}", agent.log());
+    let probe = pair.syn("198.51.100.9".parse()?, SMTP);
+    let before = rx.count(&probe);
+    tx.send(&probe, N)?;
+    rx.settle(&tx)?;
+    assert_eq!(rx.count(&probe) - before, 0, "the ban does not drop");
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let r = recv()?;
+    assert!(
+        r.contains("RELOADING=1") && r.contains("MONOTONIC_USEC="),
+        "{r}"
+    );
+    let r = recv()?;
+    assert!(r.contains("READY=1"), "{r}");
+
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let r = recv()?;
+    assert!(r.contains("STOPPING=1"), "{r}");
+    let st = agent.child.wait()?;
+    assert!(st.success(), "{st:?}\n{}", agent.log());
+    Ok(())
+}
+
+/// An instance of the agent the test started itself.
+struct Instance {
+    pins: std::path::PathBuf,
+    state: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    netns: std::path::PathBuf,
+}
+
+impl Instance {
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--pin-dir".into(),
+            self.pins.clone().into(),
+            "--state-dir".into(),
+            self.state.clone().into(),
+            "--socket".into(),
+            self.socket.clone().into(),
+        ]
+    }
+}
+
+struct Running {
+    child: std::process::Child,
+    inst: Instance,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The CLI (with every capability) on this instance, in its namespace.
+    fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        use std::os::unix::process::CommandExt;
+        let ns = std::fs::File::open(&self.inst.netns)?;
+        let mut c = Command::new(fail2xdp_bin());
+        c.args(self.inst.args()).args(args);
+        // SAFETY: only setns between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                use std::os::fd::AsRawFd;
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(c.output()?)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+        if self.inst.pins.exists() {
+            let _ = self.cli(&["detach"]);
+            let _ = std::fs::remove_dir_all(&self.inst.pins);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log());
+        }
+    }
+}

@@ -29,7 +29,7 @@ pub struct Cli {
 }
 
 /// Which instance: its name derives its pin dir (/sys/fs/bpf/NAME), state
-/// dir (/var/lib/NAME) and control socket (/run/NAME.sock); each can be
+/// dir (/var/lib/NAME) and control socket (/run/fail2xdp/NAME.sock); each can be
 /// given explicitly instead.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
@@ -111,6 +111,8 @@ pub enum Command {
     Test(TestArgs),
     /// Print the native configuration (TOML) equivalent to a fail2ban one.
     ImportFail2ban(ImportFail2banArgs),
+    /// Install the hardened systemd unit running `fail2xdp run RUN-ARGS`.
+    InstallSystemd(InstallSystemdArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -347,6 +349,61 @@ pub struct CheckConfigArgs {
 pub struct ImportFail2banArgs {
     /// fail2ban's configuration directory (e.g. /etc/fail2ban).
     pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallSystemdArgs {
+    /// Where the unit runs fail2xdp from (this binary is copied there).
+    #[arg(long, default_value = "/usr/local/bin/fail2xdp")]
+    pub bin: PathBuf,
+    /// Where the unit goes.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Print the unit instead of installing it.
+    #[arg(long)]
+    pub print: bool,
+    /// `fail2xdp run`'s arguments for the unit (e.g. --iface eth0 --config /etc/fail2xdp.toml).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "RUN-ARGS"
+    )]
+    pub run_args: Vec<String>,
+}
+
+impl InstallSystemdArgs {
+    /// Checked as `run` checks them, with the paths the unit needs absolute.
+    pub fn options(self, global: &Global) -> Result<cmd::install_systemd::Install, String> {
+        let run = Cli::try_parse_from(
+            ["fail2xdp", "run"]
+                .into_iter()
+                .map(String::from)
+                .chain(self.run_args.iter().cloned()),
+        )
+        .map_err(|e| format!("the run arguments: {e}"))?;
+        let Command::Run(r) = run.command else {
+            return Err("the run arguments are not `run`'s".into());
+        };
+        for p in [&r.config, &r.fail2ban_config].into_iter().flatten() {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "{}: the unit runs in /, give an absolute path",
+                    p.display()
+                ));
+            }
+        }
+        Ok(cmd::install_systemd::Install {
+            instance: global.instance().map_err(|e| e.to_string())?,
+            explicit_paths: global.pin_dir.is_some()
+                || global.state_dir.is_some()
+                || global.socket.is_some(),
+            run_args: self.run_args,
+            bin: self.bin,
+            unit_dir: self.unit_dir,
+            print: self.print,
+        })
+    }
 }
 
 #[derive(Args, Debug)]

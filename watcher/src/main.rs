@@ -82,6 +82,9 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }
         C::Test(a) => cmd::logtest::run(a.options()),
         C::ImportFail2ban(a) => cmd::import_fail2ban::run(&a.dir),
+        C::InstallSystemd(a) => {
+            cmd::install_systemd::run(a.options(&cli.global).map_err(anyhow::Error::msg)?)
+        }
     }
 }
 

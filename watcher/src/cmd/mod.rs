@@ -8,6 +8,7 @@ pub mod check_config;
 mod check_fail2ban;
 pub mod detach;
 pub mod import_fail2ban;
+pub mod install_systemd;
 pub mod logtest;
 mod logtest_f2b;
 pub mod run;
