@@ -113,6 +113,96 @@ pub enum Command {
     ImportFail2ban(ImportFail2banArgs),
     /// Install the hardened systemd unit running `fail2xdp run RUN-ARGS`.
     InstallSystemd(InstallSystemdArgs),
+    /// Which origins ban ADDR (or every ban, by origin), like fail2ban-client banned.
+    Banned(BannedArgs),
+    /// Ban or unban addresses in a jail's name, with its bantime and ports.
+    Set(SetArgs),
+    /// One setting of a jail: bantime, findtime (seconds; -1 permanent), maxretry, ports.
+    Get(GetArgs),
+    /// Is the agent running and answering?
+    Ping,
+    /// The configuration: `config default` prints the built-in one.
+    Config(ConfigArgs),
+    /// Shell completions: `fail2xdp completions bash > /etc/bash_completion.d/fail2xdp`.
+    Completions(CompletionsArgs),
+    /// The man page (roff), for `cargo xtask man`.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BannedArgs {
+    #[arg(value_parser = net)]
+    pub target: Option<IpNet>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SetAction {
+    /// Ban in the jail's name (its bantime, increment and ports).
+    Banip,
+    /// Lift the jail's bans of these addresses.
+    Unbanip,
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    pub jail: String,
+    #[arg(value_enum)]
+    pub action: SetAction,
+    #[arg(required = true, value_parser = net)]
+    pub targets: Vec<IpNet>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SettingArg {
+    Bantime,
+    Findtime,
+    Maxretry,
+    Ports,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub jail: String,
+    #[arg(value_enum)]
+    pub setting: SettingArg,
+}
+
+impl GetArgs {
+    pub fn setting(&self) -> cmd::client::Setting {
+        use cmd::client::Setting as S;
+        match self.setting {
+            SettingArg::Bantime => S::Bantime,
+            SettingArg::Findtime => S::Findtime,
+            SettingArg::Maxretry => S::Maxretry,
+            SettingArg::Ports => S::Ports,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the built-in configuration (every key, documented).
+    Default,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write fail2xdp.1 and one page per subcommand here (default: fail2xdp.1 to stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,10 +311,12 @@ pub struct BanArgs {
     /// Read one address or CIDR a line ("-" for stdin); '#' starts a comment.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Ban length: 10m, 12h, 1w, seconds, ... or "permanent".
-    #[arg(long = "for", default_value = "permanent", value_parser = length)]
-    pub duration: Length,
-    /// Destination ports (numbers or names: smtp, submission, imaps, ...); default all.
+    /// Ban length: 10m, 12h, 1w, seconds, ... or "permanent" (default; with
+    /// --jail, the jail's bantime, longer for a repeat offender).
+    #[arg(long = "for", value_parser = length)]
+    pub duration: Option<Length>,
+    /// Destination ports (numbers or names: smtp, submission, imaps, ...);
+    /// default all (with --jail, the jail's).
     #[arg(long, value_parser = ports)]
     pub ports: Option<PortSet>,
     /// Ban in the name of this jail (default: a manual ban).
@@ -242,6 +334,7 @@ pub struct BanArgs {
 
 impl BanArgs {
     pub fn options(self) -> cmd::ban::Ban {
+        let jail = matches!(self.jail, Origin::Jail(_));
         cmd::ban::Ban {
             target: match (self.target, self.file) {
                 (Some(n), _) => cmd::ban::Target::Net(n),
@@ -249,7 +342,9 @@ impl BanArgs {
                 // clap requires one of them.
                 (None, None) => cmd::ban::Target::File(PathBuf::from("-")),
             },
-            length: self.duration.0,
+            length: self.duration.and_then(|l| l.0),
+            jail_length: jail && self.duration.is_none(),
+            jail_ports: jail && self.ports.is_none(),
             ports: self.ports.unwrap_or_else(PortSet::all),
             origin: self.jail,
             reason: self.reason,
@@ -261,8 +356,13 @@ impl BanArgs {
 
 #[derive(Args, Debug)]
 pub struct UnbanArgs {
-    #[arg(value_parser = net)]
-    pub target: IpNet,
+    #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = net)]
+    pub target: Option<IpNet>,
+    /// Every ban (with --jail: every ban of that jail, or `manual`).
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, requires = "all", value_parser = origin)]
+    pub jail: Option<Origin>,
 }
 
 #[derive(Args, Debug)]
@@ -458,6 +558,40 @@ impl TestArgs {
     }
 }
 
+/// `fail2xdp completions SHELL`: the completion script, from this definition.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "fail2xdp", &mut std::io::stdout());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The man pages, from this definition: fail2xdp.1 (to stdout), or with
+/// `out` fail2xdp.1 and fail2xdp-COMMAND.1 for each visible command.
+pub fn man(out: Option<&std::path::Path>) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = out else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("fail2xdp-{}", sub.get_name());
+        let bin = format!("fail2xdp {}", sub.get_name());
+        write(&name, sub.clone().display_name(name.clone()).bin_name(bin))?;
+    }
+    write("fail2xdp", cmd)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -479,7 +613,22 @@ mod tests {
         let Command::Ban(b) = c.command else { panic!() };
         let b = b.options();
         assert_eq!(b.length, Some(Duration::from_secs(600)));
+
         assert_eq!(b.ports.0, vec![25]);
+        assert!(!b.jail_length && !b.jail_ports);
+        // In a jail's name, what is not given is the jail's.
+        let c = parse(&["ban", "192.0.2.7", "--jail", "sasl", "--ports", "smtp"]).unwrap();
+        let Command::Ban(b) = c.command else { panic!() };
+        let b = b.options();
+        assert!(b.jail_length && !b.jail_ports);
+        let c = parse(&["ban", "192.0.2.7"]).unwrap();
+        let Command::Ban(b) = c.command else { panic!() };
+        let b = b.options();
+        assert_eq!(
+            (b.length, b.jail_length),
+            (None, false),
+            "manual: permanent"
+        );
         // It panicked the agent once ("overflow when adding duration to instant").
         assert!(parse(&["ban", "192.0.2.7", "--for", "18446744073709551615"]).is_err());
         for bad in ["", "a b", "x\ny", "\u{1b}[31m", &"j".repeat(33), "file:x"] {

@@ -70,7 +70,10 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         C::Run(a) => cmd::run::run(a.options(inst)?),
         C::Ban(a) => cmd::ban::ban(&inst, a.options()),
-        C::Unban(a) => cmd::ban::unban(&inst, a.target),
+        C::Unban(a) => match a.target {
+            Some(t) => cmd::ban::unban(&inst, t),
+            None => cmd::client::unban_all(&inst, a.jail),
+        },
         C::List(a) => cmd::show::list(&inst, a.json),
         C::Status(a) => cmd::show::status(&inst, a.jail.as_deref(), a.json),
         C::Explain(a) => cmd::show::explain(&inst, a.addr, a.json),
@@ -82,6 +85,18 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }
         C::Test(a) => cmd::logtest::run(a.options()),
         C::ImportFail2ban(a) => cmd::import_fail2ban::run(&a.dir),
+        C::Banned(a) => cmd::client::banned(&inst, a.target),
+        C::Set(a) => match a.action {
+            cli::SetAction::Banip => cmd::client::banip(&inst, &a.jail, &a.targets),
+            cli::SetAction::Unbanip => cmd::client::unbanip(&inst, &a.jail, &a.targets),
+        },
+        C::Get(a) => cmd::client::get(&inst, &a.jail, a.setting()),
+        C::Ping => cmd::client::ping(&inst),
+        C::Config(a) => match a.action {
+            cli::ConfigAction::Default => cmd::client::config_default(),
+        },
+        C::Completions(a) => cli::completions(a.shell),
+        C::Man(a) => cli::man(a.out.as_deref()),
         C::InstallSystemd(a) => {
             cmd::install_systemd::run(a.options(&cli.global).map_err(anyhow::Error::msg)?)
         }

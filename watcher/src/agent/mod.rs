@@ -24,7 +24,7 @@ use tokio::{
 };
 
 pub use engine::{Engine, JailSlot, LineCounts, from_unix_ns, unix_ns};
-pub use handler::{Agent, AgentHandler, META_JAILS, META_POLICY};
+pub use handler::{Agent, AgentHandler, META_JAIL_RULES, META_JAILS, META_POLICY, jail_rules};
 pub use matcher::{Find, Found, Matched, Stage, find_all};
 
 use crate::{

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BanEvent, Banned, Guard, Origin, PrefixLimits, Subscriber,
-    order::{Applied, ImportReport, ImportSpec, Order, Outcome, RestoreReport, UnbanOutcome},
+    order::{
+        Applied, ImportReport, ImportSpec, Order, Outcome, RestoreReport, UnbanAllReport,
+        UnbanOutcome,
+    },
 };
 use crate::{
     addr::{self, PortSet},
@@ -549,58 +552,7 @@ impl BanService {
         origins.dedup();
         let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
         let outcome = match origin {
-            Some(_) => {
-                let now = SystemTime::now();
-                let mut left: Vec<(Option<SystemTime>, Vec<u16>, Origin)> = Vec::new();
-                if let Some(s) = &self.store {
-                    for r in s.claims(&net)? {
-                        if !r.is_expired(now) {
-                            left.push((r.expires_at, r.ports, r.origin));
-                        }
-                    }
-                    for h in s.imports_holding(&net)? {
-                        if !h.is_expired(now) {
-                            left.push((h.expires_at, h.ports, h.origin));
-                        }
-                    }
-                }
-                if left.is_empty() {
-                    enf.unban(&net)?;
-                    UnbanOutcome::Lifted { net, origins }
-                } else {
-                    // What the others asked, merged: this origin's share goes.
-                    let mut cur: Option<BanInfo> = None;
-                    for (exp, ports, o) in &left {
-                        let m = merge(
-                            cur.as_ref(),
-                            remaining(*exp, now),
-                            &PortSet(ports.clone()),
-                            &o.map_label(),
-                        );
-                        cur = Some(BanInfo {
-                            net,
-                            jail: m.label,
-                            remaining: m.ttl,
-                            expired: false,
-                            created: now,
-                            ports: m.ports,
-                            drops: 0,
-                        });
-                    }
-                    if let Some(c) = cur {
-                        enf.ban(&BanRequest {
-                            net,
-                            ttl: c.remaining,
-                            ports: c.ports,
-                            jail: c.jail,
-                        })?;
-                    }
-                    UnbanOutcome::StillBanned {
-                        net,
-                        by: left.into_iter().map(|(_, _, o)| o).collect(),
-                    }
-                }
-            }
+            Some(_) => self.settle(enf, net, origins)?,
             None => {
                 let in_maps = enf.unban(&net)?;
                 if in_maps || !origins.is_empty() {
@@ -625,6 +577,143 @@ impl BanService {
             }]);
         }
         Ok(outcome)
+    }
+
+    /// After claims on `net` went: what the others still claim, merged
+    /// into the maps, or the ban lifted when nothing is left.
+    fn settle(
+        &self,
+        enf: &mut Enforcer,
+        net: IpNet,
+        origins: Vec<Origin>,
+    ) -> Result<UnbanOutcome, BanError> {
+        let now = SystemTime::now();
+        let mut left: Vec<(Option<SystemTime>, Vec<u16>, Origin)> = Vec::new();
+        if let Some(s) = &self.store {
+            for r in s.claims(&net)? {
+                if !r.is_expired(now) {
+                    left.push((r.expires_at, r.ports, r.origin));
+                }
+            }
+            for h in s.imports_holding(&net)? {
+                if !h.is_expired(now) {
+                    left.push((h.expires_at, h.ports, h.origin));
+                }
+            }
+        }
+        if left.is_empty() {
+            enf.unban(&net)?;
+            return Ok(UnbanOutcome::Lifted { net, origins });
+        }
+        // What the others asked, merged: the leaving origins' share goes.
+        let mut cur: Option<BanInfo> = None;
+        for (exp, ports, o) in &left {
+            let m = merge(
+                cur.as_ref(),
+                remaining(*exp, now),
+                &PortSet(ports.clone()),
+                &o.map_label(),
+            );
+            cur = Some(BanInfo {
+                net,
+                jail: m.label,
+                remaining: m.ttl,
+                expired: false,
+                created: now,
+                ports: m.ports,
+                drops: 0,
+            });
+        }
+        if let Some(c) = cur {
+            enf.ban(&BanRequest {
+                net,
+                ttl: c.remaining,
+                ports: c.ports,
+                jail: c.jail,
+            })?;
+        }
+        Ok(UnbanOutcome::StillBanned {
+            net,
+            by: left.into_iter().map(|(_, _, o)| o).collect(),
+        })
+    }
+
+    /// `unban --all`: lifts every ban (`origin` None), or every claim of
+    /// one origin (`--jail J`), whose networks stay banned where another
+    /// origin claims them too.
+    pub fn unban_all(&self, origin: Option<&Origin>) -> Result<UnbanAllReport, BanError> {
+        if self.dry_run {
+            return Err(BanError::DryRun);
+        }
+        self.flush();
+        let mut inner = self.lock();
+        // Each network whose claims go, with the origins of those claims.
+        let mut gone: BTreeMap<IpNet, Vec<Origin>> = BTreeMap::new();
+        if let Some(s) = &self.store {
+            let pick = |o: &Origin| origin.is_none_or(|w| w == o);
+            let headers: Vec<ImportHeader> = s
+                .imports()?
+                .into_iter()
+                .filter(|h| pick(&h.origin))
+                .collect();
+            if origin.is_some() {
+                // Their networks may be claimed by others too: settled below.
+                for h in &headers {
+                    s.for_each_import_net(h.id, |n| {
+                        gone.entry(n).or_default().push(h.origin.clone());
+                    })?;
+                }
+            }
+            if !headers.is_empty() {
+                let ids: Vec<u64> = headers.iter().map(|h| h.id).collect();
+                s.remove_imports(|h| ids.contains(&h.id))?;
+            }
+            s.for_each(|r| {
+                if pick(&r.origin) {
+                    gone.entry(r.net).or_default().push(r.origin);
+                }
+            })?;
+            let nets: Vec<IpNet> = gone.keys().copied().collect();
+            s.remove_many(&nets, origin)?;
+        }
+        let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
+        if origin.is_none() {
+            for b in enf.list()? {
+                gone.entry(b.net).or_default();
+            }
+        }
+        let mut report = UnbanAllReport::default();
+        let mut events = Vec::new();
+        for (net, mut origins) in gone {
+            origins.sort();
+            origins.dedup();
+            let outcome = match origin {
+                None => {
+                    enf.unban(&net)?;
+                    UnbanOutcome::Lifted { net, origins }
+                }
+                Some(_) => self.settle(enf, net, origins)?,
+            };
+            match outcome {
+                UnbanOutcome::Lifted { net, origins } => {
+                    report.lifted += 1;
+                    report.lifted_nets.push(net);
+                    events.push(BanEvent::Unbanned { net, origins });
+                }
+                UnbanOutcome::StillBanned { net, .. } => {
+                    report.still_banned += 1;
+                    report.lifted_nets.push(net);
+                }
+                UnbanOutcome::NotBanned { .. } => {}
+            }
+        }
+        drop(inner);
+        self.add_stats(&ServiceStats {
+            unbanned: report.lifted as u64,
+            ..ServiceStats::default()
+        });
+        self.emit(&events);
+        Ok(report)
     }
 
     /// Bans every network of a blocklist with `spec`'s length, ports and

@@ -214,7 +214,14 @@ fn scan(
                         writeln!(out, "{obj}")?;
                     }
                     Output::Verbose => {
-                        writeln!(out, "{:>8} {:<39} | {line}", c.lines, hit.host.to_string())?;
+                        // A log line is attacker-chosen text: no raw escapes to the terminal.
+                        writeln!(
+                            out,
+                            "{:>8} {:<39} | {}",
+                            c.lines,
+                            hit.host.to_string(),
+                            fail2xdp::state::printable(line)
+                        )?;
                     }
                     Output::Summary => {}
                 }
@@ -387,6 +394,28 @@ mod tests {
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("192.0.2.3") && text.contains("lost connection"));
         assert_eq!(c.hosts.get(&"192.0.2.3".parse().unwrap()), Some(&1));
+    }
+
+    /// A user name with an escape sequence in it must not reach the
+    /// terminal raw (it once did: `test -v` printed the line as it was).
+    #[test]
+    fn verbose_escapes_control_characters() {
+        let log = b"Aug 14 10:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.4]: SASL LOGIN authentication failed: authentication failure, sasl_username=\x1b[2J\x07evil\n";
+        let f = Filter::builtin("postfix-sasl").unwrap();
+        let mut out = Vec::new();
+        let c = scan(
+            &f,
+            &log[..],
+            Timestamp::now(),
+            zurich(),
+            Output::Verbose,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(c.matched, 1, "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J\\u{7}evil"), "{text}");
     }
 
     #[test]

@@ -303,7 +303,14 @@ fn scan(
                 });
                 writeln!(out, "{obj}")?;
             } else if verbose {
-                writeln!(out, "{:>8} {:<39} | {line}", c.lines, f.id)?;
+                // As `explain` does: control characters escaped, never sent raw.
+                writeln!(
+                    out,
+                    "{:>8} {:<39} | {}",
+                    c.lines,
+                    f.id,
+                    fail2xdp::state::printable(&line)
+                )?;
             }
         }
     }

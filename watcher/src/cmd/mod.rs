@@ -6,6 +6,7 @@ pub mod allow;
 pub mod ban;
 pub mod check_config;
 mod check_fail2ban;
+pub mod client;
 pub mod detach;
 pub mod import_fail2ban;
 pub mod install_systemd;
