@@ -582,3 +582,36 @@ impl Drop for Running {
         }
     }
 }
+
+/// Completions and man pages come from the clap definition: every command is in them.
+#[test]
+fn completions_and_man_pages_cover_every_command() -> Result<()> {
+    let bin = fail2xdp_bin();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = Command::new(&bin).args(["completions", shell]).output()?;
+        assert!(o.status.success(), "{shell}: {o:?}");
+        let text = String::from_utf8(o.stdout)?;
+        for cmd in ["run", "banned", "install-systemd", "unban", "top"] {
+            assert!(text.contains(cmd), "{shell} completions lack {cmd}");
+        }
+        assert!(!text.contains("\nman"), "the hidden man command is offered");
+    }
+    let dir = tempfile::tempdir()?;
+    let bash = dir.path().join("fail2xdp.bash");
+    let o = Command::new(&bin).args(["completions", "bash"]).output()?;
+    std::fs::write(&bash, &o.stdout)?;
+    let o = Command::new("bash").arg("-n").arg(&bash).output()?;
+    assert!(o.status.success(), "bash -n: {o:?}");
+
+    let o = Command::new(&bin)
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()?;
+    assert!(o.status.success(), "{o:?}");
+    let main = std::fs::read_to_string(dir.path().join("fail2xdp.1"))?;
+    assert!(main.starts_with(".ie") || main.starts_with(".TH"), "{main}");
+    assert!(main.contains("install\\-systemd"), "{main}");
+    let ban = std::fs::read_to_string(dir.path().join("fail2xdp-ban.1"))?;
+    assert!(ban.contains("\\-\\-jail"), "{ban}");
+    Ok(())
+}

@@ -121,6 +121,9 @@ pub enum Command {
     Get(GetArgs),
     /// Is the agent running and answering?
     Ping,
+    /// Live view: drops and passes per second, the banned sources dropping the most,
+    /// bans by origin, failures by jail, map fill.
+    Top(TopArgs),
     /// The configuration: `config default` prints the built-in one.
     Config(ConfigArgs),
     /// Shell completions: `fail2xdp completions bash > /etc/bash_completion.d/fail2xdp`.
@@ -128,6 +131,20 @@ pub enum Command {
     /// The man page (roff), for `cargo xtask man`.
     #[command(hide = true)]
     Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Seconds between refreshes.
+    #[arg(long, default_value = "1", value_parser = interval)]
+    pub interval: Duration,
+}
+
+fn interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?}: seconds between 0.1 and 3600")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -271,6 +288,7 @@ impl RunArgs {
             from_end: self.from_end,
             dry_run: self.dry_run,
             metrics,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         })
     }
 }

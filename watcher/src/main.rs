@@ -92,6 +92,12 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         },
         C::Get(a) => cmd::client::get(&inst, &a.jail, a.setting()),
         C::Ping => cmd::client::ping(&inst),
+        C::Top(a) => cmd::top::run(
+            &inst,
+            cmd::top::TopOptions {
+                interval: a.interval,
+            },
+        ),
         C::Config(a) => match a.action {
             cli::ConfigAction::Default => cmd::client::config_default(),
         },

@@ -43,6 +43,8 @@ pub struct Engine {
 pub struct LineCounts {
     pub counted: u64,
     pub matched: u64,
+    /// Bytes of the lines counted (a replay's progress).
+    pub bytes: u64,
 }
 
 /// Unix ns of a wall-clock time (negative before 1970).
@@ -194,6 +196,7 @@ impl Engine {
         let c = self.lines.entry(src.clone()).or_default();
         c.counted += lines;
         c.matched += matched;
+        c.bytes += m.chunk.text().len() as u64;
         for &ji in jails.iter().flatten() {
             self.slots[ji].jail.stats.lines += lines;
         }

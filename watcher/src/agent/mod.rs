@@ -7,6 +7,7 @@ mod engine;
 mod exporter;
 mod handler;
 mod matcher;
+mod progress;
 #[cfg(test)]
 mod stage_costs;
 
@@ -63,6 +64,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Serve Prometheus metrics there.
     pub metrics: Option<Endpoint>,
+    /// Show a replay's progress (stderr is a terminal).
+    pub progress: bool,
 }
 
 /// Runs the agent until SIGTERM/SIGINT (or a `Stop` request); the XDP
@@ -215,6 +218,12 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         _ => None,
     };
     tell_ready(&inst, &agent).await;
+    let replaying = if opts.replay && opts.progress {
+        let sources = agent.engine().sources();
+        progress::spawn(agent.clone(), sources)
+    } else {
+        None
+    };
 
     let mut purge = tokio::time::interval(PURGE_EVERY);
     purge.tick().await;
@@ -265,6 +274,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     server.abort();
     if let Some(x) = exporter {
         x.abort();
+    }
+    if let Some(r) = replaying {
+        r.abort();
+        crate::logging::clear_progress();
     }
     let handles: Vec<_> = agent
         .sources

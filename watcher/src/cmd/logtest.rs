@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::{BufRead, BufReader, BufWriter, IsTerminal, Write},
     net::IpAddr,
     path::Path,
     process::ExitCode,
@@ -73,12 +73,14 @@ pub fn run(a: TestOptions) -> anyhow::Result<ExitCode> {
     let filter = load_filter(spec)?;
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
     let mode = match (a.json, a.verbose) {
         (true, _) => Output::Json,
         (false, true) => Output::Verbose,
         (false, false) => Output::Summary,
     };
+    // A bar on a terminal, unless matched lines stream to the same screen.
+    let quiet = mode == Output::Summary || !std::io::stdout().is_terminal();
+    let reader = BufReader::with_capacity(1 << 20, super::progress::reader(file, quiet));
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
 

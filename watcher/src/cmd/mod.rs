@@ -12,8 +12,11 @@ pub mod import_fail2ban;
 pub mod install_systemd;
 pub mod logtest;
 mod logtest_f2b;
+mod progress;
 pub mod run;
 pub mod show;
+pub mod top;
+mod top_view;
 
 use std::sync::Arc;
 
