@@ -269,6 +269,14 @@ fn errors_are_one_line_unless_debugging() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("Stack backtrace"), "{err}");
+
+    // A level that is not one is said so, once.
+    let out = Command::new(fail2xdp_bin())
+        .args(["--log-level", "loud==x", "config", "default"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--log-level") && err.trim().lines().count() == 1, "{err}");
     Ok(())
 }
 
@@ -613,5 +621,55 @@ fn completions_and_man_pages_cover_every_command() -> Result<()> {
     assert!(main.contains("install\\-systemd"), "{main}");
     let ban = std::fs::read_to_string(dir.path().join("fail2xdp-ban.1"))?;
     assert!(ban.contains("\\-\\-jail"), "{ban}");
+    Ok(())
+}
+
+/// What a scrape costs with many bans in the maps, beside `list --json`
+/// (the same listing of the maps, plus the store) measured in the same
+/// run: `cargo test --release -p fail2xdp-tests --test ops -- --ignored
+/// --nocapture scrape_cost` (a measurement, not a check; the machine's
+/// speed drifts, so compare the two, not the absolute numbers).
+#[test]
+#[ignore = "a measurement; run it by name"]
+fn scrape_cost_with_many_bans() -> Result<()> {
+    use std::time::Instant;
+    const BANS: u32 = 100_000;
+    let (w, addr) = metered(&[])?;
+    let list = w.dir.path().join("blocklist.txt");
+    let mut text = String::new();
+    for i in 0..BANS {
+        // 198.18.0.0/15, the benchmarking range.
+        text.push_str(&format!("198.{}.{}.{}\n", 18 + (i >> 16), i >> 8 & 255, i & 255));
+    }
+    std::fs::write(&list, text)?;
+    let out = w.lab.agent.cli_output_within(
+        &["ban", "--file", list.to_str().context("path")?, "--for", "1d"],
+        Duration::from_secs(300),
+    )?;
+    assert!(out.status.success(), "{out:?}");
+    let mut scrapes = Vec::new();
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = scrape(&w, addr)?;
+        scrapes.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            s.sum("fail2xdp_active_bans", &[]),
+            f64::from(BANS),
+            "{}",
+            &s.text[..2000.min(s.text.len())]
+        );
+        let t = Instant::now();
+        w.lab.agent.cli_output_within(&["list", "--json"], Duration::from_secs(120))?;
+        lists.push(t.elapsed().as_secs_f64());
+    }
+    scrapes.sort_by(f64::total_cmp);
+    lists.sort_by(f64::total_cmp);
+    println!(
+        "{BANS} bans: scrape median {:.3} s (5 rounds: {scrapes:?}); list --json median {:.3} s ({lists:?}); ratio {:.2}",
+        scrapes[2],
+        lists[2],
+        scrapes[2] / lists[2]
+    );
     Ok(())
 }
