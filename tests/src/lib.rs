@@ -41,6 +41,7 @@ mod netns;
 pub mod packet;
 mod preflight;
 pub mod rng;
+pub mod scrape;
 mod stale;
 mod traffic;
 pub mod watch;

@@ -10,6 +10,7 @@ use fail2xdp::{
     ban::Origin,
     enforcer::XdpMode,
     instance::{self, Instance},
+    logging, metrics,
 };
 
 use crate::cmd;
@@ -28,7 +29,7 @@ pub struct Cli {
 }
 
 /// Which instance: its name derives its pin dir (/sys/fs/bpf/NAME), state
-/// dir (/var/lib/NAME) and control socket (/run/NAME.sock); each can be
+/// dir (/var/lib/NAME) and control socket (/run/fail2xdp/NAME.sock); each can be
 /// given explicitly instead.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
@@ -43,6 +44,35 @@ pub struct Global {
     /// Control socket of the running agent.
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
+    /// Log lines as human text (coloured on a terminal) or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormatArg,
+    /// Log level or filter (error, warn, info, debug, trace, or
+    /// target=level,...); default: RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Debug logs, and an error's full trace instead of its one-line message.
+    #[arg(long, global = true)]
+    pub debug: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+impl Global {
+    pub fn log_options(&self) -> logging::Options {
+        logging::Options {
+            format: match self.log_format {
+                LogFormatArg::Human => logging::Format::Human,
+                LogFormatArg::Json => logging::Format::Json,
+            },
+            level: self.log_level.clone(),
+            debug: self.debug,
+        }
+    }
 }
 
 impl Global {
@@ -83,6 +113,115 @@ pub enum Command {
     ImportFail2ban(ImportFail2banArgs),
     /// CrowdSec's Local API: test the connection and keys.
     Crowdsec(CrowdsecArgs),
+    /// Install the hardened systemd unit running `fail2xdp run RUN-ARGS`.
+    InstallSystemd(InstallSystemdArgs),
+    /// Which origins ban ADDR (or every ban, by origin), like fail2ban-client banned.
+    Banned(BannedArgs),
+    /// Ban or unban addresses in a jail's name, with its bantime and ports.
+    Set(SetArgs),
+    /// One setting of a jail: bantime, findtime (seconds; -1 permanent), maxretry, ports.
+    Get(GetArgs),
+    /// Is the agent running and answering?
+    Ping,
+    /// Live view: drops and passes per second, the banned sources dropping the most,
+    /// bans by origin, failures by jail, map fill.
+    Top(TopArgs),
+    /// The configuration: `config default` prints the built-in one.
+    Config(ConfigArgs),
+    /// Shell completions: `fail2xdp completions bash > /etc/bash_completion.d/fail2xdp`.
+    Completions(CompletionsArgs),
+    /// The man page (roff), for `cargo xtask man`.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Seconds between refreshes.
+    #[arg(long, default_value = "1", value_parser = interval)]
+    pub interval: Duration,
+}
+
+fn interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?}: seconds between 0.1 and 3600")),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BannedArgs {
+    #[arg(value_parser = net)]
+    pub target: Option<IpNet>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SetAction {
+    /// Ban in the jail's name (its bantime, increment and ports).
+    Banip,
+    /// Lift the jail's bans of these addresses.
+    Unbanip,
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    pub jail: String,
+    #[arg(value_enum)]
+    pub action: SetAction,
+    #[arg(required = true, value_parser = net)]
+    pub targets: Vec<IpNet>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SettingArg {
+    Bantime,
+    Findtime,
+    Maxretry,
+    Ports,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub jail: String,
+    #[arg(value_enum)]
+    pub setting: SettingArg,
+}
+
+impl GetArgs {
+    pub fn setting(&self) -> cmd::client::Setting {
+        use cmd::client::Setting as S;
+        match self.setting {
+            SettingArg::Bantime => S::Bantime,
+            SettingArg::Findtime => S::Findtime,
+            SettingArg::Maxretry => S::Maxretry,
+            SettingArg::Ports => S::Ports,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the built-in configuration (every key, documented).
+    Default,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write fail2xdp.1 and one page per subcommand here (default: fail2xdp.1 to stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -143,11 +282,21 @@ pub struct RunArgs {
     /// Decide bans but write nothing to the maps.
     #[arg(long)]
     pub dry_run: bool,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on an address other hosts can reach.
+    #[arg(long, requires = "metrics")]
+    pub metrics_public: bool,
 }
 
 impl RunArgs {
-    pub fn options(self, instance: Instance) -> agent::Options {
-        agent::Options {
+    pub fn options(self, instance: Instance) -> Result<agent::Options, metrics::MetricsError> {
+        let metrics = self
+            .metrics
+            .map(|a| metrics::Endpoint::new(a, self.metrics_public))
+            .transpose()?;
+        Ok(agent::Options {
             instance,
             ifaces: self.ifaces,
             xdp_mode: self.xdp_mode.into(),
@@ -158,7 +307,9 @@ impl RunArgs {
             replay: self.replay,
             from_end: self.from_end,
             dry_run: self.dry_run,
-        }
+            metrics,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        })
     }
 }
 
@@ -198,10 +349,12 @@ pub struct BanArgs {
     /// Read one address or CIDR a line ("-" for stdin); '#' starts a comment.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Ban length: 10m, 12h, 1w, seconds, ... or "permanent".
-    #[arg(long = "for", default_value = "permanent", value_parser = length)]
-    pub duration: Length,
-    /// Destination ports (numbers or names: smtp, submission, imaps, ...); default all.
+    /// Ban length: 10m, 12h, 1w, seconds, ... or "permanent" (default; with
+    /// --jail, the jail's bantime, longer for a repeat offender).
+    #[arg(long = "for", value_parser = length)]
+    pub duration: Option<Length>,
+    /// Destination ports (numbers or names: smtp, submission, imaps, ...);
+    /// default all (with --jail, the jail's).
     #[arg(long, value_parser = ports)]
     pub ports: Option<PortSet>,
     /// Ban in the name of this jail (default: a manual ban).
@@ -219,6 +372,7 @@ pub struct BanArgs {
 
 impl BanArgs {
     pub fn options(self) -> cmd::ban::Ban {
+        let jail = matches!(self.jail, Origin::Jail(_));
         cmd::ban::Ban {
             target: match (self.target, self.file) {
                 (Some(n), _) => cmd::ban::Target::Net(n),
@@ -226,7 +380,9 @@ impl BanArgs {
                 // clap requires one of them.
                 (None, None) => cmd::ban::Target::File(PathBuf::from("-")),
             },
-            length: self.duration.0,
+            length: self.duration.and_then(|l| l.0),
+            jail_length: jail && self.duration.is_none(),
+            jail_ports: jail && self.ports.is_none(),
             ports: self.ports.unwrap_or_else(PortSet::all),
             origin: self.jail,
             reason: self.reason,
@@ -238,8 +394,13 @@ impl BanArgs {
 
 #[derive(Args, Debug)]
 pub struct UnbanArgs {
-    #[arg(value_parser = net)]
-    pub target: IpNet,
+    #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = net)]
+    pub target: Option<IpNet>,
+    /// Every ban (with --jail: every ban of that jail, or `manual`).
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, requires = "all", value_parser = origin)]
+    pub jail: Option<Origin>,
 }
 
 #[derive(Args, Debug)]
@@ -329,6 +490,61 @@ pub struct ImportFail2banArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct InstallSystemdArgs {
+    /// Where the unit runs fail2xdp from (this binary is copied there).
+    #[arg(long, default_value = "/usr/local/bin/fail2xdp")]
+    pub bin: PathBuf,
+    /// Where the unit goes.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Print the unit instead of installing it.
+    #[arg(long)]
+    pub print: bool,
+    /// `fail2xdp run`'s arguments for the unit (e.g. --iface eth0 --config /etc/fail2xdp.toml).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "RUN-ARGS"
+    )]
+    pub run_args: Vec<String>,
+}
+
+impl InstallSystemdArgs {
+    /// Checked as `run` checks them, with the paths the unit needs absolute.
+    pub fn options(self, global: &Global) -> Result<cmd::install_systemd::Install, String> {
+        let run = Cli::try_parse_from(
+            ["fail2xdp", "run"]
+                .into_iter()
+                .map(String::from)
+                .chain(self.run_args.iter().cloned()),
+        )
+        .map_err(|e| format!("the run arguments: {e}"))?;
+        let Command::Run(r) = run.command else {
+            return Err("the run arguments are not `run`'s".into());
+        };
+        for p in [&r.config, &r.fail2ban_config].into_iter().flatten() {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "{}: the unit runs in /, give an absolute path",
+                    p.display()
+                ));
+            }
+        }
+        Ok(cmd::install_systemd::Install {
+            instance: global.instance().map_err(|e| e.to_string())?,
+            explicit_paths: global.pin_dir.is_some()
+                || global.state_dir.is_some()
+                || global.socket.is_some(),
+            run_args: self.run_args,
+            bin: self.bin,
+            unit_dir: self.unit_dir,
+            print: self.print,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct TestArgs {
     pub logfile: PathBuf,
     /// A failregex in fail2ban's syntax in place of a filter, or a fail2ban
@@ -380,6 +596,40 @@ impl TestArgs {
     }
 }
 
+/// `fail2xdp completions SHELL`: the completion script, from this definition.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "fail2xdp", &mut std::io::stdout());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The man pages, from this definition: fail2xdp.1 (to stdout), or with
+/// `out` fail2xdp.1 and fail2xdp-COMMAND.1 for each visible command.
+pub fn man(out: Option<&std::path::Path>) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = out else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("fail2xdp-{}", sub.get_name());
+        let bin = format!("fail2xdp {}", sub.get_name());
+        write(&name, sub.clone().display_name(name.clone()).bin_name(bin))?;
+    }
+    write("fail2xdp", cmd)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -401,7 +651,22 @@ mod tests {
         let Command::Ban(b) = c.command else { panic!() };
         let b = b.options();
         assert_eq!(b.length, Some(Duration::from_secs(600)));
+
         assert_eq!(b.ports.0, vec![25]);
+        assert!(!b.jail_length && !b.jail_ports);
+        // In a jail's name, what is not given is the jail's.
+        let c = parse(&["ban", "192.0.2.7", "--jail", "sasl", "--ports", "smtp"]).unwrap();
+        let Command::Ban(b) = c.command else { panic!() };
+        let b = b.options();
+        assert!(b.jail_length && !b.jail_ports);
+        let c = parse(&["ban", "192.0.2.7"]).unwrap();
+        let Command::Ban(b) = c.command else { panic!() };
+        let b = b.options();
+        assert_eq!(
+            (b.length, b.jail_length),
+            (None, false),
+            "manual: permanent"
+        );
         // It panicked the agent once ("overflow when adding duration to instant").
         assert!(parse(&["ban", "192.0.2.7", "--for", "18446744073709551615"]).is_err());
         for bad in ["", "a b", "x\ny", "\u{1b}[31m", &"j".repeat(33), "file:x"] {

@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::ban::{ImportSpec, ManualBan};
+use crate::ban::{FromJail, ImportSpec, ManualBan, Origin};
 
 /// One request, with the pin directory the client addresses: an agent
 /// serving another instance's pins refuses it instead of acting on the
@@ -41,9 +41,26 @@ pub enum Request {
     },
     List,
     Ban(ManualBan),
+    /// A ban in a jail's name taking what `take` says from the jail's rules.
+    BanFromJail {
+        ban: ManualBan,
+        take: FromJail,
+    },
     Unban {
         target: String,
     },
+    /// Lifts one origin's claim on a network (`set JAIL unbanip`): others'
+    /// claims keep it banned.
+    UnbanOrigin {
+        target: String,
+        origin: Origin,
+    },
+    /// `unban --all [--jail J]`: every ban, or every claim of one origin.
+    UnbanAll {
+        origin: Option<Origin>,
+    },
+    /// The jails' rules as the running configuration gives them (`get`).
+    JailRules,
     /// A blocklist import, sent in parts: `ImportBegin` answers the id the
     /// parts go to, `ImportCommit` bans them all at once.
     ImportBegin(ImportSpec),

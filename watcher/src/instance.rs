@@ -14,7 +14,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_NAME: &str = "fail2xdp";
-/// Where agents keep their lock files (one per pin directory).
+/// Where agents keep their lock files (one per pin directory) and, by
+/// default, their control sockets.
 const LOCK_DIR: &str = "/run/fail2xdp";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ pub enum InstanceError {
 
 impl Instance {
     /// The instance called `name`: pins under /sys/fs/bpf/NAME, state in
-    /// /var/lib/NAME, socket /run/NAME.sock.
+    /// /var/lib/NAME, socket /run/fail2xdp/NAME.sock.
     pub fn named(name: &str) -> Result<Self, InstanceError> {
         let ok = !name.is_empty()
             && name.len() <= 64
@@ -62,7 +63,9 @@ impl Instance {
             name: name.to_owned(),
             pin_dir: Path::new("/sys/fs/bpf").join(name),
             state_dir: Path::new("/var/lib").join(name),
-            socket: Path::new("/run").join(format!("{name}.sock")),
+            // Beside the instance locks: the one runtime directory a
+            // hardened unit makes writable (RuntimeDirectory=fail2xdp).
+            socket: Path::new(LOCK_DIR).join(format!("{name}.sock")),
         })
     }
 
@@ -207,7 +210,7 @@ mod tests {
         let i = Instance::named("mx2").unwrap();
         assert_eq!(i.pin_dir, Path::new("/sys/fs/bpf/mx2"));
         assert_eq!(i.state_dir, Path::new("/var/lib/mx2"));
-        assert_eq!(i.socket, Path::new("/run/mx2.sock"));
+        assert_eq!(i.socket, Path::new("/run/fail2xdp/mx2.sock"));
         let d = Instance::named(DEFAULT_NAME).unwrap();
         assert_eq!(d.pin_dir, Path::new(fail2xdp_common::PIN_DIR_DEFAULT));
         for bad in ["", ".x", "a/b", "a b", "é", &"x".repeat(65)] {

@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod agent;
 pub mod ban;
+pub mod census;
 pub mod config;
 pub mod control;
 pub mod crowdsec;
@@ -22,6 +23,9 @@ pub mod fail2ban;
 pub mod filter;
 pub mod instance;
 pub mod jail;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod source;
 pub mod state;
 pub mod status;

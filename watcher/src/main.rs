@@ -34,15 +34,29 @@ fn main() -> ExitCode {
     // `fail2xdp list | head` should end quietly, not panic on a closed pipe.
     // SAFETY: called before any thread starts; SIG_DFL is always valid.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = cli::Cli::parse();
+    let debug = cli.global.debug;
+    if debug {
+        // Errors carry their backtrace with --debug, whatever RUST_BACKTRACE says.
+        // SAFETY: no other thread runs yet, so nothing reads the environment meanwhile.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "1") };
+    }
+    if let Err(e) = fail2xdp::logging::init(&cli.global.log_options()) {
+        eprintln!("fail2xdp: {}", fail2xdp::error_chain(&e));
+        return ExitCode::from(2);
+    }
     if !matches!(cli.command, cli::Command::Run(_)) {
         mask(libc::SIG_UNBLOCK);
     }
     match dispatch(cli) {
         Ok(code) => code,
         // An ordinary error is one clean message (its causes on one line),
-        // never a backtrace, whatever RUST_BACKTRACE says.
+        // never a backtrace, whatever RUST_BACKTRACE says; --debug asks for
+        // the whole story.
+        Err(e) if debug => {
+            eprintln!("fail2xdp: {e:?}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("fail2xdp: {e:#}");
             ExitCode::from(1)
@@ -54,9 +68,12 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     use cli::Command as C;
     let inst = cli.global.instance()?;
     match cli.command {
-        C::Run(a) => cmd::run::run(a.options(inst)),
+        C::Run(a) => cmd::run::run(a.options(inst)?),
         C::Ban(a) => cmd::ban::ban(&inst, a.options()),
-        C::Unban(a) => cmd::ban::unban(&inst, a.target),
+        C::Unban(a) => match a.target {
+            Some(t) => cmd::ban::unban(&inst, t),
+            None => cmd::client::unban_all(&inst, a.jail),
+        },
         C::List(a) => cmd::show::list(&inst, a.json),
         C::Status(a) => cmd::show::status(&inst, a.jail.as_deref(), a.json),
         C::Explain(a) => cmd::show::explain(&inst, a.addr, a.json),
@@ -73,6 +90,27 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 cmd::crowdsec::check(config.as_deref(), json)
             }
         },
+        C::Banned(a) => cmd::client::banned(&inst, a.target),
+        C::Set(a) => match a.action {
+            cli::SetAction::Banip => cmd::client::banip(&inst, &a.jail, &a.targets),
+            cli::SetAction::Unbanip => cmd::client::unbanip(&inst, &a.jail, &a.targets),
+        },
+        C::Get(a) => cmd::client::get(&inst, &a.jail, a.setting()),
+        C::Ping => cmd::client::ping(&inst),
+        C::Top(a) => cmd::top::run(
+            &inst,
+            cmd::top::TopOptions {
+                interval: a.interval,
+            },
+        ),
+        C::Config(a) => match a.action {
+            cli::ConfigAction::Default => cmd::client::config_default(),
+        },
+        C::Completions(a) => cli::completions(a.shell),
+        C::Man(a) => cli::man(a.out.as_deref()),
+        C::InstallSystemd(a) => {
+            cmd::install_systemd::run(a.options(&cli.global).map_err(anyhow::Error::msg)?)
+        }
     }
 }
 

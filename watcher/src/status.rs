@@ -186,6 +186,12 @@ pub struct SourceStatus {
     pub source: String,
     pub name: String,
     pub lines: u64,
+    /// Lines the jails counted, and those of them some filter recognised
+    /// (a failure, or an ignoreregex's match).
+    #[serde(default)]
+    pub counted: u64,
+    #[serde(default)]
+    pub matched: u64,
     /// Lines delivered with invalid UTF-8 or NUL bytes replaced.
     pub replaced_invalid_utf8: u64,
     pub replaced_nul: u64,

@@ -33,6 +33,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Man pages from the command line's definition (fail2xdp.1 and one
+    /// per command), into target/man or DIR.
+    Man {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run benchmarks and print their tables.
     Bench {
         #[arg(value_enum, default_value = "all")]
@@ -66,6 +72,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Build => tasks::build_release()?,
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
+        Cmd::Man { out } => tasks::man(out)?,
         Cmd::Bench { which } => {
             let all = [
                 tasks::Bench::Dataplane,

@@ -44,7 +44,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "systemd-journal-remote",
         "writing journal files for the journal source tests",
     ),
-    ("systemd", "journalctl, read by the journal source"),
+    (
+        "systemd",
+        "journalctl, read by the journal source; systemd-analyze verify for the unit's test",
+    ),
+    ("tmux", "driving `fail2xdp top` in its terminal test"),
+    (
+        "util-linux",
+        "setpriv: the agent run with only the systemd unit's capabilities",
+    ),
     ("python3", "the log generator of the ingest benchmark"),
     ("postfix", "the real MX of the mx lab and benchmark"),
     (

@@ -66,6 +66,25 @@ pub fn run(args: Vec<String>) -> Result<ExitCode> {
     Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
 }
 
+/// `fail2xdp man --out DIR`: the pages come from the binary's own clap
+/// definition, so they never disagree with `--help`.
+pub fn man(out: Option<PathBuf>) -> Result<()> {
+    prereqs::ensure(Need::Build)?;
+    let out = out.unwrap_or_else(|| root().join("target/man"));
+    check(
+        cargo()
+            .args(["run", "-q", "-p", "fail2xdp", "--", "man", "--out"])
+            .arg(&out),
+        "fail2xdp man",
+    )?;
+    eprintln!(
+        "xtask: man pages in {} (man -l {}/fail2xdp.1)",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
 pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     prereqs::ensure(Need::All)?;
     // The integration tests run the real binary; build it first.

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use ipnet::IpNet;
@@ -34,6 +34,17 @@ pub struct Engine {
     board: Board,
     generation: u64,
     pub started: SystemTime,
+    /// Per source: lines counted, and lines some filter recognised.
+    lines: HashMap<SourceConf, LineCounts>,
+}
+
+/// A source's lines as the jails saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineCounts {
+    pub counted: u64,
+    pub matched: u64,
+    /// Bytes of the lines counted (a replay's progress).
+    pub bytes: u64,
 }
 
 /// Unix ns of a wall-clock time (negative before 1970).
@@ -63,6 +74,7 @@ impl Engine {
             board: Board::default(),
             generation: 0,
             started: SystemTime::now(),
+            lines: HashMap::new(),
         };
         e.apply_config(cfg);
         e
@@ -171,6 +183,20 @@ impl Engine {
                 .collect()
         };
         let lines = m.chunk.len() as u64;
+        // Finds come in line order: a line is matched once however many
+        // jails recognised it.
+        let mut matched = 0u64;
+        let mut prev = None;
+        for f in &m.finds {
+            if prev != Some(f.start) {
+                matched += 1;
+                prev = Some(f.start);
+            }
+        }
+        let c = self.lines.entry(src.clone()).or_default();
+        c.counted += lines;
+        c.matched += matched;
+        c.bytes += m.chunk.text().len() as u64;
         for &ji in jails.iter().flatten() {
             self.slots[ji].jail.stats.lines += lines;
         }
@@ -196,7 +222,7 @@ impl Engine {
                         regex: usize::from(regex),
                     };
                     if let Some(off) = jail.failure(&failure, now) {
-                        self.punish(ji, off);
+                        self.punish(ji, off, m.arrived);
                     }
                 }
             }
@@ -205,7 +231,7 @@ impl Engine {
 
     /// Hands an offense to the ban service and books the outcome; the
     /// offense's evidence buffer goes back to the jail for the next host.
-    fn punish(&mut self, ji: usize, off: Offense) {
+    fn punish(&mut self, ji: usize, off: Offense, arrived: Instant) {
         let slot = &self.slots[ji];
         let conf = &slot.conf;
         let reason = match conf.filters.get(off.filter) {
@@ -230,6 +256,7 @@ impl Engine {
             force: false,
             replace: false,
             decision: None,
+            arrived: Some(arrived),
         };
         let outcome = self
             .service
@@ -276,6 +303,11 @@ impl Engine {
         for s in &mut self.slots {
             s.jail.forget_ban(net);
         }
+    }
+
+    /// A source's lines as the jails saw them.
+    pub fn line_counts(&self, src: &SourceConf) -> LineCounts {
+        self.lines.get(src).copied().unwrap_or_default()
     }
 
     pub fn slot_by_name(&self, name: &str) -> Option<&JailSlot> {

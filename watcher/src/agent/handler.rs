@@ -16,8 +16,11 @@ use serde_json::Value;
 use super::engine::Engine;
 use crate::{
     addr::parse_net,
-    ban::{BanService, ImportSpec, ManualBan, UnbanOutcome, describe},
-    config::{self, SourceConf},
+    ban::{
+        BanService, FromJail, ImportSpec, JailBan, JailRules, ManualBan, Origin, Outcome,
+        UnbanOutcome, describe,
+    },
+    config::{self, JailConfig, SourceConf},
     control::{Handler, Request, Response},
     enforcer::Enforcer,
     instance::Instance,
@@ -116,31 +119,39 @@ impl Agent {
     /// The agent's part of the status (the engine is held only to copy
     /// its counters).
     pub fn agent_status(&self) -> AgentStatus {
-        let (jails, config, uptime) = {
+        let running: Vec<(SourceConf, String, crate::source::SourceStats)> = self
+            .sources()
+            .iter()
+            .map(|(c, h)| (c.clone(), h.name().to_string(), h.stats()))
+            .collect();
+        let (jails, config, uptime, counts) = {
             let e = self.engine();
             (
                 e.jail_status(),
                 e.cfg.origin.clone(),
                 e.started.elapsed().unwrap_or_default().as_secs(),
+                running
+                    .iter()
+                    .map(|(c, _, _)| e.line_counts(c))
+                    .collect::<Vec<_>>(),
             )
         };
-        let sources = self
-            .sources()
-            .iter()
-            .map(|(c, h)| {
-                let s = h.stats();
-                SourceStatus {
-                    source: c.to_string(),
-                    name: h.name().to_string(),
-                    lines: s.lines,
-                    replaced_invalid_utf8: s.replaced_invalid_utf8,
-                    replaced_nul: s.replaced_nul,
-                    skipped_too_long: s.skipped_too_long,
-                    skipped_unreadable: s.skipped_unreadable,
-                    files_opened: s.files_opened,
-                    rotations: s.rotations,
-                    truncations: s.truncations,
-                }
+        let sources = running
+            .into_iter()
+            .zip(counts)
+            .map(|((c, name, s), n)| SourceStatus {
+                source: c.to_string(),
+                name,
+                lines: s.lines,
+                counted: n.counted,
+                matched: n.matched,
+                replaced_invalid_utf8: s.replaced_invalid_utf8,
+                replaced_nul: s.replaced_nul,
+                skipped_too_long: s.skipped_too_long,
+                skipped_unreadable: s.skipped_unreadable,
+                files_opened: s.files_opened,
+                rotations: s.rotations,
+                truncations: s.truncations,
             })
             .collect();
         AgentStatus {
@@ -231,15 +242,33 @@ impl Agent {
         }
     }
 
-    fn ban(&self, mb: &ManualBan) -> Response {
+    fn ban(&self, mb: &ManualBan, take: FromJail) -> Response {
         if self.service.dry_run() {
             return Response::error("this agent runs with --dry-run: it writes no bans");
         }
-        let order = match mb.order() {
+        let jail = mb.origin.jail().map(|j| j.as_str().to_owned());
+        let rules = jail
+            .as_deref()
+            .and_then(|j| self.engine().slot_by_name(j).map(|s| jail_rules(&s.conf)));
+        if let (Some(j), None) = (&jail, &rules)
+            && take.any()
+        {
+            return Response::error(self.no_such_jail(j));
+        }
+        let order = match mb.order_with(take, rules.as_ref()) {
             Ok(o) => o,
             Err(e) => return Response::error(e),
         };
         let outcome = self.service.ban(vec![order]).pop();
+        // A ban in a jail's name is that jail's: it stops counting the
+        // network's failures while the ban lasts, as after its own ban.
+        if let (Some(j), Some(Outcome::Banned(a))) = (&jail, &outcome) {
+            self.engine().note_restored(&[JailBan {
+                jail: j.clone(),
+                net: a.net,
+                expires_at: a.expires_at,
+            }]);
+        }
         // Durable before the operator is told.
         self.service.flush();
         match outcome.as_ref().map(describe) {
@@ -263,6 +292,70 @@ impl Agent {
             }
             Err(e) => Response::error(crate::error_chain(&e)),
         }
+    }
+
+    fn no_such_jail(&self, j: &str) -> String {
+        let names: Vec<String> = self
+            .engine()
+            .slots
+            .iter()
+            .map(|s| s.conf.name.to_string())
+            .collect();
+        format!(
+            "no jail named {} (jails: {})",
+            j.escape_default(),
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        )
+    }
+
+    fn unban_origin(&self, target: &str, origin: &Origin) -> Response {
+        let net = match parse_net(target) {
+            Ok(n) => n,
+            Err(e) => return Response::error(e.to_string()),
+        };
+        if let Some(j) = origin.jail()
+            && self.engine().slot_by_name(j.as_str()).is_none()
+        {
+            return Response::error(self.no_such_jail(j.as_str()));
+        }
+        match self.service.unban(net, Some(origin)) {
+            Ok(o) => {
+                if let UnbanOutcome::Lifted { net, .. } | UnbanOutcome::StillBanned { net, .. } = &o
+                {
+                    self.engine().forget(net);
+                }
+                json(&o)
+            }
+            Err(e) => Response::error(crate::error_chain(&e)),
+        }
+    }
+
+    fn unban_all(&self, origin: Option<&Origin>) -> Response {
+        match self.service.unban_all(origin) {
+            Ok(r) => {
+                let mut e = self.engine();
+                for n in &r.lifted_nets {
+                    e.forget(n);
+                }
+                drop(e);
+                json(&r)
+            }
+            Err(e) => Response::error(crate::error_chain(&e)),
+        }
+    }
+
+    fn jail_rules(&self) -> Response {
+        let rules: Vec<JailRules> = self
+            .engine()
+            .slots
+            .iter()
+            .map(|s| jail_rules(&s.conf))
+            .collect();
+        json(&rules)
     }
 
     fn staged(&self) -> MutexGuard<'_, HashMap<u64, Staged>> {
@@ -362,8 +455,12 @@ impl Agent {
             Request::AgentStatus => json(&self.agent_status()),
             Request::Explain { target } => self.explain(&target),
             Request::List => self.list(),
-            Request::Ban(mb) => self.ban(&mb),
+            Request::Ban(mb) => self.ban(&mb, FromJail::default()),
+            Request::BanFromJail { ban, take } => self.ban(&ban, take),
             Request::Unban { target } => self.unban(&target),
+            Request::UnbanOrigin { target, origin } => self.unban_origin(&target, &origin),
+            Request::UnbanAll { origin } => self.unban_all(origin.as_ref()),
+            Request::JailRules => self.jail_rules(),
             Request::ImportBegin(spec) => self.import_begin(spec),
             Request::ImportPart { id, nets } => self.import_part(id, &nets),
             Request::ImportCommit { id } => self.import_commit(id),
@@ -391,12 +488,32 @@ pub const META_POLICY: &str = "policy";
 /// Where the agent saves its jails' names, for `status JAIL` when no agent runs.
 pub const META_JAILS: &str = "jails";
 
+/// Where the agent saves its jails' rules, for `get` and `ban --jail`
+/// when no agent runs.
+pub const META_JAIL_RULES: &str = "jail_rules";
+
+/// A jail's ban settings, as the CLI sees them.
+pub fn jail_rules(j: &JailConfig) -> JailRules {
+    let r = &j.rules;
+    JailRules {
+        name: j.name.to_string(),
+        maxretry: r.maxretry,
+        findtime_secs: r.findtime.as_secs(),
+        bantime_secs: r.bantime.map(|d| d.as_secs()),
+        increment_factor: r.increment.map(|i| i.factor),
+        increment_max_secs: r.increment.and_then(|i| i.max).map(|d| d.as_secs()),
+        ports: j.ports.0.clone(),
+    }
+}
+
 /// Saves what the CLI needs to know about the configuration when no agent runs.
 pub fn save_meta(store: &crate::state::Store, cfg: &crate::config::Config) {
     let names: Vec<String> = cfg.jails.iter().map(|j| j.name.to_string()).collect();
+    let rules: Vec<JailRules> = cfg.jails.iter().map(jail_rules).collect();
     if let Err(e) = store
         .set_meta(META_POLICY, &Engine::policy(cfg))
         .and_then(|()| store.set_meta(META_JAILS, &names))
+        .and_then(|()| store.set_meta(META_JAIL_RULES, &rules))
     {
         log::warn!(
             "saving the configuration's policy for the CLI: {}",

@@ -15,7 +15,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::SystemTime,
+    time::{Instant, SystemTime},
 };
 
 use tokio::sync::mpsc;
@@ -75,6 +75,9 @@ pub struct Matched {
     pub chunk: Chunk,
     pub finds: Vec<Find>,
     pub published: Arc<Published>,
+    /// When the match stage got the chunk from its reader: a ban's latency
+    /// is measured from here to its map write.
+    pub arrived: Instant,
 }
 
 /// Per source: what carries over from chunk to chunk.
@@ -96,6 +99,7 @@ impl Stage {
 
     /// Matches one chunk with the configuration published now.
     pub fn run(&mut self, chunk: Chunk) -> Matched {
+        let arrived = Instant::now();
         let published = self.board.lock().map(|p| p.clone()).unwrap_or_default();
         let finds = match published.by_source.get(&self.source) {
             Some(confs) => find_all(confs, &chunk, &mut self.times, SystemTime::now()),
@@ -105,6 +109,7 @@ impl Stage {
             chunk,
             finds,
             published,
+            arrived,
         }
     }
 

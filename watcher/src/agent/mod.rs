@@ -4,8 +4,10 @@
 //! enforcing). [`run`] takes library options; the command line is the
 //! binary's business.
 mod engine;
+mod exporter;
 mod handler;
 mod matcher;
+mod progress;
 #[cfg(test)]
 mod stage_costs;
 
@@ -22,8 +24,8 @@ use tokio::{
     sync::mpsc,
 };
 
-pub use engine::{Engine, JailSlot, from_unix_ns, unix_ns};
-pub use handler::{Agent, AgentHandler, META_JAILS, META_POLICY};
+pub use engine::{Engine, JailSlot, LineCounts, from_unix_ns, unix_ns};
+pub use handler::{Agent, AgentHandler, META_JAIL_RULES, META_JAILS, META_POLICY, jail_rules};
 pub use matcher::{Find, Found, Matched, Stage, find_all};
 
 use crate::{
@@ -33,6 +35,8 @@ use crate::{
     crowdsec::CrowdSec,
     enforcer::{Enforcer, XdpMode},
     instance::{AgentLock, Instance},
+    metrics::{Endpoint, Metrics},
+    notify,
     source::{self, SourceOptions},
     state::{PositionBook, Store},
 };
@@ -59,6 +63,10 @@ pub struct Options {
     pub from_end: bool,
     /// Decide bans, write none.
     pub dry_run: bool,
+    /// Serve Prometheus metrics there.
+    pub metrics: Option<Endpoint>,
+    /// Show a replay's progress (stderr is a terminal).
+    pub progress: bool,
 }
 
 /// Runs the agent until SIGTERM/SIGINT (or a `Stop` request); the XDP
@@ -134,6 +142,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let listener = control::bind(&inst.socket).context("control socket")?;
+    let metrics_listener = match &opts.metrics {
+        Some(ep) => Some(ep.bind()?),
+        None => None,
+    };
     // Only maps created now get these sizes; pinned maps keep theirs.
     let mut enf = Enforcer::load(&inst.pin_dir, &cfg.capacity).with_context(|| {
         format!(
@@ -150,6 +162,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     let mut subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];
     let crowdsec = cfg.crowdsec.clone().map(CrowdSec::new);
     subscribers.extend(crowdsec.as_ref().and_then(|c| c.subscriber()));
+    let metrics = metrics_listener.as_ref().map(|_| Metrics::new());
+    if let Some(m) = &metrics {
+        subscribers.push(m.clone());
+    }
     let service = Arc::new(BanService::new(
         enforcer,
         store.clone(),
@@ -245,6 +261,17 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             log::error!("control socket stopped: {}", crate::error_chain(&e));
         }
     });
+    let exporter = match (metrics_listener, metrics) {
+        (Some(l), Some(m)) => Some(exporter::spawn(l, agent.clone(), m)),
+        _ => None,
+    };
+    tell_ready(&inst, &agent).await;
+    let replaying = if opts.replay && opts.progress {
+        let sources = agent.engine().sources();
+        progress::spawn(agent.clone(), sources)
+    } else {
+        None
+    };
 
     let mut purge = tokio::time::interval(PURGE_EVERY);
     purge.tick().await;
@@ -258,12 +285,14 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             Some(()) = stop_rx.recv() => { log::info!("asked to stop on the control socket"); break; }
             _ = sighup.recv() => {
                 let a = agent.clone();
+                systemd(notify::reloading());
                 // Building filters can take a while: off the async workers.
                 match tokio::task::spawn_blocking(move || a.reload()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(m)) => log::error!("SIGHUP: configuration not reloaded:\n{m}"),
                     Err(e) => log::error!("SIGHUP: reload failed: {e}"),
                 }
+                systemd(notify::ready(&running_status(&agent)));
             }
             Some(()) = resync_rx.recv() => {
                 // Sources are only stopped/started here; from_start applies to the first start only.
@@ -289,7 +318,15 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         }
     }
 
+    systemd(notify::stopping());
     server.abort();
+    if let Some(x) = exporter {
+        x.abort();
+    }
+    if let Some(r) = replaying {
+        r.abort();
+        crate::logging::clear_progress();
+    }
     let handles: Vec<_> = agent
         .sources
         .lock()
@@ -310,6 +347,48 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     let _ = server.await;
     log::info!("stopped; the XDP program keeps enforcing the current bans");
     Ok(())
+}
+
+/// What `systemctl status` shows beside the unit.
+fn running_status(agent: &Agent) -> String {
+    let e = agent.engine();
+    let mode = if agent.service.dry_run() {
+        " (dry run)"
+    } else {
+        ""
+    };
+    if e.slots.is_empty() {
+        format!("enforcing manual bans and blocklists only{mode}")
+    } else {
+        format!(
+            "watching with {} jail(s) on {}{mode}",
+            e.slots.len(),
+            agent.ifaces.join(", ")
+        )
+    }
+}
+
+/// Tells systemd (`Type=notify`) the agent is ready: the program is
+/// attached, and the control socket answers (checked by asking it, as the
+/// CLI would).
+async fn tell_ready(inst: &Instance, agent: &Arc<Agent>) {
+    let client = control::Client::new(inst);
+    let answered = tokio::task::spawn_blocking(move || client.call(&control::Request::Ping))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| crate::error_chain(&e)));
+    match answered {
+        Ok(_) => systemd(notify::ready(&running_status(agent))),
+        // Not ready: systemd's start timeout then fails the unit, which
+        // is what should happen to an agent nobody can talk to.
+        Err(e) => log::error!("the control socket does not answer its own agent: {e}"),
+    }
+}
+
+fn systemd(r: Result<bool, notify::NotifyError>) {
+    if let Err(e) = r {
+        log::warn!("{}", crate::error_chain(&e));
+    }
 }
 
 /// Lets the stop and reload signals through to the handlers just installed

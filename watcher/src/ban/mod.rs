@@ -16,8 +16,8 @@ mod service;
 pub use event::{BanEvent, Banned, LogEvents, Subscriber};
 pub use guard::{Guard, PrefixLimits, Protected, Refusal};
 pub use order::{
-    Applied, BanLength, ImportReport, ImportSpec, LONGEST_BAN, ManualBan, Order, Outcome,
-    RestoreReport, UnbanOutcome, check_length, describe,
+    Applied, BanLength, FromJail, ImportReport, ImportSpec, JailRules, LONGEST_BAN, ManualBan,
+    Order, Outcome, RestoreReport, UnbanAllReport, UnbanOutcome, check_length, describe,
 };
 pub use origin::{JailName, LABEL_LEN, NameError, Origin};
 pub use service::{BanError, BanService, JailBan, Persist, Policy, ServiceStats};

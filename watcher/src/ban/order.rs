@@ -1,7 +1,7 @@
 //! What is asked of the ban service and what it answers.
 use std::{
     net::IpAddr,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use ipnet::IpNet;
@@ -94,6 +94,9 @@ pub struct Order {
     pub replace: bool,
     /// The CrowdSec decision a `crowdsec/...` ban enforces.
     pub decision: Option<DecisionRef>,
+    /// When the line that crossed maxretry reached the match stage (a
+    /// jail's ban): the ban's latency runs from here to its map write.
+    pub arrived: Option<Instant>,
 }
 
 impl Order {
@@ -121,6 +124,7 @@ impl Order {
             force: false,
             replace: false,
             decision: None,
+            arrived: None,
         }
     }
 }
@@ -163,6 +167,23 @@ pub struct ManualBan {
     pub reason: Option<String>,
     pub force: bool,
     pub replace: bool,
+}
+
+/// What a ban in a jail's name takes from the jail (`ban --jail J`
+/// without `--for` or `--ports`, `set J banip`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromJail {
+    /// The jail's bantime, incremented for a repeat offender as the jail's
+    /// own bans are.
+    pub length: bool,
+    /// The jail's ports.
+    pub ports: bool,
+}
+
+impl FromJail {
+    pub fn any(&self) -> bool {
+        self.length || self.ports
+    }
 }
 
 /// `fail2xdp ban --file`: what every network of the file gets.
@@ -212,12 +233,48 @@ pub enum UnbanOutcome {
     },
 }
 
+/// What `unban --all` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbanAllReport {
+    /// Networks no longer banned.
+    pub lifted: usize,
+    /// Networks whose claims went but another origin keeps banned.
+    pub still_banned: usize,
+    /// Both kinds, for the jails to forget (not sent over the socket).
+    #[serde(skip)]
+    pub lifted_nets: Vec<IpNet>,
+}
+
 /// Longest reason kept with a manual ban (the store bounds it too).
 const MAX_REASON: usize = 1024;
 
 impl ManualBan {
     /// The order this asks for, checked as the CLI's edge checks it (the
     /// agent checks again: a request is not trusted).
+    /// The order this asks for, with the jail's rules where it takes them.
+    pub fn order_with(&self, take: FromJail, rules: Option<&JailRules>) -> Result<Order, String> {
+        let mut o = self.order()?;
+        if take.any() {
+            let Some(r) = rules else {
+                return Err(format!(
+                    "{}: no such jail, so no bantime or ports to take from it",
+                    self.origin
+                ));
+            };
+            if take.length {
+                o.length = r.length();
+            }
+            if take.ports {
+                o.ports = r.port_set();
+            }
+            o.reason = match &self.reason {
+                Some(_) => o.reason,
+                None => format!("manual ban in jail {}", r.name),
+            };
+        }
+        Ok(o)
+    }
+
     pub fn order(&self) -> Result<Order, String> {
         let length =
             check_length(self.length_secs.map(Duration::from_secs)).map_err(|e| e.to_string())?;
@@ -247,6 +304,36 @@ impl ImportSpec {
             return Err(format!("the reason is longer than {MAX_REASON} bytes"));
         }
         Ok(())
+    }
+}
+
+/// A jail's ban settings as its configuration gives them, saved by the
+/// agent for the CLI: what a ban in the jail's name gets unless told
+/// otherwise, and what `fail2xdp get JAIL ...` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JailRules {
+    pub name: String,
+    pub maxretry: u32,
+    pub findtime_secs: u64,
+    /// None: permanent.
+    pub bantime_secs: Option<u64>,
+    pub increment_factor: Option<f64>,
+    pub increment_max_secs: Option<u64>,
+    /// Empty: all ports.
+    pub ports: Vec<u16>,
+}
+
+impl JailRules {
+    pub fn length(&self) -> BanLength {
+        BanLength {
+            base: self.bantime_secs.map(Duration::from_secs),
+            factor: self.increment_factor,
+            max: self.increment_max_secs.map(Duration::from_secs),
+        }
+    }
+
+    pub fn port_set(&self) -> PortSet {
+        PortSet::from_ports(self.ports.clone()).unwrap_or_else(|_| PortSet::all())
     }
 }
 

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BanEvent, Banned, Guard, Origin, PrefixLimits, Subscriber,
-    order::{Applied, ImportReport, ImportSpec, Order, Outcome, RestoreReport, UnbanOutcome},
+    order::{
+        Applied, ImportReport, ImportSpec, Order, Outcome, RestoreReport, UnbanAllReport,
+        UnbanOutcome,
+    },
 };
 use crate::{
     addr::{self, PortSet},
@@ -290,7 +293,7 @@ impl BanService {
         let mut outcomes = Vec::with_capacity(orders.len());
         let mut events = Vec::new();
         let mut reqs: Vec<BanRequest> = Vec::new();
-        let mut done: Vec<(usize, BanRecord, Applied, Option<IpNet>)> = Vec::new();
+        let mut done: Vec<(usize, BanRecord, Applied, Option<std::time::Instant>)> = Vec::new();
         let mut replaced: Vec<IpNet> = Vec::new();
         let mut st = ServiceStats::default();
         for o in orders {
@@ -375,7 +378,7 @@ impl BanService {
                 kept_longer: m.kept_longer,
                 dry_run: self.dry_run,
             };
-            done.push((outcomes.len(), rec, applied, narrowed_from));
+            done.push((outcomes.len(), rec, applied, o.arrived));
             outcomes.push(Outcome::Stale); // replaced below
         }
         // The maps first (what protects), then the records (what explains).
@@ -383,6 +386,7 @@ impl BanService {
             Some(enf) if !reqs.is_empty() => enf.ban_batch(&reqs).map(drop),
             _ => Ok(()),
         };
+        let wrote_at = std::time::Instant::now();
         if let Err(e) = written {
             let msg = crate::error_chain(&e);
             for (i, rec, _, _) in &done {
@@ -396,7 +400,7 @@ impl BanService {
             }
         } else {
             let mut recs = Vec::with_capacity(done.len());
-            for (i, rec, applied, _) in done {
+            for (i, rec, applied, arrived) in done {
                 st.banned += 1;
                 *st.by_origin.entry(rec.origin.to_string()).or_default() += 1;
                 inner.counts.insert(rec.net, applied.times_banned);
@@ -415,6 +419,9 @@ impl BanService {
                     evidence: rec.evidence.clone().into(),
                     first_seen: rec.first_seen,
                     last_seen: rec.last_seen,
+                    latency: arrived
+                        .filter(|_| !applied.dry_run)
+                        .map(|a| wrote_at.saturating_duration_since(a)),
                 }));
                 outcomes[i] = Outcome::Banned(applied);
                 recs.push(rec);
@@ -607,17 +614,7 @@ impl BanService {
         origins.dedup();
         let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
         let outcome = match origin {
-            Some(_) => match self.claims_left(&net, SystemTime::now())? {
-                None => {
-                    enf.unban(&net)?;
-                    UnbanOutcome::Lifted { net, origins }
-                }
-                // What the others asked, merged: this origin's share goes.
-                Some((req, by)) => {
-                    enf.ban(&req)?;
-                    UnbanOutcome::StillBanned { net, by }
-                }
-            },
+            Some(_) => self.settle(enf, net, origins)?,
             None => {
                 let in_maps = enf.unban(&net)?;
                 if in_maps || !origins.is_empty() {
@@ -642,6 +639,104 @@ impl BanService {
             }]);
         }
         Ok(outcome)
+    }
+
+    /// After claims on `net` went: what the others still claim, merged
+    /// into the maps, or the ban lifted when nothing is left.
+    fn settle(
+        &self,
+        enf: &mut Enforcer,
+        net: IpNet,
+        origins: Vec<Origin>,
+    ) -> Result<UnbanOutcome, BanError> {
+        Ok(match self.claims_left(&net, SystemTime::now())? {
+            None => {
+                enf.unban(&net)?;
+                UnbanOutcome::Lifted { net, origins }
+            }
+            Some((req, by)) => {
+                enf.ban(&req)?;
+                UnbanOutcome::StillBanned { net, by }
+            }
+        })
+    }
+
+    /// `unban --all`: lifts every ban (`origin` None), or every claim of
+    /// one origin (`--jail J`), whose networks stay banned where another
+    /// origin claims them too.
+    pub fn unban_all(&self, origin: Option<&Origin>) -> Result<UnbanAllReport, BanError> {
+        if self.dry_run {
+            return Err(BanError::DryRun);
+        }
+        self.flush();
+        let mut inner = self.lock();
+        // Each network whose claims go, with the origins of those claims.
+        let mut gone: BTreeMap<IpNet, Vec<Origin>> = BTreeMap::new();
+        if let Some(s) = &self.store {
+            let pick = |o: &Origin| origin.is_none_or(|w| w == o);
+            let headers: Vec<ImportHeader> = s
+                .imports()?
+                .into_iter()
+                .filter(|h| pick(&h.origin))
+                .collect();
+            if origin.is_some() {
+                // Their networks may be claimed by others too: settled below.
+                for h in &headers {
+                    s.for_each_import_net(h.id, |n| {
+                        gone.entry(n).or_default().push(h.origin.clone());
+                    })?;
+                }
+            }
+            if !headers.is_empty() {
+                let ids: Vec<u64> = headers.iter().map(|h| h.id).collect();
+                s.remove_imports(|h| ids.contains(&h.id))?;
+            }
+            s.for_each(|r| {
+                if pick(&r.origin) {
+                    gone.entry(r.net).or_default().push(r.origin);
+                }
+            })?;
+            let nets: Vec<IpNet> = gone.keys().copied().collect();
+            s.remove_many(&nets, origin)?;
+        }
+        let enf = inner.enforcer.as_mut().ok_or(BanError::DryRun)?;
+        if origin.is_none() {
+            for b in enf.list()? {
+                gone.entry(b.net).or_default();
+            }
+        }
+        let mut report = UnbanAllReport::default();
+        let mut events = Vec::new();
+        for (net, mut origins) in gone {
+            origins.sort();
+            origins.dedup();
+            let outcome = match origin {
+                None => {
+                    enf.unban(&net)?;
+                    UnbanOutcome::Lifted { net, origins }
+                }
+                Some(_) => self.settle(enf, net, origins)?,
+            };
+            match outcome {
+                UnbanOutcome::Lifted { net, origins } => {
+                    report.lifted += 1;
+                    report.lifted_nets.push(net);
+                    events.push(BanEvent::Unbanned { net, origins });
+                }
+                UnbanOutcome::StillBanned { net, .. } => {
+                    report.still_banned += 1;
+                    report.lifted_nets.push(net);
+                }
+                UnbanOutcome::NotBanned { .. } => {}
+            }
+        }
+        drop(inner);
+        self.add_stats(&ServiceStats {
+            unbanned: report.lifted as u64,
+            ..ServiceStats::default()
+        });
+        self.emit(&events);
+        Ok(report)
     }
 
     /// Bans every network of a blocklist with `spec`'s length, ports and

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use fail2xdp::{
     addr::{IpNet, PortSet, format_duration, parse_net},
-    ban::{ImportReport, ImportSpec, ManualBan, Origin, UnbanOutcome, describe},
+    ban::{FromJail, ImportReport, ImportSpec, ManualBan, Origin, UnbanOutcome, describe},
     control::{Request, Response},
     instance::Instance,
 };
@@ -33,6 +33,9 @@ pub struct Ban {
     pub reason: Option<String>,
     pub force: bool,
     pub replace: bool,
+    /// In a jail's name without --for / --ports: the jail's.
+    pub jail_length: bool,
+    pub jail_ports: bool,
 }
 
 /// Longest line `ban --file` reads; anything longer is not an address.
@@ -63,14 +66,36 @@ fn ban_one(inst: &Instance, b: &Ban, net: IpNet) -> Result<ExitCode> {
         force: b.force,
         replace: b.replace,
     };
+    let take = FromJail {
+        length: b.jail_length,
+        ports: b.jail_ports,
+    };
+    let req = if take.any() {
+        Request::BanFromJail {
+            ban: mb.clone(),
+            take,
+        }
+    } else {
+        Request::Ban(mb.clone())
+    };
     match via(inst)? {
-        Via::Agent(client) => match ask(&client, &Request::Ban(mb))? {
+        Via::Agent(client) => match ask(&client, &req)? {
             Response::Ok { message } => println!("{message}"),
             other => println!("{other:?}"),
         },
         Via::Local => {
+            // The jail's rules as the agent last saved them.
+            let rules = match mb.origin.jail() {
+                Some(j) if take.any() => Some(super::client::rules_of(
+                    &super::client::jail_rules(inst)?,
+                    j.as_str(),
+                )?),
+                _ => None,
+            };
             let svc = local_service(inst)?;
-            let order = mb.order().map_err(anyhow::Error::msg)?;
+            let order = mb
+                .order_with(take, rules.as_ref())
+                .map_err(anyhow::Error::msg)?;
             let outcome = svc.ban(vec![order]).pop().context("no outcome")?;
             match describe(&outcome) {
                 Ok(m) => println!("{m}"),
@@ -146,6 +171,15 @@ fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {
     let name = path.display().to_string();
     let (nets, bad) = read_list(path)?;
     let parsed = t0.elapsed();
+    let (length_secs, ports) = match b.origin.jail() {
+        Some(j) if b.jail_length || b.jail_ports => super::client::import_defaults(
+            inst,
+            j.as_str(),
+            (!b.jail_length).then(|| b.length.map(|d| d.as_secs().max(1))),
+            (!b.jail_ports).then(|| b.ports.clone()),
+        )?,
+        _ => (b.length.map(|d| d.as_secs().max(1)), b.ports.clone()),
+    };
     let spec = ImportSpec {
         // An explicit --jail names the origin; else the file's name does.
         origin: match &b.origin {
@@ -153,8 +187,8 @@ fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {
             o => o.clone(),
         },
         source: name.clone(),
-        length_secs: b.length.map(|d| d.as_secs().max(1)),
-        ports: b.ports.0.clone(),
+        length_secs,
+        ports: ports.0.clone(),
         reason: b.reason.clone(),
         force: b.force,
     };
@@ -208,9 +242,9 @@ fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {
             None => eprintln!("{name}: {why}"),
         }
     }
-    let length = b.length.map_or_else(
+    let length = spec.length_secs.map_or_else(
         || "permanently".to_string(),
-        |d| format!("for {}", format_duration(d)),
+        |d| format!("for {}", format_duration(Duration::from_secs(d))),
     );
     println!(
         "banned {} of {} entries {length} from {name} as {} ({} refused, {bad} bad lines skipped; {:.2}s: parse {:.2}s, bans {:.2}s)",

@@ -70,6 +70,24 @@ pub fn run(file: Option<&Path>, fail2ban: Option<&Path>, json: bool) -> anyhow::
                     }
                 );
             }
+            // The built-in configuration escalates; a custom one only if it says so.
+            let flat: Vec<String> = cfg
+                .jails
+                .iter()
+                .filter(|j| j.rules.increment.is_none() && j.rules.bantime.is_some())
+                .map(|j| j.name.to_string())
+                .collect();
+            if !flat.is_empty() {
+                println!(
+                    "  note: {} without an increment: a repeat offender is banned for the same bantime every time, never longer. \
+                     Add [defaults.increment] (factor, max; see `fail2xdp config default`) to escalate.",
+                    if flat.len() == cfg.jails.len() {
+                        "no [defaults.increment]: every jail is".to_string()
+                    } else {
+                        format!("jail(s) {} are", flat.join(", "))
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid(problems)) => {

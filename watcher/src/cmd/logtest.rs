@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::{BufRead, BufReader, BufWriter, IsTerminal, Write},
     net::IpAddr,
     path::Path,
     process::ExitCode,
@@ -73,12 +73,14 @@ pub fn run(a: TestOptions) -> anyhow::Result<ExitCode> {
     let filter = load_filter(spec)?;
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
     let mode = match (a.json, a.verbose) {
         (true, _) => Output::Json,
         (false, true) => Output::Verbose,
         (false, false) => Output::Summary,
     };
+    // A bar on a terminal, unless matched lines stream to the same screen.
+    let quiet = mode == Output::Summary || !std::io::stdout().is_terminal();
+    let reader = BufReader::with_capacity(1 << 20, super::progress::reader(file, quiet));
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
 
@@ -214,7 +216,14 @@ fn scan(
                         writeln!(out, "{obj}")?;
                     }
                     Output::Verbose => {
-                        writeln!(out, "{:>8} {:<39} | {line}", c.lines, hit.host.to_string())?;
+                        // A log line is attacker-chosen text: no raw escapes to the terminal.
+                        writeln!(
+                            out,
+                            "{:>8} {:<39} | {}",
+                            c.lines,
+                            hit.host.to_string(),
+                            fail2xdp::state::printable(line)
+                        )?;
                     }
                     Output::Summary => {}
                 }
@@ -387,6 +396,28 @@ mod tests {
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("192.0.2.3") && text.contains("auth=0/1"));
         assert_eq!(c.hosts.get(&"192.0.2.3".parse().unwrap()), Some(&1));
+    }
+
+    /// A user name with an escape sequence in it must not reach the
+    /// terminal raw (it once did: `test -v` printed the line as it was).
+    #[test]
+    fn verbose_escapes_control_characters() {
+        let log = b"Aug 14 10:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.4]: SASL LOGIN authentication failed: authentication failure, sasl_username=\x1b[2J\x07evil\n";
+        let f = Filter::builtin("postfix-sasl").unwrap();
+        let mut out = Vec::new();
+        let c = scan(
+            &f,
+            &log[..],
+            Timestamp::now(),
+            zurich(),
+            Output::Verbose,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(c.matched, 1, "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J\\u{7}evil"), "{text}");
     }
 
     #[test]

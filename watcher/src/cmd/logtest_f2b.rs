@@ -127,7 +127,9 @@ pub fn run(a: &TestOptions, w: Wanted, now: Timestamp) -> anyhow::Result<ExitCod
     let (filter, name) = compile(&w)?;
     let file =
         File::open(&a.logfile).with_context(|| format!("opening {}", a.logfile.display()))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
+    // A bar on a terminal, unless matched lines stream to the same screen.
+    let quiet = !(a.json || a.verbose) || !std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let reader = BufReader::with_capacity(1 << 20, super::progress::reader(file, quiet));
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let started = Instant::now();
@@ -303,7 +305,14 @@ fn scan(
                 });
                 writeln!(out, "{obj}")?;
             } else if verbose {
-                writeln!(out, "{:>8} {:<39} | {line}", c.lines, f.id)?;
+                // As `explain` does: control characters escaped, never sent raw.
+                writeln!(
+                    out,
+                    "{:>8} {:<39} | {}",
+                    c.lines,
+                    f.id,
+                    fail2xdp::state::printable(&line)
+                )?;
             }
         }
     }

@@ -6,13 +6,18 @@ pub mod allow;
 pub mod ban;
 pub mod check_config;
 mod check_fail2ban;
+pub mod client;
 pub mod crowdsec;
 pub mod detach;
 pub mod import_fail2ban;
+pub mod install_systemd;
 pub mod logtest;
 mod logtest_f2b;
+mod progress;
 pub mod run;
 pub mod show;
+pub mod top;
+mod top_view;
 
 use std::sync::Arc;
 

@@ -28,7 +28,7 @@ fn json_answer(r: Response) -> Result<Value> {
 }
 
 /// The store, read-only, if this instance has one (no agent runs).
-fn open_store(inst: &Instance) -> Result<Option<Store>> {
+pub fn open_store(inst: &Instance) -> Result<Option<Store>> {
     // Reading must not create a store where none exists.
     if !inst.state_dir.join(state::DB_FILE).exists() {
         return Ok(None);
@@ -43,7 +43,7 @@ fn open_store(inst: &Instance) -> Result<Option<Store>> {
     }
 }
 
-fn bans(inst: &Instance) -> Result<Vec<ListedBan>> {
+pub fn bans(inst: &Instance) -> Result<Vec<ListedBan>> {
     match via(inst)? {
         Via::Agent(client) => Ok(serde_json::from_value(json_answer(ask(
             &client,
@@ -69,7 +69,7 @@ fn remaining_text(b: &ListedBan) -> String {
 }
 
 /// Hosts without their /32 or /128, prefixes in CIDR form.
-fn net_text(n: &IpNet) -> String {
+pub fn net_text(n: &IpNet) -> String {
     if n.prefix_len() == n.max_prefix_len() {
         n.addr().to_string()
     } else {
@@ -314,7 +314,18 @@ fn print_crowdsec(c: &fail2xdp::status::CrowdSecStatus) {
 }
 
 pub fn explain(inst: &Instance, target: IpNet, json: bool) -> Result<ExitCode> {
-    let expl: Explanation = match via(inst)? {
+    let expl = explanation(inst, target)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&expl)?);
+    } else {
+        print!("{expl}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The explanation of `target`, from the agent or from the maps and store.
+pub fn explanation(inst: &Instance, target: IpNet) -> Result<Explanation> {
+    Ok(match via(inst)? {
         Via::Agent(client) => {
             let req = Request::Explain {
                 target: target.to_string(),
@@ -335,11 +346,5 @@ pub fn explain(inst: &Instance, target: IpNet, json: bool) -> Result<ExitCode> {
             Explanation::gather(store.as_ref(), enf.as_ref(), &target)
                 .context("reading the state store")?
         }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&expl)?);
-    } else {
-        print!("{expl}");
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }

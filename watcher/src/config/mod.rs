@@ -3,6 +3,7 @@
 //! compiled, ports and networks parsed), so a configuration that loads is one
 //! the agent can run; any problem is reported as `file:line:key: message`.
 mod crowdsec;
+mod hint;
 mod locate;
 
 use std::{
@@ -300,7 +301,7 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Config, ConfigError> 
             let key = locate::key_at(text, span.start)
                 .or_else(|| locate::key_on_line(text, span.start))
                 .unwrap_or_else(|| "(syntax)".to_string());
-            cx.problem_at(span, &key, e.message().trim().to_string());
+            cx.problem_at(span, &key, hint::did_you_mean(e.message().trim()));
             return Err(ConfigError::Invalid(cx.problems));
         }
     };

@@ -59,6 +59,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The files `globs` match now (what a replay of them reads: its progress
+/// bar's length); a bad glob matches nothing.
+pub fn matching_files(globs: &[String]) -> Vec<PathBuf> {
+    globs
+        .iter()
+        .filter_map(|g| glob::Glob::new(g).ok())
+        .flat_map(|g| g.expand())
+        .collect()
+}
+
 /// Default longest accepted line in bytes (without its newline).
 pub const MAX_LINE: usize = 16 * 1024;
 

@@ -256,11 +256,16 @@ impl Store {
     /// Removes imports whose ban ended at or before `now` (and their
     /// networks); returns their headers.
     pub fn purge_expired_imports(&self, now: SystemTime) -> Result<Vec<ImportHeader>, StateError> {
-        let gone: Vec<ImportHeader> = self
-            .imports()?
-            .into_iter()
-            .filter(|h| h.is_expired(now))
-            .collect();
+        self.remove_imports(|h| h.is_expired(now))
+    }
+
+    /// Removes the imports `which` picks, with their networks (`unban
+    /// --all`); returns their headers.
+    pub fn remove_imports(
+        &self,
+        which: impl Fn(&ImportHeader) -> bool,
+    ) -> Result<Vec<ImportHeader>, StateError> {
+        let gone: Vec<ImportHeader> = self.imports()?.into_iter().filter(|h| which(h)).collect();
         if gone.is_empty() {
             return Ok(gone);
         }

@@ -368,6 +368,43 @@ impl Store {
         raws.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
+    /// [`remove`](Self::remove) for many networks, in one transaction
+    /// (`unban --all`); returns how many claims went.
+    pub fn remove_many(
+        &self,
+        nets: &[IpNet],
+        origin: Option<&Origin>,
+    ) -> Result<usize, StateError> {
+        self.write(|tx| {
+            let mut bans = tx.open_table(BANS)?;
+            let mut exp = tx.open_table(EXPIRY)?;
+            let mut n = 0;
+            for net in nets {
+                let keys: Vec<Vec<u8>> = match origin {
+                    Some(o) => vec![claim_key(net, o)],
+                    None => {
+                        let (lo, hi) = claims_range(net);
+                        let mut keys = Vec::new();
+                        for e in bans.range(lo.as_slice()..hi.as_slice())? {
+                            keys.push(e?.0.value().to_vec());
+                        }
+                        keys
+                    }
+                };
+                for k in keys {
+                    let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    if let Some(e) = stored_expiry(&v) {
+                        exp.remove(expiry_key(e, &k).as_slice())?;
+                    }
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
     /// The claims on exactly `net`, one per origin.
     pub fn claims(&self, net: &IpNet) -> Result<Vec<BanRecord>, StateError> {
         let (lo, hi) = claims_range(net);
