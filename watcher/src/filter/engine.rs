@@ -30,8 +30,12 @@ use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 pub const BACKTRACK_LIMIT: usize = 200_000;
 /// Compiled size limit of one pattern (and of a backtracker's delegates).
 const SIZE_LIMIT: usize = 8 << 20;
-/// Groups whose spans a match keeps on the stack (more go to the heap).
-const INLINE_SLOTS: usize = 64;
+/// Group spans a match keeps on the stack (more go to the heap): 16
+/// groups, more than fail2ban's patterns have.
+const INLINE_SLOTS: usize = 32;
+/// Look-arounds of a marked pattern that may be ruled out one by one (each
+/// subset has its own variant of the pattern, built when first needed).
+const MAX_DEAD_SITES: usize = 4;
 /// Shortest literal worth telling a look-around's lines by.
 const MIN_SITE_LITERAL: usize = 3;
 
@@ -61,6 +65,11 @@ enum Engine {
 /// A marked pattern on the linear engine and how to settle its markers.
 struct Marked {
     re: Meta,
+    pattern: String,
+    /// Variant i: the sites of the bits of i can be passed nowhere (their
+    /// marker never matches), built when first needed; `None` when it does
+    /// not build.
+    variants: Vec<std::sync::OnceLock<Option<Meta>>>,
     /// Group i of the pattern is group `map[i]` of `re`.
     map: Vec<usize>,
     sites: Vec<Site>,
@@ -78,11 +87,19 @@ struct Site {
     check: Option<Meta>,
     /// A look-behind's length in bytes (they have a fixed width).
     width: usize,
+    /// The literal right before the marker in its pattern: every path
+    /// passes the marker just after one of its occurrences, so a
+    /// look-around that fails after each occurrence fails on every path.
+    before: Option<memmem::Finder<'static>>,
 }
 
 /// Spans of the groups of one match, on the stack for up to
 /// [`INLINE_SLOTS`] / 2 groups.
 #[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
 enum Slots {
     Inline {
         len: usize,
@@ -159,6 +176,10 @@ impl<'h> Caps<'h> {
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
 pub enum Search<'h> {
     Hit(Caps<'h>),
     Miss,
@@ -395,6 +416,10 @@ impl PyRegex {
 }
 
 /// What the marked form says about one text.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
 enum Marking {
     Miss,
     /// The pattern's match (the pattern's groups, markers left out).
@@ -456,6 +481,12 @@ impl Marked {
                 .iter()
                 .filter_map(|b| longest_literal(b))
                 .max_by_key(Vec::len);
+            let name = format!("{}{}", pyre::MARKER, sites.len());
+            let before = s
+                .branches
+                .first()
+                .and_then(|b| literal_before(b, &name))
+                .map(|l| memmem::Finder::new(&l).into_owned());
             match (&mut literals, lit) {
                 (Some(ls), Some(l)) => ls.push(memmem::Finder::new(&l).into_owned()),
                 (ls, _) => *ls = None,
@@ -465,50 +496,113 @@ impl Marked {
                 look: s.look,
                 check,
                 width,
+                before,
             });
         }
+        let variants = if sites.len() <= MAX_DEAD_SITES {
+            (0..1usize << sites.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Marked {
             re,
+            pattern: m.pattern.clone(),
+            variants,
             map,
             sites,
             literals,
         })
     }
 
+    /// The marked pattern with the sites of `dead` never passed.
+    fn variant(&self, dead: usize) -> Option<&Meta> {
+        if dead == 0 {
+            return Some(&self.re);
+        }
+        self.variants
+            .get(dead)?
+            .get_or_init(|| {
+                let mut p = self.pattern.clone();
+                for k in (0..self.sites.len()).filter(|k| dead & (1 << k) != 0) {
+                    let m = format!("(?P<{}{k}>)", pyre::MARKER);
+                    let never = format!(r"(?P<{}{k}>[^\s\S])", pyre::MARKER);
+                    p = p.replace(&m, &never);
+                }
+                meta(&p).ok()
+            })
+            .as_ref()
+    }
+
+    /// Whether `site`'s look-around holds at `p` in `hay`.
+    fn holds(site: &Site, check: &Meta, hay: &str, p: usize) -> bool {
+        let holds = match site.look {
+            Look::Ahead | Look::NotAhead => {
+                check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes))
+            }
+            Look::Behind | Look::NotBehind => {
+                p >= site.width
+                    && hay.is_char_boundary(p - site.width)
+                    && check.is_match(
+                        Input::new(hay)
+                            .range(p - site.width..p)
+                            .anchored(Anchored::Yes),
+                    )
+            }
+        };
+        holds == matches!(site.look, Look::Ahead | Look::Behind)
+    }
+
+    /// `site` fails wherever a path could pass it in `hay`.
+    fn fails_everywhere(site: &Site, check: &Meta, hay: &str) -> bool {
+        let Some(before) = &site.before else {
+            return false;
+        };
+        let (b, n) = (hay.as_bytes(), before.needle().len());
+        let mut at = 0;
+        while let Some(i) = before.find(&b[at..]) {
+            let p = at + i + n;
+            if Self::holds(site, check, hay, p) {
+                return false;
+            }
+            at += i + 1;
+        }
+        true
+    }
+
     fn search(&self, hay: &str, groups: usize) -> Marking {
         let mut all = Slots::new(self.re.group_info().slot_len());
-        if self
-            .re
-            .search_slots(&Input::new(hay), all.as_mut())
-            .is_none()
-        {
-            return Marking::Miss;
-        }
-        for site in &self.sites {
-            let Some((p, _)) = all.span(site.group) else {
-                continue;
-            };
-            let Some(check) = &site.check else {
+        // Sites found to fail on every path: the variant without them has
+        // the pattern's matches, and the next preferred path.
+        let mut dead = 0usize;
+        'paths: loop {
+            let Some(re) = self.variant(dead) else {
                 return Marking::Unsettled;
             };
-            let holds = match site.look {
-                Look::Ahead | Look::NotAhead => {
-                    check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes))
+            if re.search_slots(&Input::new(hay), all.as_mut()).is_none() {
+                return Marking::Miss;
+            }
+            for (k, site) in self.sites.iter().enumerate() {
+                let Some((p, _)) = all.span(site.group) else {
+                    continue;
+                };
+                let Some(check) = &site.check else {
+                    return Marking::Unsettled;
+                };
+                if Self::holds(site, check, hay, p) {
+                    continue;
                 }
-                Look::Behind | Look::NotBehind => {
-                    p >= site.width
-                        && hay.is_char_boundary(p - site.width)
-                        && check.is_match(
-                            Input::new(hay)
-                                .range(p - site.width..p)
-                                .anchored(Anchored::Yes),
-                        )
+                if dead & (1 << k) == 0
+                    && k < MAX_DEAD_SITES
+                    && Self::fails_everywhere(site, check, hay)
+                {
+                    dead |= 1 << k;
+                    continue 'paths;
                 }
-            };
-            let want = matches!(site.look, Look::Ahead | Look::Behind);
-            if holds != want {
                 return Marking::Unsettled;
             }
+            break;
         }
         let mut slots = Slots::new(2 * groups);
         let (from, to) = (all.as_slice(), slots.as_mut());
@@ -528,6 +622,47 @@ fn fixed_width(pattern: &str) -> Option<usize> {
         (Some(a), Some(b)) if a == b => Some(a),
         _ => None,
     }
+}
+
+/// The literal right before the group `marker` in `pattern`: the run of
+/// literals before it in the sequence that holds it.
+fn literal_before(pattern: &str, marker: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Hir, HirKind};
+    fn walk(h: &Hir, marker: &str) -> Option<Option<Vec<u8>>> {
+        match h.kind() {
+            HirKind::Concat(parts) => {
+                for (i, p) in parts.iter().enumerate() {
+                    if let HirKind::Capture(c) = p.kind()
+                        && c.name.as_deref() == Some(marker)
+                    {
+                        let mut lit = Vec::new();
+                        for q in parts[..i].iter().rev() {
+                            match q.kind() {
+                                HirKind::Literal(l) => {
+                                    let mut x = l.0.to_vec();
+                                    x.extend_from_slice(&lit);
+                                    lit = x;
+                                }
+                                _ => break,
+                            }
+                        }
+                        return Some((!lit.is_empty()).then_some(lit));
+                    }
+                    if let Some(found) = walk(p, marker) {
+                        return Some(found);
+                    }
+                }
+                None
+            }
+            HirKind::Capture(c) if c.name.as_deref() == Some(marker) => Some(None),
+            HirKind::Capture(c) => walk(&c.sub, marker),
+            HirKind::Repetition(r) => walk(&r.sub, marker),
+            HirKind::Alternation(alts) => alts.iter().find_map(|a| walk(a, marker)),
+            _ => None,
+        }
+    }
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    walk(&hir, marker).flatten()
 }
 
 /// The longest literal every match of `pattern` holds.
@@ -598,6 +733,8 @@ mod tests {
             r"(?:a(?!b))+(?P<x>.)",
             r"a(?!b(?=c))(?P<x>..)",
             r"(?<=ab|cd)x",
+            r"(?:ab(?!c)|a)(?P<x>\w*)",
+            r"^(?:x|ab(?=b)|c)(?P<x>\w*)(?<=c)b",
         ];
         let alphabet = [
             "a",

@@ -724,12 +724,24 @@ impl F2bFilter {
             None => t,
             Some(p) => {
                 let quick = match &self.head {
-                    Some(h) => match h.re.match_end(t) {
-                        End::Miss => return (Verdict::Missed, limited),
-                        End::At(e) if e + 1 < t.len() => Some(&t[e..]),
-                        End::At(_) if h.empty_ok => Some(t),
-                        _ => None,
-                    },
+                    Some(h) => {
+                        let end = match h.re.match_end(t) {
+                            // A look-around may be on its path: the head's
+                            // own search (it sets no group but markers).
+                            End::Unsure => match h.re.search(t) {
+                                Search::Hit(c) => c.span(0).map_or(End::Unsure, |s| End::At(s.1)),
+                                Search::Miss => End::Miss,
+                                Search::Limit => End::Unsure,
+                            },
+                            e => e,
+                        };
+                        match end {
+                            End::Miss => return (Verdict::Missed, limited),
+                            End::At(e) if e + 1 < t.len() => Some(&t[e..]),
+                            End::At(_) if h.empty_ok => Some(t),
+                            _ => None,
+                        }
+                    }
                     None => None,
                 };
                 match quick {
@@ -836,7 +848,7 @@ impl F2bFilter {
                 regex: idx,
                 kind,
                 addr: address(kind, &id),
-                detail: detail.then(|| (id, fail)),
+                detail: detail.then_some((id, fail)),
                 cidr,
             };
             return (Verdict::Failure(single), limited);
@@ -1500,5 +1512,147 @@ mod tests {
             );
         }
         assert_eq!(c.connections(), MLF_MAX_ENTRIES);
+    }
+
+    /// The agent's fast paths (a prefregex head with look-arounds on its
+    /// path, whose end its own search finds) answer as the reference.
+    #[test]
+    fn fast_paths_agree_with_the_reference() {
+        let s = spec(
+            Some(r"^\s*\S+ (?:app(?!x)|ap)\w*(?<=p): <F-CONTENT>.+</F-CONTENT>$"),
+            &[r"^fail from <HOST>$"],
+            1,
+        );
+        let fast = F2bFilter::compile(&s, None).unwrap();
+        let plain = F2bFilter::compile_plain(&s, None).unwrap();
+        assert!(fast.head.is_some());
+        let mut failures = 0;
+        for l in [
+            "mx app: fail from 192.0.2.1",
+            "mx appx: fail from 192.0.2.2",
+            "mx apx: fail from 192.0.2.3",
+            "mx app: xfail from 192.0.2.4",
+            "mx ap: fail from 192.0.2.5",
+            "mx apq: fail from 192.0.2.6",
+        ] {
+            let line = format!("Aug 14 10:00:00 {l}\n");
+            let d = Dated::File {
+                stamp: None,
+                reference: now(),
+            };
+            let a = fast.agent_line(&line, d, None, &tz());
+            let b = plain.agent_line(&line, d, None, &tz());
+            assert_eq!((a.verdict, a.time), (b.verdict, b.time), "{l}");
+            failures += usize::from(matches!(a.verdict, AgentVerdict::Failure(_)));
+        }
+        assert_eq!(failures, 2);
+    }
+}
+
+#[cfg(test)]
+mod costs {
+    use super::*;
+
+    /// What each step of a one-line filter costs on the benchmark's log.
+    /// Not a test: `F2X_COST_LOG=... cargo test --release -p fail2xdp --lib f2b_costs -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn f2b_costs() {
+        let path = std::env::var("F2X_COST_LOG").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/bench-data/maillog-1000000-s42.log"
+            )
+            .into()
+        });
+        let data = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<String> = data
+            .lines()
+            .take(200_000)
+            .map(|l| format!("{}\n", &l[15..]))
+            .collect();
+        let spec = crate::fail2ban::filterconf::FilterReader::open_file(
+            std::path::Path::new("/etc/fail2ban/filter.d/postfix.conf"),
+            vec![("mode".into(), "aggressive".into())],
+        )
+        .and_then(|r| r.resolve(&crate::fail2ban::ini::Vars::new(), "auto"))
+        .unwrap();
+        let f = F2bFilter::compile(&spec, Some("no")).unwrap();
+        let h = f.head.as_ref().unwrap();
+        let t0 = std::time::Instant::now();
+        let mut ends = Vec::new();
+        for l in &lines {
+            ends.push(h.re.match_end(l));
+        }
+        let t1 = t0.elapsed();
+        let unsure = ends.iter().filter(|e| **e == End::Unsure).count();
+        let at = ends.iter().filter(|e| matches!(e, End::At(_))).count();
+        let t0 = std::time::Instant::now();
+        let mut contents = Vec::new();
+        for (l, e) in lines.iter().zip(&ends) {
+            match e {
+                End::At(e) => contents.push(&l[*e..]),
+                End::Unsure => {
+                    if let Search::Hit(c) = h.re.search(l) {
+                        contents.push(&l[c.span(0).unwrap().1..]);
+                    }
+                }
+                End::Miss => {}
+            }
+        }
+        let t2 = t0.elapsed();
+        eprintln!(
+            "{} lines: head end {:?} ({at} at, {unsure} unsure), unsure searches {:?}, {} contents",
+            lines.len(),
+            t1,
+            t2,
+            contents.len()
+        );
+        for (i, r) in f.fail.iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let mut hits = 0;
+            for c in &contents {
+                if let Search::Hit(_) = r.re.search(c) {
+                    hits += 1;
+                }
+            }
+            eprintln!(
+                "failregex {i}: {:?}, {hits} hits, marked {}",
+                t0.elapsed(),
+                r.re.has_marked_form()
+            );
+            let Ok(rx) = regex::Regex::new(r.re.rust()) else {
+                continue;
+            };
+            let t0 = std::time::Instant::now();
+            let mut hits = 0;
+            for c in &contents {
+                if rx.is_match(c) {
+                    hits += 1;
+                }
+            }
+            let t1 = t0.elapsed();
+            let t0 = std::time::Instant::now();
+            let mut locs = rx.capture_locations();
+            for c in &contents {
+                if rx.captures_read(&mut locs, c).is_some() {
+                    hits += 1;
+                }
+            }
+            eprintln!(
+                "   regex is_match {:?}, captures_read {:?} {hits}: {}",
+                t1,
+                t0.elapsed(),
+                r.re.rust()
+            );
+        }
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        for l in &lines {
+            if let (Verdict::Failure(_), _) = f.find_single(l, None, None, 0, false) {
+                n += 1;
+            }
+        }
+        eprintln!("find_single: {:?}, {n} failures", t0.elapsed());
     }
 }
