@@ -353,7 +353,7 @@ mod tests {
 
     fn feed(e: &mut Engine, lines: &[String]) {
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let mut stage = Stage::new(src.clone(), e.board());
+        let mut stage = Stage::new(src.clone(), e.board(), crate::agent::YearReference::Now);
         let m = stage.run(Chunk::from_text("/tmp/e.log", &lines.concat()));
         e.count(&src, &m);
     }
@@ -460,7 +460,7 @@ mod tests {
         let mut e = engine("");
         let now = jiff::Timestamp::now();
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let mut stage = Stage::new(src.clone(), e.board());
+        let mut stage = Stage::new(src.clone(), e.board(), crate::agent::YearReference::Now);
         let text: String = (0..3).map(|_| line("203.0.113.9", now)).collect();
         let m = stage.run(Chunk::from_text("/tmp/e.log", &text));
         // A reload that puts another jail first.

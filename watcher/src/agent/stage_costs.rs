@@ -57,7 +57,7 @@ fn stage_costs() {
     let mut text = String::with_capacity(2 * READ);
     for _ in 0..rounds {
         let mut e = build();
-        let mut stage = matcher::Stage::new(src.clone(), e.board());
+        let mut stage = matcher::Stage::new(src.clone(), e.board(), super::YearReference::Now);
         let mut sp = Splitter::default();
         let mut spent = [0f64; 3];
         lines = 0;
