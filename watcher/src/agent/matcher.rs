@@ -586,7 +586,7 @@ mod tests {
         let src = SourceConf::Files(vec!["/tmp/m.log".into()]);
         let board: Board = Arc::default();
         published(&board, &src, c, 1);
-        let line = "Dec 31 12:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: x\n";
+        let line = "Dec 31 06:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: x\n";
         let mtime: jiff::Timestamp = "2021-01-05T10:00:00Z".parse().unwrap();
         let mut replay = Stage::new(src.clone(), board.clone(), YearReference::FileModified);
         let m = replay.run(Chunk::from_text("/tmp/m.log", line).with_modified(mtime));
