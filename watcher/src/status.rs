@@ -175,6 +175,11 @@ pub struct JailStatus {
     pub refused: u64,
     pub stale: u64,
     pub errors: u64,
+    /// Lines on which a regex of one of its fail2ban filters hit the
+    /// backtracking limit and counted as no match (a filter shared by
+    /// jails counts in each).
+    #[serde(default)]
+    pub backtrack_limit_lines: u64,
     pub maxretry: u32,
     pub findtime_secs: u64,
     pub bantime_secs: Option<u64>,

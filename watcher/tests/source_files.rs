@@ -265,6 +265,39 @@ async fn a_replay_streams_in_order_and_stops_promptly() {
     assert!(rx.recv().await.is_none());
 }
 
+/// A file's chunks carry its modification time as it was when they were
+/// read: a replay dates yearless stamps from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_carry_the_files_modification_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("mail.log");
+    append(&log, &lines(0..10));
+    // 2021-01-05T10:00:00Z
+    let secs = 1_609_840_800;
+    std::fs::File::options()
+        .append(true)
+        .open(&log)
+        .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs)))
+        .expect("set mtime");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let deliver: source::Deliver =
+        Box::new(move |c: source::Chunk| tx.send((c.lines().count(), c.modified())).is_ok());
+    let h = source::spawn(files(&log, true), opts(), deliver)
+        .await
+        .expect("spawn");
+    let want = jiff::Timestamp::from_second(secs as i64).ok();
+    let mut n = 0;
+    while n < 10 {
+        let (k, m) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("lines in time")
+            .expect("a chunk");
+        assert_eq!(m, want);
+        n += k;
+    }
+    h.join().await;
+}
+
 #[tokio::test]
 async fn bad_globs_are_errors() {
     let e = start(

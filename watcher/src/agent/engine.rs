@@ -340,6 +340,12 @@ impl Engine {
                     refused: st.refused,
                     stale: st.stale,
                     errors: st.errors,
+                    backtrack_limit_lines: s
+                        .conf
+                        .filters
+                        .iter()
+                        .map(|f| f.backtrack_limit_hits())
+                        .sum(),
                     maxretry: r.maxretry,
                     findtime_secs: r.findtime.as_secs(),
                     bantime_secs: r.bantime.map(|d| d.as_secs()),
@@ -384,9 +390,40 @@ mod tests {
         )
     }
 
+    /// A jail's status counts the lines on which its fail2ban filter hit
+    /// the backtracking limit (no match).
+    #[test]
+    fn status_counts_backtrack_limit_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("slow.conf");
+        std::fs::write(
+            &conf,
+            "[Definition]\nfailregex = ^\\s*\\S+ ((a|aa)+)b\\1 <HOST>$\ndatepattern = {^LN-BEG}\n",
+        )
+        .unwrap();
+        let mut e = engine(&format!(
+            "[jails.slow]\nfilter = \"fail2ban:{}\"\nfiles = [\"/tmp/e.log\"]\n",
+            conf.display()
+        ));
+        // Group 1 splits its 30 a's in ~10^6 ways, each tried before the
+        // 31 a's after the b rule the line out.
+        let slow = format!(
+            "Nov 22 05:27:20 mx {}b{} 192.0.2.1\n",
+            "a".repeat(30),
+            "a".repeat(31)
+        );
+        feed(&mut e, &[slow, line("192.0.2.2", jiff::Timestamp::now())]);
+        let st = e.jail_status();
+        let of = |n: &str| st.iter().find(|j| j.name == n).unwrap();
+        assert_eq!(of("slow").backtrack_limit_lines, 1);
+        assert_eq!(of("slow").failures, 0);
+        assert_eq!(of("sasl").backtrack_limit_lines, 0);
+        assert_eq!(of("sasl").failures, 1);
+    }
+
     fn feed(e: &mut Engine, lines: &[String]) {
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let mut stage = Stage::new(src.clone(), e.board());
+        let mut stage = Stage::new(src.clone(), e.board(), crate::agent::YearReference::Now);
         let m = stage.run(Chunk::from_text("/tmp/e.log", &lines.concat()));
         e.count(&src, &m);
     }
@@ -493,7 +530,7 @@ mod tests {
         let mut e = engine("");
         let now = jiff::Timestamp::now();
         let src = SourceConf::Files(vec!["/tmp/e.log".into()]);
-        let mut stage = Stage::new(src.clone(), e.board());
+        let mut stage = Stage::new(src.clone(), e.board(), crate::agent::YearReference::Now);
         let text: String = (0..3).map(|_| line("203.0.113.9", now)).collect();
         let m = stage.run(Chunk::from_text("/tmp/e.log", &text));
         // A reload that puts another jail first.

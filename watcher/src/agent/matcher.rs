@@ -7,6 +7,18 @@
 //! and the filters of the jails that picked it classify it. The engine only
 //! counts what comes out, in log order.
 //!
+//! A fail2ban filter dates a line itself when it has its own
+//! `datepattern` (or the line opens with a date its templates read
+//! differently); on the common syslog stamp it takes the stage's. A filter
+//! that joins the lines of a connection (`<F-MLFID>`, `maxlines`) keeps
+//! that state here, per source and (jail, filter), so a failure completed
+//! by a later line, in a later chunk, counts once, with the time and the
+//! line that completed it.
+//!
+//! A yearless stamp gets the year nearest to the reference: now, or when
+//! replaying (`run --replay`) the modification time of the file the line
+//! came from, so an old log dates its lines as they were written.
+//!
 //! The engine publishes the jails' configurations per source with a
 //! generation number; each result names the configuration it was made with,
 //! so a chunk matched just before a reload is counted by the jails that
@@ -21,8 +33,12 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::{
+    ban::JailName,
     config::{JailConfig, SourceConf},
-    filter::LineMatch,
+    filter::{
+        LineMatch,
+        f2b::{Dated, MlfState},
+    },
     source::{Chunk, Deliver},
     timestamp::TimeParser,
 };
@@ -80,20 +96,142 @@ pub struct Matched {
     pub arrived: Instant,
 }
 
+/// What a yearless stamp's year is nearest to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YearReference {
+    Now,
+    /// The modification time of the file a line was read from (a replay
+    /// of an old log), now for lines that come with none.
+    FileModified,
+}
+
+/// What the match stage keeps of a source from line to line: the stamp
+/// parser, where yearless stamps are dated from, and the multi-line state
+/// of the fail2ban filters that need one.
+pub struct Matching {
+    /// The hour cache follows the source's own clock.
+    pub times: TimeParser,
+    pub reference: YearReference,
+    states: F2bStates,
+}
+
+impl Matching {
+    pub fn new(reference: YearReference) -> Self {
+        Matching {
+            times: TimeParser::new(),
+            reference,
+            states: F2bStates::default(),
+        }
+    }
+
+    /// Connections the fail2ban filters of this source hold now.
+    pub fn connections(&self) -> usize {
+        self.states
+            .states
+            .iter()
+            .map(|s| s.state.connections())
+            .sum()
+    }
+}
+
+/// The multi-line state of each fail2ban filter that needs one, by jail
+/// (name) and filter (its place and name in the jail): it survives a reload
+/// that keeps them, and goes with them.
+#[derive(Default)]
+struct F2bStates {
+    /// For the configuration of this generation: per jail in route order,
+    /// per filter, the index of its state in `states`.
+    generation: Option<u64>,
+    index: Vec<Vec<Option<usize>>>,
+    states: Vec<F2bState>,
+}
+
+struct F2bState {
+    jail: JailName,
+    filter: usize,
+    name: String,
+    state: MlfState,
+}
+
+impl F2bStates {
+    /// Index the states for `confs` (of `generation`): new ones for
+    /// filters that have none, those of filters gone dropped.
+    fn prepare(&mut self, generation: u64, confs: &[JailConfig]) {
+        if self.generation == Some(generation) && self.index.len() == confs.len() {
+            return;
+        }
+        let mut old: Vec<Option<F2bState>> = self.states.drain(..).map(Some).collect();
+        self.index = confs
+            .iter()
+            .map(|c| {
+                c.filters
+                    .iter()
+                    .enumerate()
+                    .map(|(fi, f)| {
+                        if !f.fail2ban().is_some_and(|x| x.needs_state()) {
+                            return None;
+                        }
+                        let kept = old.iter_mut().find_map(|o| {
+                            o.take_if(|s| s.jail == c.name && s.filter == fi && s.name == f.name())
+                        });
+                        self.states.push(kept.unwrap_or_else(|| F2bState {
+                            jail: c.name.clone(),
+                            filter: fi,
+                            name: f.name().to_string(),
+                            state: MlfState::new(),
+                        }));
+                        Some(self.states.len() - 1)
+                    })
+                    .collect()
+            })
+            .collect();
+        self.generation = Some(generation);
+    }
+
+    fn of_jail(&mut self, jail: usize) -> JailStates<'_> {
+        JailStates {
+            states: Some(self),
+            jail,
+        }
+    }
+}
+
+/// The multi-line states of one jail's filters.
+pub struct JailStates<'a> {
+    states: Option<&'a mut F2bStates>,
+    jail: usize,
+}
+
+impl JailStates<'_> {
+    /// For a jail checked on its own, without kept state.
+    #[cfg(test)]
+    pub fn none() -> Self {
+        JailStates {
+            states: None,
+            jail: 0,
+        }
+    }
+
+    fn get(&mut self, filter: usize) -> Option<&mut MlfState> {
+        let s = self.states.as_deref_mut()?;
+        let i = (*s.index.get(self.jail)?.get(filter)?)?;
+        s.states.get_mut(i).map(|s| &mut s.state)
+    }
+}
+
 /// Per source: what carries over from chunk to chunk.
 pub struct Stage {
     source: SourceConf,
     board: Board,
-    /// Year inference and the hour cache follow the source's own clock.
-    times: TimeParser,
+    matching: Matching,
 }
 
 impl Stage {
-    pub fn new(source: SourceConf, board: Board) -> Self {
+    pub fn new(source: SourceConf, board: Board, reference: YearReference) -> Self {
         Stage {
             source,
             board,
-            times: TimeParser::new(),
+            matching: Matching::new(reference),
         }
     }
 
@@ -102,7 +240,13 @@ impl Stage {
         let arrived = Instant::now();
         let published = self.board.lock().map(|p| p.clone()).unwrap_or_default();
         let finds = match published.by_source.get(&self.source) {
-            Some(confs) => find_all(confs, &chunk, &mut self.times, SystemTime::now()),
+            Some(confs) => find_all(
+                confs,
+                published.generation,
+                &chunk,
+                &mut self.matching,
+                SystemTime::now(),
+            ),
             None => Vec::new(),
         };
         Matched {
@@ -129,18 +273,25 @@ fn unix_ns(t: jiff::Timestamp) -> i64 {
     })
 }
 
-/// What the filters of each jail in `confs` find in the lines of `chunk`
-/// (lines each ending with `\n`). Only the lines the literal prefilters pick
-/// out of the whole text reach the regexes, and only those of the filters
-/// that picked them. `now` is the time of lines that carry none.
+/// What the filters of each jail in `confs` (the configuration of
+/// `generation`) find in the lines of `chunk` (lines each ending with
+/// `\n`). Only the lines the literal prefilters pick out of the whole text
+/// reach the regexes, and only those of the filters that picked them.
+/// `now` is the time of lines that carry none.
 pub fn find_all(
     confs: &[JailConfig],
+    generation: u64,
     chunk: &Chunk,
-    times: &mut TimeParser,
+    m: &mut Matching,
     now: SystemTime,
 ) -> Vec<Find> {
     let now_ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let now_ns = unix_ns(now_ts);
+    let reference = match m.reference {
+        YearReference::FileModified => chunk.modified().unwrap_or(now_ts),
+        YearReference::Now => now_ts,
+    };
+    m.states.prepare(generation, confs);
     let text = chunk.text();
     let mut out = Vec::new();
     if chunk.has_times() {
@@ -148,15 +299,24 @@ pub fn find_all(
         // in the text.
         let mut start = 0u32;
         for (line, time) in chunk.lines() {
+            let l = Line {
+                text: line,
+                with_nl: &text[start as usize..start as usize + line.len() + 1],
+                msg: None,
+                dated: Dated::Journal(time),
+            };
             let time = time.map_or(now_ns, unix_ns);
             for (k, conf) in confs.iter().enumerate() {
-                if let Some(found) = classify(conf, line, None, Picked::Unknown) {
+                if let Some((found, t)) = classify(conf, &l, Picked::Unknown, m.states.of_jail(k)) {
                     out.push(Find {
                         start,
                         len: line.len() as u32,
                         jail: k as u16,
                         found,
-                        time,
+                        time: match t {
+                            LineTime::Stage => time,
+                            LineTime::Filter(t) => t.map_or(now_ns, unix_ns),
+                        },
                     });
                 }
             }
@@ -186,9 +346,20 @@ pub fn find_all(
         }
         let line = line_at(text, start as u32);
         // The stamp once: where the message starts, and the line's time.
-        let (time, msg) = match times.parse(line, now_ts) {
+        let stamp = m.times.parse(line, reference);
+        let (time, msg) = match stamp {
             Some((t, n)) => (unix_ns(t), line.get(n..)),
             None => (now_ns, None),
+        };
+        let s = start as usize;
+        let l = Line {
+            text: line,
+            with_nl: text.get(s..s + line.len() + 1).unwrap_or(line),
+            msg,
+            dated: Dated::File {
+                stamp: stamp.map(|(t, n)| (n, t)),
+                reference,
+            },
         };
         let mut first = 0;
         for (k, conf) in confs.iter().enumerate() {
@@ -200,18 +371,42 @@ pub fn find_all(
                 Picked::Unknown
             };
             first += n;
-            if let Some(found) = classify(conf, line, msg, by) {
+            if let Some((found, t)) = classify(conf, &l, by, m.states.of_jail(k)) {
                 out.push(Find {
                     start: start as u32,
                     len: line.len() as u32,
                     jail: k as u16,
                     found,
-                    time,
+                    time: match t {
+                        LineTime::Stage => time,
+                        LineTime::Filter(t) => t.map_or(now_ns, unix_ns),
+                    },
                 });
             }
         }
     }
     out
+}
+
+/// Where the time of a line a filter decided comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTime {
+    /// The stage's stamp (or the journal's time), else now.
+    Stage,
+    /// A fail2ban filter dated the line itself; `None`: it found no date,
+    /// and the line happened now (as for fail2ban).
+    Filter(Option<jiff::Timestamp>),
+}
+
+/// One line as the filters get it.
+pub struct Line<'a> {
+    /// Without its newline.
+    pub text: &'a str,
+    /// With it (fail2ban's regexes see it).
+    pub with_nl: &'a str,
+    /// The text after the stamp, when it has one.
+    pub msg: Option<&'a str>,
+    pub dated: Dated,
 }
 
 /// Which filters' prefilters picked a line.
@@ -224,30 +419,46 @@ pub enum Picked {
     Mask(u64),
 }
 
-/// A jail's filters on one line (`msg`: the text after the timestamp, when
-/// it has one): the first filter that finds something decides.
-pub fn classify(conf: &JailConfig, line: &str, msg: Option<&str>, by: Picked) -> Option<Found> {
+/// A jail's filters on one line: the first filter that finds something
+/// decides. `state(i)`: the multi-line state of filter i, for a fail2ban
+/// filter that needs one. With the verdict, where the line's time comes
+/// from.
+pub fn classify(
+    conf: &JailConfig,
+    l: &Line<'_>,
+    by: Picked,
+    mut states: JailStates<'_>,
+) -> Option<(Found, LineTime)> {
     for (fi, f) in conf.filters.iter().enumerate() {
-        let m = match by {
-            Picked::Mask(mask) if mask & (1 << fi) == 0 => continue,
-            Picked::Mask(_) => f.check_picked_host(msg.unwrap_or(line)),
-            Picked::Unknown => match msg {
-                Some(m) => f.check_message_host(m),
-                None => f.check_host(line),
-            },
+        if let Picked::Mask(mask) = by
+            && mask & (1 << fi) == 0
+        {
+            continue;
+        }
+        let (m, time) = match f.check_fail2ban_line(l.with_nl, l.dated, states.get(fi)) {
+            Some((m, t)) => (m, LineTime::Filter(t)),
+            None => {
+                let m = match (by, l.msg) {
+                    (Picked::Mask(_), msg) => f.check_picked_host(msg.unwrap_or(l.text)),
+                    (Picked::Unknown, Some(m)) => f.check_message_host(m),
+                    (Picked::Unknown, None) => f.check_host(l.text),
+                };
+                (m, LineTime::Stage)
+            }
         };
         match m {
             LineMatch::Failure(hit) => {
-                if conf.ignore.iter().any(|r| r.is_match(line)) {
-                    return Some(Found::Ignored);
+                if conf.ignore.iter().any(|r| r.is_match(l.text)) {
+                    return Some((Found::Ignored, time));
                 }
-                return Some(Found::Failure {
+                let found = Found::Failure {
                     host: hit.host,
                     filter: u16::try_from(fi).unwrap_or(u16::MAX),
                     regex: u16::try_from(hit.regex_index).unwrap_or(u16::MAX),
-                });
+                };
+                return Some((found, time));
             }
-            LineMatch::Ignored => return Some(Found::Ignored),
+            LineMatch::Ignored => return Some((Found::Ignored, time)),
             LineMatch::Missed => {}
         }
     }
@@ -293,18 +504,35 @@ mod tests {
         let confs = confs(&jails);
         let now = SystemTime::now();
         let chunk = Chunk::from_text("/tmp/e.log", &text);
-        let got = find_all(&confs, &chunk, &mut TimeParser::new(), now);
+        let got = find_all(
+            &confs,
+            0,
+            &chunk,
+            &mut Matching::new(YearReference::Now),
+            now,
+        );
         let mut want = Vec::new();
         let mut tp = TimeParser::new();
         let now_ts = jiff::Timestamp::try_from(now).unwrap();
         let mut start = 0u32;
         for line in text.lines() {
-            let (time, msg) = match tp.parse(line, now_ts) {
+            let stamp = tp.parse(line, now_ts);
+            let (time, msg) = match stamp {
                 Some((t, n)) => (unix_ns(t), line.get(n..)),
                 None => (unix_ns(now_ts), None),
             };
+            let with_nl = format!("{line}\n");
+            let l = Line {
+                text: line,
+                with_nl: &with_nl,
+                msg,
+                dated: Dated::File {
+                    stamp: stamp.map(|(t, n)| (n, t)),
+                    reference: now_ts,
+                },
+            };
             for (k, c) in confs.iter().enumerate() {
-                if let Some(found) = classify(c, line, msg, Picked::Unknown) {
+                if let Some((found, _)) = classify(c, &l, Picked::Unknown, JailStates::none()) {
                     want.push(Find {
                         start,
                         len: line.len() as u32,
@@ -327,7 +555,7 @@ mod tests {
         let c = confs("[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/m.log\"]\n");
         let src = SourceConf::Files(vec!["/tmp/m.log".into()]);
         let board: Board = Arc::default();
-        let mut stage = Stage::new(src.clone(), board.clone());
+        let mut stage = Stage::new(src.clone(), board.clone(), YearReference::Now);
         let line = "Nov 22 05:27:23 mail postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: x\n";
         let m = stage.run(Chunk::from_text("/tmp/m.log", line));
         assert!(m.finds.is_empty(), "nothing published yet");
@@ -338,5 +566,107 @@ mod tests {
         let m = stage.run(Chunk::from_text("/tmp/m.log", line));
         assert_eq!((m.published.generation, m.finds.len()), (7, 1));
         assert!(matches!(m.finds[0].found, Found::Failure { .. }));
+    }
+
+    fn published(board: &Board, src: &SourceConf, c: Vec<JailConfig>, generation: u64) {
+        *board.lock().unwrap() = Arc::new(Published {
+            generation,
+            by_source: [(src.clone(), Arc::new(c))].into_iter().collect(),
+        });
+    }
+
+    fn year_of(ns: i64) -> i16 {
+        jiff::Timestamp::from_nanosecond(ns as i128)
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .year()
+    }
+
+    /// A replay dates a yearless stamp from the modification time of the
+    /// file it read: a log last written early in a year has its "Dec 31"
+    /// lines in the year before, whatever the year is now.
+    #[test]
+    fn a_replay_dates_yearless_lines_from_the_files_mtime() {
+        let c = confs("[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"/tmp/m.log\"]\n");
+        let src = SourceConf::Files(vec!["/tmp/m.log".into()]);
+        let board: Board = Arc::default();
+        published(&board, &src, c, 1);
+        let line = "Dec 31 06:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: x\n";
+        let mtime: jiff::Timestamp = "2021-01-05T10:00:00Z".parse().unwrap();
+        let mut replay = Stage::new(src.clone(), board.clone(), YearReference::FileModified);
+        let m = replay.run(Chunk::from_text("/tmp/m.log", line).with_modified(mtime));
+        assert_eq!(m.finds.len(), 1);
+        assert_eq!(year_of(m.finds[0].time), 2020);
+        // Live, the same chunk is dated from now.
+        let mut live = Stage::new(src, board, YearReference::Now);
+        let m = live.run(Chunk::from_text("/tmp/m.log", line).with_modified(mtime));
+        assert!(year_of(m.finds[0].time) >= 2025);
+    }
+
+    /// A fail2ban filter that joins a connection's lines (`<F-MLFID>`)
+    /// keeps them in the match stage, from chunk to chunk: the address
+    /// given on one line makes a failure of a later one, counted once,
+    /// with that line's time; another connection's lines are its own.
+    #[test]
+    fn the_match_stage_joins_a_connections_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.conf"),
+            "[Definition]\n\
+             prefregex = ^\\s*\\S+ <F-MLFID>app\\[\\d+\\]</F-MLFID>: <F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = ^<F-NOFAIL>connect from <ADDR></F-NOFAIL>$\n\
+             \x20           ^login failed$\n\
+             datepattern = {^LN-BEG}\n",
+        )
+        .unwrap();
+        let c = crate::config::parse(
+            "[jails.app]\nfilter = \"fail2ban:app.conf\"\nfiles = [\"/tmp/a.log\"]\n",
+            "t.toml",
+            dir.path(),
+        )
+        .expect("config")
+        .jails;
+        assert!(c[0].filters[0].fail2ban().unwrap().needs_state());
+        let src = SourceConf::Files(vec!["/tmp/a.log".into()]);
+        let board: Board = Arc::default();
+        published(&board, &src, c.clone(), 1);
+        let mut stage = Stage::new(src.clone(), board.clone(), YearReference::Now);
+        let m = stage.run(Chunk::from_text(
+            "/tmp/a.log",
+            "Nov 22 05:27:20 mx app[7]: connect from 192.0.2.9\n\
+             Nov 22 05:27:21 mx app[8]: connect from 192.0.2.10\n",
+        ));
+        assert!(
+            !m.finds
+                .iter()
+                .any(|f| matches!(f.found, Found::Failure { .. })),
+            "{:?}",
+            m.finds
+        );
+        assert_eq!(stage.matching.connections(), 2);
+        // A reload that keeps the jail keeps its connections.
+        published(&board, &src, c, 2);
+        let m = stage.run(Chunk::from_text(
+            "/tmp/a.log",
+            "Nov 22 05:27:23 mx app[7]: login failed\n",
+        ));
+        let failures: Vec<_> = m
+            .finds
+            .iter()
+            .filter_map(|f| match f.found {
+                Found::Failure { host, .. } => Some((host, f.time)),
+                _ => None,
+            })
+            .collect();
+        let t = TimeParser::new()
+            .parse("Nov 22 05:27:23 x", jiff::Timestamp::now())
+            .unwrap()
+            .0;
+        assert_eq!(
+            failures,
+            [("192.0.2.9".parse().unwrap(), unix_ns(t))],
+            "{:?}",
+            m.finds
+        );
     }
 }

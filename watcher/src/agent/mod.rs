@@ -26,7 +26,7 @@ use tokio::{
 
 pub use engine::{Engine, JailSlot, LineCounts, from_unix_ns, unix_ns};
 pub use handler::{Agent, AgentHandler, META_JAIL_RULES, META_JAILS, META_POLICY, jail_rules};
-pub use matcher::{Find, Found, Matched, Stage, find_all};
+pub use matcher::{Find, Found, Matched, Matching, Stage, YearReference, find_all};
 
 use crate::{
     ban::{BanService, LogEvents, Persist, Subscriber},
@@ -223,11 +223,19 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         ..SourceOptions::default()
     };
     let mut inputs: Vec<Input> = Vec::new();
+    // A replayed log's yearless stamps are dated from its files'
+    // modification times, not from today.
+    let reference = if opts.replay {
+        YearReference::FileModified
+    } else {
+        YearReference::Now
+    };
     resync(
         &agent,
         &mut inputs,
         &src_opts,
         opts.replay,
+        reference,
         positions.as_ref(),
     )
     .await;
@@ -296,7 +304,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             }
             Some(()) = resync_rx.recv() => {
                 // Sources are only stopped/started here; from_start applies to the first start only.
-                resync(&agent, &mut inputs, &src_opts, false, positions.as_ref()).await;
+                resync(&agent, &mut inputs, &src_opts, false, reference, positions.as_ref()).await;
             }
             _ = purge.tick() => {
                 let a = agent.clone();
@@ -414,6 +422,7 @@ async fn resync(
     inputs: &mut Vec<Input>,
     opts: &SourceOptions,
     from_start: bool,
+    reference: YearReference,
     positions: Option<&PositionBook>,
 ) {
     let (wanted, board) = {
@@ -437,7 +446,7 @@ async fn resync(
         let mut o = opts.clone();
         o.positions = positions.map(|p| p.source(&conf.to_string()));
         // Reader + match stage on the source's thread -> this loop (the jails).
-        let stage = Stage::new(conf.clone(), board.clone()).deliver(tx);
+        let stage = Stage::new(conf.clone(), board.clone(), reference).deliver(tx);
         match source::spawn(conf.spec(from_start), o, stage).await {
             Ok(h) => {
                 log::info!("reading {}", h.name());

@@ -4,6 +4,9 @@
 //! caches). Not a test: run with
 //! `F2X_STAGE_ROUNDS=11 cargo test --release -p fail2xdp --lib stage_costs -- --ignored --nocapture`
 //! after `cargo xtask bench ingest` made the log (or set `F2X_STAGE_LOG`).
+//! `F2X_STAGE_FILTER` names the jail's filter (default `postfix-sasl`), e.g.
+//! `fail2ban:/etc/fail2ban/filter.d/postfix.conf[mode=aggressive, usedns=no]`
+//! for the bench's fail2ban row.
 use std::time::Instant;
 
 use super::{Engine, matcher};
@@ -29,8 +32,9 @@ fn stage_costs() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(11);
     let data = std::fs::read(&path).expect("the bench log (run cargo xtask bench ingest once)");
+    let filter = std::env::var("F2X_STAGE_FILTER").unwrap_or_else(|_| "postfix-sasl".into());
     let cfg = format!(
-        "[jails.sasl]\nfilter = \"postfix-sasl\"\nfiles = [\"{path}\"]\nports = \"smtp,submission,submissions\"\n"
+        "[jails.sasl]\nfilter = \"{filter}\"\nfiles = [\"{path}\"]\nports = \"smtp,submission,submissions\"\n"
     );
     let src = SourceConf::Files(vec![path.clone()]);
     let build = || {
@@ -53,7 +57,7 @@ fn stage_costs() {
     let mut text = String::with_capacity(2 * READ);
     for _ in 0..rounds {
         let mut e = build();
-        let mut stage = matcher::Stage::new(src.clone(), e.board());
+        let mut stage = matcher::Stage::new(src.clone(), e.board(), super::YearReference::Now);
         let mut sp = Splitter::default();
         let mut spent = [0f64; 3];
         lines = 0;

@@ -191,6 +191,12 @@ fn print_jail(j: &fail2xdp::status::JailStatus) {
         j.refused,
         j.stale
     );
+    if j.backtrack_limit_lines > 0 {
+        println!(
+            "  {} lines hit the backtracking limit (counted as no match)",
+            j.backtrack_limit_lines
+        );
+    }
 }
 
 fn print_status(st: &Status) {

@@ -72,6 +72,10 @@ pub struct DateDetector {
     templates: Vec<Template>,
     /// Only line-start templates: a date elsewhere is never cut.
     line_start_only: bool,
+    /// fail2ban's default templates (no `datepattern`, `{^LN-BEG}` or
+    /// `{DEFAULT}`): on a line that opens with a syslog stamp, the syslog
+    /// template decides (see [`DateDetector::syslog_stamp`]).
+    defaults: bool,
 }
 
 impl std::fmt::Debug for DateDetector {
@@ -112,6 +116,10 @@ impl DateDetector {
         let mut d = DateDetector {
             templates: Vec::new(),
             line_start_only: true,
+            defaults: datepattern.is_none_or(|p| {
+                let p = p.trim();
+                p.eq_ignore_ascii_case("{^LN-BEG}") || p.eq_ignore_ascii_case("{DEFAULT}")
+            }),
         };
         match datepattern {
             None => d.add_defaults(false, None)?,
@@ -132,6 +140,20 @@ impl DateDetector {
     /// non-word characters), so a cut never happens later in a line.
     pub fn line_start_only(&self) -> bool {
         self.line_start_only
+    }
+
+    /// fail2ban's default templates, which begin with the ISO one (it
+    /// needs a digit within the first three characters) and then the
+    /// syslog one.
+    pub fn is_default(&self) -> bool {
+        self.defaults
+    }
+
+    /// Where a syslog stamp at the very start of `line` ends, when the
+    /// syslog template settles it without a regex; for the default
+    /// templates that is the date [`find`](Self::find) cuts.
+    pub fn syslog_stamp(line: &str) -> Option<usize> {
+        syslog_fast(line, None, &TimeZone::UTC).map(|f| f.end)
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -11,6 +11,14 @@
 //! back-reference replaced by its group, both branches of a conditional),
 //! so most lines are turned away before any backtracking.
 //!
+//! When look-arounds are all a pattern needs the backtracker for, it also
+//! gets a marked form ([`Marked`]): the pattern with each look-around
+//! replaced by an empty marker group. Look-arounds only ever remove paths,
+//! so the linear engine's preferred match of the marked form is the
+//! pattern's own match whenever its path passes no marker whose
+//! look-around fails there; the caller checks the markers that took part
+//! and asks the backtracker only when one cannot be settled.
+//!
 //! `^` and `$` keep Python's meaning on the texts fail2ban builds: each
 //! line of the text ends in `\n`, `^` without MULTILINE is the start of
 //! the text, and `$` is the end or the place before a final newline.
@@ -26,6 +34,47 @@ pub struct Translation {
     /// `regex`-crate pattern matching at least every text `pattern` does
     /// (same as `pattern` when nothing needs backtracking).
     pub screen: String,
+    /// For a pattern that needs the backtracker for look-arounds only.
+    pub marked: Option<Marked>,
+}
+
+/// A pattern whose look-arounds are empty marker groups, for the `regex`
+/// crate: the same groups as the pattern, in the same order, plus one
+/// marker per look-around (named [`MARKER`]`N`, N its index in `sites`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub pattern: String,
+    pub sites: Vec<Site>,
+}
+
+/// Prefix of the marker groups' names (no Python group name starts so:
+/// they are checked against it).
+pub const MARKER: &str = "__f2x_look";
+
+/// One look-around of a marked pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub look: Look,
+    /// The look-around's pattern for the `regex` crate; `None` when it
+    /// holds a look-around itself (it cannot be settled without the
+    /// backtracker).
+    pub body: Option<String>,
+    /// Inside a repetition: a path may pass it more than once, and the
+    /// marker only tells where the last time was.
+    pub repeated: bool,
+    /// The alternatives around it, innermost first (each a `regex`-crate
+    /// pattern with the flags in force): every match whose path passes the
+    /// marker holds a match of each, so their required literals tell the
+    /// lines on which no path can pass it.
+    pub branches: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    Ahead,
+    NotAhead,
+    Behind,
+    NotBehind,
 }
 
 /// A pattern Python itself would refuse, or one of the few constructs
@@ -54,6 +103,12 @@ pub fn translate(pat: &str, layout: Layout) -> Result<Translation, PyReError> {
         i: 0,
         out: String::with_capacity(pat.len() + 16),
         screen: String::with_capacity(pat.len() + 16),
+        marked: String::with_capacity(pat.len() + 16),
+        markable: true,
+        nonlinear: 0,
+        sites: Vec::new(),
+        open_sites: Vec::new(),
+        flag_opens: Vec::new(),
         backtrack: false,
         multiline: layout.multiline,
         several: layout.several_lines,
@@ -66,10 +121,16 @@ pub fn translate(pat: &str, layout: Layout) -> Result<Translation, PyReError> {
     if p.i < p.s.len() {
         return Err(p.err("unbalanced parenthesis"));
     }
+
+    let marked = (p.backtrack && p.markable && !p.sites.is_empty()).then(|| Marked {
+        pattern: std::mem::take(&mut p.marked),
+        sites: std::mem::take(&mut p.sites),
+    });
     Ok(Translation {
         screen: if p.backtrack { p.screen } else { p.out.clone() },
         pattern: p.out,
         backtrack: p.backtrack,
+        marked,
     })
 }
 
@@ -87,6 +148,18 @@ struct Parser {
     groups: Vec<Option<String>>,
     /// Name of each capture group (by number - 1).
     names: Vec<Option<String>>,
+    /// `out` with look-arounds as marker groups (see [`Marked`]).
+    marked: String,
+    /// Nothing but look-arounds needs the backtracker (so far).
+    markable: bool,
+    /// Constructs written so far that the `regex` crate cannot run.
+    nonlinear: usize,
+    sites: Vec<Site>,
+    /// Per open alternative: (start in `marked`, first site in it).
+    open_sites: Vec<(usize, usize)>,
+    /// The flag groups open around the current position, as `marked`
+    /// text (`(?i:`).
+    flag_opens: Vec<String>,
 }
 
 impl Parser {
@@ -112,6 +185,41 @@ impl Parser {
     fn both(&mut self, t: &str) {
         self.out.push_str(t);
         self.screen.push_str(t);
+        self.marked.push_str(t);
+    }
+
+    /// A construct only the backtracker runs, other than a look-around.
+    fn unmarkable(&mut self) {
+        self.backtrack = true;
+        self.markable = false;
+        self.nonlinear += 1;
+    }
+
+    /// An alternative starts at the current position.
+    fn open_branch(&mut self) {
+        self.open_sites.push((self.marked.len(), self.sites.len()));
+    }
+
+    /// The alternative opened last ends here: its text goes to the sites in
+    /// it.
+    fn close_branch(&mut self) {
+        let Some((start, first)) = self.open_sites.pop() else {
+            return;
+        };
+        if first >= self.sites.len() {
+            return;
+        }
+        let mut text = String::new();
+        for f in &self.flag_opens {
+            text.push_str(f);
+        }
+        text.push_str(&self.marked[start..]);
+        for _ in &self.flag_opens {
+            text.push(')');
+        }
+        for site in &mut self.sites[first..] {
+            site.branches.push(text.clone());
+        }
     }
 
     fn verbose(&self) -> bool {
@@ -150,6 +258,7 @@ impl Parser {
         }
         if !flags.is_empty() {
             self.both(&format!("(?{flags})"));
+            self.flag_opens.push(format!("(?{flags}:"));
         }
         Ok(())
     }
@@ -157,7 +266,9 @@ impl Parser {
     /// Branches up to the closing `)` of the group at `depth` (or the end).
     fn alternation(&mut self, depth: usize) -> Result<(), PyReError> {
         loop {
+            self.open_branch();
             self.sequence()?;
+            self.close_branch();
             match self.peek() {
                 Some('|') => {
                     self.i += 1;
@@ -182,11 +293,12 @@ impl Parser {
                 _ => {}
             }
             let (o, s) = (self.out.len(), self.screen.len());
+            let first_site = self.sites.len();
             let quantifiable = self.atom()?;
             if self.verbose() {
                 self.skip_verbose();
             }
-            self.quantifier(quantifiable, o, s)?;
+            self.quantifier(quantifiable, o, s, first_site)?;
         }
     }
 
@@ -237,6 +349,8 @@ impl Parser {
                     self.backtrack = true;
                     self.out.push_str(r"(?=\n?\z)");
                     self.screen.push_str("(?m:$)");
+                    self.marked.push_str("(?m:$)");
+                    self.site(Look::Ahead, Some(r"\n?\z".to_string()));
                 }
                 Ok(false)
             }
@@ -290,7 +404,14 @@ impl Parser {
         Some((min, max, k + 1))
     }
 
-    fn quantifier(&mut self, quantifiable: bool, o: usize, s: usize) -> Result<(), PyReError> {
+    /// `first_site`: the sites the atom holds start there.
+    fn quantifier(
+        &mut self,
+        quantifiable: bool,
+        o: usize,
+        s: usize,
+        first_site: usize,
+    ) -> Result<(), PyReError> {
         let q = match self.peek() {
             Some(c @ ('*' | '+' | '?')) => {
                 self.i += 1;
@@ -315,6 +436,11 @@ impl Parser {
         if !quantifiable {
             return Err(self.err("nothing to repeat"));
         }
+        if q != "?" && q != "{0,1}" && q != "{1}" && q != "{0}" {
+            for site in &mut self.sites[first_site..] {
+                site.repeated = true;
+            }
+        }
         match self.peek() {
             Some('?') => {
                 self.i += 1;
@@ -323,11 +449,12 @@ impl Parser {
             Some('+') => {
                 // Possessive: an atomic group around the repetition.
                 self.i += 1;
-                self.backtrack = true;
+                self.unmarkable();
                 self.out.insert_str(o, "(?>");
                 self.out.push_str(&q);
                 self.out.push(')');
                 self.screen.push_str(&q);
+                self.marked.push_str(&q);
             }
             _ => self.both(&q),
         }
@@ -386,18 +513,27 @@ impl Parser {
             }
             Some(c @ ('=' | '!')) => {
                 self.i += 1;
-                self.look(if c == '=' { "(?=" } else { "(?!" })
+                self.look(if c == '=' {
+                    Look::Ahead
+                } else {
+                    Look::NotAhead
+                })
             }
             Some('<') => {
                 let c = self.at(1).expect("checked above");
                 self.i += 2;
-                self.look(if c == '=' { "(?<=" } else { "(?<!" })
+                self.look(if c == '=' {
+                    Look::Behind
+                } else {
+                    Look::NotBehind
+                })
             }
             Some('>') => {
                 self.i += 1;
-                self.backtrack = true;
+                self.unmarkable();
                 self.out.push_str("(?>");
                 self.screen.push_str("(?:");
+                self.marked.push_str("(?:");
                 self.inner(None)?;
                 Ok(true)
             }
@@ -430,9 +566,18 @@ impl Parser {
         let n = self.groups.len();
         self.groups.push(None);
         self.names.push(name.clone());
+        if name.as_deref().is_some_and(|n| n.starts_with(MARKER)) {
+            self.markable = false;
+        }
         match &name {
-            Some(nm) => self.out.push_str(&format!("(?P<{nm}>")),
-            None => self.out.push('('),
+            Some(nm) => {
+                self.out.push_str(&format!("(?P<{nm}>"));
+                self.marked.push_str(&format!("(?P<{nm}>"));
+            }
+            None => {
+                self.out.push('(');
+                self.marked.push('(');
+            }
         }
         self.screen.push_str("(?:");
         let s = self.screen.len();
@@ -443,7 +588,7 @@ impl Parser {
     }
 
     fn backref(&mut self, n: usize) {
-        self.backtrack = true;
+        self.unmarkable();
         let _ = write!(self.out, r"\{n}");
         // A group referred to inside itself (or not yet closed) may hold anything.
         let body = self
@@ -455,15 +600,45 @@ impl Parser {
         let _ = write!(self.screen, "(?:{body})");
     }
 
-    fn look(&mut self, open: &str) -> Result<bool, PyReError> {
+    fn look(&mut self, look: Look) -> Result<bool, PyReError> {
         self.backtrack = true;
-        self.out.push_str(open);
+        self.out.push_str(match look {
+            Look::Ahead => "(?=",
+            Look::NotAhead => "(?!",
+            Look::Behind => "(?<=",
+            Look::NotBehind => "(?<!",
+        });
         let keep = self.screen.len();
         self.screen.push_str("(?:");
+        let keep_marked = self.marked.len();
+        let (sites, groups, nonlinear) = (self.sites.len(), self.groups.len(), self.nonlinear);
         self.inner(None)?;
         // Dropped from the screen: a look-around only ever removes matches.
         self.screen.truncate(keep);
+        // The marked form keeps an empty group in its place; the body is
+        // what settles it.
+        let body = self.marked[keep_marked..self.marked.len() - 1].to_string();
+        self.marked.truncate(keep_marked);
+        let plain = self.sites.len() == sites && self.nonlinear == nonlinear;
+        self.sites.truncate(sites);
+        if self.groups.len() > groups {
+            // Groups set inside a look-around: the marked form lacks them.
+            self.markable = false;
+        }
+        self.site(look, plain.then_some(body));
         Ok(false)
+    }
+
+    /// A marker for a look-around here; `body`: its pattern, if linear.
+    fn site(&mut self, look: Look, body: Option<String>) {
+        let k = self.sites.len();
+        let _ = write!(self.marked, "(?P<{MARKER}{k}>)");
+        self.sites.push(Site {
+            look,
+            body,
+            repeated: false,
+            branches: Vec::new(),
+        });
     }
 
     fn conditional(&mut self) -> Result<bool, PyReError> {
@@ -485,9 +660,10 @@ impl Parser {
         } else {
             return Err(self.err(&format!("unknown group name '{id}'")));
         };
-        self.backtrack = true;
+        self.unmarkable();
         self.out.push_str(&format!("(?{cond}"));
         self.screen.push_str("(?:");
+        self.marked.push_str("(?:");
         self.inner(None)?;
         Ok(true)
     }
@@ -535,7 +711,9 @@ impl Parser {
             (false, false) => format!("(?{on}-{off}:"),
         };
         self.both(&open);
+        self.flag_opens.push(open);
         let r = self.inner(verbose);
+        self.flag_opens.pop();
         self.multiline = was;
         r.map(|()| true)
     }
@@ -900,5 +1078,53 @@ mod tests {
         let re = fancy_regex::Regex::new(&tr.pattern).unwrap();
         assert!(!re.is_match("a\nb\n").unwrap());
         assert!(re.is_match("a\n").unwrap());
+    }
+
+    #[test]
+    fn look_arounds_become_markers() {
+        let tr = t(r"^(?P<a>x)(?:lost(?! DATA) \w+|dis(?= from))(?<=s) end$");
+        let m = tr.marked.expect("look-arounds only: a marked form");
+        assert_eq!(
+            m.pattern,
+            format!(
+                r"\A(?P<a>x)(?:lost(?P<{MARKER}0>) \w+|dis(?P<{MARKER}1>))(?P<{MARKER}2>) end(?m:$)"
+            )
+        );
+        let looks: Vec<_> = m
+            .sites
+            .iter()
+            .map(|s| (s.look, s.body.as_deref()))
+            .collect();
+        assert_eq!(
+            looks,
+            [
+                (Look::NotAhead, Some(" DATA")),
+                (Look::Ahead, Some(" from")),
+                (Look::Behind, Some("s")),
+            ]
+        );
+        // The innermost alternative first, then the whole pattern.
+        assert_eq!(m.sites[0].branches[0], format!("lost(?P<{MARKER}0>) \\w+"));
+        assert_eq!(m.sites[2].branches.len(), 1);
+        regex::Regex::new(&m.pattern).unwrap();
+        // Flags in force go with a branch.
+        let m = t(r"(?i)a(?:b(?!c)|d)").marked.unwrap();
+        assert_eq!(m.sites[0].branches[0], format!("(?i:b(?P<{MARKER}0>))"));
+        // In a repetition, holding a look-around, holding a group.
+        let m = t(r"(?:a(?!b))+").marked.unwrap();
+        assert!(m.sites[0].repeated);
+        let m = t(r"a(?!b(?=c))").marked.unwrap();
+        assert_eq!((m.sites.len(), m.sites[0].body.as_deref()), (1, None));
+        assert!(t(r"a(?=(?P<x>b))").marked.is_none());
+        // Anything else the backtracker runs: no marked form.
+        for p in [
+            r"(a)\1(?!x)",
+            r"(?>ab|a)c(?!x)",
+            r"a*+b(?!x)",
+            r"(x)?(?(1)y|z)(?!x)",
+        ] {
+            assert!(t(p).marked.is_none(), "{p}");
+        }
+        assert!(t(r"abc").marked.is_none());
     }
 }

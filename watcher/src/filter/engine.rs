@@ -1,11 +1,28 @@
-//! One translated Python regex on the engine it needs: the `regex` crate
-//! (linear time) when it can, else fancy-regex with a hard backtracking
-//! limit per search, behind a loosened `regex` screen. A search that hits
-//! the limit is no match for the caller, and says so (`Search::Limit`),
-//! so it can be counted; it never runs away with the CPU.
+//! One translated Python regex on the engine it needs: the `regex` crate's
+//! linear engines when they can run it, else fancy-regex with a hard
+//! backtracking limit per search. A search that hits the limit is no match
+//! for the caller, and says so (`Search::Limit`), so it can be counted; it
+//! never runs away with the CPU.
+//!
+//! A pattern that needs the backtracker for look-arounds only is first run
+//! in its marked form (see [`pyre::Marked`]) on the linear engine, which
+//! also reports where its path passed each look-around; when every
+//! look-around it passed holds there (each settled by a linear search of
+//! its own), that is the pattern's match, groups and all. Only a path
+//! through a look-around that cannot be settled that way (a look-behind of
+//! varying width, one inside a repetition or holding another) goes to the
+//! backtracker. Searches allocate nothing: the groups of a match are kept
+//! on the stack.
 use std::collections::HashMap;
 
-use crate::fail2ban::pyre::{self, Layout, Translation};
+use memchr::memmem;
+use regex_automata::{
+    Anchored, Input,
+    meta::{self, Regex as Meta},
+    util::primitives::NonMaxUsize,
+};
+
+use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 
 /// Backtracking steps one search may take. fail2ban's patterns need a few
 /// hundred on a mail log line; a pattern that needs more on a line of at
@@ -13,6 +30,14 @@ use crate::fail2ban::pyre::{self, Layout, Translation};
 pub const BACKTRACK_LIMIT: usize = 200_000;
 /// Compiled size limit of one pattern (and of a backtracker's delegates).
 const SIZE_LIMIT: usize = 8 << 20;
+/// Group spans a match keeps on the stack (more go to the heap): 16
+/// groups, more than fail2ban's patterns have.
+const INLINE_SLOTS: usize = 32;
+/// Look-arounds of a marked pattern that may be ruled out one by one (each
+/// subset has its own variant of the pattern, built when first needed).
+const MAX_DEAD_SITES: usize = 4;
+/// Shortest literal worth telling a look-around's lines by.
+const MIN_SITE_LITERAL: usize = 3;
 
 pub struct PyRegex {
     engine: Engine,
@@ -26,39 +51,135 @@ pub struct PyRegex {
 }
 
 enum Engine {
-    Linear(regex::Regex),
+    Linear(Meta),
     Back {
         re: fancy_regex::Regex,
-        screen: regex::Regex,
+        screen: Meta,
+        screen_text: String,
+        /// The marked form, when the look-arounds are all that needs the
+        /// backtracker; `None` also in plain mode (tests compare).
+        marked: Option<Box<Marked>>,
     },
 }
 
+/// A marked pattern on the linear engine and how to settle its markers.
+struct Marked {
+    re: Meta,
+    pattern: String,
+    /// Variant i: the sites of the bits of i can be passed nowhere (their
+    /// marker never matches), built when first needed; `None` when it does
+    /// not build.
+    variants: Vec<std::sync::OnceLock<Option<Meta>>>,
+    /// Group i of the pattern is group `map[i]` of `re`.
+    map: Vec<usize>,
+    sites: Vec<Site>,
+    /// Every site has a literal that each path through it matches: a text
+    /// holding none of them cannot pass any, and the preferred match of
+    /// `re` is the pattern's (see [`PyRegex::match_end`]).
+    literals: Option<Vec<memmem::Finder<'static>>>,
+}
+
+struct Site {
+    /// The marker's group in `Marked::re`.
+    group: usize,
+    look: Look,
+    /// `None`: only the backtracker can settle it.
+    check: Option<Meta>,
+    /// A look-behind's length in bytes (they have a fixed width).
+    width: usize,
+    /// The literal right before the marker in its pattern: every path
+    /// passes the marker just after one of its occurrences, so a
+    /// look-around that fails after each occurrence fails on every path.
+    before: Option<memmem::Finder<'static>>,
+}
+
+/// Spans of the groups of one match, on the stack for up to
+/// [`INLINE_SLOTS`] / 2 groups.
+#[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
+enum Slots {
+    Inline {
+        len: usize,
+        s: [Option<NonMaxUsize>; INLINE_SLOTS],
+    },
+    Heap(Vec<Option<NonMaxUsize>>),
+}
+
+impl Slots {
+    fn new(len: usize) -> Slots {
+        if len <= INLINE_SLOTS {
+            Slots::Inline {
+                len,
+                s: [None; INLINE_SLOTS],
+            }
+        } else {
+            Slots::Heap(vec![None; len])
+        }
+    }
+
+    fn as_slice(&self) -> &[Option<NonMaxUsize>] {
+        match self {
+            Slots::Inline { len, s } => &s[..*len],
+            Slots::Heap(v) => v,
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [Option<NonMaxUsize>] {
+        match self {
+            Slots::Inline { len, s } => &mut s[..*len],
+            Slots::Heap(v) => v,
+        }
+    }
+
+    fn span(&self, group: usize) -> Option<(usize, usize)> {
+        let s = self.as_slice();
+        let (a, b) = ((*s.get(2 * group)?)?, (*s.get(2 * group + 1)?)?);
+        Some((a.get(), b.get()))
+    }
+}
+
 /// The groups of one match: spans by group index.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caps<'h> {
     pub hay: &'h str,
-    spans: Vec<Option<(usize, usize)>>,
+    slots: Slots,
+}
+
+impl std::fmt::Debug for Caps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries((0..self.len()).map(|i| self.span(i)))
+            .finish()
+    }
 }
 
 impl<'h> Caps<'h> {
     pub fn get(&self, i: usize) -> Option<&'h str> {
-        let (s, e) = (*self.spans.get(i)?)?;
-        Some(&self.hay[s..e])
+        let (s, e) = self.span(i)?;
+        self.hay.get(s..e)
     }
 
     pub fn span(&self, i: usize) -> Option<(usize, usize)> {
-        *self.spans.get(i)?
+        self.slots.span(i)
     }
 
+    /// Number of groups (with the whole match).
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.slots.as_slice().len() / 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
 pub enum Search<'h> {
     Hit(Caps<'h>),
     Miss,
@@ -66,13 +187,48 @@ pub enum Search<'h> {
     Limit,
 }
 
+/// Where the preferred match of a pattern anchored at the start ends,
+/// as far as the linear engine alone can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Miss,
+    At(usize),
+    /// It may match: a full [`PyRegex::search`] decides.
+    Unsure,
+}
+
+fn meta(pattern: &str) -> Result<Meta, String> {
+    meta::Builder::new()
+        .configure(meta::Config::new().nfa_size_limit(Some(SIZE_LIMIT)))
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
+fn group_names(re: &Meta) -> Vec<Option<String>> {
+    re.group_info()
+        .pattern_names(regex_automata::PatternID::ZERO)
+        .map(|n| n.map(str::to_string))
+        .collect()
+}
+
 impl PyRegex {
     /// `python`: a Python pattern (tags already resolved).
     pub fn new(python: &str, layout: Layout) -> Result<PyRegex, String> {
+        Self::build(python, layout, true)
+    }
+
+    /// Without the marked form: every pattern that needs the backtracker
+    /// runs on it (the reference the fast path is tested against).
+    pub fn new_plain(python: &str, layout: Layout) -> Result<PyRegex, String> {
+        Self::build(python, layout, false)
+    }
+
+    fn build(python: &str, layout: Layout, fast: bool) -> Result<PyRegex, String> {
         let Translation {
             pattern,
             backtrack,
             screen,
+            marked,
         } = pyre::translate(python, layout).map_err(|e| e.to_string())?;
         let (engine, names) = if backtrack {
             let re = fancy_regex::RegexBuilder::new(&pattern)
@@ -80,20 +236,26 @@ impl PyRegex {
                 .delegate_size_limit(SIZE_LIMIT)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let screen = regex::RegexBuilder::new(&screen)
-                .size_limit(SIZE_LIMIT)
-                .build()
-                .map_err(|e| e.to_string())?;
+            let screen_text = screen;
+            let screen = meta(&screen_text)?;
             let names: Vec<Option<String>> =
                 re.capture_names().map(|n| n.map(str::to_string)).collect();
-            (Engine::Back { re, screen }, names)
+            let marked = match marked.filter(|_| fast) {
+                Some(m) => Some(Box::new(Marked::new(&m, names.len())?)),
+                None => None,
+            };
+            (
+                Engine::Back {
+                    re,
+                    screen,
+                    screen_text,
+                    marked,
+                },
+                names,
+            )
         } else {
-            let re = regex::RegexBuilder::new(&pattern)
-                .size_limit(SIZE_LIMIT)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let names: Vec<Option<String>> =
-                re.capture_names().map(|n| n.map(str::to_string)).collect();
+            let re = meta(&pattern)?;
+            let names = group_names(&re);
             (Engine::Linear(re), names)
         };
         let index = names
@@ -122,17 +284,34 @@ impl PyRegex {
         matches!(self.engine, Engine::Back { .. })
     }
 
+    /// Matches on the linear engine unless a look-around it passed cannot
+    /// be settled there.
+    pub fn has_marked_form(&self) -> bool {
+        matches!(
+            self.engine,
+            Engine::Back {
+                marked: Some(_),
+                ..
+            }
+        )
+    }
+
     /// The `regex`-crate pattern every match satisfies (the pattern itself
     /// on the linear engine): for literal extraction.
     pub fn screen_pattern(&self) -> &str {
         match &self.engine {
-            Engine::Linear(r) => r.as_str(),
-            Engine::Back { screen, .. } => screen.as_str(),
+            Engine::Linear(_) => &self.rust,
+            Engine::Back { screen_text, .. } => screen_text,
         }
     }
 
     pub fn group(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+
+    /// Number of groups, the whole match included.
+    pub fn group_count(&self) -> usize {
+        self.names.len()
     }
 
     pub fn names(&self) -> impl Iterator<Item = (usize, &str)> {
@@ -144,26 +323,40 @@ impl PyRegex {
 
     pub fn search<'h>(&self, hay: &'h str) -> Search<'h> {
         match &self.engine {
-            Engine::Linear(re) => match re.captures(hay) {
-                Some(c) => Search::Hit(Caps {
-                    hay,
-                    spans: (0..c.len())
-                        .map(|i| c.get(i).map(|m| (m.start(), m.end())))
-                        .collect(),
-                }),
-                None => Search::Miss,
-            },
-            Engine::Back { re, screen } => {
-                if !screen.is_match(hay) {
-                    return Search::Miss;
+            Engine::Linear(re) => {
+                let mut slots = Slots::new(2 * self.names.len());
+                match re.search_slots(&Input::new(hay), slots.as_mut()) {
+                    Some(_) => Search::Hit(Caps { hay, slots }),
+                    None => Search::Miss,
+                }
+            }
+            Engine::Back {
+                re, screen, marked, ..
+            } => {
+                match marked {
+                    Some(m) => match m.search(hay, self.names.len()) {
+                        Marking::Miss => return Search::Miss,
+                        Marking::Hit(slots) => return Search::Hit(Caps { hay, slots }),
+                        Marking::Unsettled => {}
+                    },
+                    None => {
+                        if !screen.is_match(hay) {
+                            return Search::Miss;
+                        }
+                    }
                 }
                 match re.captures(hay) {
-                    Ok(Some(c)) => Search::Hit(Caps {
-                        hay,
-                        spans: (0..c.len())
-                            .map(|i| c.get(i).map(|m| (m.start(), m.end())))
-                            .collect(),
-                    }),
+                    Ok(Some(c)) => {
+                        let mut slots = Slots::new(2 * c.len());
+                        let s = slots.as_mut();
+                        for i in 0..c.len() {
+                            if let Some(m) = c.get(i) {
+                                s[2 * i] = NonMaxUsize::new(m.start());
+                                s[2 * i + 1] = NonMaxUsize::new(m.end());
+                            }
+                        }
+                        Search::Hit(Caps { hay, slots })
+                    }
                     Ok(None) => Search::Miss,
                     Err(_) => Search::Limit,
                 }
@@ -175,7 +368,14 @@ impl PyRegex {
     pub fn is_match(&self, hay: &str) -> Option<bool> {
         match &self.engine {
             Engine::Linear(re) => Some(re.is_match(hay)),
-            Engine::Back { re, screen } => {
+            Engine::Back {
+                marked: Some(_), ..
+            } => match self.search(hay) {
+                Search::Hit(_) => Some(true),
+                Search::Miss => Some(false),
+                Search::Limit => None,
+            },
+            Engine::Back { re, screen, .. } => {
                 if !screen.is_match(hay) {
                     return Some(false);
                 }
@@ -183,6 +383,294 @@ impl PyRegex {
             }
         }
     }
+
+    /// The end of the match at the start of `hay` (the pattern is anchored
+    /// there: it begins with `^`), from the linear engine's search for the
+    /// end alone; [`End::Unsure`] when a look-around may be on its path.
+    pub fn match_end(&self, hay: &str) -> End {
+        let input = Input::new(hay).anchored(Anchored::Yes);
+        match &self.engine {
+            Engine::Linear(re) => re
+                .search_half(&input)
+                .map_or(End::Miss, |h| End::At(h.offset())),
+            Engine::Back {
+                marked: Some(m), ..
+            } => match m.re.search_half(&input) {
+                None => End::Miss,
+                Some(h) => match &m.literals {
+                    Some(ls) if ls.iter().all(|l| l.find(hay.as_bytes()).is_none()) => {
+                        End::At(h.offset())
+                    }
+                    _ => End::Unsure,
+                },
+            },
+            Engine::Back { screen, .. } => {
+                if screen.search_half(&input).is_none() {
+                    End::Miss
+                } else {
+                    End::Unsure
+                }
+            }
+        }
+    }
+}
+
+/// What the marked form says about one text.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "on the stack for one match; boxing the spans would allocate per match"
+)]
+enum Marking {
+    Miss,
+    /// The pattern's match (the pattern's groups, markers left out).
+    Hit(Slots),
+    /// Its path passed a look-around the linear engine cannot settle, or
+    /// one that does not hold there (a later path may be the match).
+    Unsettled,
+}
+
+impl Marked {
+    fn new(m: &pyre::Marked, groups: usize) -> Result<Marked, String> {
+        let re = meta(&m.pattern)?;
+        let names = group_names(&re);
+        let mut map = Vec::with_capacity(groups);
+        let mut site_groups = vec![0; m.sites.len()];
+        for (i, n) in names.iter().enumerate() {
+            match n.as_deref().and_then(|n| n.strip_prefix(pyre::MARKER)) {
+                Some(k) => {
+                    let k: usize = k.parse().map_err(|_| format!("marker group {k}"))?;
+                    *site_groups
+                        .get_mut(k)
+                        .ok_or_else(|| format!("marker group {k}"))? = i;
+                }
+                None => map.push(i),
+            }
+        }
+        if map.len() != groups {
+            return Err(format!(
+                "marked form has {} groups, the pattern {groups}",
+                map.len()
+            ));
+        }
+        let mut sites = Vec::with_capacity(m.sites.len());
+        let mut literals = Some(Vec::new());
+        for (s, &group) in m.sites.iter().zip(&site_groups) {
+            let mut width = 0;
+            let check = match &s.body {
+                Some(body) if !s.repeated => {
+                    let ok = match s.look {
+                        Look::Ahead | Look::NotAhead => true,
+                        Look::Behind | Look::NotBehind => match fixed_width(body) {
+                            Some(w) => {
+                                width = w;
+                                true
+                            }
+                            None => false,
+                        },
+                    };
+                    if ok {
+                        Some(meta(&format!("(?:{body})"))?)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let lit = s
+                .branches
+                .iter()
+                .filter_map(|b| longest_literal(b))
+                .max_by_key(Vec::len);
+            let name = format!("{}{}", pyre::MARKER, sites.len());
+            let before = s
+                .branches
+                .first()
+                .and_then(|b| literal_before(b, &name))
+                .map(|l| memmem::Finder::new(&l).into_owned());
+            match (&mut literals, lit) {
+                (Some(ls), Some(l)) => ls.push(memmem::Finder::new(&l).into_owned()),
+                (ls, _) => *ls = None,
+            }
+            sites.push(Site {
+                group,
+                look: s.look,
+                check,
+                width,
+                before,
+            });
+        }
+        let variants = if sites.len() <= MAX_DEAD_SITES {
+            (0..1usize << sites.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Marked {
+            re,
+            pattern: m.pattern.clone(),
+            variants,
+            map,
+            sites,
+            literals,
+        })
+    }
+
+    /// The marked pattern with the sites of `dead` never passed.
+    fn variant(&self, dead: usize) -> Option<&Meta> {
+        if dead == 0 {
+            return Some(&self.re);
+        }
+        self.variants
+            .get(dead)?
+            .get_or_init(|| {
+                let mut p = self.pattern.clone();
+                for k in (0..self.sites.len()).filter(|k| dead & (1 << k) != 0) {
+                    let m = format!("(?P<{}{k}>)", pyre::MARKER);
+                    let never = format!(r"(?P<{}{k}>[^\s\S])", pyre::MARKER);
+                    p = p.replace(&m, &never);
+                }
+                meta(&p).ok()
+            })
+            .as_ref()
+    }
+
+    /// Whether `site`'s look-around holds at `p` in `hay`.
+    fn holds(site: &Site, check: &Meta, hay: &str, p: usize) -> bool {
+        let holds = match site.look {
+            Look::Ahead | Look::NotAhead => {
+                check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes))
+            }
+            Look::Behind | Look::NotBehind => {
+                p >= site.width
+                    && hay.is_char_boundary(p - site.width)
+                    && check.is_match(
+                        Input::new(hay)
+                            .range(p - site.width..p)
+                            .anchored(Anchored::Yes),
+                    )
+            }
+        };
+        holds == matches!(site.look, Look::Ahead | Look::Behind)
+    }
+
+    /// `site` fails wherever a path could pass it in `hay`.
+    fn fails_everywhere(site: &Site, check: &Meta, hay: &str) -> bool {
+        let Some(before) = &site.before else {
+            return false;
+        };
+        let (b, n) = (hay.as_bytes(), before.needle().len());
+        let mut at = 0;
+        while let Some(i) = before.find(&b[at..]) {
+            let p = at + i + n;
+            if Self::holds(site, check, hay, p) {
+                return false;
+            }
+            at += i + 1;
+        }
+        true
+    }
+
+    fn search(&self, hay: &str, groups: usize) -> Marking {
+        let mut all = Slots::new(self.re.group_info().slot_len());
+        // Sites found to fail on every path: the variant without them has
+        // the pattern's matches, and the next preferred path.
+        let mut dead = 0usize;
+        'paths: loop {
+            let Some(re) = self.variant(dead) else {
+                return Marking::Unsettled;
+            };
+            if re.search_slots(&Input::new(hay), all.as_mut()).is_none() {
+                return Marking::Miss;
+            }
+            for (k, site) in self.sites.iter().enumerate() {
+                let Some((p, _)) = all.span(site.group) else {
+                    continue;
+                };
+                let Some(check) = &site.check else {
+                    return Marking::Unsettled;
+                };
+                if Self::holds(site, check, hay, p) {
+                    continue;
+                }
+                if dead & (1 << k) == 0
+                    && k < MAX_DEAD_SITES
+                    && Self::fails_everywhere(site, check, hay)
+                {
+                    dead |= 1 << k;
+                    continue 'paths;
+                }
+                return Marking::Unsettled;
+            }
+            break;
+        }
+        let mut slots = Slots::new(2 * groups);
+        let (from, to) = (all.as_slice(), slots.as_mut());
+        for (i, &g) in self.map.iter().enumerate() {
+            to[2 * i] = from[2 * g];
+            to[2 * i + 1] = from[2 * g + 1];
+        }
+        Marking::Hit(slots)
+    }
+}
+
+/// The one length in bytes of every match of `pattern`, if it has one.
+fn fixed_width(pattern: &str) -> Option<usize> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let p = hir.properties();
+    match (p.minimum_len(), p.maximum_len()) {
+        (Some(a), Some(b)) if a == b => Some(a),
+        _ => None,
+    }
+}
+
+/// The literal right before the group `marker` in `pattern`: the run of
+/// literals before it in the sequence that holds it.
+fn literal_before(pattern: &str, marker: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Hir, HirKind};
+    fn walk(h: &Hir, marker: &str) -> Option<Option<Vec<u8>>> {
+        match h.kind() {
+            HirKind::Concat(parts) => {
+                for (i, p) in parts.iter().enumerate() {
+                    if let HirKind::Capture(c) = p.kind()
+                        && c.name.as_deref() == Some(marker)
+                    {
+                        let mut lit = Vec::new();
+                        for q in parts[..i].iter().rev() {
+                            match q.kind() {
+                                HirKind::Literal(l) => {
+                                    let mut x = l.0.to_vec();
+                                    x.extend_from_slice(&lit);
+                                    lit = x;
+                                }
+                                _ => break,
+                            }
+                        }
+                        return Some((!lit.is_empty()).then_some(lit));
+                    }
+                    if let Some(found) = walk(p, marker) {
+                        return Some(found);
+                    }
+                }
+                None
+            }
+            HirKind::Capture(c) if c.name.as_deref() == Some(marker) => Some(None),
+            HirKind::Capture(c) => walk(&c.sub, marker),
+            HirKind::Repetition(r) => walk(&r.sub, marker),
+            HirKind::Alternation(alts) => alts.iter().find_map(|a| walk(a, marker)),
+            _ => None,
+        }
+    }
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    walk(&hir, marker).flatten()
+}
+
+/// The longest literal every match of `pattern` holds.
+fn longest_literal(pattern: &str) -> Option<Vec<u8>> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    super::pattern::required_literals(&hir, MIN_SITE_LITERAL, 1)
+        .into_iter()
+        .next()
 }
 
 impl std::fmt::Debug for PyRegex {
@@ -229,5 +717,74 @@ mod tests {
             re.search("from 192.0.2.1 bad"),
             Search::Hit(_) | Search::Miss
         ));
+    }
+
+    /// The marked form gives the backtracker's answers, groups included,
+    /// on random texts over the patterns' alphabet.
+    #[test]
+    fn marked_form_answers_like_the_backtracker() {
+        let patterns = [
+            r"(?P<a>a+)(?!b)(?P<r>\w*)",
+            r"^(?:x(?=yy)|xy|x)(?P<t>y*)",
+            r"(?:a(?!b)b|a(?=b)|ab)(?P<t>.*)",
+            r"(?<=a)b+(?P<c>c?)",
+            r"(?<!a)(?P<b>b)(?!c)",
+            r"^\S+ (?:lost after(?! DATA) [A-Z]+|disc(?= from \S+(?: \S+=\d+)* auth=0/[1-9])|w:) (?P<content>.+)$",
+            r"(?:a(?!b))+(?P<x>.)",
+            r"a(?!b(?=c))(?P<x>..)",
+            r"(?<=ab|cd)x",
+            r"(?:ab(?!c)|a)(?P<x>\w*)",
+            r"^(?:x|ab(?=b)|c)(?P<x>\w*)(?<=c)b",
+        ];
+        let alphabet = [
+            "a",
+            "b",
+            "c",
+            "x",
+            "y",
+            " ",
+            "lost after",
+            " DATA",
+            " AUTH",
+            "disc",
+            " from h",
+            " k=1",
+            " auth=0/1",
+            " auth=0/0",
+            "w:",
+            "h ",
+            "\n",
+        ];
+        let mut below = crate::testrng::below(0x5eed);
+        for p in patterns {
+            let fast = PyRegex::new(p, Layout::default()).unwrap();
+            let plain = PyRegex::new_plain(p, Layout::default()).unwrap();
+            assert!(fast.has_marked_form() || p.contains("ab|cd"), "{p}");
+            for _ in 0..4000 {
+                let n = below(8) as usize;
+                let hay: String = (0..n)
+                    .map(|_| alphabet[below(alphabet.len() as u64) as usize])
+                    .collect();
+                let a = match fast.search(&hay) {
+                    Search::Hit(c) => Some((0..c.len()).map(|i| c.span(i)).collect::<Vec<_>>()),
+                    Search::Miss => None,
+                    Search::Limit => panic!("limit"),
+                };
+                let b = match plain.search(&hay) {
+                    Search::Hit(c) => Some((0..c.len()).map(|i| c.span(i)).collect::<Vec<_>>()),
+                    Search::Miss => None,
+                    Search::Limit => panic!("limit"),
+                };
+                assert_eq!(a, b, "{p} on {hay:?}");
+                if p.starts_with('^') {
+                    let end = b.as_ref().and_then(|g| g[0]).map(|s| s.1);
+                    match fast.match_end(&hay) {
+                        End::At(e) => assert_eq!(Some(e), end, "{p} on {hay:?}"),
+                        End::Miss => assert_eq!(end, None, "{p} on {hay:?}"),
+                        End::Unsure => {}
+                    }
+                }
+            }
+        }
     }
 }

@@ -4,14 +4,23 @@
 //! failure id (`fid`, `ip4`, `ip6`, `dns`), `<F-NOFAIL>`, and for
 //! multi-line filters the connection table of `<F-MLFID>` with
 //! `<F-MLFFORGET>` / `<F-MLFGAINED>` (see [`Correlator`]).
+//!
+//! A filter of one line at a time (`maxlines` 1, nearly all of them) has a
+//! path that allocates nothing on a line that is no failure: the date cut
+//! as a slice of the line, a prefregex whose content runs to the end of the
+//! line answered by where its head ends, groups kept as spans, the failure
+//! id read from them. The agent's match stage runs every line of a source
+//! through it ([`F2bFilter::agent_line`]), with the source's multi-line
+//! state ([`MlfState`]) for the filters that need one.
 use std::{
     collections::{BTreeSet, VecDeque},
+    net::IpAddr,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use jiff::{Timestamp, tz::TimeZone};
 
-use super::engine::{Caps, PyRegex, Search};
+use super::engine::{Caps, End, PyRegex, Search};
 use crate::fail2ban::{dates::DateDetector, filterconf::FilterFile, pyre::Layout, tags};
 
 /// Connections a [`Correlator`] keeps at most (fail2ban keeps 100; a busy
@@ -29,6 +38,16 @@ pub struct F2bError {
     pub message: String,
 }
 
+/// Indexes of the groups that make a failure's id, in one regex.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ids {
+    ip4: Option<usize>,
+    ip6: Option<usize>,
+    dns: Option<usize>,
+    fid: Option<usize>,
+    cidr: Option<usize>,
+}
+
 /// One regex with the failure groups looked up once.
 struct Rule {
     re: PyRegex,
@@ -38,11 +57,16 @@ struct Rule {
     alts: Vec<(String, String)>,
     /// `tuple_X[_N]` groups likewise.
     tuples: Vec<(String, String)>,
+    ids: Ids,
 }
 
 impl Rule {
-    fn new(python: &str, layout: Layout) -> Result<Rule, String> {
-        let re = PyRegex::new(python, layout)?;
+    fn new(python: &str, layout: Layout, fast: bool) -> Result<Rule, String> {
+        let re = if fast {
+            PyRegex::new(python, layout)?
+        } else {
+            PyRegex::new_plain(python, layout)?
+        };
         let groups: Vec<(usize, String)> = re.names().map(|(i, n)| (i, n.to_string())).collect();
         let mut alts = Vec::new();
         let mut tuples = Vec::new();
@@ -73,12 +97,25 @@ impl Rule {
         }
         alts.sort();
         tuples.sort();
+        let ids = Ids {
+            ip4: re.group("ip4"),
+            ip6: re.group("ip6"),
+            dns: re.group("dns"),
+            fid: re.group("fid"),
+            cidr: re.group("cidr"),
+        };
         Ok(Rule {
             re,
             groups,
             alts,
             tuples,
+            ids,
         })
+    }
+
+    /// Its groups mean what they say: no alternates merged into others.
+    fn plain(&self) -> bool {
+        self.alts.is_empty() && self.tuples.is_empty()
     }
 
     /// The named groups of a match, alternates merged (fail2ban's
@@ -151,6 +188,21 @@ impl Fail {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
     }
+
+    /// The failregex's groups over the prefregex's (`self`), those that
+    /// took part (fail2ban after 1.0.2; 1.0.2 let an idle group of the
+    /// failregex blank the prefix's).
+    fn under(&self, fail: Fail) -> Fail {
+        let mut merged = self.clone();
+        for (k, v) in fail.groups {
+            match v {
+                Some(_) => merged.set(&k, v),
+                None if merged.get(&k).is_none() => merged.set(&k, None),
+                None => {}
+            }
+        }
+        merged
+    }
 }
 
 /// A failure found.
@@ -194,9 +246,123 @@ struct Tuple {
     line: u64,
 }
 
+/// The failure id of a match: fail2ban's `ip4`, `ip6`, `dns`, else `fid`;
+/// an `<F-ID>` beside a different address is the id (a complex id).
+/// `get` reads a group of the (merged) match.
+fn ident<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<(&'a str, IdKind, Option<u8>)> {
+    let (id, kind) = if let Some(ip) = get("ip4") {
+        (ip, IdKind::Ip4)
+    } else if let Some(ip) = get("ip6") {
+        (ip, IdKind::Ip6)
+    } else if let Some(d) = get("dns") {
+        (d, IdKind::Dns)
+    } else {
+        (get("fid")?, IdKind::Fid)
+    };
+    let (id, kind) = match get("fid") {
+        // fail2ban: `fid == ip` is the address itself.
+        Some(fid) if kind != IdKind::Fid && fid != id => (fid, IdKind::Fid),
+        _ => (id, kind),
+    };
+    let cidr = get("cidr").and_then(|c| c.parse().ok());
+    Some((id, kind, cidr))
+}
+
+/// A failure found in one line on its own.
+#[derive(Debug)]
+struct Single {
+    regex: usize,
+    kind: IdKind,
+    /// The id read as an address, for `ip4`/`ip6` ids.
+    addr: Option<IpAddr>,
+    /// The id as text and the merged groups, when asked for.
+    detail: Option<(String, Fail)>,
+    cidr: Option<u8>,
+}
+
+#[derive(Debug)]
+enum Verdict {
+    Failure(Single),
+    Ignored,
+    Missed,
+}
+
+/// The prefregex's part before `<F-CONTENT>`, for a prefregex whose content
+/// runs to the end of the line and whose head sets no group: where its
+/// match ends is where the content starts.
+struct Head {
+    re: PyRegex,
+    /// `<F-CONTENT>.*</F-CONTENT>`: the content may be empty (then the
+    /// failregexes see the whole line, as in fail2ban).
+    empty_ok: bool,
+}
+
+impl Head {
+    fn new(prefregex: &str, no_dns: bool, layout: Layout) -> Option<Head> {
+        let (pre, inner, post) = super::split_content(prefregex)?;
+        let empty_ok = match inner {
+            ".+" => false,
+            ".*" => true,
+            _ => return None,
+        };
+        if !matches!(post, "" | "$") || !pre.starts_with('^') {
+            return None;
+        }
+        let py = tags::resolve_regex_tags(pre, no_dns);
+        let re = PyRegex::new(&py, layout).ok()?;
+        if re.names().next().is_some() {
+            return None;
+        }
+        Some(Head { re, empty_ok })
+    }
+}
+
+/// How the match stage hands a line to [`F2bFilter::agent_line`].
+#[derive(Debug, Clone, Copy)]
+pub enum Dated {
+    /// A journal entry, with the journal's time: its text holds no date
+    /// (fail2ban's systemd backend passes the date beside the message).
+    Journal(Option<Timestamp>),
+    /// A line of a file. `stamp`: where the match stage's stamp ends and
+    /// its time; `reference`: the time a yearless date is nearest to.
+    File {
+        stamp: Option<(usize, Timestamp)>,
+        reference: Timestamp,
+    },
+}
+
+/// A failure the agent counts: the failregex and the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentHit {
+    pub regex: usize,
+    pub kind: IdKind,
+    /// The id as an address (`ip4`/`ip6` ids that read as one).
+    pub addr: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentVerdict {
+    Failure(AgentHit),
+    Ignored,
+    Missed,
+}
+
+/// What a filter made of one line in the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentLine {
+    pub verdict: AgentVerdict,
+    /// The line's time as the filter dates it (`None`: it found no date).
+    pub time: Option<Timestamp>,
+    /// A regex hit the backtracking limit on this line.
+    pub limited: bool,
+}
+
 pub struct F2bFilter {
-    dates: Option<DateDetector>,
+    dates: DateDetector,
     pref: Option<Rule>,
+    /// Group index of `content` in the prefregex.
+    content: Option<usize>,
+    head: Option<Head>,
     fail: Vec<Rule>,
     ignore: Vec<Rule>,
     pub maxlines: usize,
@@ -214,6 +380,25 @@ pub struct F2bFilter {
 impl F2bFilter {
     /// `usedns`: the jail's (`no` takes host names out of `<HOST>`).
     pub fn compile(spec: &FilterFile, usedns: Option<&str>) -> Result<F2bFilter, F2bError> {
+        Self::compile_with(spec, usedns, true)
+    }
+
+    /// Every pattern that needs the backtracker runs on it, and every line
+    /// takes the general path: the reference the fast paths are tested
+    /// against.
+    #[cfg(test)]
+    pub(crate) fn compile_plain(
+        spec: &FilterFile,
+        usedns: Option<&str>,
+    ) -> Result<F2bFilter, F2bError> {
+        Self::compile_with(spec, usedns, false)
+    }
+
+    fn compile_with(
+        spec: &FilterFile,
+        usedns: Option<&str>,
+        fast: bool,
+    ) -> Result<F2bFilter, F2bError> {
         let usedns = usedns.or(spec.usedns.as_deref()).unwrap_or("warn");
         let no_dns = usedns.eq_ignore_ascii_case("no");
         let several = spec.maxlines > 1;
@@ -238,7 +423,7 @@ impl F2bFilter {
                     message: "empty regex".into(),
                 });
             }
-            Rule::new(&py, layout).map_err(|message| F2bError {
+            Rule::new(&py, layout, fast).map_err(|message| F2bError {
                 key,
                 index,
                 message,
@@ -247,6 +432,10 @@ impl F2bFilter {
         let pref = match &spec.prefregex {
             Some(p) => Some(rule("prefregex", 0, &p.text, plain_layout)?),
             None => None,
+        };
+        let head = match &spec.prefregex {
+            Some(p) if fast && !several => Head::new(&p.text, no_dns, plain_layout),
+            _ => None,
         };
         let mut fail = Vec::new();
         for (i, p) in spec.failregex.iter().enumerate() {
@@ -277,9 +466,11 @@ impl F2bFilter {
             .chain(&fail)
             .any(|r| r.re.group("mlfid").is_some());
         Ok(F2bFilter {
-            dates: Some(dates),
+            dates,
             failregex_python: fail.iter().map(|r| r.re.python().to_string()).collect(),
+            content: pref.as_ref().and_then(|p| p.re.group("content")),
             pref,
+            head,
             fail,
             ignore,
             maxlines: spec.maxlines.max(1),
@@ -335,9 +526,13 @@ impl F2bFilter {
 
     /// Only dates at the line start are cut.
     pub fn dates_at_line_start(&self) -> bool {
-        self.dates
-            .as_ref()
-            .is_none_or(DateDetector::line_start_only)
+        self.dates.line_start_only()
+    }
+
+    /// Lines need the state of the lines before them ([`MlfState`]): a
+    /// connection table or a line buffer.
+    pub fn needs_state(&self) -> bool {
+        self.mlfid || self.maxlines > 1
     }
 
     /// Lines on which a pattern hit the backtracking limit so far.
@@ -362,10 +557,10 @@ impl F2bFilter {
         now: Option<Timestamp>,
         tz: &TimeZone,
     ) -> (String, Option<Timestamp>) {
-        let found = self.dates.as_ref().and_then(|d| match now {
-            Some(now) => d.find(line, now, tz),
-            None => d.find_span(line, tz),
-        });
+        let found = match now {
+            Some(now) => self.dates.find(line, now, tz),
+            None => self.dates.find_span(line, tz),
+        };
         match found {
             Some(f) => {
                 let mut t = String::with_capacity(line.len());
@@ -380,11 +575,104 @@ impl F2bFilter {
     /// One line on its own (no connection table, no line buffer), with the
     /// server's rule (the first failregex that matches decides).
     /// `now`: the reference for the line's time; `None` when the time is
-    /// not wanted (the agent's match stage dates lines itself).
+    /// not wanted.
     pub fn check_line(&self, line: &str, now: Option<Timestamp>, tz: &TimeZone) -> Outcome {
-        let (text, time) = self.split(line, now, tz);
+        let (mut text, time) = self.split(line, now, tz);
+        if self.maxlines == 1 {
+            text.push('\n');
+            let (v, limited) = self.find_single(&text, time, None, 0, true);
+            return outcome(v, limited, time);
+        }
         let mut buf = vec![Tuple { text, line: 0 }];
         self.find(&mut buf, time, None, false)
+    }
+
+    /// One line of a source in the agent: `line` ends with its newline;
+    /// `state`, the source's for this filter when it
+    /// [needs one](Self::needs_state). Allocates nothing on a line that is
+    /// no failure of a one-line filter whose date is where the match
+    /// stage's stamp is, or at the line start.
+    pub fn agent_line(
+        &self,
+        line: &str,
+        dated: Dated,
+        state: Option<&mut MlfState>,
+        tz: &TimeZone,
+    ) -> AgentLine {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let cut;
+        let (text, time): (&str, Option<Timestamp>) = match dated {
+            Dated::Journal(t) => (line, t),
+            Dated::File { stamp, reference } => match stamp {
+                // The stage's stamp is the date fail2ban's default
+                // templates cut: its time serves (parsed once per line).
+                Some((n, t))
+                    if self.dates.is_default() && DateDetector::syslog_stamp(bare) == Some(n) =>
+                {
+                    (&line[n..], Some(t))
+                }
+                _ => match self.dates.find(bare, reference, tz) {
+                    Some(f) if f.start == 0 => (&line[f.end..], f.time),
+                    Some(f) => {
+                        cut = format!("{}{}\n", &bare[..f.start], &bare[f.end..]);
+                        (cut.as_str(), f.time)
+                    }
+                    None => (line, None),
+                },
+            },
+        };
+        let (verdict, limited) = if self.maxlines > 1 {
+            let mut scratch;
+            let st = match state {
+                Some(s) => s,
+                None => {
+                    scratch = MlfState::new();
+                    &mut scratch
+                }
+            };
+            let text = text.strip_suffix('\n').unwrap_or(text).to_string();
+            let o = st.feed(self, text, time, false);
+            let verdict = match o.failures.into_iter().next() {
+                Some(f) => Verdict::Failure(Single {
+                    regex: f.regex,
+                    kind: f.kind,
+                    addr: address(f.kind, &f.id),
+                    detail: None,
+                    cidr: f.cidr,
+                }),
+                None if o.ignored => Verdict::Ignored,
+                None => Verdict::Missed,
+            };
+            (verdict, o.limited)
+        } else {
+            let cache = match state {
+                Some(s) if self.mlfid => Some(&mut s.cache),
+                _ => None,
+            };
+            self.find_single(text, time, cache, 0, false)
+        };
+        let verdict = match verdict {
+            Verdict::Failure(s) => AgentVerdict::Failure(AgentHit {
+                regex: s.regex,
+                kind: s.kind,
+                addr: s.addr,
+            }),
+            Verdict::Ignored => AgentVerdict::Ignored,
+            Verdict::Missed => AgentVerdict::Missed,
+        };
+        AgentLine {
+            verdict,
+            time,
+            limited,
+        }
+    }
+
+    /// Counts a limit hit once per line.
+    fn note_limit(&self, limited: &mut bool) {
+        if !*limited {
+            self.limit_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        *limited = true;
     }
 
     fn search<'h>(&self, r: &Rule, hay: &'h str, limited: &mut bool) -> Option<Caps<'h>> {
@@ -392,24 +680,180 @@ impl F2bFilter {
             Search::Hit(c) => Some(c),
             Search::Miss => None,
             Search::Limit => {
-                if !*limited {
-                    self.limit_hits.fetch_add(1, Ordering::Relaxed);
-                }
-                *limited = true;
+                self.note_limit(limited);
                 None
             }
         }
     }
 
     fn ignored(&self, buf: &str, limited: &mut bool) -> bool {
-        self.ignore.iter().any(|r| match r.re.search(buf) {
-            Search::Hit(_) => true,
-            Search::Miss => false,
-            Search::Limit => {
-                *limited = true;
+        self.ignore.iter().any(|r| match r.re.is_match(buf) {
+            Some(m) => m,
+            None => {
+                self.note_limit(limited);
                 false
             }
         })
+    }
+
+    /// fail2ban's `findFailure` on one line on its own (`maxlines` 1) with
+    /// the server's rule (the first failregex that matches decides). `t`:
+    /// the line with its date cut out, ending in `\n`. `cache`: the
+    /// connection table, if kept. `detail`: the id as text and the merged
+    /// groups are wanted (`fail2xdp test`); without, nothing is allocated
+    /// unless a failregex matched and the filter joins connections.
+    /// Returns the verdict and whether a regex hit the backtracking limit.
+    fn find_single(
+        &self,
+        t: &str,
+        time: Option<Timestamp>,
+        mut cache: Option<&mut MlfCache>,
+        line_no: u64,
+        detail: bool,
+    ) -> (Verdict, bool) {
+        let mut limited = false;
+        if !self.ignore.is_empty()
+            && self.ignore.len() + 2 < self.fail.len()
+            && self.ignored(t, &mut limited)
+        {
+            return (Verdict::Ignored, limited);
+        }
+        let content;
+        let mut pre: Option<(Caps<'_>, &Rule)> = None;
+        let buf: &str = match &self.pref {
+            None => t,
+            Some(p) => {
+                let quick = match &self.head {
+                    Some(h) => {
+                        let end = match h.re.match_end(t) {
+                            // A look-around may be on its path: the head's
+                            // own search (it sets no group but markers).
+                            End::Unsure => match h.re.search(t) {
+                                Search::Hit(c) => c.span(0).map_or(End::Unsure, |s| End::At(s.1)),
+                                Search::Miss => End::Miss,
+                                Search::Limit => End::Unsure,
+                            },
+                            e => e,
+                        };
+                        match end {
+                            End::Miss => return (Verdict::Missed, limited),
+                            End::At(e) if e + 1 < t.len() => Some(&t[e..]),
+                            End::At(_) if h.empty_ok => Some(t),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                match quick {
+                    Some(b) => b,
+                    None => {
+                        let Some(c) = self.search(p, t, &mut limited) else {
+                            return (Verdict::Missed, limited);
+                        };
+                        let span = self.content.and_then(|i| c.span(i));
+                        let b = match span {
+                            Some((s, e)) if e > s && e + 1 == t.len() => &t[s..],
+                            Some((s, e)) if e > s => {
+                                content = format!("{}\n", &t[s..e]);
+                                content.as_str()
+                            }
+                            _ => t,
+                        };
+                        pre = Some((c, p));
+                        b
+                    }
+                }
+            }
+        };
+        for (idx, rule) in self.fail.iter().enumerate() {
+            let Some(c) = self.search(rule, buf, &mut limited) else {
+                continue;
+            };
+            if !self.ignore.is_empty() && self.ignored(buf, &mut limited) {
+                return (Verdict::Ignored, limited);
+            }
+            let simple = !self.mlfid
+                && !detail
+                && rule.plain()
+                && pre.as_ref().is_none_or(|(_, p)| p.plain());
+            if simple {
+                // The groups as spans: the failregex's where they took
+                // part, else the prefregex's.
+                let get = |k: &str| -> Option<&str> {
+                    let of = |ids: &Ids| match k {
+                        "ip4" => ids.ip4,
+                        "ip6" => ids.ip6,
+                        "dns" => ids.dns,
+                        "fid" => ids.fid,
+                        _ => ids.cidr,
+                    };
+                    of(&rule.ids).and_then(|i| c.get(i)).or_else(|| {
+                        let (pc, pr) = pre.as_ref()?;
+                        of(&pr.ids).and_then(|i| pc.get(i))
+                    })
+                };
+                let Some((id, kind, cidr)) = ident(get) else {
+                    return (Verdict::Missed, limited);
+                };
+                let single = Single {
+                    regex: idx,
+                    kind,
+                    addr: address(kind, id),
+                    detail: None,
+                    cidr,
+                };
+                return (Verdict::Failure(single), limited);
+            }
+            let mut fail = rule.fail(&c);
+            if let Some((pc, pr)) = &pre {
+                let mut p = pr.fail(pc);
+                p.pop("content");
+                if !p.groups.is_empty() {
+                    fail = p.under(fail);
+                }
+            }
+            let matched = [line_no];
+            let mlfid = fail.get("mlfid").map(str::to_string);
+            let fail = match (&mlfid, cache.as_deref_mut()) {
+                (Some(id), Some(cache)) => {
+                    let f = cache.merge(id, fail, &matched, time);
+                    if f.truthy("nofail") {
+                        return (Verdict::Missed, limited);
+                    }
+                    f
+                }
+                (Some(_), None) => {
+                    // No table: the line alone, as a fresh connection.
+                    let mut scratch = MlfCache::new(1);
+                    let f = scratch.merge("", fail, &matched, time);
+                    if f.truthy("nofail") {
+                        return (Verdict::Missed, limited);
+                    }
+                    f
+                }
+                (None, _) => {
+                    fail.matches.get_or_insert_with(Vec::new).push(line_no);
+                    fail
+                }
+            };
+            let Some((id, kind, cidr)) = ident(|k| fail.get(k)) else {
+                // Waiting for the connection's address.
+                if let (Some(m), Some(cache)) = (&mlfid, cache.as_deref_mut()) {
+                    cache.mark_pending(m);
+                }
+                return (Verdict::Missed, limited);
+            };
+            let id = id.to_string();
+            let single = Single {
+                regex: idx,
+                kind,
+                addr: address(kind, &id),
+                detail: detail.then_some((id, fail)),
+                cidr,
+            };
+            return (Verdict::Failure(single), limited);
+        }
+        (Verdict::Missed, limited)
     }
 
     /// fail2ban's `findFailure` over the line buffer `lines` (the newest
@@ -490,18 +934,7 @@ impl F2bFilter {
                 buf = None;
             }
             if have_pre {
-                // The failregex's groups over the prefix's, those that took
-                // part (fail2ban after 1.0.2; 1.0.2 let an idle group of the
-                // failregex blank the prefix's).
-                let mut merged = pre.clone();
-                for (k, v) in &fail.groups {
-                    match v {
-                        Some(_) => merged.set(k, v.clone()),
-                        None if merged.get(k).is_none() => merged.set(k, None),
-                        None => {}
-                    }
-                }
-                fail = merged;
+                fail = pre.under(fail);
             }
             let matched_lines: Vec<u64> = matched.iter().map(|t| t.line).collect();
             let mlfid = fail.get("mlfid").map(str::to_string);
@@ -529,16 +962,7 @@ impl F2bFilter {
                     fail
                 }
             };
-            let (id, kind) = if let Some(ip) = fail.get("ip4") {
-                (Some(ip.to_string()), IdKind::Ip4)
-            } else if let Some(ip) = fail.get("ip6") {
-                (Some(ip.to_string()), IdKind::Ip6)
-            } else if let Some(d) = fail.get("dns") {
-                (Some(d.to_string()), IdKind::Dns)
-            } else {
-                (fail.get("fid").map(str::to_string), IdKind::Fid)
-            };
-            let Some(id) = id else {
+            let Some((id, kind, cidr)) = ident(|k| fail.get(k)) else {
                 // Waiting for the connection's address.
                 fail.mlfpending = true;
                 if let (Some(m), Some(cache)) = (&mlfid, cache.as_deref_mut()) {
@@ -549,17 +973,7 @@ impl F2bFilter {
                 }
                 continue;
             };
-            // A complex id (`<F-ID>` beside an address) keeps the id.
-            let id = match fail.get("fid") {
-                Some(fid) if kind != IdKind::Fid && fid != id => fid.to_string(),
-                _ => id,
-            };
-            let kind = if fail.get("fid").is_some_and(|f| f == id) {
-                IdKind::Fid
-            } else {
-                kind
-            };
-            let cidr = fail.get("cidr").and_then(|c| c.parse().ok());
+            let id = id.to_string();
             out.failures.push(Found {
                 regex: idx,
                 id,
@@ -574,6 +988,39 @@ impl F2bFilter {
         }
         out
     }
+}
+
+/// The id as an address, for an `ip4`/`ip6` id that reads as one.
+fn address(kind: IdKind, id: &str) -> Option<IpAddr> {
+    match kind {
+        IdKind::Ip4 | IdKind::Ip6 => super::parse_host(id.as_bytes()),
+        IdKind::Dns | IdKind::Fid => None,
+    }
+}
+
+/// A one-line verdict as [`Outcome`] (for [`F2bFilter::check_line`] and
+/// `fail2xdp test`).
+fn outcome(v: Verdict, limited: bool, time: Option<Timestamp>) -> Outcome {
+    let mut o = Outcome {
+        limited,
+        ..Outcome::default()
+    };
+    match v {
+        Verdict::Failure(s) => {
+            let (id, fail) = s.detail.unwrap_or_default();
+            o.failures.push(Found {
+                regex: s.regex,
+                id,
+                kind: s.kind,
+                cidr: s.cidr,
+                fail,
+                time,
+            });
+        }
+        Verdict::Ignored => o.ignored = true,
+        Verdict::Missed => {}
+    }
+    o
 }
 
 /// The buffer fail2ban's regexes see: each line (date cut out) and `\n`.
@@ -806,53 +1253,68 @@ fn update_users(fail: &mut Fail, user: Option<&str>) -> Option<BTreeSet<String>>
     }
 }
 
-/// A multi-line filter's state for one source: the line buffer
-/// (`maxlines`) and the connection table (`<F-MLFID>`), so failures spread
-/// over several lines of a connection are joined as fail2ban joins them.
-/// Memory is bounded: `maxlines` lines and [`MLF_MAX_ENTRIES`] connections.
-/// `fail2xdp test` drives one per filter; the agent's match stage holds
-/// one per source and filter.
-pub struct Correlator<'f> {
-    filter: &'f F2bFilter,
+/// What a multi-line filter keeps between the lines of one source: the
+/// line buffer (`maxlines`) and the connection table (`<F-MLFID>`), so
+/// failures spread over several lines of a connection are joined as
+/// fail2ban joins them. Memory is bounded: `maxlines` lines and
+/// [`MLF_MAX_ENTRIES`] connections. It holds no reference to the filter:
+/// the agent's match stage keeps one per (jail, filter) and source across
+/// configuration reloads.
+#[derive(Debug)]
+pub struct MlfState {
     lines: Vec<Tuple>,
     cache: MlfCache,
-    check_all: bool,
+    /// Lines fed so far (their numbers in a failure's matches).
+    line_no: u64,
 }
 
-impl<'f> Correlator<'f> {
-    /// `check_all`: every failregex is tried on each line (as
-    /// fail2ban-regex does); else the first that matches decides (as the
-    /// fail2ban server does).
-    pub fn new(filter: &'f F2bFilter, check_all: bool) -> Self {
-        Correlator {
-            filter,
+impl Default for MlfState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MlfState {
+    pub fn new() -> Self {
+        MlfState {
             lines: Vec::new(),
             cache: MlfCache::new(MLF_MAX_ENTRIES),
-            check_all,
+            line_no: 0,
         }
     }
 
-    /// Connections are not aged out on the log's clock (a replay of sample
-    /// lines with unrelated dates, as `fail2xdp test` runs them; fail2ban
-    /// ages them on the wall clock, which such a run does not outlast).
-    pub fn without_aging(mut self) -> Self {
-        self.cache.max_age = None;
-        self
+    /// Connections held now.
+    pub fn connections(&self) -> usize {
+        self.cache.len()
     }
 
-    /// The next line of the source (its 1-based number `line_no`).
-    pub fn feed(&mut self, line: &str, line_no: u64, now: Timestamp, tz: &TimeZone) -> Outcome {
-        let (text, time) = self.filter.split(line, Some(now), tz);
-        self.feed_split(text, time, line_no)
+    /// The next line (date cut out, no newline) through `filter`.
+    fn feed(
+        &mut self,
+        filter: &F2bFilter,
+        text: String,
+        time: Option<Timestamp>,
+        check_all: bool,
+    ) -> Outcome {
+        self.line_no += 1;
+        self.feed_numbered(filter, text, time, self.line_no, check_all)
     }
 
-    /// A line whose time is known (a journal entry): no date is looked for.
-    pub fn feed_timed(&mut self, line: &str, line_no: u64, time: Timestamp) -> Outcome {
-        self.feed_split(line.to_string(), Some(time), line_no)
-    }
-
-    fn feed_split(&mut self, text: String, time: Option<Timestamp>, line_no: u64) -> Outcome {
-        let f = self.filter;
+    fn feed_numbered(
+        &mut self,
+        filter: &F2bFilter,
+        mut text: String,
+        time: Option<Timestamp>,
+        line_no: u64,
+        check_all: bool,
+    ) -> Outcome {
+        let f = filter;
+        if f.maxlines == 1 && !check_all {
+            text.push('\n');
+            let cache = f.mlfid.then_some(&mut self.cache);
+            let (v, limited) = f.find_single(&text, time, cache, line_no, true);
+            return outcome(v, limited, time);
+        }
         let t = Tuple {
             text,
             line: line_no,
@@ -865,12 +1327,59 @@ impl<'f> Correlator<'f> {
             self.lines = vec![t];
         }
         let cache = f.mlfid.then_some(&mut self.cache);
-        f.find(&mut self.lines, time, cache, self.check_all)
+        f.find(&mut self.lines, time, cache, check_all)
+    }
+}
+
+/// A multi-line filter's state for one source with the filter it serves,
+/// as `fail2xdp test` drives it (see [`MlfState`]).
+pub struct Correlator<'f> {
+    filter: &'f F2bFilter,
+    state: MlfState,
+    check_all: bool,
+}
+
+impl<'f> Correlator<'f> {
+    /// `check_all`: every failregex is tried on each line (as
+    /// fail2ban-regex does); else the first that matches decides (as the
+    /// fail2ban server does).
+    pub fn new(filter: &'f F2bFilter, check_all: bool) -> Self {
+        Correlator {
+            filter,
+            state: MlfState::new(),
+            check_all,
+        }
+    }
+
+    /// Connections are not aged out on the log's clock (a replay of sample
+    /// lines with unrelated dates, as `fail2xdp test` runs them; fail2ban
+    /// ages them on the wall clock, which such a run does not outlast).
+    pub fn without_aging(mut self) -> Self {
+        self.state.cache.max_age = None;
+        self
+    }
+
+    /// The next line of the source (its 1-based number `line_no`).
+    pub fn feed(&mut self, line: &str, line_no: u64, now: Timestamp, tz: &TimeZone) -> Outcome {
+        let (text, time) = self.filter.split(line, Some(now), tz);
+        self.state
+            .feed_numbered(self.filter, text, time, line_no, self.check_all)
+    }
+
+    /// A line whose time is known (a journal entry): no date is looked for.
+    pub fn feed_timed(&mut self, line: &str, line_no: u64, time: Timestamp) -> Outcome {
+        self.state.feed_numbered(
+            self.filter,
+            line.to_string(),
+            Some(time),
+            line_no,
+            self.check_all,
+        )
     }
 
     /// Connections held now.
     pub fn connections(&self) -> usize {
-        self.cache.len()
+        self.state.connections()
     }
 }
 
@@ -1003,5 +1512,147 @@ mod tests {
             );
         }
         assert_eq!(c.connections(), MLF_MAX_ENTRIES);
+    }
+
+    /// The agent's fast paths (a prefregex head with look-arounds on its
+    /// path, whose end its own search finds) answer as the reference.
+    #[test]
+    fn fast_paths_agree_with_the_reference() {
+        let s = spec(
+            Some(r"^\s*\S+ (?:app(?!x)|ap)\w*(?<=p): <F-CONTENT>.+</F-CONTENT>$"),
+            &[r"^fail from <HOST>$"],
+            1,
+        );
+        let fast = F2bFilter::compile(&s, None).unwrap();
+        let plain = F2bFilter::compile_plain(&s, None).unwrap();
+        assert!(fast.head.is_some());
+        let mut failures = 0;
+        for l in [
+            "mx app: fail from 192.0.2.1",
+            "mx appx: fail from 192.0.2.2",
+            "mx apx: fail from 192.0.2.3",
+            "mx app: xfail from 192.0.2.4",
+            "mx ap: fail from 192.0.2.5",
+            "mx apq: fail from 192.0.2.6",
+        ] {
+            let line = format!("Aug 14 10:00:00 {l}\n");
+            let d = Dated::File {
+                stamp: None,
+                reference: now(),
+            };
+            let a = fast.agent_line(&line, d, None, &tz());
+            let b = plain.agent_line(&line, d, None, &tz());
+            assert_eq!((a.verdict, a.time), (b.verdict, b.time), "{l}");
+            failures += usize::from(matches!(a.verdict, AgentVerdict::Failure(_)));
+        }
+        assert_eq!(failures, 2);
+    }
+}
+
+#[cfg(test)]
+mod costs {
+    use super::*;
+
+    /// What each step of a one-line filter costs on the benchmark's log.
+    /// Not a test: `F2X_COST_LOG=... cargo test --release -p fail2xdp --lib f2b_costs -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn f2b_costs() {
+        let path = std::env::var("F2X_COST_LOG").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/bench-data/maillog-1000000-s42.log"
+            )
+            .into()
+        });
+        let data = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<String> = data
+            .lines()
+            .take(200_000)
+            .map(|l| format!("{}\n", &l[15..]))
+            .collect();
+        let spec = crate::fail2ban::filterconf::FilterReader::open_file(
+            std::path::Path::new("/etc/fail2ban/filter.d/postfix.conf"),
+            vec![("mode".into(), "aggressive".into())],
+        )
+        .and_then(|r| r.resolve(&crate::fail2ban::ini::Vars::new(), "auto"))
+        .unwrap();
+        let f = F2bFilter::compile(&spec, Some("no")).unwrap();
+        let h = f.head.as_ref().unwrap();
+        let t0 = std::time::Instant::now();
+        let mut ends = Vec::new();
+        for l in &lines {
+            ends.push(h.re.match_end(l));
+        }
+        let t1 = t0.elapsed();
+        let unsure = ends.iter().filter(|e| **e == End::Unsure).count();
+        let at = ends.iter().filter(|e| matches!(e, End::At(_))).count();
+        let t0 = std::time::Instant::now();
+        let mut contents = Vec::new();
+        for (l, e) in lines.iter().zip(&ends) {
+            match e {
+                End::At(e) => contents.push(&l[*e..]),
+                End::Unsure => {
+                    if let Search::Hit(c) = h.re.search(l) {
+                        contents.push(&l[c.span(0).unwrap().1..]);
+                    }
+                }
+                End::Miss => {}
+            }
+        }
+        let t2 = t0.elapsed();
+        eprintln!(
+            "{} lines: head end {:?} ({at} at, {unsure} unsure), unsure searches {:?}, {} contents",
+            lines.len(),
+            t1,
+            t2,
+            contents.len()
+        );
+        for (i, r) in f.fail.iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let mut hits = 0;
+            for c in &contents {
+                if let Search::Hit(_) = r.re.search(c) {
+                    hits += 1;
+                }
+            }
+            eprintln!(
+                "failregex {i}: {:?}, {hits} hits, marked {}",
+                t0.elapsed(),
+                r.re.has_marked_form()
+            );
+            let Ok(rx) = regex::Regex::new(r.re.rust()) else {
+                continue;
+            };
+            let t0 = std::time::Instant::now();
+            let mut hits = 0;
+            for c in &contents {
+                if rx.is_match(c) {
+                    hits += 1;
+                }
+            }
+            let t1 = t0.elapsed();
+            let t0 = std::time::Instant::now();
+            let mut locs = rx.capture_locations();
+            for c in &contents {
+                if rx.captures_read(&mut locs, c).is_some() {
+                    hits += 1;
+                }
+            }
+            eprintln!(
+                "   regex is_match {:?}, captures_read {:?} {hits}: {}",
+                t1,
+                t0.elapsed(),
+                r.re.rust()
+            );
+        }
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        for l in &lines {
+            if let (Verdict::Failure(_), _) = f.find_single(l, None, None, 0, false) {
+                n += 1;
+            }
+        }
+        eprintln!("find_single: {:?}, {n} failures", t0.elapsed());
     }
 }

@@ -546,17 +546,8 @@ impl Filter {
     /// A fail2ban filter's answer for one line (`text`: the whole line, or
     /// the part after a stamp the caller cut).
     fn check_f2b(&self, f: &F2bFilter, text: &str, evidence: bool) -> LineMatch {
-        thread_local! {
-            static TZ: jiff::tz::TimeZone = jiff::tz::TimeZone::system();
-        }
-        let o = TZ.with(|tz| f.check_line(text, None, tz));
-        if o.limited && f.first_limit_report() {
-            log::warn!(
-                "filter {}: a line hit the backtracking limit ({} steps) and counts as no match; further ones are counted only",
-                self.name,
-                engine::BACKTRACK_LIMIT
-            );
-        }
+        let o = LOCAL_TZ.with(|tz| f.check_line(text, None, tz));
+        self.report_limit(f, o.limited);
         let Some(found) = o.failures.into_iter().next() else {
             return if o.ignored {
                 LineMatch::Ignored
@@ -588,6 +579,51 @@ impl Filter {
             captures,
             regex_index: found.regex,
         })
+    }
+
+    /// The first line of this filter that hit the backtracking limit is
+    /// said in the log; the others are counted only.
+    fn report_limit(&self, f: &F2bFilter, limited: bool) {
+        if limited && f.first_limit_report() {
+            log::warn!(
+                "filter {}: a line hit the backtracking limit ({} steps) and counts as no match; further ones are counted only (see status)",
+                self.name,
+                engine::BACKTRACK_LIMIT
+            );
+        }
+    }
+
+    /// A fail2ban filter's answer for one line of a source in the agent's
+    /// match stage (`line` with its newline), and the line's time as the
+    /// filter dates it; see [`F2bFilter::agent_line`]. `None` for a native
+    /// filter. A failure whose id is not an address is counted
+    /// ([`Filter::not_address_failures`]) and is no failure here.
+    pub fn check_fail2ban_line(
+        &self,
+        line: &str,
+        dated: f2b::Dated,
+        state: Option<&mut f2b::MlfState>,
+    ) -> Option<(LineMatch, Option<jiff::Timestamp>)> {
+        let f = self.f2b.as_deref()?;
+        let l = LOCAL_TZ.with(|tz| f.agent_line(line, dated, state, tz));
+        self.report_limit(f, l.limited);
+        let m = match l.verdict {
+            f2b::AgentVerdict::Failure(h) => match h.addr {
+                Some(host) => LineMatch::Failure(Hit {
+                    host,
+                    captures: Vec::new(),
+                    regex_index: h.regex,
+                }),
+                None => {
+                    f.not_addresses
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    LineMatch::Missed
+                }
+            },
+            f2b::AgentVerdict::Ignored => LineMatch::Ignored,
+            f2b::AgentVerdict::Missed => LineMatch::Missed,
+        };
+        Some((m, l.time))
     }
 
     pub fn name(&self) -> &str {
@@ -744,6 +780,12 @@ impl Filter {
         }
         LineMatch::Missed
     }
+}
+
+thread_local! {
+    /// The local time zone (the `TZ` environment variable wins), once per
+    /// thread.
+    static LOCAL_TZ: jiff::tz::TimeZone = jiff::tz::TimeZone::system();
 }
 
 /// The scan that turns away lines holding none of `lits` (one per rule).

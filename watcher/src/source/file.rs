@@ -674,6 +674,9 @@ impl Tailer {
             let read = &self.buf[..n];
             t.offset += n as u64;
             t.last_growth = Instant::now();
+            // Lines of a replayed file are dated from when it was written.
+            self.out
+                .set_modified(jiff::Timestamp::from_nanosecond(t.mtime_ns).ok());
             let out = &mut self.out;
             let source = &t.source;
             t.split.feed_blocks(read, max, |p| match p {

@@ -24,6 +24,9 @@ pub struct Chunk {
     /// Journal entries: the time of line i at i (lines past the end have
     /// none). Empty for files.
     times: Vec<Option<jiff::Timestamp>>,
+    /// The modification time of the file the lines were read from, as it
+    /// was when they were read (`None` for the journal).
+    modified: Option<jiff::Timestamp>,
     pool: Arc<Pool>,
     /// The position reached at the end of this chunk.
     ack: Option<Ack>,
@@ -47,6 +50,12 @@ impl Chunk {
 
     pub fn is_empty(&self) -> bool {
         self.lines == 0
+    }
+
+    /// The modification time of the file the lines came from (a replayed
+    /// file's lines are dated from it).
+    pub fn modified(&self) -> Option<jiff::Timestamp> {
+        self.modified
     }
 
     /// Whether some line carries its own time (journal entries).
@@ -75,6 +84,7 @@ impl Chunk {
             lines: text.lines().count(),
             text,
             times: Vec::new(),
+            modified: None,
             pool: Arc::new(Pool::default()),
             ack: None,
         }
@@ -91,9 +101,16 @@ impl Chunk {
             text,
             lines,
             times: Vec::new(),
+            modified: None,
             pool: Arc::new(Pool::default()),
             ack: None,
         }
+    }
+
+    /// The chunk as read from a file last modified at `t`.
+    pub(crate) fn with_modified(mut self, t: jiff::Timestamp) -> Chunk {
+        self.modified = Some(t);
+        self
     }
 
     pub(crate) fn into_text(mut self) -> String {
@@ -156,6 +173,7 @@ fn new_chunk(pool: &Arc<Pool>, source: &Arc<str>) -> Chunk {
         text: pool.get(),
         lines: 0,
         times: Vec::new(),
+        modified: None,
         pool: pool.clone(),
         ack: None,
     }
@@ -166,6 +184,8 @@ pub(super) struct Outbox {
     deliver: Deliver,
     chunk: Option<Chunk>,
     pool: Arc<Pool>,
+    /// The modification time of the file lines are pushed from now.
+    modified: Option<jiff::Timestamp>,
     pub(super) closed: bool,
 }
 
@@ -175,6 +195,7 @@ impl Outbox {
             deliver,
             chunk: None,
             pool: Arc::new(Pool::default()),
+            modified: None,
             closed: false,
         }
     }
@@ -211,9 +232,16 @@ impl Outbox {
         self.flush_if_full(stats);
     }
 
+    /// The file lines are pushed from next was last modified at `t`.
+    pub(super) fn set_modified(&mut self, t: Option<jiff::Timestamp>) {
+        self.modified = t;
+    }
+
     /// One checked line of a file.
     pub(super) fn push_str(&mut self, source: &Arc<str>, text: &str, stats: &Counters) {
+        let modified = self.modified;
         let c = self.chunk_for(source, text.len() + 1, stats);
+        c.modified = modified;
         c.text.push_str(text);
         c.text.push('\n');
         c.lines += 1;
@@ -228,7 +256,9 @@ impl Outbox {
         lines: usize,
         stats: &Counters,
     ) {
+        let modified = self.modified;
         let c = self.chunk_for(source, block.len(), stats);
+        c.modified = modified;
         c.text.push_str(block);
         c.lines += lines;
         self.flush_if_full(stats);
