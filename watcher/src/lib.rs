@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod agent;
 pub mod ban;
+pub mod blocklist;
 pub mod config;
 pub mod control;
 pub mod enforcer;
