@@ -19,6 +19,11 @@ pub mod control;
 pub mod enforcer;
 pub mod fail2ban;
 pub mod filter;
+pub mod framing;
+/// Entry points of the fuzz targets in fuzz/ (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod jail;
 pub mod source;

@@ -33,6 +33,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run one fuzz target (fuzz/, cargo-fuzz on the nightly toolchain);
+    /// its crashes land in target/fuzz/artifacts/TARGET.
+    Fuzz {
+        /// A target of fuzz/Cargo.toml (`all`: each in turn).
+        target: String,
+        /// How long to fuzz (per target).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Parallel fuzzing processes (libFuzzer's -fork).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
     /// Run benchmarks and print their tables.
     Bench {
         #[arg(value_enum, default_value = "all")]
@@ -57,6 +69,11 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Build => tasks::build_release()?,
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
+        Cmd::Fuzz {
+            target,
+            seconds,
+            jobs,
+        } => return tasks::fuzz(&target, seconds, jobs),
         Cmd::Bench { which } => {
             let (dp, ingest, restore) = match which {
                 Bench::All => (true, true, true),

@@ -24,7 +24,7 @@ use tokio::{
 
 pub use engine::{Engine, JailSlot, from_unix_ns, unix_ns};
 pub use handler::{Agent, AgentHandler, META_JAILS, META_POLICY};
-pub use matcher::{Find, Found, Matched, Stage, find_all};
+pub use matcher::{Find, Found, Matched, Picked, Stage, classify, find_all};
 
 use crate::{
     ban::{BanService, LogEvents, Persist, Subscriber},

@@ -1,0 +1,3 @@
+//! See `fail2xdp::fuzzing::line_path`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fail2xdp::fuzzing::line_path(data));
