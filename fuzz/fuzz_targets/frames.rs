@@ -234,8 +234,11 @@ fn key_v6((a, len): (Ipv6Addr, u32)) -> PfxKeyV6 {
 const FRAME_MIN: usize = 14;
 const FRAME_MAX: usize = 3000;
 
-libfuzzer_sys::fuzz_target!(|frame: &[u8]| {
-    static DP: OnceLock<Dp> = OnceLock::new();
+static DP: OnceLock<Dp> = OnceLock::new();
+
+libfuzzer_sys::fuzz_target!(init: {
+    DP.get_or_init(Dp::new);
+}, |frame: &[u8]| {
     let dp = DP.get_or_init(Dp::new);
     if !(FRAME_MIN..=FRAME_MAX).contains(&frame.len()) {
         return;

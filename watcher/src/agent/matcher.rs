@@ -225,7 +225,12 @@ pub fn classify(conf: &JailConfig, line: &str, msg: Option<&str>, by: Picked) ->
     for (fi, f) in conf.filters.iter().enumerate() {
         let m = match by {
             Picked::Mask(mask) if mask & (1 << fi) == 0 => continue,
-            Picked::Mask(_) => f.check_picked_host(msg.unwrap_or(line)),
+            Picked::Mask(_) => match msg {
+                Some(m) => f.check_picked_host(m),
+                // No stamp the time parser reads (`Feb 30 ...`): the filter
+                // skips what it takes for one, as it does on the line alone.
+                None => f.check_host(line),
+            },
             Picked::Unknown => match msg {
                 Some(m) => f.check_message_host(m),
                 None => f.check_host(line),
@@ -313,6 +318,34 @@ mod tests {
         }
         assert!(want.len() > 20, "{}", want.len());
         assert_eq!(got, want);
+    }
+
+    /// A line whose stamp the time parser refuses (a day February does not
+    /// have, a stray byte for the space) is still matched as the filter
+    /// matches it alone: the chunk path used to hand the filter the whole
+    /// line, stamp and all, and miss the failure (found by the line_path
+    /// fuzz target).
+    #[test]
+    fn lines_with_stamps_the_parser_refuses_match_as_alone() {
+        let c = confs("[jails.ddos]\nfilter = \"postfix-ddos\"\nfiles = [\"/tmp/e.log\"]\n");
+        let text = "Nov 22'05:33:08 mx1 postfix/postscreen[5502]: COMMAND COUNT LIMIT from [203.0.113.97]:15592 after RCPT\n\
+                    Feb 30 05:33:08 mx1 postfix/postscreen[5502]: COMMAND COUNT LIMIT from [203.0.113.98]:15592 after RCPT\n";
+        let chunk = Chunk::from_text("/tmp/e.log", text);
+        let got = find_all(&c, &chunk, &mut TimeParser::new(), SystemTime::now());
+        let hosts: Vec<String> = got
+            .iter()
+            .filter_map(|f| match f.found {
+                Found::Failure { host, .. } => Some(host.to_string()),
+                Found::Ignored => None,
+            })
+            .collect();
+        for line in text.lines() {
+            assert!(matches!(
+                classify(&c[0], line, None, Picked::Unknown),
+                Some(Found::Failure { .. })
+            ));
+        }
+        assert_eq!(hosts, ["203.0.113.97", "203.0.113.98"]);
     }
 
     /// A chunk is matched with the configuration published when it is read,

@@ -52,6 +52,10 @@ fn agent() -> &'static Arc<Agent> {
     })
 }
 
+pub(super) fn prepare() {
+    let _ = agent();
+}
+
 /// Input: what a client sends on one connection (request lines).
 pub fn control(data: &[u8]) {
     let agent = agent();

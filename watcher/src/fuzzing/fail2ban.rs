@@ -47,6 +47,10 @@ fn etc() -> &'static Path {
     })
 }
 
+pub(super) fn prepare() {
+    let _ = etc();
+}
+
 /// Input: the text of an INI file, optionally a NUL and log lines. The
 /// text is read as a filter file in filter.d (then the lines go through
 /// it, alone and as a multi-line buffer) and as a jail.conf.

@@ -43,6 +43,10 @@ fn config() -> &'static Config {
     })
 }
 
+pub(super) fn prepare() {
+    let _ = config();
+}
+
 /// Input: one byte of knobs (how the stream is cut into reads, a short or
 /// the real line limit), then the stream.
 pub fn line_path(data: &[u8]) {
