@@ -96,10 +96,8 @@ fn answer(agent: &Arc<Agent>, line: &[u8]) -> Response {
                 }
             }
         }
-        Request::ImportBegin(spec) => {
-            if spec.check().is_ok() {
-                let _ = agent.service.import(spec, &[]);
-            }
+        Request::ImportBegin(spec) if spec.check().is_ok() => {
+            let _ = agent.service.import(spec, &[]);
         }
         _ => {}
     }

@@ -26,8 +26,11 @@ use std::{
     sync::OnceLock,
 };
 
+/// A fuzz target: one input, panicking on a broken property.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `cargo xtask fuzz TARGET` knows them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("line_path", line_path),
     ("config_toml", config_toml),
     ("fail2ban_ini", fail2ban_ini),
