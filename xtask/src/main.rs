@@ -59,6 +59,9 @@ enum Bench {
     Ingest,
     /// Restoring 1,000,000 stored bans after a reboot.
     Restore,
+    /// 1,000,000 and 10,000,000 SASL failures from distinct sources: the
+    /// agent's peak RSS against its max_hosts bound, evictions, attackers banned.
+    Spray,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -75,13 +78,13 @@ fn main() -> anyhow::Result<ExitCode> {
             jobs,
         } => return tasks::fuzz(&target, seconds, jobs),
         Cmd::Bench { which } => {
-            let (dp, ingest, restore) = match which {
-                Bench::All => (true, true, true),
-                Bench::Dataplane => (true, false, false),
-                Bench::Ingest => (false, true, false),
-                Bench::Restore => (false, false, true),
-            };
-            return tasks::bench(dp, ingest, restore);
+            let all = matches!(which, Bench::All);
+            return tasks::bench(tasks::Benches {
+                dataplane: all || matches!(which, Bench::Dataplane),
+                ingest: all || matches!(which, Bench::Ingest),
+                restore: all || matches!(which, Bench::Restore),
+                spray: all || matches!(which, Bench::Spray),
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -185,7 +185,21 @@ pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
+/// Which benchmarks `cargo xtask bench` runs.
+pub struct Benches {
+    pub dataplane: bool,
+    pub ingest: bool,
+    pub restore: bool,
+    pub spray: bool,
+}
+
+pub fn bench(which: Benches) -> Result<ExitCode> {
+    let Benches {
+        dataplane,
+        ingest,
+        restore,
+        spray,
+    } = which;
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -247,6 +261,24 @@ pub fn bench(dataplane: bool, ingest: bool, restore: bool) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the restore bench")?
+            .success();
+    }
+    if spray {
+        // F2X_SPRAY_LINES / F2X_SPRAY_MAX_HOSTS, when set, pass through.
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "spray",
+                "--",
+            ])
+            .args(["--ignored", "--nocapture", "--exact", "sprays_stay_bounded"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the spray bench")?
             .success();
     }
     Ok(if ok {
