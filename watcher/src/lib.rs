@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod agent;
 pub mod ban;
+pub mod blocklist;
 pub mod census;
 pub mod config;
 pub mod control;
@@ -21,6 +22,11 @@ pub mod crowdsec;
 pub mod enforcer;
 pub mod fail2ban;
 pub mod filter;
+pub mod framing;
+/// Entry points of the fuzz targets in fuzz/ (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod jail;
 pub mod logging;

@@ -39,6 +39,18 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Run one fuzz target (fuzz/, cargo-fuzz on the nightly toolchain);
+    /// its crashes land in target/fuzz/artifacts/TARGET.
+    Fuzz {
+        /// A target of fuzz/Cargo.toml (`all`: each in turn).
+        target: String,
+        /// How long to fuzz (per target).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Parallel fuzzing processes (libFuzzer's -fork).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
     /// Run benchmarks and print their tables.
     Bench {
         #[arg(value_enum, default_value = "all")]
@@ -62,6 +74,9 @@ enum Bench {
     /// Packets/s under a live flood beside nftables, ipset, iptables and
     /// xdp-filter (long: about 15 minutes).
     Packets,
+    /// 1,000,000 and 10,000,000 SASL failures from distinct sources: the
+    /// agent's peak RSS against its max_hosts bound, evictions, attackers banned.
+    Spray,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -73,6 +88,11 @@ fn main() -> anyhow::Result<ExitCode> {
         Cmd::Run { args } => return tasks::run(args),
         Cmd::Test { args } => return tasks::test(args),
         Cmd::Man { out } => tasks::man(out)?,
+        Cmd::Fuzz {
+            target,
+            seconds,
+            jobs,
+        } => return tasks::fuzz(&target, seconds, jobs),
         Cmd::Bench { which } => {
             let all = [
                 tasks::Bench::Dataplane,
@@ -81,6 +101,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 tasks::Bench::Mx,
                 tasks::Bench::Fleet,
                 tasks::Bench::Packets,
+                tasks::Bench::Spray,
             ];
             let which: &[tasks::Bench] = match which {
                 Bench::All => &all,
@@ -90,6 +111,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Bench::Mx => &all[3..4],
                 Bench::Fleet => &all[4..5],
                 Bench::Packets => &all[5..6],
+                Bench::Spray => &all[6..7],
             };
             return tasks::bench(which);
         }

@@ -220,6 +220,23 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+/// cargo-fuzz, which builds and runs the fuzz targets (fuzz/).
+pub fn cargo_fuzz() -> Result<()> {
+    let ok = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz (takes a minute)");
+    check(
+        Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+        "cargo install cargo-fuzz",
+    )
+}
+
 /// The agent mounts bpffs itself too; tests and bpftool expect it present.
 fn bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();

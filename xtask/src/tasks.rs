@@ -97,11 +97,111 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
         .args(&extra)
         .status()
         .context("starting cargo test")?;
-    Ok(if status.success() {
+    // Every fuzz target for a minute, unless a test filter picks tests.
+    let fuzzed = if extra.iter().all(|a| a.starts_with('-')) {
+        fuzz("all", FUZZ_SECONDS_IN_TEST, 1)? == ExitCode::SUCCESS
+    } else {
+        true
+    };
+    Ok(if status.success() && fuzzed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How long `cargo xtask test` runs each fuzz target.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
+/// The nightly cargo, without the stable toolchain's environment.
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("cargo");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO") || k.starts_with("RUSTUP") || k == "RUSTFLAGS" {
+            c.env_remove(&k);
+        }
+    }
+    c.current_dir(root()).arg("+nightly");
+    c
+}
+
+fn fuzz_targets() -> Result<Vec<String>> {
+    let out = nightly_cargo()
+        .args(["fuzz", "list"])
+        .output()
+        .context("running cargo fuzz list")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cargo fuzz list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Fuzzes `target` (or every target, `all`) for `seconds` each, seeded with
+/// the corpus in the tree (fuzz/corpus/TARGET, read only); what libFuzzer
+/// finds goes to target/fuzz/corpus/TARGET, crashes to
+/// target/fuzz/artifacts/TARGET.
+pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
+    prereqs::ensure(Need::All)?;
+    prereqs::cargo_fuzz()?;
+    let all = fuzz_targets()?;
+    let targets: Vec<String> = if target == "all" {
+        all
+    } else if all.iter().any(|t| t == target) {
+        vec![target.to_string()]
+    } else {
+        anyhow::bail!("no fuzz target {target} (targets: {})", all.join(", "));
+    };
+    let work = root().join("target/fuzz");
+    let mut failed = Vec::new();
+    for t in &targets {
+        let corpus = work.join("corpus").join(t);
+        let artifacts = work.join("artifacts").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        eprintln!("xtask: fuzzing {t} for {seconds} s");
+        let t0 = std::time::Instant::now();
+        let mut c = nightly_cargo();
+        c.args(["fuzz", "run", "--target-dir"])
+            .arg(work.join("build"))
+            .arg(t)
+            .arg(&corpus)
+            .arg(root().join("fuzz/corpus").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            // A slow input is a finding too: no line may take seconds.
+            .arg("-timeout=10")
+            .arg("-rss_limit_mb=4096")
+            .arg("-max_len=65536")
+            .arg("-print_final_stats=1");
+        if jobs > 1 {
+            c.arg(format!("-fork={jobs}"));
+        }
+        let st = c.status().context("starting cargo fuzz run")?;
+        eprintln!(
+            "xtask: {t}: {} after {:.0} s",
+            if st.success() { "no crash" } else { "FAILED" },
+            t0.elapsed().as_secs_f64()
+        );
+        if !st.success() {
+            failed.push(t.clone());
+        }
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "xtask: fuzz targets failed: {} (inputs in target/fuzz/artifacts/)",
+        failed.join(", ")
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// The benchmarks `cargo xtask bench` runs.
@@ -113,6 +213,7 @@ pub enum Bench {
     Mx,
     Fleet,
     Packets,
+    Spray,
 }
 
 pub fn bench(which: &[Bench]) -> Result<ExitCode> {
@@ -124,6 +225,7 @@ pub fn bench(which: &[Bench]) -> Result<ExitCode> {
     );
     let fleet = which.contains(&Bench::Fleet);
     let packets = which.contains(&Bench::Packets);
+    let spray = which.contains(&Bench::Spray);
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
@@ -194,6 +296,24 @@ pub fn bench(which: &[Bench]) -> Result<ExitCode> {
             .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
             .status()
             .context("starting the restore bench")?
+            .success();
+    }
+    if spray {
+        // F2X_SPRAY_LINES / F2X_SPRAY_MAX_HOSTS, when set, pass through.
+        ok &= cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fail2xdp-tests",
+                "--test",
+                "spray",
+                "--",
+            ])
+            .args(["--ignored", "--nocapture", "--exact", "sprays_stay_bounded"])
+            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+            .status()
+            .context("starting the spray bench")?
             .success();
     }
     if mx {

@@ -419,6 +419,30 @@ pub enum Picked {
     Mask(u64),
 }
 
+/// One line on its own through a jail's filters, as the match stage reads
+/// it (its stamp parsed against `now`; no multi-line state): what a chunk's
+/// finds are checked against, in tests and the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn classify_alone(
+    conf: &JailConfig,
+    line: &str,
+    tp: &mut TimeParser,
+    now: jiff::Timestamp,
+) -> Option<Found> {
+    let stamp = tp.parse(line, now);
+    let with_nl = format!("{line}\n");
+    let l = Line {
+        text: line,
+        with_nl: &with_nl,
+        msg: stamp.and_then(|(_, n)| line.get(n..)),
+        dated: Dated::File {
+            stamp: stamp.map(|(t, n)| (n, t)),
+            reference: now,
+        },
+    };
+    classify(conf, &l, Picked::Unknown, JailStates::none()).map(|(f, _)| f)
+}
+
 /// A jail's filters on one line: the first filter that finds something
 /// decides. `state(i)`: the multi-line state of filter i, for a fail2ban
 /// filter that needs one. With the verdict, where the line's time comes
@@ -439,9 +463,11 @@ pub fn classify(
             Some((m, t)) => (m, LineTime::Filter(t)),
             None => {
                 let m = match (by, l.msg) {
-                    (Picked::Mask(_), msg) => f.check_picked_host(msg.unwrap_or(l.text)),
+                    (Picked::Mask(_), Some(m)) => f.check_picked_host(m),
                     (Picked::Unknown, Some(m)) => f.check_message_host(m),
-                    (Picked::Unknown, None) => f.check_host(l.text),
+                    // No stamp the time parser reads (`Feb 30 ...`): the filter
+                    // skips what it takes for one, as it does on the line alone.
+                    (_, None) => f.check_host(l.text),
                 };
                 (m, LineTime::Stage)
             }
@@ -546,6 +572,36 @@ mod tests {
         }
         assert!(want.len() > 20, "{}", want.len());
         assert_eq!(got, want);
+    }
+
+    /// A line whose stamp the time parser refuses (a day February does not
+    /// have, a stray byte for the space) is still matched as the filter
+    /// matches it alone: the chunk path used to hand the filter the whole
+    /// line, stamp and all, and miss the failure (found by the line_path
+    /// fuzz target).
+    #[test]
+    fn lines_with_stamps_the_parser_refuses_match_as_alone() {
+        let c = confs("[jails.ddos]\nfilter = \"postfix-ddos\"\nfiles = [\"/tmp/e.log\"]\n");
+        let text = "Nov 22'05:33:08 mx1 postfix/postscreen[5502]: COMMAND COUNT LIMIT from [203.0.113.97]:15592 after RCPT\n\
+                    Feb 30 05:33:08 mx1 postfix/postscreen[5502]: COMMAND COUNT LIMIT from [203.0.113.98]:15592 after RCPT\n";
+        let chunk = Chunk::from_text("/tmp/e.log", text);
+        let now = SystemTime::now();
+        let got = find_all(&c, 0, &chunk, &mut Matching::new(YearReference::Now), now);
+        let hosts: Vec<String> = got
+            .iter()
+            .filter_map(|f| match f.found {
+                Found::Failure { host, .. } => Some(host.to_string()),
+                Found::Ignored => None,
+            })
+            .collect();
+        let now = jiff::Timestamp::try_from(now).unwrap();
+        for line in text.lines() {
+            assert!(matches!(
+                classify_alone(&c[0], line, &mut TimeParser::new(), now),
+                Some(Found::Failure { .. })
+            ));
+        }
+        assert_eq!(hosts, ["203.0.113.97", "203.0.113.98"]);
     }
 
     /// A chunk is matched with the configuration published when it is read,

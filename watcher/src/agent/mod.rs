@@ -26,7 +26,11 @@ use tokio::{
 
 pub use engine::{Engine, JailSlot, LineCounts, from_unix_ns, unix_ns};
 pub use handler::{Agent, AgentHandler, META_JAIL_RULES, META_JAILS, META_POLICY, jail_rules};
-pub use matcher::{Find, Found, Matched, Matching, Stage, YearReference, find_all};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use matcher::classify_alone;
+pub use matcher::{
+    Find, Found, Matched, Matching, Picked, Stage, YearReference, classify, find_all,
+};
 
 use crate::{
     ban::{BanService, LogEvents, Persist, Subscriber},

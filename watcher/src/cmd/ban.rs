@@ -3,7 +3,7 @@
 //! own when none runs; either way the one ban service decides.
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, BufReader, Read, Write},
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -11,8 +11,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use fail2xdp::{
-    addr::{IpNet, PortSet, format_duration, parse_net},
+    addr::{IpNet, PortSet, format_duration},
     ban::{FromJail, ImportReport, ImportSpec, ManualBan, Origin, UnbanOutcome, describe},
+    blocklist,
     control::{Request, Response},
     instance::Instance,
 };
@@ -38,8 +39,6 @@ pub struct Ban {
     pub jail_ports: bool,
 }
 
-/// Longest line `ban --file` reads; anything longer is not an address.
-const MAX_LINE: usize = 512;
 /// Networks per request when a blocklist goes to the agent (an IPv6
 /// network is at most ~45 bytes of JSON: a part stays under the agent's
 /// request limit).
@@ -121,49 +120,13 @@ fn read_list(path: &PathBuf) -> Result<(Vec<(IpNet, usize)>, usize)> {
     } else {
         Box::new(File::open(path).with_context(|| format!("opening {name}"))?)
     };
-    let mut r = BufReader::with_capacity(1 << 20, input);
-    let mut nets = Vec::new();
-    let (mut bad, mut lineno) = (0usize, 0usize);
-    let mut buf = Vec::new();
     let stderr = io::stderr();
     let mut err = stderr.lock();
-    loop {
-        buf.clear();
-        // Bounded read: a line is read up to MAX_LINE bytes, the rest skipped.
-        let n = (&mut r)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("reading {name}"))?;
-        if n == 0 {
-            break;
-        }
-        lineno += 1;
-        if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
-            let mut sink = Vec::new();
-            r.read_until(b'\n', &mut sink)
-                .with_context(|| format!("reading {name}"))?;
-            writeln!(err, "{name}:{lineno}: line too long, skipped")?;
-            bad += 1;
-            continue;
-        }
-        let Ok(line) = std::str::from_utf8(&buf) else {
-            writeln!(err, "{name}:{lineno}: not UTF-8, skipped")?;
-            bad += 1;
-            continue;
-        };
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        match parse_net(line) {
-            Ok(net) => nets.push((net, lineno)),
-            Err(e) => {
-                writeln!(err, "{name}:{lineno}: {e}, skipped")?;
-                bad += 1;
-            }
-        }
-    }
-    Ok((nets, bad))
+    let list = blocklist::read(BufReader::with_capacity(1 << 20, input), |line, why| {
+        writeln!(err, "{name}:{line}: {why}, skipped")
+    })
+    .with_context(|| format!("reading {name}"))?;
+    Ok((list.nets, list.bad))
 }
 
 fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {

@@ -3,7 +3,10 @@
 //! problem as file:line:key.
 use std::{path::Path, process::ExitCode};
 
-use fail2xdp::config::{self, ConfigError};
+use fail2xdp::{
+    config::{self, ConfigError},
+    fail2ban::steer,
+};
 
 /// `file`: a configuration file, or a fail2ban directory; `fail2ban`: a
 /// fail2ban directory given as such; `json`: its jails and warnings as JSON.
@@ -87,6 +90,15 @@ pub fn run(file: Option<&Path>, fail2ban: Option<&Path>, json: bool) -> anyhow::
                         format!("jail(s) {} are", flat.join(", "))
                     }
                 );
+            }
+            // fail2ban filters named in the file: where a client can frame
+            // another address (the built-in filters cannot be).
+            for j in &cfg.jails {
+                for f in &j.filters {
+                    for w in steer::filter_warnings(j.name.as_str(), f) {
+                        println!("  warning: {w}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

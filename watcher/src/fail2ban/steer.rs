@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::{filterconf::FilterFile, jails::Warning};
+use crate::{filter::Filter, framing};
 
 /// Tags that stand for the failure id.
 const ID_TAGS: &[&str] = &[
@@ -22,6 +23,13 @@ const ID_TAGS: &[&str] = &[
 ];
 
 /// One warning per steerable failregex of each filter (once per filter).
+///
+/// A filter is run through the framing corpus ([`crate::framing`]): log
+/// lines of the mail daemons whose client-written fields name another
+/// address. A failregex the corpus made report that address is named with
+/// the field; one that read the client's address on the corpus's lines and
+/// never another is not warned about. A failregex the corpus has no line
+/// for (a log format it does not know) gets the pattern heuristic below.
 pub fn warnings(filters: &[(String, FilterFile)]) -> Vec<Warning> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -29,8 +37,22 @@ pub fn warnings(filters: &[(String, FilterFile)]) -> Vec<Warning> {
         if !seen.insert((f.path.clone(), f.name.clone(), f.failregex.len())) {
             continue;
         }
+        let report = Filter::from_fail2ban(&f.name, f, f.usedns.as_deref())
+            .ok()
+            .map(|c| framing::probe(&c));
         for (i, p) in f.failregex.iter().enumerate() {
-            if let Some(why) = steerable(&p.text) {
+            let framed = report
+                .as_ref()
+                .map(|r| framed_warnings(&f.name, i, r))
+                .unwrap_or_default();
+            let read_clients = report.as_ref().is_some_and(|r| r.exercised.contains(&i));
+            if !framed.is_empty() {
+                out.extend(framed.into_iter().map(|message| Warning {
+                    origin: p.origin.clone(),
+                    jail: Some(jail.clone()),
+                    message,
+                }));
+            } else if !read_clients && let Some(why) = steerable(&p.text) {
                 out.push(Warning {
                     origin: p.origin.clone(),
                     jail: Some(jail.clone()),
@@ -43,6 +65,42 @@ pub fn warnings(filters: &[(String, FilterFile)]) -> Vec<Warning> {
         }
     }
     out
+}
+
+/// The framing corpus's findings for failregex `i` of a filter, one
+/// message per field, each with a line that shows it.
+pub fn framed_warnings(filter: &str, i: usize, report: &framing::Report) -> Vec<String> {
+    report
+        .framed
+        .iter()
+        .filter(|f| f.regex == i)
+        .map(|f| {
+            format!(
+                "filter {filter} failregex[{i}] can be framed through the {} field ({}): a client writing an address there gets that address reported instead of its own, e.g. {} from: {}",
+                f.field.name,
+                f.field.what,
+                f.reported,
+                f.line.escape_debug()
+            )
+        })
+        .collect()
+}
+
+/// The framing warnings of a compiled fail2ban filter (one named in a
+/// native configuration as `fail2ban:PATH`), for `check-config`.
+pub fn filter_warnings(jail: &str, filter: &Filter) -> Vec<Warning> {
+    let Some(f2b) = filter.fail2ban() else {
+        return Vec::new();
+    };
+    let report = framing::probe(filter);
+    (0..f2b.failregex_count())
+        .flat_map(|i| framed_warnings(filter.name(), i, &report))
+        .map(|message| Warning {
+            origin: None,
+            jail: Some(jail.to_string()),
+            message,
+        })
+        .collect()
 }
 
 /// Why the pattern can be steered, if it can.

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::glob::Glob;
-use super::lines::{Piece, Splitter, TooLong, deliver_line};
+use super::lines::{Splitter, feed_read};
 use super::position::{Ack, FilePosition, Mark, Position, Resume, Saver};
 use super::{Counters, Outbox, Shared, SourceError, SourceOptions};
 
@@ -677,15 +677,7 @@ impl Tailer {
             // Lines of a replayed file are dated from when it was written.
             self.out
                 .set_modified(jiff::Timestamp::from_nanosecond(t.mtime_ns).ok());
-            let out = &mut self.out;
-            let source = &t.source;
-            t.split.feed_blocks(read, max, |p| match p {
-                Piece::Line(l) => deliver_line(l, max, stats, |text| {
-                    out.push_str(source, text, stats);
-                }),
-                Piece::Block(text, lines) => out.push_block(source, text, lines, stats),
-                Piece::TooLong => TooLong.count(stats),
-            });
+            feed_read(&mut t.split, read, max, &t.source, &mut self.out, stats);
             if let Some(k) = memchr::memrchr(b'\n', read) {
                 t.line_start = t.offset - (n - k - 1) as u64;
                 t.mid_line = false;

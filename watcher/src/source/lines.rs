@@ -83,6 +83,23 @@ pub(super) fn deliver_line(line: &[u8], max: usize, stats: &Counters, mut push: 
     }
 }
 
+/// One read of a file, split into lines that go to `out` as the file reader
+/// delivers them: checked, repaired, blocks of plain lines at once; skips counted.
+pub(super) fn feed_read(
+    split: &mut Splitter,
+    read: &[u8],
+    max: usize,
+    source: &std::sync::Arc<str>,
+    out: &mut super::Outbox,
+    stats: &Counters,
+) {
+    split.feed_blocks(read, max, |p| match p {
+        Piece::Line(l) => deliver_line(l, max, stats, |text| out.push_str(source, text, stats)),
+        Piece::Block(text, lines) => out.push_block(source, text, lines, stats),
+        Piece::TooLong => TooLong.count(stats),
+    });
+}
+
 /// Complete lines (`body` ends with `\n`) that all pass [`decode_line`]
 /// unchanged: the text and the number of lines. Each check is one pass over the whole
 /// block (no work per line); a block with anything unusual anywhere (a NUL, a

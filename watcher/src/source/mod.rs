@@ -210,6 +210,29 @@ pub async fn spawn(
     })
 }
 
+/// The file reader's way from bytes to chunks, without a file: each of
+/// `reads` is split, checked and repaired as one read(2) of a tailed file
+/// is, and what it completed handed to `deliver`; an unfinished last line
+/// stays unread, as it would until its newline arrives. For the fuzz
+/// targets (fuzz/) and tests: arbitrary bytes take the reader's own path.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn chunks_of_reads<'a>(
+    source: &str,
+    reads: impl IntoIterator<Item = &'a [u8]>,
+    max_line: usize,
+    deliver: Deliver,
+) -> SourceStats {
+    let stats = Counters::default();
+    let source: Arc<str> = Arc::from(source);
+    let mut out = Outbox::new(deliver);
+    let mut split = lines::Splitter::default();
+    for read in reads {
+        lines::feed_read(&mut split, read, max_line, &source, &mut out, &stats);
+        out.flush(&stats);
+    }
+    stats.snapshot()
+}
+
 /// A running source. Dropping it stops the reader (without waiting for it).
 pub struct SourceHandle {
     name: String,
