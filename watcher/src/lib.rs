@@ -22,6 +22,7 @@ pub mod fail2ban;
 pub mod filter;
 pub mod instance;
 pub mod jail;
+pub mod privs;
 pub mod source;
 pub mod state;
 pub mod status;
