@@ -1,6 +1,14 @@
 //! Control socket: the CLI talks to the running agent over a root-only unix
 //! socket, one JSON request per line and one JSON response per line.
 //!
+//! Who may ask what: root (or whoever runs the agent) anything; with
+//! `[control] readonly_group` configured, a peer whose group or
+//! supplementary groups (`SO_PEERGROUPS`, as they were when it connected)
+//! include that group may send the requests [`Request::needs`] classifies
+//! [`Access::ReadOnly`] (status, list, explain, ping), never a ban, unban,
+//! import, allowlist change, reload or stop. The socket is then mode 0660
+//! with that group, else 0600; the peer-credential check holds either way.
+//!
 //! Wire format (serde's externally tagged enums): an [`Envelope`] per line,
 //! e.g. `{"pin_dir":"/sys/fs/bpf/fail2xdp","request":"Reload"}` or
 //! `{"pin_dir":"...","request":{"Unban":{"target":"192.0.2.7"}}}`; answers
@@ -82,6 +90,79 @@ pub enum Request {
     Stop,
     /// Is an agent there (and serving these pins)? Answers its version.
     Ping,
+}
+
+/// What a peer may do on the socket, and what a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Requests that change nothing: status, list, explain, ping.
+    ReadOnly,
+    /// Everything: root, or the user the agent runs as.
+    Full,
+}
+
+impl Request {
+    /// The command it comes from, for messages.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Request::Status { .. } | Request::AgentStatus => "status",
+            Request::Explain { .. } => "explain",
+            Request::List => "list",
+            Request::Ban(_) => "ban",
+            Request::BanFromJail { .. } => "ban --jail",
+            Request::Unban { .. } => "unban",
+            Request::UnbanOrigin { .. } => "set JAIL unbanip",
+            Request::UnbanAll { .. } => "unban --all",
+            Request::JailRules => "get",
+            Request::ImportBegin(_) | Request::ImportPart { .. } | Request::ImportCommit { .. } => {
+                "ban --file"
+            }
+            Request::AllowAdd { .. } => "allow add",
+            Request::AllowDel { .. } => "allow del",
+            Request::Reload => "reload",
+            Request::Stop => "detach --stop-agent",
+            Request::Ping => "ping",
+        }
+    }
+
+    /// The access it needs. Every request is named here, without a
+    /// wildcard: a new one must be classified.
+    pub fn needs(&self) -> Access {
+        match self {
+            Request::Status { .. }
+            | Request::AgentStatus
+            | Request::Explain { .. }
+            | Request::List
+            | Request::JailRules
+            | Request::Ping => Access::ReadOnly,
+            Request::Ban(_)
+            | Request::BanFromJail { .. }
+            | Request::Unban { .. }
+            | Request::UnbanOrigin { .. }
+            | Request::UnbanAll { .. }
+            | Request::ImportBegin(_)
+            | Request::ImportPart { .. }
+            | Request::ImportCommit { .. }
+            | Request::AllowAdd { .. }
+            | Request::AllowDel { .. }
+            | Request::Reload
+            | Request::Stop => Access::Full,
+        }
+    }
+
+    /// Why a peer with `access` may not send it, if it may not.
+    pub fn refused_for(&self, access: Access) -> Option<String> {
+        (access < self.needs())
+            .then(|| format!("read-only access: `{}` needs root", self.command()))
+    }
+}
+
+/// The group whose members may send read-only requests
+/// (`[control] readonly_group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnlyGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,9 +253,12 @@ pub trait Handler: Send + Sync + 'static {
 /// still ours), so a stopped agent leaves no stale socket behind.
 #[derive(Debug)]
 pub struct Listener {
-    inner: tokio::net::UnixListener,
+    /// Non-blocking; `serve` hands a duplicate to tokio, so binding needs
+    /// no runtime (the agent binds before it starts any thread).
+    inner: std::os::unix::net::UnixListener,
     path: PathBuf,
     ident: (u64, u64),
+    readonly: Option<ReadOnlyGroup>,
 }
 
 impl Drop for Listener {
@@ -196,8 +280,14 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Contr
 
 /// Binds the socket at `path` with mode 0600. A stale socket (nobody answers)
 /// is removed; if another agent answers, or `path` is not a socket, this fails
-/// and leaves the file alone. Must be called inside a tokio runtime.
+/// and leaves the file alone.
 pub fn bind(path: &Path) -> Result<Listener, ControlError> {
+    bind_with(path, None)
+}
+
+/// [`bind`]; with a read-only group the socket is mode 0660 and owned by
+/// that group, whose members may then send read-only requests.
+pub fn bind_with(path: &Path, readonly: Option<&ReadOnlyGroup>) -> Result<Listener, ControlError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(ControlError::NotASocket {
@@ -222,16 +312,28 @@ pub fn bind(path: &Path) -> Result<Listener, ControlError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err(path, "creating parent directory"))?;
     }
-    let inner = tokio::net::UnixListener::bind(path).map_err(io_err(path, "bind"))?;
+    let inner = std::os::unix::net::UnixListener::bind(path).map_err(io_err(path, "bind"))?;
+    inner
+        .set_nonblocking(true)
+        .map_err(io_err(path, "set non-blocking"))?;
     // Between bind and chmod the socket has the umask's mode; the peer
     // credential check in `serve` closes that window.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err(path, "chmod 0600"))?;
+    match readonly {
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path, "chmod 0600"))?,
+        Some(g) => {
+            std::os::unix::fs::chown(path, None, Some(g.gid))
+                .map_err(io_err(path, "chown to the read-only group"))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .map_err(io_err(path, "chmod 0660"))?;
+        }
+    }
     let m = std::fs::symlink_metadata(path).map_err(io_err(path, "stat"))?;
     Ok(Listener {
         inner,
         path: path.to_owned(),
         ident: (m.dev(), m.ino()),
+        readonly: readonly.cloned(),
     })
 }
 
@@ -254,8 +356,13 @@ impl Listener {
         });
         // SAFETY: geteuid takes no arguments and cannot fail.
         let me = unsafe { libc::geteuid() };
+        let inner = self
+            .inner
+            .try_clone()
+            .and_then(tokio::net::UnixListener::from_std)
+            .map_err(io_err(&self.path, "listen"))?;
         loop {
-            let (stream, _) = match self.inner.accept().await {
+            let (stream, _) = match inner.accept().await {
                 Ok(s) => s,
                 // Out of descriptors and similar: wait rather than spin or die.
                 Err(e) => {
@@ -264,18 +371,33 @@ impl Listener {
                     continue;
                 }
             };
-            // Only root (or whoever runs the agent) may steer it.
-            match stream.peer_cred() {
-                Ok(c) if c.uid() == 0 || c.uid() == me => {}
-                Ok(c) => {
-                    log::warn!("control socket: refused uid {}", c.uid());
-                    continue;
-                }
+            // Only root (or whoever runs the agent) may steer it; members
+            // of the read-only group may look.
+            let access = match stream.peer_cred() {
+                Ok(c) if c.uid() == 0 || c.uid() == me => Access::Full,
+                Ok(c) => match &self.readonly {
+                    Some(g) if c.gid() == g.gid || peer_groups(&stream).contains(&g.gid) => {
+                        Access::ReadOnly
+                    }
+                    _ => {
+                        log::warn!("control socket: refused uid {}", c.uid());
+                        let msg = format!(
+                            "uid {} may not use this socket: root only{}",
+                            c.uid(),
+                            match &self.readonly {
+                                Some(g) => format!(", or read-only for group {}", g.name),
+                                None => String::new(),
+                            }
+                        );
+                        tokio::spawn(refuse(stream, msg));
+                        continue;
+                    }
+                },
                 Err(e) => {
                     log::warn!("control socket: peer credentials: {e}");
                     continue;
                 }
-            }
+            };
             let permit = match Arc::clone(&slots).try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
@@ -290,7 +412,10 @@ impl Listener {
                         Ok(Ok(p)) => p,
                         _ => {
                             // Every slot is busy with a request: say so, do not queue.
-                            tokio::spawn(busy(stream));
+                            tokio::spawn(refuse(
+                                stream,
+                                "the agent is busy with other requests; try again".into(),
+                            ));
                             continue;
                         }
                     }
@@ -300,7 +425,7 @@ impl Listener {
             let serves = Arc::clone(&serves);
             let idle = Arc::clone(&idle);
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, handler, &serves, &idle).await {
+                if let Err(e) = connection(stream, access, handler, &serves, &idle).await {
                     log::debug!("control connection: {e}");
                 }
                 drop(permit);
@@ -341,19 +466,54 @@ impl Idle {
     }
 }
 
-/// Answers a connection that found every slot busy with a request.
-async fn busy(stream: tokio::net::UnixStream) {
+/// The peer's supplementary groups when it connected (`SO_PEERGROUPS`,
+/// Linux 4.13); none when they cannot be read.
+fn peer_groups(stream: &tokio::net::UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+    const SO_PEERGROUPS: libc::c_int = 0x3d;
+    #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+    const SO_PEERGROUPS: libc::c_int = 59;
+    let mut groups = vec![0 as libc::gid_t; 64];
+    for _ in 0..2 {
+        let mut len = (groups.len() * size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes; the kernel writes at most that.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return groups;
+        }
+        // ERANGE: `len` now says how much room they need.
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) || n <= groups.len()
+        {
+            break;
+        }
+        groups.resize(n, 0);
+    }
+    Vec::new()
+}
+
+/// Answers a connection that is not served (every slot is busy with a
+/// request, or the peer may not use the socket) and closes it.
+async fn refuse(stream: tokio::net::UnixStream, message: String) {
     let (_, mut wr) = stream.into_split();
-    let mut out = serde_json::to_vec(&Response::error(
-        "the agent is busy with other requests; try again",
-    ))
-    .unwrap_or_default();
+    let mut out = serde_json::to_vec(&Response::error(message)).unwrap_or_default();
     out.push(b'\n');
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
 }
 
 async fn connection(
     stream: tokio::net::UnixStream,
+    access: Access,
     handler: Arc<dyn Handler>,
     serves: &crate::instance::Instance,
     idle: &Idle,
@@ -391,6 +551,13 @@ async fn connection(
                 Ok(env) if !serves.same_pins(&env.pin_dir) => Response::WrongInstance {
                     serves: serves.pin_dir.clone(),
                 },
+                Ok(env) if env.request.needs() > access => {
+                    log::warn!(
+                        "control socket: refused `{}` to a read-only peer",
+                        env.request.command()
+                    );
+                    Response::error(env.request.refused_for(access).unwrap_or_default())
+                }
                 Ok(env) => {
                     let h = Arc::clone(&handler);
                     tokio::task::spawn_blocking(move || h.handle(env.request))
@@ -515,4 +682,95 @@ pub fn call_timeout(
         path: path.to_owned(),
         message: format!("bad answer: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ban::Origin;
+
+    fn every_request() -> Vec<Request> {
+        let mb = ManualBan {
+            net: "198.51.100.0/24".parse().unwrap(),
+            length_secs: Some(600),
+            ports: vec![25],
+            origin: Origin::Manual,
+            reason: None,
+            force: false,
+            replace: false,
+        };
+        let spec = ImportSpec {
+            origin: Origin::Manual,
+            source: "-".into(),
+            length_secs: None,
+            ports: Vec::new(),
+            reason: None,
+            force: false,
+        };
+        let t = || "192.0.2.7".to_string();
+        vec![
+            Request::Status { jail: None },
+            Request::AgentStatus,
+            Request::Explain { target: t() },
+            Request::List,
+            Request::Ban(mb),
+            Request::Unban { target: t() },
+            Request::ImportBegin(spec),
+            Request::ImportPart {
+                id: 1,
+                nets: vec![t()],
+            },
+            Request::ImportCommit { id: 1 },
+            Request::AllowAdd { target: t() },
+            Request::AllowDel { target: t() },
+            Request::Reload,
+            Request::Stop,
+            Request::Ping,
+        ]
+    }
+
+    #[test]
+    fn only_requests_that_change_nothing_are_read_only() {
+        let (ro, full): (Vec<_>, Vec<_>) = every_request()
+            .into_iter()
+            .partition(|r| r.needs() == Access::ReadOnly);
+        let cmds = |v: &[Request]| v.iter().map(Request::command).collect::<Vec<_>>();
+        assert_eq!(cmds(&ro), ["status", "status", "explain", "list", "ping"]);
+        assert_eq!(
+            cmds(&full),
+            [
+                "ban",
+                "unban",
+                "ban --file",
+                "ban --file",
+                "ban --file",
+                "allow add",
+                "allow del",
+                "reload",
+                "detach --stop-agent"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_read_only_peer_is_told_what_needs_root() {
+        for r in every_request() {
+            assert_eq!(r.refused_for(Access::Full), None, "{r:?}");
+            match r.needs() {
+                Access::ReadOnly => assert_eq!(r.refused_for(Access::ReadOnly), None),
+                Access::Full => assert_eq!(
+                    r.refused_for(Access::ReadOnly),
+                    Some(format!("read-only access: `{}` needs root", r.command()))
+                ),
+            }
+        }
+        assert_eq!(
+            Request::Unban {
+                target: "192.0.2.7".into()
+            }
+            .refused_for(Access::ReadOnly)
+            .as_deref(),
+            Some("read-only access: `unban` needs root")
+        );
+    }
 }

@@ -32,6 +32,7 @@ pub mod jail;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod privs;
 pub mod source;
 pub mod state;
 pub mod status;

@@ -115,6 +115,13 @@ pub struct AgentStatus {
     /// The `[crowdsec]` bouncer and decision source, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<CrowdSecStatus>,
+    /// The capabilities the agent runs with (`cap_bpf`, ...; see
+    /// privs.rs): empty when it has none (not root).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// `[control] readonly_group`: who may send read-only requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_group: Option<String>,
 }
 
 /// The CrowdSec part: is the Local API answering, what its decisions did,

@@ -58,6 +58,8 @@ pub struct Agent {
     staged: Mutex<HashMap<u64, Staged>>,
     next_import: Mutex<u64>,
     crowdsec: std::sync::OnceLock<Arc<crate::crowdsec::CrowdSec>>,
+    /// The control socket's read-only group, as bound at start.
+    pub readonly_group: Option<crate::control::ReadOnlyGroup>,
 }
 
 impl Agent {
@@ -82,6 +84,7 @@ impl Agent {
             staged: Mutex::new(HashMap::new()),
             next_import: Mutex::new(1),
             crowdsec: std::sync::OnceLock::new(),
+            readonly_group: None,
         }
     }
 
@@ -110,6 +113,11 @@ impl Agent {
             save_meta(s, &cfg);
         }
         crate::crowdsec::note_reload(self.crowdsec.get(), cfg.crowdsec.as_ref());
+        if cfg.readonly_group != self.readonly_group {
+            log::warn!(
+                "[control] readonly_group changed: it takes effect at the next start (the socket was bound before capabilities were dropped)"
+            );
+        }
         self.engine().apply_config(cfg);
         let _ = self.resync.send(());
         log::info!("{msg}");
@@ -166,6 +174,8 @@ impl Agent {
             bans: self.service.stats(),
             store: self.service.health(),
             crowdsec: self.crowdsec.get().map(|c| c.status()),
+            capabilities: crate::privs::effective(),
+            readonly_group: self.readonly_group.as_ref().map(|g| g.name.clone()),
         }
     }
 

@@ -77,34 +77,40 @@ pub struct Options {
 /// program stays attached (pinned) when this returns. Everything that can
 /// refuse to start (another agent on this instance, a bad configuration,
 /// a locked store, a socket in use) is checked before the data plane is
-/// touched.
+/// touched. Once the program is loaded and attached, and before any thread
+/// or the async runtime starts, the agent drops every capability but
+/// [`crate::privs::KEPT`], so every thread runs with no more.
 pub fn run(opts: Options) -> anyhow::Result<()> {
+    let ready = prepare(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("fail2xdp")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(opts))
+    rt.block_on(run_async(opts, ready))
 }
 
-/// A source as the run loop sees it.
-struct Input {
-    conf: SourceConf,
-    rx: mpsc::Receiver<Matched>,
-    closed: bool,
+/// What start-up prepares on the main thread alone, with every capability.
+struct Ready {
+    _lock: AgentLock,
+    cfg: config::Config,
+    store: Option<Arc<Store>>,
+    unavailable: Option<String>,
+    recovered: Option<String>,
+    positions: Option<PositionBook>,
+    listener: control::Listener,
+    metrics_listener: Option<std::net::TcpListener>,
+    enforcer: Option<Enforcer>,
 }
 
-async fn run_async(opts: Options) -> anyhow::Result<()> {
-    // First of all: a SIGTERM during start-up must stop the agent cleanly
-    // once it is up, not kill it half-way (the default action).
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    release_signals();
-
-    let inst = opts.instance.clone();
-    let _lock = AgentLock::acquire(&inst)?;
+/// Start-up up to the capability drop: lock, configuration, store, control
+/// socket, XDP program loaded and attached, then [`crate::privs::drop_to_kept`].
+/// Runs before any other thread exists (the stop and reload signals stay
+/// blocked, pending, until the run loop's handlers take them).
+fn prepare(opts: &Options) -> anyhow::Result<Ready> {
+    let inst = &opts.instance;
+    let lock = AgentLock::acquire(inst)?;
     // A bad configuration must change nothing running: load it before the
     // program in a pinned link is replaced.
     let cfg =
@@ -145,7 +151,8 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         Some(s) => Some(PositionBook::open(s.clone()).context("opening the saved log positions")?),
         None => None,
     };
-    let listener = control::bind(&inst.socket).context("control socket")?;
+    let listener =
+        control::bind_with(&inst.socket, cfg.readonly_group.as_ref()).context("control socket")?;
     let metrics_listener = match &opts.metrics {
         Some(ep) => Some(ep.bind()?),
         None => None,
@@ -161,7 +168,58 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         enf.attach(iface, opts.xdp_mode)
             .with_context(|| format!("attaching to {iface}"))?;
     }
-    let enforcer = if opts.dry_run { None } else { Some(enf) };
+    match crate::privs::drop_to_kept()? {
+        Some(kept) => log::info!(
+            "capabilities dropped: keeping {} only",
+            if kept.is_empty() {
+                "none".to_string()
+            } else {
+                kept.join(",")
+            }
+        ),
+        None => log::info!("running without capabilities: nothing to drop"),
+    }
+    Ok(Ready {
+        _lock: lock,
+        cfg,
+        store,
+        unavailable,
+        recovered,
+        positions,
+        listener,
+        metrics_listener,
+        enforcer: (!opts.dry_run).then_some(enf),
+    })
+}
+
+/// A source as the run loop sees it.
+struct Input {
+    conf: SourceConf,
+    rx: mpsc::Receiver<Matched>,
+    closed: bool,
+}
+
+async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
+    // First of all: a SIGTERM during start-up must stop the agent cleanly
+    // once it is up, not kill it half-way (the default action).
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    release_signals();
+
+    let inst = opts.instance.clone();
+    let Ready {
+        _lock,
+        cfg,
+        store,
+        unavailable,
+        recovered,
+        positions,
+        listener,
+        metrics_listener,
+        enforcer,
+    } = ready;
+    let readonly_group = cfg.readonly_group.clone();
 
     let mut subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];
     let crowdsec = cfg.crowdsec.clone().map(CrowdSec::new);
@@ -208,7 +266,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     }
     let (resync_tx, mut resync_rx) = mpsc::unbounded_channel();
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel();
-    let agent = Arc::new(Agent::new(
+    let mut agent = Agent::new(
         inst.clone(),
         engine,
         service.clone(),
@@ -216,7 +274,9 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         opts.ifaces.clone(),
         resync_tx,
         stop_tx,
-    ));
+    );
+    agent.readonly_group = readonly_group;
+    let agent = Arc::new(agent);
     if let Some(c) = &crowdsec {
         agent.set_crowdsec(c.clone());
     }

@@ -218,6 +218,19 @@ fn print_status(st: &Status) {
         ),
         None => println!("agent: not running"),
     }
+    if let Some(a) = &st.agent {
+        println!(
+            "capabilities: {}",
+            if a.capabilities.is_empty() {
+                "none".to_string()
+            } else {
+                a.capabilities.join(",")
+            }
+        );
+        if let Some(g) = &a.readonly_group {
+            println!("control socket: read-only for group {g}");
+        }
+    }
     let dp = &st.data_plane;
     if dp.interfaces.is_empty() {
         println!("interfaces: none attached");

@@ -59,6 +59,9 @@ pub struct Config {
     pub history: Duration,
     /// `[crowdsec]`: the Local API to pull decisions from and push bans to.
     pub crowdsec: Option<CrowdSecConfig>,
+    /// `[control] readonly_group`: its members may send read-only requests
+    /// (status, list, explain) on the control socket. Read at start.
+    pub readonly_group: Option<crate::control::ReadOnlyGroup>,
 }
 
 /// Default of `[state] history`.
@@ -75,6 +78,7 @@ impl Config {
             limits: PrefixLimits::default(),
             history: DEFAULT_HISTORY,
             crowdsec: None,
+            readonly_group: None,
         }
     }
 }
@@ -214,6 +218,13 @@ struct RawFile {
     limits: Option<Spanned<RawLimits>>,
     state: Option<Spanned<RawState>>,
     crowdsec: Option<Spanned<crowdsec::RawCrowdSec>>,
+    control: Option<Spanned<RawControl>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    readonly_group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -430,6 +441,20 @@ impl Cx<'_> {
             None => Capacities::default(),
         };
         let crowdsec = raw.crowdsec.as_ref().and_then(|c| self.crowdsec(c));
+        let readonly_group = raw
+            .control
+            .as_ref()
+            .and_then(|c| c.get_ref().readonly_group.as_ref())
+            .and_then(|g| match group_named(g.get_ref()) {
+                Ok(gid) => Some(crate::control::ReadOnlyGroup {
+                    name: g.get_ref().clone(),
+                    gid,
+                }),
+                Err(m) => {
+                    self.problem_at(g.span(), "control.readonly_group", m);
+                    None
+                }
+            });
         Config {
             origin: self.file.to_string(),
             jails,
@@ -438,6 +463,7 @@ impl Cx<'_> {
             limits,
             history,
             crowdsec,
+            readonly_group,
         }
     }
 
@@ -877,6 +903,44 @@ impl Cx<'_> {
 }
 
 /// 1-based line of byte offset `at`.
+/// The gid of the group called `name` (the system's group database).
+fn group_named(name: &str) -> Result<u32, String> {
+    if name.is_empty() {
+        return Err("an empty group name".into());
+    }
+    let c = std::ffi::CString::new(name).map_err(|_| format!("{name:?} is not a group name"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: zeroed is a valid `group`; getgrnam_r writes it and `buf`.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the lengths given.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 24 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(format!(
+                "looking up group {name:?}: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        if found.is_null() {
+            return Err(format!("no group named {name:?} on this system"));
+        }
+        return Ok(grp.gr_gid);
+    }
+}
+
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
     text.as_bytes()[..at]

@@ -223,3 +223,29 @@ fn capacity_sizes_the_maps_and_is_checked() {
     let p = problems(&format!("[capacity]\nbans_v5 = 10\n{JAIL}"));
     assert!(p.iter().any(|p| p.line == 2), "{p:?}");
 }
+
+#[test]
+fn readonly_group_is_resolved_and_an_unknown_one_is_located() {
+    assert_eq!(ok(JAIL).readonly_group, None);
+    // gid 0's name on every Linux system.
+    let c = ok(&format!("{JAIL}\n[control]\nreadonly_group = \"root\"\n"));
+    assert_eq!(
+        c.readonly_group,
+        Some(crate::control::ReadOnlyGroup {
+            name: "root".into(),
+            gid: 0
+        })
+    );
+    let p = problems(&format!(
+        "{JAIL}\n[control]\nreadonly_group = \"no-such-group-f2x\"\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].to_string()
+            .starts_with("t.toml:6:control.readonly_group: no group named"),
+        "{}",
+        p[0]
+    );
+    let p = problems(&format!("{JAIL}\n[control]\nreadonly = \"adm\"\n"));
+    assert_eq!(p[0].line, 6, "{p:?}");
+}
