@@ -497,11 +497,11 @@ fn systemd_notify_with_only_the_units_capabilities() -> Result<()> {
     };
     let bit = |c: &str| -> Result<u64> {
         Ok(1u64
-            << match c {
-                "CAP_DAC_READ_SEARCH" => 2,
-                "CAP_NET_ADMIN" => 12,
-                "CAP_PERFMON" => 38,
-                "CAP_BPF" => 39,
+            << match c.trim_start_matches("CAP_").to_lowercase().as_str() {
+                "dac_read_search" => 2,
+                "net_admin" => 12,
+                "perfmon" => 38,
+                "bpf" => 39,
                 other => bail!("the unit names {other}: add its number here"),
             })
     };
