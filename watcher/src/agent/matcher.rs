@@ -204,7 +204,7 @@ pub struct JailStates<'a> {
 
 impl JailStates<'_> {
     /// For a jail checked on its own, without kept state.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn none() -> Self {
         JailStates {
             states: None,
