@@ -216,131 +216,62 @@ pub enum Bench {
     Spray,
 }
 
+/// A `cargo bench` target of `package`, with the release agent.
+fn run_bench(package: &str, name: &str) -> Result<bool> {
+    Ok(cargo()
+        .args(["bench", "-p", package, "--bench", name])
+        .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+        .status()
+        .with_context(|| format!("starting the {name} bench"))?
+        .success())
+}
+
+/// A measurement kept as an ignored test of the netns suite (it needs the
+/// harness's namespaces and agents), run by its exact name, release build.
+fn run_ignored_test(test: &str, name: &str) -> Result<bool> {
+    Ok(cargo()
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "fail2xdp-tests",
+            "--test",
+            test,
+            "--",
+        ])
+        .args(["--ignored", "--nocapture", "--exact", name])
+        .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
+        .status()
+        .with_context(|| format!("starting {name}"))?
+        .success())
+}
+
 pub fn bench(which: &[Bench]) -> Result<ExitCode> {
-    let (dataplane, ingest, restore, mx) = (
-        which.contains(&Bench::Dataplane),
-        which.contains(&Bench::Ingest),
-        which.contains(&Bench::Restore),
-        which.contains(&Bench::Mx),
-    );
-    let fleet = which.contains(&Bench::Fleet);
-    let packets = which.contains(&Bench::Packets);
-    let spray = which.contains(&Bench::Spray);
     prereqs::ensure(Need::All)?;
     check(
         cargo().args(["build", "--release", "-p", "fail2xdp"]),
         "cargo build --release",
     )?;
     let mut ok = true;
-    if packets {
-        // `ban --file` load times are taken with the release binary.
-        ok &= cargo()
-            .args(["bench", "-p", "fail2xdp-tests", "--bench", "packets"])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the packets bench")?
-            .success();
-    }
-    if dataplane {
-        ok &= cargo()
-            .args(["bench", "-p", "fail2xdp-tests", "--bench", "dataplane"])
-            .status()
-            .context("starting the dataplane bench")?
-            .success();
-    }
-    if ingest {
-        ok &= cargo()
-            .args(["bench", "-p", "fail2xdp", "--bench", "ingest"])
-            .status()
-            .context("starting the ingest bench")?
-            .success();
-        // Detection-to-drop needs real packets, so it lives with the netns tests.
-        ok &= cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "fail2xdp-tests",
-                "--test",
-                "watcher_e2e",
-                "--",
-            ])
-            .args([
-                "--ignored",
-                "--nocapture",
-                "--exact",
-                "detection_to_drop_latency",
-            ])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the detection-to-drop latency bench")?
-            .success();
-    }
-    if restore {
-        ok &= cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "fail2xdp-tests",
-                "--test",
-                "one_path",
-                "--",
-            ])
-            .args([
-                "--ignored",
-                "--nocapture",
-                "--exact",
-                "million_bans_restore_within_five_seconds",
-            ])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the restore bench")?
-            .success();
-    }
-    if spray {
-        // F2X_SPRAY_LINES / F2X_SPRAY_MAX_HOSTS, when set, pass through.
-        ok &= cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "fail2xdp-tests",
-                "--test",
-                "spray",
-                "--",
-            ])
-            .args(["--ignored", "--nocapture", "--exact", "sprays_stay_bounded"])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the spray bench")?
-            .success();
-    }
-    if mx {
-        // The release agent beside real Postfix, Dovecot and fail2ban.
-        ok &= cargo()
-            .args(["bench", "-p", "fail2xdp-tests", "--bench", "mx"])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the mx bench")?
-            .success();
-    }
-    if fleet {
-        ok &= cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "fail2xdp-tests",
-                "--test",
-                "crowdsec",
-                "--",
-            ])
-            .args(["--ignored", "--nocapture", "--exact", "fleet_latency"])
-            .env("FAIL2XDP_BIN", root().join("target/release/fail2xdp"))
-            .status()
-            .context("starting the fleet latency bench")?
-            .success();
+    for b in which {
+        ok &= match b {
+            // `ban --file` load times are taken with the release binary.
+            Bench::Packets => run_bench("fail2xdp-tests", "packets")?,
+            Bench::Dataplane => run_bench("fail2xdp-tests", "dataplane")?,
+            Bench::Ingest => {
+                // Detection-to-drop needs real packets, so it lives with the netns tests.
+                run_bench("fail2xdp", "ingest")?
+                    & run_ignored_test("watcher_e2e", "detection_to_drop_latency")?
+            }
+            Bench::Restore => {
+                run_ignored_test("one_path", "million_bans_restore_within_five_seconds")?
+            }
+            // F2X_SPRAY_LINES / F2X_SPRAY_MAX_HOSTS, when set, pass through.
+            Bench::Spray => run_ignored_test("spray", "sprays_stay_bounded")?,
+            // The release agent beside real Postfix, Dovecot and fail2ban.
+            Bench::Mx => run_bench("fail2xdp-tests", "mx")?,
+            Bench::Fleet => run_ignored_test("crowdsec", "fleet_latency")?,
+        };
     }
     Ok(if ok {
         ExitCode::SUCCESS
