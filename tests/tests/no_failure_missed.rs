@@ -331,3 +331,81 @@ fn journal_entries_written_while_the_agent_was_killed_still_ban() -> Result<()> 
     assert_eq!(w.counter("lines")?, 3);
     Ok(())
 }
+
+/// A stamp without a year, `ahead` of now (negative: before now), as the
+/// mail server writes it.
+fn stamp_ahead(ahead: jiff::SignedDuration) -> String {
+    (jiff::Timestamp::now() + ahead)
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%b %e %H:%M:%S")
+        .to_string()
+}
+
+/// The year followed the previous line: a line stamped ten days ahead
+/// (last year's, then) followed by lines stamped now dated those to last
+/// year too, so fresh failures counted as stale and banned nobody. Each
+/// line's year is now the one nearest the clock.
+#[test]
+fn fresh_failures_after_a_line_of_last_year_still_ban() -> Result<()> {
+    let w = start("", "maxretry = 3", &[])?;
+    let (old, fresh) = ("203.0.113.90", "203.0.113.91");
+    assert_eq!(w.delivered(fresh, SMTP)?, N);
+    let msg = |ip: &str| {
+        format!(
+            " mail postfix/smtpd[{}]: warning: unknown[{ip}]: SASL LOGIN authentication failed: authentication failure\n",
+            pid()
+        )
+    };
+    let mut lines = vec![format!(
+        "{}{}",
+        stamp_ahead(jiff::SignedDuration::from_hours(24 * 10)),
+        msg(old)
+    )];
+    for _ in 0..3 {
+        lines.push(format!(
+            "{}{}",
+            stamp_ahead(jiff::SignedDuration::ZERO),
+            msg(fresh)
+        ));
+    }
+    w.append(&lines)?;
+    w.wait_banned(&format!("{fresh}/32"))?;
+    assert_eq!(w.delivered(fresh, SMTP)?, 0, "the fresh offender passes");
+    assert!(
+        w.ban_of(&format!("{old}/32"))?.is_none(),
+        "last year's line banned"
+    );
+    Ok(())
+}
+
+/// An IPv6 offender in the host's own /64 (the receiver is 2001:db8::2)
+/// was never banned: its jail's /64 ban would cover the host, so it was
+/// refused at every failure. It is banned at the longest prefix that spares
+/// the host's addresses, and `explain` says it was narrowed and from what.
+#[test]
+fn a_neighbour_in_the_hosts_own_64_is_banned_narrower() -> Result<()> {
+    let w = start("", "maxretry = 3", &[])?;
+    let (attacker, same_slice, other) = ("2001:db8::77", "2001:db8::78", "2001:db8::5");
+    // Probe the clean sources first: a ban of an on-link source also drops
+    // its neighbour discovery.
+    assert_eq!(w.delivered(other, SMTP)?, N);
+    assert_eq!(w.delivered(attacker, SMTP)?, N);
+    w.append(&[
+        sasl_fail(attacker),
+        sasl_fail(attacker),
+        sasl_fail(attacker),
+    ])?;
+    // ::77 and the host's ::2 first differ in the seventh bit from the end.
+    w.wait_banned("2001:db8::40/122")?;
+    assert_eq!(w.delivered(attacker, SMTP)?, 0, "the neighbour passes");
+    assert_eq!(w.delivered(same_slice, SMTP)?, 0, "its /122 passes");
+    assert_eq!(w.delivered(other, SMTP)?, N, "the rest of the /64 dropped");
+    let ex: serde_json::Value =
+        serde_json::from_str(&w.lab.agent.cli(&["explain", attacker, "--json"])?)?;
+    assert_eq!(
+        ex["bans"][0]["narrowed_from"].as_str(),
+        Some("2001:db8::/64"),
+        "{ex}"
+    );
+    Ok(())
+}
