@@ -26,8 +26,6 @@ pub enum Anomaly {
     TruncatedIp,
     /// An IP header with the wrong version or an IPv4 IHL below 5.
     BadIpHeader,
-    /// An IPv6 extension header is cut short.
-    TruncatedExtHdr,
     /// More IPv6 extension headers than the parser follows.
     LongExtChain,
     /// The TCP or UDP header is cut short.
@@ -42,7 +40,6 @@ impl Anomaly {
             Anomaly::VlanDepth => "more than two VLAN tags",
             Anomaly::TruncatedIp => "truncated IP header",
             Anomaly::BadIpHeader => "malformed IP header",
-            Anomaly::TruncatedExtHdr => "truncated IPv6 extension header",
             Anomaly::LongExtChain => "IPv6 extension-header chain longer than followed",
             Anomaly::TruncatedL4 => "truncated TCP/UDP header",
         }
