@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core_intrinsics: the BPF atomic add")]
 
+mod events;
 mod parse;
 mod verdict;
 

@@ -15,14 +15,14 @@ use aya_ebpf::{
 };
 use fail2xdp_common::{
     BUCKET_SLOTS, Bucket, Config, EXPIRY_MASK, EXPIRY_NEVER, LEN_SLOTS_V4, LEN_SLOTS_V6,
-    LEN_UNUSED, LenSlotV4, LenSlotV6, MAX_BAN_PORTS, Place, Stats, TBL_ALLOW_V4, TBL_ALLOW_V6,
-    Shape, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, hash_a4, hash_p6,
-    hash_tag, hash_v4, hash_v6, place, spill_count, tag_p4,
+    LEN_UNUSED, LenSlotV4, LenSlotV6, MAX_BAN_PORTS, Place, Shape, Stats, TBL_ALLOW_V4,
+    TBL_ALLOW_V6, TBL_BANS_V4, TBL_BANS_V6, TBL_PFX_V4, TBL_PFX_V6, TableGeom, addr_words, hash_a4,
+    hash_p6, hash_tag, hash_v4, hash_v6, place, spill_count, tag_p4,
 };
 
 use crate::{
     ALLOW_V4, ALLOW_V4_ENT, ALLOW_V6, ALLOW_V6_ENT, BANS_V4, BANS_V4_ENT, BANS_V6, BANS_V6_ENT,
-    CONFIG, MMAPABLE, PFX_V4, PFX_V4_ENT, PFX_V6, PFX_V6_ENT, PORTS,
+    CONFIG, MMAPABLE, PFX_V4, PFX_V4_ENT, PFX_V6, PFX_V6_ENT, PORTS, events,
     parse::{self, NO_PORT, Packet, Skip, Src},
 };
 
@@ -77,7 +77,10 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     let pkt = match parse::parse(ctx) {
         Ok(p) => p,
         Err(Skip::NotIp) => return Verdict::pass(Reason::None),
-        Err(Skip::Unparsed) => return Verdict::pass(Reason::PassUnparsed),
+        Err(Skip::Unparsed(why)) => {
+            events::anomaly(why, parse::frame_len(ctx));
+            return Verdict::pass(Reason::PassUnparsed);
+        }
     };
     // An array lookup the verifier inlines; without it the tables are
     // assumed empty, which is what a freshly created CONFIG says too.
@@ -148,15 +151,20 @@ fn decide_v4(cfg: &Config, pkt: &Packet, src: *const [u8; 4]) -> Verdict {
             }
         }
     }
+    let hi = p.hi;
     if let Some(e) = find_v4(&cfg.tables[TBL_BANS_V4], p.hi as u32) {
-        if applies(e, p.port, &mut p.miss) {
+        if applies(e, p.port, &mut p.miss, || {
+            events::first_drop_v4(hi as u32, hi as u32, 32)
+        }) {
             return Verdict::drop(Reason::DropExactV4);
         }
     }
     if cfg.pfx_v4_n > 0 {
         if let Some(k) = key_v4(&cfg.pfx_v4, 0, p.hi) {
             if let Some(e) = find_p4(&cfg.tables[TBL_PFX_V4], &k) {
-                if applies(e, p.port, &mut p.miss) {
+                if applies(e, p.port, &mut p.miss, || {
+                    events::first_drop_v4(hi as u32, k.hi as u32, k.len)
+                }) {
                     return Verdict::drop(Reason::DropPrefixV4);
                 }
             }
@@ -197,14 +205,18 @@ fn decide_v6(cfg: &Config, pkt: &Packet, src: *const [u8; 16]) -> Verdict {
         }
     }
     if let Some(e) = find_v6(&cfg.tables[TBL_BANS_V6], p.hi, p.lo) {
-        if applies(e, p.port, &mut p.miss) {
+        if applies(e, p.port, &mut p.miss, || {
+            events::first_drop_v6(hi, lo, hi, lo, 128)
+        }) {
             return Verdict::drop(Reason::DropExactV6);
         }
     }
     if cfg.pfx_v6_n > 0 {
         if let Some(k) = key_v6(&cfg.pfx_v6, 0, p.hi, p.lo) {
             if let Some(e) = find_p6(&cfg.tables[TBL_PFX_V6], &k) {
-                if applies(e, p.port, &mut p.miss) {
+                if applies(e, p.port, &mut p.miss, || {
+                    events::first_drop_v6(hi, lo, k.hi, k.lo, k.len)
+                }) {
                     return Verdict::drop(Reason::DropPrefixV6);
                 }
             }
@@ -290,7 +302,10 @@ unsafe extern "C" fn pfx_v4_step(i: u64, p: *mut c_void) -> i64 {
         return CONTINUE;
     };
     if let Some(e) = find_p4(&cfg.tables[TBL_PFX_V4], &k) {
-        if applies(e, p.port, &mut p.miss) {
+        let hi = p.hi;
+        if applies(e, p.port, &mut p.miss, || {
+            events::first_drop_v4(hi as u32, k.hi as u32, k.len)
+        }) {
             p.hit = 1;
             return STOP;
         }
@@ -324,7 +339,10 @@ unsafe extern "C" fn pfx_v6_step(i: u64, p: *mut c_void) -> i64 {
         return CONTINUE;
     };
     if let Some(e) = find_p6(&cfg.tables[TBL_PFX_V6], &k) {
-        if applies(e, p.port, &mut p.miss) {
+        let (hi, lo) = (p.hi, p.lo);
+        if applies(e, p.port, &mut p.miss, || {
+            events::first_drop_v6(hi, lo, k.hi, k.lo, k.len)
+        }) {
             p.hit = 1;
             return STOP;
         }
@@ -411,14 +429,19 @@ fn find_v4(g: &TableGeom, addr: u32) -> Option<Hit> {
         return None;
     }
     // The tag is the address itself: a match needs no confirmation.
-    lookup(&BANS_V4, place(hash_v4(addr, g.seed), shape(g)), addr, |id| {
-        let e = BANS_V4_ENT.get_ptr_mut(id)?;
-        Some(Hit {
-            // SAFETY: field addresses inside an element of the entry array.
-            expiry_ports: unsafe { addr_of!((*e).expiry_ports) },
-            drops: unsafe { addr_of_mut!((*e).drops) },
-        })
-    })
+    lookup(
+        &BANS_V4,
+        place(hash_v4(addr, g.seed), shape(g)),
+        addr,
+        |id| {
+            let e = BANS_V4_ENT.get_ptr_mut(id)?;
+            Some(Hit {
+                // SAFETY: field addresses inside an element of the entry array.
+                expiry_ports: unsafe { addr_of!((*e).expiry_ports) },
+                drops: unsafe { addr_of_mut!((*e).drops) },
+            })
+        },
+    )
 }
 
 #[inline(always)]
@@ -529,9 +552,11 @@ fn find_a6(g: &TableGeom, k: &Masked) -> bool {
 }
 
 /// Whether a found ban applies to this packet; if so counts the drop on the
-/// ban. Otherwise records in `miss` why it did not, for the pass counters.
+/// ban, and calls `first` when it is the ban's first (the counter went from
+/// 0 to 1: one branch on the old value in the steady state). Otherwise
+/// records in `miss` why it did not, for the pass counters.
 #[inline(always)]
-fn applies(h: Hit, port: u32, miss: &mut Reason) -> bool {
+fn applies(h: Hit, port: u32, miss: &mut Reason, first: impl FnOnce()) -> bool {
     // SAFETY (all derefs of `h`): it points into an entry array element,
     // valid for the whole program run. The word is read once, so expiry
     // and port set come from the same write.
@@ -568,9 +593,16 @@ fn applies(h: Hit, port: u32, miss: &mut Reason) -> bool {
         }
     }
     // The bpfel target has no compare-and-swap, so core's AtomicU64 offers
-    // no fetch_add; the intrinsic lowers to the BPF atomic add instruction
-    // (`lock *(u64 *)(r + off) += 1`) since the old value is unused.
+    // no fetch_add; the intrinsic lowers to the BPF atomic fetch-add (ISA
+    // v3), whose old value tells the first drop: two CPUs cannot both see
+    // 0. SeqCst, not Relaxed: with Relaxed, LLVM emits the plain atomic add
+    // (`lock ... += r1`, no fetch) and reads the old value from its source
+    // register, so the first drop never showed. Both JIT to one locked
+    // x86 instruction.
     // SAFETY: `drops` is a naturally aligned u64 inside the map value.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(h.drops, 1) };
+    let old = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(h.drops, 1) };
+    if old == 0 {
+        first();
+    }
     true
 }

@@ -37,7 +37,7 @@ use crate::{
     config::{self, SourceConf},
     control,
     crowdsec::CrowdSec,
-    enforcer::{Enforcer, XdpMode},
+    enforcer::{Enforcer, KernelLog, XdpMode},
     instance::{AgentLock, Instance},
     metrics::{Endpoint, Metrics},
     notify,
@@ -102,6 +102,8 @@ struct Ready {
     listener: control::Listener,
     metrics_listener: Option<std::net::TcpListener>,
     enforcer: Option<Enforcer>,
+    /// Readers of the XDP program's log records, opened before the drop.
+    kernel_logs: Vec<KernelLog>,
 }
 
 /// Start-up up to the capability drop: lock, configuration, store, control
@@ -168,6 +170,9 @@ fn prepare(opts: &Options) -> anyhow::Result<Ready> {
         enf.attach(iface, opts.xdp_mode)
             .with_context(|| format!("attaching to {iface}"))?;
     }
+    // The ring buffers are mapped now, with every capability; reading them
+    // later needs none.
+    let kernel_logs = enf.take_kernel_logs();
     match crate::privs::drop_to_kept()? {
         Some(kept) => log::info!(
             "capabilities dropped: keeping {} only",
@@ -189,6 +194,7 @@ fn prepare(opts: &Options) -> anyhow::Result<Ready> {
         listener,
         metrics_listener,
         enforcer: (!opts.dry_run).then_some(enf),
+        kernel_logs,
     })
 }
 
@@ -218,7 +224,13 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
         listener,
         metrics_listener,
         enforcer,
+        kernel_logs,
     } = ready;
+    for l in kernel_logs {
+        if let Err(e) = l.spawn() {
+            log::warn!("the XDP program's log records cannot be read: {e}");
+        }
+    }
     let readonly_group = cfg.readonly_group.clone();
 
     let mut subscribers: Vec<Arc<dyn Subscriber>> = vec![Arc::new(LogEvents::default())];

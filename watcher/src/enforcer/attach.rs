@@ -393,6 +393,7 @@ impl Enforcer {
             .collect();
         // The program again, loaded as an extension of the new dispatcher.
         let mut obj = super::load::object(&self.pin_dir, None, true)?;
+        let log = super::kernel_log::take(&mut obj, "dispatcher extension");
         let extp: &mut Extension = obj
             .program_mut(PROG_NAME)
             .ok_or_else(|| EnforcerError::ObjectLacks(format!("program {PROG_NAME}")))?
@@ -411,6 +412,8 @@ impl Enforcer {
         let _ = std::fs::remove_file(ext);
         sys::obj_pin(ours.prog.as_fd(), ext)
             .map_err(io_err(format!("pinning {}", ext.display())))?;
+        // This copy is the one that runs on `iface`: keep its log reader.
+        self.kernel_logs.extend(log);
         let link_id = sys::link_info(link.as_fd()).map(|i| i.id).unwrap_or(0);
         info!(
             "{iface}: {} libxdp's dispatcher (id {}) in slot {slot} at priority {} beside {}",

@@ -178,6 +178,7 @@ impl Enforcer {
             dir,
             maps,
             ebpf: None,
+            kernel_logs: Vec::new(),
         };
         match e.maps.config()?.version {
             LAYOUT_VERSION => {}
@@ -241,6 +242,7 @@ impl Enforcer {
             dir,
             maps,
             ebpf: Some(ebpf),
+            kernel_logs: Vec::new(),
         };
         e.repair()?;
         Ok(e)

@@ -11,6 +11,7 @@ mod attach;
 mod bans;
 mod btf;
 mod clock;
+mod kernel_log;
 mod load;
 mod lock;
 pub mod maps;
@@ -39,6 +40,7 @@ pub use attach::{
     links,
 };
 pub use clock::{boottime_ns, realtime_ns};
+pub use kernel_log::KernelLog;
 pub use load::Capacities;
 
 /// Whether this kernel can run several XDP programs on one interface
@@ -189,6 +191,9 @@ pub struct Enforcer {
     dir: File,
     maps: maps::Maps,
     ebpf: Option<aya::Ebpf>,
+    /// Log readers of the extension copies attached to dispatchers, kept
+    /// for [`Enforcer::take_kernel_logs`].
+    kernel_logs: Vec<KernelLog>,
 }
 
 impl Enforcer {
