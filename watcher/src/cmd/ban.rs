@@ -18,7 +18,7 @@ use fail2xdp::{
     instance::Instance,
 };
 
-use super::{Via, ask, local_service, via, warn_if_unenforced};
+use super::{Via, ask, ask_json, local_service, via, warn_if_unenforced};
 
 pub enum Target {
     Net(IpNet),
@@ -228,15 +228,12 @@ fn ban_file(inst: &Instance, b: &Ban, path: &PathBuf) -> Result<ExitCode> {
 
 pub fn unban(inst: &Instance, net: IpNet) -> Result<ExitCode> {
     let outcome: UnbanOutcome = match via(inst)? {
-        Via::Agent(client) => match ask(
+        Via::Agent(client) => ask_json(
             &client,
             &Request::Unban {
                 target: net.to_string(),
             },
-        )? {
-            Response::Json(v) => serde_json::from_value(v).context("the agent's answer")?,
-            other => bail!("unexpected answer: {other:?}"),
-        },
+        )?,
         Via::Local => {
             if !inst.pin_dir.exists() {
                 println!(

@@ -14,7 +14,7 @@ use fail2xdp::{
     state::printable,
 };
 
-use super::{Via, ask, local_service, show, via, warn_if_unenforced};
+use super::{Via, ask, ask_json, local_service, show, via, warn_if_unenforced};
 
 /// A jail setting `get` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +28,7 @@ pub enum Setting {
 /// The jails' rules: the running agent's, else those it last saved.
 pub fn jail_rules(inst: &Instance) -> Result<Vec<JailRules>> {
     match via(inst)? {
-        Via::Agent(client) => match ask(&client, &Request::JailRules)? {
-            Response::Json(v) => serde_json::from_value(v).context("the agent's jail rules"),
-            other => bail!("unexpected answer: {other:?}"),
-        },
+        Via::Agent(client) => ask_json(&client, &Request::JailRules),
         Via::Local => Ok(show::open_store(inst)?
             .and_then(|s| s.meta::<Vec<JailRules>>(META_JAIL_RULES).ok().flatten())
             .unwrap_or_default()),
@@ -216,16 +213,13 @@ pub fn unbanip(inst: &Instance, jail: &str, targets: &[IpNet]) -> Result<ExitCod
     let mut code = ExitCode::SUCCESS;
     for net in targets {
         let outcome: UnbanOutcome = match (&via, &local) {
-            (Via::Agent(client), _) => match ask(
+            (Via::Agent(client), _) => ask_json(
                 client,
                 &Request::UnbanOrigin {
                     target: net.to_string(),
                     origin: origin.clone(),
                 },
-            )? {
-                Response::Json(v) => serde_json::from_value(v).context("the agent's answer")?,
-                other => bail!("unexpected answer: {other:?}"),
-            },
+            )?,
             (Via::Local, Some(svc)) => svc.unban(*net, Some(&origin)).context("unbanning")?,
             (Via::Local, None) => unreachable!("a local service exists without an agent"),
         };
@@ -248,15 +242,12 @@ pub fn unbanip(inst: &Instance, jail: &str, targets: &[IpNet]) -> Result<ExitCod
 /// `fail2xdp unban --all [--jail J]`.
 pub fn unban_all(inst: &Instance, origin: Option<Origin>) -> Result<ExitCode> {
     let report: UnbanAllReport = match via(inst)? {
-        Via::Agent(client) => match ask(
+        Via::Agent(client) => ask_json(
             &client,
             &Request::UnbanAll {
                 origin: origin.clone(),
             },
-        )? {
-            Response::Json(v) => serde_json::from_value(v).context("the agent's answer")?,
-            other => bail!("unexpected answer: {other:?}"),
-        },
+        )?,
         Via::Local => {
             if !inst.pin_dir.exists() {
                 println!(

@@ -71,6 +71,14 @@ pub fn ask(client: &Client, req: &Request) -> Result<Response> {
     }
 }
 
+/// [`ask`] for a request the agent answers with a JSON value of type `T`.
+pub fn ask_json<T: serde::de::DeserializeOwned>(client: &Client, req: &Request) -> Result<T> {
+    match ask(client, req)? {
+        Response::Json(v) => serde_json::from_value(v).context("the agent's answer"),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
 /// The ban service over this instance's maps and store, for a command run
 /// while no agent runs (creating the maps if nothing is pinned yet, so bans
 /// can be staged before the first start). Its guard uses the policy the
