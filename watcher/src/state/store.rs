@@ -37,6 +37,41 @@ fn expiry_key(exp_ns: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+type Table<'tx> = redb::Table<'tx, &'static [u8], &'static [u8]>;
+
+/// The keys of the claims on exactly `net`: `origin`'s, or every origin's.
+fn claim_keys(
+    bans: &Table<'_>,
+    net: &IpNet,
+    origin: Option<&Origin>,
+) -> Result<Vec<Vec<u8>>, redb::StorageError> {
+    if let Some(o) = origin {
+        return Ok(vec![claim_key(net, o)]);
+    }
+    let (lo, hi) = claims_range(net);
+    let mut keys = Vec::new();
+    for e in bans.range(lo.as_slice()..hi.as_slice())? {
+        keys.push(e?.0.value().to_vec());
+    }
+    Ok(keys)
+}
+
+/// Removes one claim and its expiry index entry; the claim's value, if it
+/// was there.
+fn remove_claim(
+    bans: &mut Table<'_>,
+    exp: &mut Table<'_>,
+    k: &[u8],
+) -> Result<Option<Vec<u8>>, redb::StorageError> {
+    let Some(v) = bans.remove(k)?.map(|v| v.value().to_vec()) else {
+        return Ok(None);
+    };
+    if let Some(e) = stored_expiry(&v) {
+        exp.remove(expiry_key(e, k).as_slice())?;
+    }
+    Ok(Some(v))
+}
+
 /// Ban times remembered per network; older ones fall off.
 pub const MAX_HISTORY_PER_HOST: usize = 64;
 
@@ -319,26 +354,11 @@ impl Store {
         let raws = self.write(|tx| {
             let mut bans = tx.open_table(BANS)?;
             let mut exp = tx.open_table(EXPIRY)?;
-            let keys: Vec<Vec<u8>> = match origin {
-                Some(o) => vec![claim_key(net, o)],
-                None => {
-                    let (lo, hi) = claims_range(net);
-                    let mut keys = Vec::new();
-                    for e in bans.range(lo.as_slice()..hi.as_slice())? {
-                        keys.push(e?.0.value().to_vec());
-                    }
-                    keys
-                }
-            };
             let mut out = Vec::new();
-            for k in keys {
-                let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                if let Some(e) = stored_expiry(&v) {
-                    exp.remove(expiry_key(e, &k).as_slice())?;
+            for k in claim_keys(&bans, net, origin)? {
+                if let Some(v) = remove_claim(&mut bans, &mut exp, &k)? {
+                    out.push((k, v));
                 }
-                out.push((k, v));
             }
             Ok(out)
         })?;
@@ -355,13 +375,9 @@ impl Store {
             let mut out = Vec::new();
             for (net, origin) in claims {
                 let k = claim_key(net, origin);
-                let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                if let Some(e) = stored_expiry(&v) {
-                    exp.remove(expiry_key(e, &k).as_slice())?;
+                if let Some(v) = remove_claim(&mut bans, &mut exp, &k)? {
+                    out.push((k, v));
                 }
-                out.push((k, v));
             }
             Ok(out)
         })?;
@@ -380,25 +396,8 @@ impl Store {
             let mut exp = tx.open_table(EXPIRY)?;
             let mut n = 0;
             for net in nets {
-                let keys: Vec<Vec<u8>> = match origin {
-                    Some(o) => vec![claim_key(net, o)],
-                    None => {
-                        let (lo, hi) = claims_range(net);
-                        let mut keys = Vec::new();
-                        for e in bans.range(lo.as_slice()..hi.as_slice())? {
-                            keys.push(e?.0.value().to_vec());
-                        }
-                        keys
-                    }
-                };
-                for k in keys {
-                    let Some(v) = bans.remove(k.as_slice())?.map(|v| v.value().to_vec()) else {
-                        continue;
-                    };
-                    if let Some(e) = stored_expiry(&v) {
-                        exp.remove(expiry_key(e, &k).as_slice())?;
-                    }
-                    n += 1;
+                for k in claim_keys(&bans, net, origin)? {
+                    n += usize::from(remove_claim(&mut bans, &mut exp, &k)?.is_some());
                 }
             }
             Ok(n)
