@@ -377,21 +377,26 @@ mod tests {
         assert_eq!(objs[1]["captures"]["user"], "bob");
     }
 
-    #[test]
-    fn verbose_prints_matched_lines_only() {
-        let log = b"Aug 14 10:00:01 mx postfix/smtpd[1]: disconnect from unknown[192.0.2.3] ehlo=1 auth=0/1 commands=1/2\nAug 14 10:00:02 mx postfix/smtpd[1]: connect from unknown[192.0.2.3]\n";
-        let f = Filter::builtin("postfix-auth-flood").unwrap();
+    /// `test -v` of a built-in filter over `log`: the counts and what it printed.
+    fn verbose(filter: &str, log: &[u8]) -> (Counts, String) {
+        let f = Filter::builtin(filter).unwrap();
         let mut out = Vec::new();
         let c = scan(
             &f,
-            &log[..],
+            log,
             Timestamp::now(),
             zurich(),
             Output::Verbose,
             &mut out,
         )
         .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        (c, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn verbose_prints_matched_lines_only() {
+        let log = b"Aug 14 10:00:01 mx postfix/smtpd[1]: disconnect from unknown[192.0.2.3] ehlo=1 auth=0/1 commands=1/2\nAug 14 10:00:02 mx postfix/smtpd[1]: connect from unknown[192.0.2.3]\n";
+        let (c, text) = verbose("postfix-auth-flood", log);
         assert_eq!(c.matched, 1);
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("192.0.2.3") && text.contains("auth=0/1"));
@@ -403,18 +408,7 @@ mod tests {
     #[test]
     fn verbose_escapes_control_characters() {
         let log = b"Aug 14 10:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.4]: SASL LOGIN authentication failed: authentication failure, sasl_username=\x1b[2J\x07evil\n";
-        let f = Filter::builtin("postfix-sasl").unwrap();
-        let mut out = Vec::new();
-        let c = scan(
-            &f,
-            &log[..],
-            Timestamp::now(),
-            zurich(),
-            Output::Verbose,
-            &mut out,
-        )
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let (c, text) = verbose("postfix-sasl", log);
         assert_eq!(c.matched, 1, "{text}");
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         assert!(text.contains("\\u{1b}[2J\\u{7}evil"), "{text}");
