@@ -35,7 +35,7 @@ use fail2xdp_common::PROG_NAME;
 use fail2xdp_tests::{
     Instance, Netns, Probe, XdpFilter,
     bpf::{self, XDP_DROP, XDP_PASS},
-    unique_name,
+    thousands, unique_name,
 };
 
 const BANNED_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -703,16 +703,4 @@ fn survey(ours: &Instance, n: u32) -> Result<String> {
          IPv6 {b6:.2} % (the rest one bucket line plus the entry line).",
         thousands(n)
     ))
-}
-
-fn thousands(n: u32) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -49,7 +49,7 @@ use fail2xdp_common::Stats;
 use fail2xdp_tests::{
     Instance, Netns, Probe, XdpFilter,
     bpf::{self, ArrayMem},
-    unique_name,
+    thousands, unique_name,
 };
 
 const RECV_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -621,18 +621,6 @@ fn mpps(r: f64) -> String {
     format!("{:.2}", r / 1e6)
 }
 
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -968,7 +956,7 @@ fn load_times(max: usize) -> Result<()> {
         let nft = t.elapsed();
         println!(
             "| {} | {:.2} s | {:.2} s |",
-            thousands(n),
+            thousands(n as u64),
             f2x.as_secs_f64(),
             nft.as_secs_f64()
         );

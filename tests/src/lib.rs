@@ -55,3 +55,16 @@ pub use packet::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Probe, Vla
 pub use preflight::{check_privileges, require_privileges};
 pub use traffic::{MARKER_PORT, Receiver, Sender};
 pub use xdp_filter::XdpFilter;
+
+/// `n` with thousands separators (1,000,000), for the benches' tables.
+pub fn thousands(n: impl Into<u64>) -> String {
+    let s = n.into().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
