@@ -50,6 +50,13 @@ enum Cmd {
         /// Parallel fuzzing processes (libFuzzer's -fork).
         #[arg(long, default_value_t = 1)]
         jobs: u32,
+        /// libFuzzer's random seed (default: a new one each run).
+        #[arg(long)]
+        seed: Option<u32>,
+        /// Start from the corpus in the tree alone, as `cargo xtask test`
+        /// does (with `--seconds 60 --seed 1`: its very run).
+        #[arg(long)]
+        fresh: bool,
     },
     /// Run benchmarks and print their tables.
     Bench {
@@ -92,7 +99,19 @@ fn main() -> anyhow::Result<ExitCode> {
             target,
             seconds,
             jobs,
-        } => return tasks::fuzz(&target, seconds, jobs),
+            seed,
+            fresh,
+        } => {
+            return tasks::fuzz(
+                &target,
+                &tasks::FuzzRun {
+                    seconds,
+                    jobs,
+                    seed,
+                    fresh,
+                },
+            );
+        }
         Cmd::Bench { which } => {
             let all = [
                 tasks::Bench::Dataplane,

@@ -99,7 +99,15 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
         .context("starting cargo test")?;
     // Every fuzz target for a minute, unless a test filter picks tests.
     let fuzzed = if extra.iter().all(|a| a.starts_with('-')) {
-        fuzz("all", FUZZ_SECONDS_IN_TEST, 1)? == ExitCode::SUCCESS
+        fuzz(
+            "all",
+            &FuzzRun {
+                seconds: FUZZ_SECONDS_IN_TEST,
+                jobs: 1,
+                seed: Some(FUZZ_SEED_IN_TEST),
+                fresh: true,
+            },
+        )? == ExitCode::SUCCESS
     } else {
         true
     };
@@ -112,6 +120,23 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
 
 /// How long `cargo xtask test` runs each fuzz target.
 const FUZZ_SECONDS_IN_TEST: u64 = 60;
+/// The seed of `cargo xtask test`'s fuzzing. With a fixed seed and a fresh
+/// corpus the minute a target gets in CI is the minute it gets here (as
+/// far as the machine's speed goes), so a CI failure reproduces with
+/// `cargo xtask fuzz TARGET --seed 1`; hours of fresh seeds are `cargo
+/// xtask fuzz`'s job.
+const FUZZ_SEED_IN_TEST: u32 = 1;
+
+/// How to fuzz.
+pub struct FuzzRun {
+    /// Per target.
+    pub seconds: u64,
+    pub jobs: u32,
+    pub seed: Option<u32>,
+    /// Start from the corpus in the tree alone (what a fresh clone has),
+    /// not from what earlier runs found.
+    pub fresh: bool,
+}
 
 /// The nightly cargo, without the stable toolchain's environment.
 fn nightly_cargo() -> Command {
@@ -147,7 +172,8 @@ fn fuzz_targets() -> Result<Vec<String>> {
 /// the corpus in the tree (fuzz/corpus/TARGET, read only); what libFuzzer
 /// finds goes to target/fuzz/corpus/TARGET, crashes to
 /// target/fuzz/artifacts/TARGET.
-pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
+pub fn fuzz(target: &str, run: &FuzzRun) -> Result<ExitCode> {
+    let seconds = run.seconds;
     prereqs::ensure(Need::All)?;
     prereqs::cargo_fuzz()?;
     let all = fuzz_targets()?;
@@ -159,14 +185,31 @@ pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
         anyhow::bail!("no fuzz target {target} (targets: {})", all.join(", "));
     };
     let work = root().join("target/fuzz");
+    // Built once up front, so each target's CPU time is its fuzzing alone.
+    let st = nightly_cargo()
+        .args(["fuzz", "build", "--target-dir"])
+        .arg(work.join("build"))
+        .status()
+        .context("starting cargo fuzz build")?;
+    if !st.success() {
+        anyhow::bail!("cargo fuzz build failed");
+    }
     let mut failed = Vec::new();
+    let mut summary = Vec::new();
     for t in &targets {
-        let corpus = work.join("corpus").join(t);
+        let corpus = work
+            .join(if run.fresh { "fresh-corpus" } else { "corpus" })
+            .join(t);
+        if run.fresh && corpus.exists() {
+            std::fs::remove_dir_all(&corpus)
+                .with_context(|| format!("emptying {}", corpus.display()))?;
+        }
         let artifacts = work.join("artifacts").join(t);
         std::fs::create_dir_all(&corpus)?;
         std::fs::create_dir_all(&artifacts)?;
         eprintln!("xtask: fuzzing {t} for {seconds} s");
         let t0 = std::time::Instant::now();
+        let cpu0 = children_cpu_seconds();
         let mut c = nightly_cargo();
         c.args(["fuzz", "run", "--target-dir"])
             .arg(work.join("build"))
@@ -181,18 +224,30 @@ pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
             .arg("-rss_limit_mb=4096")
             .arg("-max_len=65536")
             .arg("-print_final_stats=1");
-        if jobs > 1 {
-            c.arg(format!("-fork={jobs}"));
+        if run.jobs > 1 {
+            c.arg(format!("-fork={}", run.jobs));
+        }
+        if let Some(seed) = run.seed {
+            c.arg(format!("-seed={seed}"));
         }
         let st = c.status().context("starting cargo fuzz run")?;
+        let cpu = children_cpu_seconds() - cpu0;
+        let verdict = if st.success() { "no crash" } else { "FAILED" };
         eprintln!(
-            "xtask: {t}: {} after {:.0} s",
-            if st.success() { "no crash" } else { "FAILED" },
+            "xtask: {t}: {verdict} after {:.0} s ({cpu:.0} CPU-s)",
             t0.elapsed().as_secs_f64()
         );
+        summary.push(format!(
+            "| {t} | {:.0} | {cpu:.0} | {verdict} |",
+            t0.elapsed().as_secs_f64()
+        ));
         if !st.success() {
             failed.push(t.clone());
         }
+    }
+    eprintln!("\n| target | wall s | CPU s | result |\n|---|---:|---:|---|");
+    for row in &summary {
+        eprintln!("{row}");
     }
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -202,6 +257,20 @@ pub fn fuzz(target: &str, seconds: u64, jobs: u32) -> Result<ExitCode> {
         failed.join(", ")
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// User + system CPU seconds of this process's waited-for children
+/// (fields 16 and 17 of /proc/self/stat, in clock ticks of 1/100 s).
+fn children_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The command name may hold spaces: fields count from after its ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')': field 3 (state) is index 0, so field n is index n - 3.
+    (tick(16 - 3) + tick(17 - 3)) / 100.0
 }
 
 /// The benchmarks `cargo xtask bench` runs.

@@ -215,6 +215,11 @@ impl Bouncer {
         self.active.len()
     }
 
+    /// The claims with an active decision.
+    pub fn claims(&self) -> impl Iterator<Item = &Claim> {
+        self.claims.keys()
+    }
+
     fn count_ignored(&mut self, why: String) {
         let key = if self.counts.ignored.len() >= MAX_REASONS
             && !self.counts.ignored.contains_key(&why)

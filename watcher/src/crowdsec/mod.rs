@@ -17,7 +17,7 @@
 //! key (`cscli bouncers add mx1`), or hosts sharing one steal each other's
 //! deltas.
 pub mod api;
-mod bouncer;
+pub(crate) mod bouncer;
 pub mod client;
 pub mod credentials;
 pub mod duration;

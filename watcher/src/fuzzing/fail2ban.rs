@@ -85,7 +85,7 @@ pub fn fail2ban_ini(data: &[u8]) {
             ] {
                 if let LineMatch::Failure(h) = m {
                     assert!(
-                        super::named_in(line, h.host),
+                        super::begins_a_word_in(line, h.host),
                         "{} from a line that does not name it: {line:?}",
                         h.host
                     );

@@ -11,12 +11,14 @@
 mod blocklist;
 mod config;
 mod control;
+mod crowdsec;
 mod fail2ban;
 mod lines;
 
 pub use blocklist::ban_file;
 pub use config::config_toml;
 pub use control::control;
+pub use crowdsec::crowdsec_stream;
 pub use fail2ban::{fail2ban_ini, pyregex};
 pub use lines::line_path;
 
@@ -25,6 +27,8 @@ use std::{
     path::{Path, PathBuf},
     sync::OnceLock,
 };
+
+use crate::filter::parse_host;
 
 /// A fuzz target: one input, panicking on a broken property.
 pub type Target = fn(&[u8]);
@@ -37,6 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pyregex", pyregex),
     ("control", control),
     ("ban_file", ban_file),
+    ("crowdsec_stream", crowdsec_stream),
 ];
 
 /// Builds what target `name` reuses from input to input (its filters, its
@@ -74,9 +79,28 @@ pub fn scratch() -> &'static Path {
 }
 
 /// Whether `line` writes `host` somewhere: some run of address characters
-/// that parses as it. A filter must never report an address the line does
-/// not name (whatever else it reports).
+/// that parses as it, a whole word. A built-in filter must never report an
+/// address the line does not name (whatever else it reports).
 pub fn named_in(line: &str, host: IpAddr) -> bool {
+    address_runs(line, |run, ends_word| {
+        ends_word && parse_host(run) == Some(host)
+    })
+}
+
+/// Whether `line` writes `host` at the start of a word, as fail2ban's
+/// tags take it: `<HOST>` has no right boundary, so fail2ban reports
+/// 203.0.113.170 from `203.0.113.1703` and 192.0.2.19 from `192.0.2.19tpd`,
+/// and the stock filters, run as fail2ban runs them, do too. Less than
+/// that (an address from the middle of a word, or one the line does not
+/// write) is a bug even there.
+pub fn begins_a_word_in(line: &str, host: IpAddr) -> bool {
+    address_runs(line, |run, _| parse_host(run) == Some(host))
+}
+
+/// Calls `f` with every run of address characters that starts a word
+/// (up to 64 bytes long), and whether it also ends one; true as soon as
+/// `f` is.
+fn address_runs(line: &str, mut f: impl FnMut(&[u8], bool) -> bool) -> bool {
     let b = line.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric();
     let addr_char = |c: u8| c.is_ascii_hexdigit() || b".:%".contains(&c) || word(c);
@@ -87,10 +111,8 @@ pub fn named_in(line: &str, host: IpAddr) -> bool {
         let mut j = i;
         while j < b.len() && j - i < 64 && addr_char(b[j]) {
             j += 1;
-            // Every end of a word is a possible end of the address.
-            if (j == b.len() || !(word(b[j - 1]) && word(b[j])))
-                && crate::filter::parse_host(&b[i..j]) == Some(host)
-            {
+            let ends_word = j == b.len() || !(word(b[j - 1]) && word(b[j]));
+            if f(&b[i..j], ends_word) {
                 return true;
             }
         }
@@ -138,6 +160,19 @@ mod tests {
         assert!(!named_in("x 192.0.2.77 y", h("192.0.2.7")));
         assert!(!named_in("x 1192.0.2.7 y", h("192.0.2.7")));
         assert!(!named_in("x 192.0.2.8 y", h("192.0.2.7")));
+        // fail2ban's tags take an address from the start of a word (two
+        // crashes of the line_path target on the stock kerio filter).
+        assert!(!named_in("address 192.0.2.19tpd[2210]:", h("192.0.2.19")));
+        assert!(begins_a_word_in(
+            "address 192.0.2.19tpd[2210]:",
+            h("192.0.2.19")
+        ));
+        assert!(begins_a_word_in(
+            "address 203.0.113.1703, mail",
+            h("203.0.113.170")
+        ));
+        assert!(!begins_a_word_in("from x192.0.2.19", h("192.0.2.19")));
+        assert!(!begins_a_word_in("from 1192.0.2.19", h("192.0.2.19")));
     }
 
     /// Every input kept under fuzz/corpus/TARGET (seeds, and inputs that
