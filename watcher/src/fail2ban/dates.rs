@@ -11,6 +11,8 @@
 //! `Mon dd hh:mm:ss` at the start of the line, also has a direct parser
 //! that gives the same answers (tested against the template) without a
 //! regex search per line.
+use std::sync::{Arc, OnceLock};
+
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 
 use super::pyre::Layout;
@@ -45,12 +47,14 @@ enum Kind {
     None,
 }
 
+#[derive(Clone)]
 struct Template {
     name: String,
     kind: Kind,
     /// Anchored at the line start or end: the first match wins at once.
     anchored: bool,
-    regex: PyRegex,
+    /// Shared: the default templates are compiled once per process.
+    regex: Arc<PyRegex>,
     /// The template is fail2ban's `(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?`
     /// at the line start: [`syslog_fast`] answers for it.
     syslog: bool,
@@ -227,30 +231,12 @@ impl DateDetector {
             }
             return Ok(());
         }
-        let mut anchored = Vec::new();
-        let mut originals = Vec::new();
-        for p in DEFAULT_TEMPLATES {
-            let key = if p.contains('%') {
-                p.to_string()
-            } else {
-                p.to_uppercase()
-            };
-            let t = pattern_to_template(p, &key)?;
-            if !t.name.starts_with("{^LN-BEG}") && !t.name.starts_with('^') {
-                let ak = match *p {
-                    "EPOCH" => "{^LN-BEG}EPOCH".to_string(),
-                    "TAI64N" => "{^LN-BEG}TAI64N".to_string(),
-                    _ => format!("{{^LN-BEG}}{p}"),
-                };
-                anchored.push(pattern_to_template(&ak, &ak)?);
-            }
-            originals.push(t);
-        }
-        for t in anchored.into_iter().chain(originals) {
+        let (anchored, originals) = default_templates();
+        for t in anchored.iter().chain(originals) {
             if line_begin && !t.line_begin() {
                 continue;
             }
-            self.push(t, ignore_dup)?;
+            self.push(t.clone(), ignore_dup)?;
         }
         Ok(())
     }
@@ -358,6 +344,40 @@ fn replace_date(pm: &str, inner: &str) -> String {
 }
 
 /// fail2ban's `_getPatternTemplate`.
+/// fail2ban's default templates: anchored copies of the unanchored ones,
+/// and the originals. Compiled once per process, not once per filter:
+/// every filter without a `datepattern` has them, and compiling them is
+/// most of what loading such a filter costs.
+fn default_templates() -> &'static (Vec<Template>, Vec<Template>) {
+    static DEFAULTS: OnceLock<(Vec<Template>, Vec<Template>)> = OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        let compiled = || -> Result<_, DateError> {
+            let mut anchored = Vec::new();
+            let mut originals = Vec::new();
+            for p in DEFAULT_TEMPLATES {
+                let key = if p.contains('%') {
+                    p.to_string()
+                } else {
+                    p.to_uppercase()
+                };
+                let t = pattern_to_template(p, &key)?;
+                if !t.name.starts_with("{^LN-BEG}") && !t.name.starts_with('^') {
+                    let ak = match *p {
+                        "EPOCH" => "{^LN-BEG}EPOCH".to_string(),
+                        "TAI64N" => "{^LN-BEG}TAI64N".to_string(),
+                        _ => format!("{{^LN-BEG}}{p}"),
+                    };
+                    anchored.push(pattern_to_template(&ak, &ak)?);
+                }
+                originals.push(t);
+            }
+            Ok((anchored, originals))
+        };
+        // Constants of this file: a failure is a bug the unit tests show.
+        compiled().unwrap_or_else(|e| panic!("fail2ban's default date templates: {e}"))
+    })
+}
+
 fn pattern_to_template(pattern: &str, key: &str) -> Result<Template, DateError> {
     if key.contains("EPOCH") {
         if has_epoch_tag(pattern) {
@@ -388,7 +408,7 @@ fn pattern_to_template(pattern: &str, key: &str) -> Result<Template, DateError> 
             },
             kind: Kind::Tai64n,
             anchored,
-            regex: compile(&regex, pattern)?,
+            regex: Arc::new(compile(&regex, pattern)?),
             syslog: false,
         });
     }
@@ -453,7 +473,7 @@ fn epoch_template(
         name,
         kind: Kind::Epoch { long, group },
         anchored,
-        regex: compile(&regex, pattern.unwrap_or(base))?,
+        regex: Arc::new(compile(&regex, pattern.unwrap_or(base))?),
         syslog: false,
     })
 }
@@ -495,7 +515,7 @@ fn pattern_template(
         name,
         kind: Kind::Pattern,
         anchored,
-        regex: compile(&regex, pattern)?,
+        regex: Arc::new(compile(&regex, pattern)?),
         syslog,
     })
 }
