@@ -7,7 +7,10 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     path::Path,
     ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::{
@@ -274,7 +277,11 @@ impl Drop for Mapping {
 pub(crate) struct Maps {
     data: Vec<Option<MapData>>,
     max_entries: [u32; MapId::ALL.len()],
-    mem: Vec<Option<Mapping>>,
+    /// Mapped on first use: the kernel maps every page of an array map at
+    /// mmap time, so a mapping costs the process RSS of the whole array
+    /// (about 160 MiB at the default capacities) whether or not it is
+    /// read. A dry run, or a process that only lists, maps none or few.
+    mem: Vec<OnceLock<Mapping>>,
     stats: PerCpuArray<MapData, Stats>,
 }
 
@@ -293,14 +300,27 @@ impl Maps {
         self.max_entries[id as usize]
     }
 
-    /// The memory of a mmapable map.
+    /// The memory of a mmapable map, mapped the first time it is asked for.
     pub fn mem(&self, id: MapId) -> Result<&Mapping, EnforcerError> {
-        self.mem[id as usize]
-            .as_ref()
-            .ok_or_else(|| EnforcerError::MapMismatch {
+        let slot = &self.mem[id as usize];
+        if let Some(m) = slot.get() {
+            return Ok(m);
+        }
+        let shape = id.shape();
+        if !shape.mmapable {
+            return Err(EnforcerError::MapMismatch {
                 map: id.name(),
                 detail: "not memory-mapped".into(),
-            })
+            });
+        }
+        let m = Mapping::new(self.fd(id)?, shape.value, self.max_entries(id)).map_err(|e| {
+            EnforcerError::Io {
+                what: format!("mapping {} into memory", id.name()),
+                source: e,
+            }
+        })?;
+        // Two threads racing here both map; the loser's mapping is unmapped.
+        Ok(slot.get_or_init(|| m))
     }
 
     pub fn stats(&self) -> &PerCpuArray<MapData, Stats> {
@@ -383,17 +403,7 @@ pub(crate) fn open(pin_dir: &Path) -> Result<Maps, EnforcerError> {
     for id in MapId::ALL {
         let (md, n) = open_pinned(pin_dir, id)?;
         max_entries[id as usize] = n;
-        let shape = id.shape();
-        mem.push(if shape.mmapable {
-            Some(
-                Mapping::new(md.fd().as_fd(), shape.value, n).map_err(|e| EnforcerError::Io {
-                    what: format!("mapping {} into memory", id.name()),
-                    source: e,
-                })?,
-            )
-        } else {
-            None
-        });
+        mem.push(OnceLock::new());
         if id == MapId::Stats {
             stats = Some(PerCpuArray::try_from(Map::PerCpuArray(md)).map_err(|e| {
                 EnforcerError::MapMismatch {

@@ -353,8 +353,9 @@ impl<'a, K: Kind> Table<'a, K> {
     /// geometry does not fit the arrays.
     pub fn repair(maps: &'a Maps, cfg: &mut Config) -> Result<bool, super::EnforcerError> {
         let g = cfg.tables[K::TBL];
-        let buckets = maps.mem(K::BUCKETS)?.elems();
-        let entry_elems = maps.mem(K::ENTRIES)?.elems();
+        // Sizes from the maps' info: a fresh table maps nothing yet.
+        let buckets = maps.max_entries(K::BUCKETS);
+        let entry_elems = maps.max_entries(K::ENTRIES);
         if g.shape.buckets == 0 {
             let seed = random_seed().map_err(|source| TableError::Seed {
                 map: K::BUCKETS.name(),
