@@ -11,16 +11,24 @@
 //! its own), that is the pattern's match, groups and all. Only a path
 //! through a look-around that cannot be settled that way (a look-behind of
 //! varying width, one inside a repetition or holding another) goes to the
-//! backtracker. Searches allocate nothing: the groups of a match are kept
-//! on the stack.
+//! backtracker. Where the preferred match of such a pattern ends (all a
+//! prefregex head needs) is found without groups: each look-around that
+//! gives one answer wherever a path could pass it either removes no path or
+//! every path through it, and the marked variant that leaves those out
+//! answers on the linear engine alone. Searches allocate nothing: the
+//! groups of a match are kept on the stack.
+//!
+//! Every linear pattern also has an ASCII form (see [`Meta`]) that runs on
+//! lines that are all ASCII: far smaller automata, the same answers.
 use std::collections::HashMap;
 
 use memchr::memmem;
 use regex_automata::{
-    Anchored, Input,
-    meta::{self, Regex as Meta},
-    util::primitives::NonMaxUsize,
+    Anchored, HalfMatch, Input, PatternID,
+    meta::{self, Regex as MetaRegex},
+    util::{captures::GroupInfo, primitives::NonMaxUsize},
 };
+use regex_syntax::hir::{self, Class, Hir, HirKind};
 
 use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 
@@ -197,14 +205,138 @@ pub enum End {
     Unsure,
 }
 
+/// A pattern on the linear engine, and beside it the same pattern with
+/// every class cut down to its ASCII part, for texts that are all ASCII
+/// (nearly every log line). On such a text no class can match anything
+/// else, and a Unicode word boundary sees only ASCII characters, so the
+/// two give the same answers, groups included; the ASCII form's automata
+/// are a fraction of the size (`\w`, `\d`, `\S`, `[^[]` in UTF-8 are
+/// hundreds of states), which is what the captures engines pay for by the
+/// byte.
+struct Meta {
+    any: MetaRegex,
+    /// `None` when the pattern has no class or boundary to cut down.
+    ascii: Option<MetaRegex>,
+}
+
+impl Meta {
+    fn on(&self, hay: &[u8]) -> &MetaRegex {
+        match &self.ascii {
+            Some(a) if hay.is_ascii() => a,
+            _ => &self.any,
+        }
+    }
+
+    fn search_slots(
+        &self,
+        input: &Input<'_>,
+        slots: &mut [Option<NonMaxUsize>],
+    ) -> Option<PatternID> {
+        self.on(input.haystack()).search_slots(input, slots)
+    }
+
+    fn search_half(&self, input: &Input<'_>) -> Option<HalfMatch> {
+        self.on(input.haystack()).search_half(input)
+    }
+
+    fn is_match<'h, I: Into<Input<'h>>>(&self, input: I) -> bool {
+        let input = input.into();
+        self.on(input.haystack()).is_match(input)
+    }
+
+    fn group_info(&self) -> &GroupInfo {
+        self.any.group_info()
+    }
+}
+
 fn meta(pattern: &str) -> Result<Meta, String> {
-    meta::Builder::new()
-        .configure(meta::Config::new().nfa_size_limit(Some(SIZE_LIMIT)))
-        .build(pattern)
-        .map_err(|e| e.to_string())
+    meta_with(pattern, true)
+}
+
+fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
+    let hir = regex_automata::util::syntax::parse(pattern).map_err(|e| e.to_string())?;
+    let build = |h: &Hir| {
+        meta::Builder::new()
+            .configure(meta::Config::new().nfa_size_limit(Some(SIZE_LIMIT)))
+            .build_from_hir(h)
+            .map_err(|e| e.to_string())
+    };
+    let any = build(&hir)?;
+    let ascii = match ascii.then(|| ascii_only(&hir)).flatten() {
+        Some(h) => Some(build(&h)?),
+        None => None,
+    };
+    Ok(Meta { any, ascii })
+}
+
+/// `hir` as it runs on ASCII texts: each class cut down to its ASCII part,
+/// each Unicode word boundary an ASCII one; `None` when nothing changes.
+/// Groups, repetitions and the order of alternatives stay as they are.
+fn ascii_only(hir: &Hir) -> Option<Hir> {
+    fn walk(h: &Hir, changed: &mut bool) -> Hir {
+        match h.kind() {
+            HirKind::Class(Class::Unicode(c)) => {
+                let mut a = c.clone();
+                a.intersect(&hir::ClassUnicode::new([hir::ClassUnicodeRange::new(
+                    '\0', '\x7f',
+                )]));
+                if a != *c {
+                    *changed = true;
+                }
+                Hir::class(Class::Unicode(a))
+            }
+            HirKind::Class(Class::Bytes(c)) => {
+                let mut a = c.clone();
+                a.intersect(&hir::ClassBytes::new([hir::ClassBytesRange::new(0, 0x7f)]));
+                if a != *c {
+                    *changed = true;
+                }
+                Hir::class(Class::Bytes(a))
+            }
+            HirKind::Look(l) => {
+                use hir::Look as L;
+                let a = match *l {
+                    L::WordUnicode => L::WordAscii,
+                    L::WordUnicodeNegate => L::WordAsciiNegate,
+                    L::WordStartUnicode => L::WordStartAscii,
+                    L::WordEndUnicode => L::WordEndAscii,
+                    L::WordStartHalfUnicode => L::WordStartHalfAscii,
+                    L::WordEndHalfUnicode => L::WordEndHalfAscii,
+                    other => other,
+                };
+                if a != *l {
+                    *changed = true;
+                }
+                Hir::look(a)
+            }
+            HirKind::Repetition(r) => Hir::repetition(hir::Repetition {
+                min: r.min,
+                max: r.max,
+                greedy: r.greedy,
+                sub: Box::new(walk(&r.sub, changed)),
+            }),
+            HirKind::Capture(c) => Hir::capture(hir::Capture {
+                index: c.index,
+                name: c.name.clone(),
+                sub: Box::new(walk(&c.sub, changed)),
+            }),
+            HirKind::Concat(v) => Hir::concat(v.iter().map(|x| walk(x, changed)).collect()),
+            HirKind::Alternation(v) => {
+                Hir::alternation(v.iter().map(|x| walk(x, changed)).collect())
+            }
+            HirKind::Empty | HirKind::Literal(_) => h.clone(),
+        }
+    }
+    let mut changed = false;
+    let a = walk(hir, &mut changed);
+    changed.then_some(a)
 }
 
 fn group_names(re: &Meta) -> Vec<Option<String>> {
+    names_of(&re.any)
+}
+
+fn names_of(re: &MetaRegex) -> Vec<Option<String>> {
     re.group_info()
         .pattern_names(regex_automata::PatternID::ZERO)
         .map(|n| n.map(str::to_string))
@@ -395,15 +527,7 @@ impl PyRegex {
                 .map_or(End::Miss, |h| End::At(h.offset())),
             Engine::Back {
                 marked: Some(m), ..
-            } => match m.re.search_half(&input) {
-                None => End::Miss,
-                Some(h) => match &m.literals {
-                    Some(ls) if ls.iter().all(|l| l.find(hay.as_bytes()).is_none()) => {
-                        End::At(h.offset())
-                    }
-                    _ => End::Unsure,
-                },
-            },
+            } => m.end(hay, &input),
             Engine::Back { screen, .. } => {
                 if screen.search_half(&input).is_none() {
                     End::Miss
@@ -556,19 +680,64 @@ impl Marked {
 
     /// `site` fails wherever a path could pass it in `hay`.
     fn fails_everywhere(site: &Site, check: &Meta, hay: &str) -> bool {
-        let Some(before) = &site.before else {
-            return false;
-        };
+        Self::everywhere(site, check, hay) == Some(false)
+    }
+
+    /// `Some(holds)` when the look-around of `site` gives the same answer
+    /// at every place a path could pass its marker in `hay` (just after an
+    /// occurrence of the literal before it); `None` when the places
+    /// disagree or are not known. With no such place, `Some(true)`: no
+    /// path passes it.
+    fn everywhere(site: &Site, check: &Meta, hay: &str) -> Option<bool> {
+        let before = site.before.as_ref()?;
         let (b, n) = (hay.as_bytes(), before.needle().len());
         let mut at = 0;
+        let mut answer = None;
         while let Some(i) = before.find(&b[at..]) {
-            let p = at + i + n;
-            if Self::holds(site, check, hay, p) {
-                return false;
+            let h = Self::holds(site, check, hay, at + i + n);
+            if answer.is_some_and(|a| a != h) {
+                return None;
             }
+            answer = Some(h);
             at += i + 1;
         }
-        true
+        Some(answer.unwrap_or(true))
+    }
+
+    /// [`PyRegex::match_end`] of a marked pattern. A site whose
+    /// look-around holds wherever a path could pass it removes no path: its
+    /// marker is as good as the look-around. One that fails everywhere
+    /// removes every path through it: the variant without it has the
+    /// pattern's paths. When every site is one or the other, the preferred
+    /// match of that variant is the pattern's, and the linear engine's
+    /// search for its end alone answers.
+    fn end(&self, hay: &str, input: &Input<'_>) -> End {
+        let at = |re: &Meta| {
+            re.search_half(input)
+                .map_or(End::Miss, |h| End::At(h.offset()))
+        };
+        let mut dead = 0usize;
+        for (k, site) in self.sites.iter().enumerate() {
+            let settled = site
+                .check
+                .as_ref()
+                .and_then(|check| Self::everywhere(site, check, hay));
+            match settled {
+                Some(true) => {}
+                Some(false) if k < MAX_DEAD_SITES => dead |= 1 << k,
+                // Without a literal of any site in the text no path
+                // passes one: the marked form's match is the pattern's.
+                _ => {
+                    return match &self.literals {
+                        Some(ls) if ls.iter().all(|l| l.find(hay.as_bytes()).is_none()) => {
+                            at(&self.re)
+                        }
+                        _ => End::Unsure,
+                    };
+                }
+            }
+        }
+        self.variant(dead).map_or(End::Unsure, at)
     }
 
     fn search(&self, hay: &str, groups: usize) -> Marking {
@@ -717,6 +886,86 @@ mod tests {
             re.search("from 192.0.2.1 bad"),
             Search::Hit(_) | Search::Miss
         ));
+    }
+
+    /// The ASCII form of a pattern gives the full pattern's answers,
+    /// groups included, on texts that are all ASCII, and the full pattern
+    /// runs the rest (a Unicode digit, a word character, a case fold
+    /// outside ASCII).
+    #[test]
+    fn ascii_form_answers_like_the_full_pattern() {
+        let patterns = [
+            r"^\w+ (?P<d>\d+)\b",
+            r"(?i)(?P<k>k\S*s)",
+            r"[^\[]*\[(?P<x>.)(?P<y>[^\]]+)",
+            r"\B\w\b(?P<r>.*)",
+            r"(?P<a>[\w\-.^_]*\w)",
+            r"\A\s*(?:\S+\s+)?(?P<w>\w+)",
+            r"(?i:sasl (?P<m>LOGIN|PLAIN))",
+            r"(?P<n>\d\d+)|(?P<o>[1-9])",
+            r"(?-u:\w)(?P<b>\W)",
+        ];
+        let alphabet = [
+            "a",
+            "K",
+            "s",
+            "S",
+            "1",
+            "9",
+            "_",
+            "-",
+            "[",
+            "]",
+            " ",
+            "\t",
+            "\n",
+            "x",
+            ".",
+            "sasl login",
+            "SASL PLAIN",
+            "\u{17f}",
+            "\u{212a}",
+            "\u{e9}",
+            "\u{663}",
+            "\u{a0}",
+        ];
+        let mut below = crate::testrng::below(0xa5c11);
+        for p in patterns {
+            let dual = meta_with(p, true).unwrap();
+            let full = meta_with(p, false).unwrap();
+            assert!(dual.ascii.is_some(), "{p}");
+            assert!(full.ascii.is_none(), "{p}");
+            let n = dual.group_info().slot_len();
+            assert_eq!(dual.ascii.as_ref().unwrap().group_info().slot_len(), n);
+            let (mut a, mut b) = (vec![None; n], vec![None; n]);
+            let mut ascii_texts = 0;
+            for _ in 0..6000 {
+                let k = below(9) as usize;
+                let hay: String = (0..k)
+                    .map(|_| alphabet[below(alphabet.len() as u64) as usize])
+                    .collect();
+                ascii_texts += usize::from(hay.is_ascii());
+                for anchored in [Anchored::No, Anchored::Yes] {
+                    let input = Input::new(&hay).anchored(anchored);
+                    let x = dual.search_slots(&input, &mut a);
+                    let y = full.search_slots(&input, &mut b);
+                    assert_eq!((x, &a), (y, &b), "{p} on {hay:?}");
+                    assert_eq!(
+                        dual.search_half(&input).map(|h| h.offset()),
+                        full.search_half(&input).map(|h| h.offset()),
+                        "{p} on {hay:?}"
+                    );
+                    assert_eq!(
+                        dual.is_match(input.clone()),
+                        full.is_match(input),
+                        "{p} on {hay:?}"
+                    );
+                }
+            }
+            assert!(ascii_texts > 1000);
+        }
+        // A pattern with nothing to cut down keeps one form.
+        assert!(meta_with(r"^ab(?P<c>c)$", true).unwrap().ascii.is_none());
     }
 
     /// The marked form gives the backtracker's answers, groups included,

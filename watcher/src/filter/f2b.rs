@@ -58,6 +58,10 @@ struct Rule {
     /// `tuple_X[_N]` groups likewise.
     tuples: Vec<(String, String)>,
     ids: Ids,
+    /// Literals every match holds (from the pattern's screen): a text
+    /// without one of them is no match, told without running the regex.
+    /// Empty in plain mode (the reference runs every regex).
+    needles: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Rule {
@@ -104,13 +108,26 @@ impl Rule {
             fid: re.group("fid"),
             cidr: re.group("cidr"),
         };
+        let needles = if fast {
+            super::required_literals(re.screen_pattern())
+        } else {
+            Vec::new()
+        };
         Ok(Rule {
             re,
             groups,
             alts,
             tuples,
             ids,
+            needles,
         })
+    }
+
+    /// `false`: `hay` lacks a literal every match holds.
+    fn may_match(&self, hay: &str) -> bool {
+        self.needles
+            .iter()
+            .all(|n| n.find(hay.as_bytes()).is_some())
     }
 
     /// Its groups mean what they say: no alternates merged into others.
@@ -676,6 +693,9 @@ impl F2bFilter {
     }
 
     fn search<'h>(&self, r: &Rule, hay: &'h str, limited: &mut bool) -> Option<Caps<'h>> {
+        if !r.may_match(hay) {
+            return None;
+        }
         match r.re.search(hay) {
             Search::Hit(c) => Some(c),
             Search::Miss => None,
@@ -687,12 +707,15 @@ impl F2bFilter {
     }
 
     fn ignored(&self, buf: &str, limited: &mut bool) -> bool {
-        self.ignore.iter().any(|r| match r.re.is_match(buf) {
-            Some(m) => m,
-            None => {
-                self.note_limit(limited);
-                false
-            }
+        self.ignore.iter().any(|r| {
+            r.may_match(buf)
+                && match r.re.is_match(buf) {
+                    Some(m) => m,
+                    None => {
+                        self.note_limit(limited);
+                        false
+                    }
+                }
         })
     }
 
@@ -1547,6 +1570,131 @@ mod tests {
         }
         assert_eq!(failures, 2);
     }
+
+    /// fail2ban's own postfix filter in aggressive mode, look-arounds in its
+    /// prefregex and in a failregex: the agent's fast paths give the plain
+    /// reference's answers on the kinds of lines it reads and on near
+    /// misses made from them (some with non-ASCII text), and find the
+    /// prefregex head's end without a search for captures on the common
+    /// ones.
+    #[test]
+    fn postfix_aggressive_fast_paths_agree_with_the_reference() {
+        let path = std::path::Path::new("/etc/fail2ban/filter.d/postfix.conf");
+        if !path.is_file() {
+            eprintln!("skipped: {} is missing", path.display());
+            return;
+        }
+        let spec = crate::fail2ban::filterconf::FilterReader::open_file(
+            path,
+            vec![("mode".into(), "aggressive".into())],
+        )
+        .and_then(|r| r.resolve(&crate::fail2ban::ini::Vars::new(), "auto"))
+        .unwrap();
+        let common = [
+            "smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: authentication failure",
+            "smtpd[1]: warning: unknown[192.0.2.2]: SASL PLAIN authentication failed: Connection lost to authentication server",
+            "smtpd[1]: warning: h.example[192.0.2.3]: SASL login authentication failed: Invalid authentication mechanism",
+            "smtpd[1]: lost connection after AUTH from unknown[192.0.2.4]",
+            "smtpd[1]: lost connection after DATA from unknown[192.0.2.5]",
+            "smtpd[1]: lost connection after DATA (0 bytes) from unknown[192.0.2.6]",
+            "submission/smtpd[1]: disconnect from unknown[192.0.2.7] ehlo=1 auth=0/1 quit=1 commands=2/3",
+            "smtpd[1]: disconnect from unknown[192.0.2.8] ehlo=1 quit=1 commands=2",
+            "smtpd[1]: disconnect from unknown[192.0.2.9] ehlo=1 auth=0/12 commands=2/3",
+            "smtpd[1]: disconnect from unknown[192.0.2.10] ehlo=1 auth=1/1 commands=2/3",
+            "smtpd[1]: disconnect from unknown[2001:db8::1] auth=0/1",
+            "smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.11]: 554 5.7.1 <a@example.com>: Relay access denied; from=<b@example.net> to=<a@example.com> proto=ESMTP helo=<x>",
+            "smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.12]: 550 5.1.1 <n@example.com>: Recipient address rejected: User unknown in virtual mailbox table; from=<t@example.net> to=<n@example.com>",
+            "smtpd[1]: connect from unknown[192.0.2.13]",
+            "smtpd[1]: improper command pipelining after CONNECT from unknown[192.0.2.14]: x",
+            "smtpd[1]: too many errors after RCPT from unknown[192.0.2.15]",
+            "postscreen[1]: PREGREET 11 after 0.1 from [192.0.2.16]:1234: EHLO x",
+            "postscreen[1]: HANGUP after 0.5 from [192.0.2.17]:1234 in tests after SMTP handshake",
+            "postscreen[1]: COMMAND COUNT LIMIT from [192.0.2.18]:15592 after RCPT",
+            "qmgr[1]: 46C3114D2CC: from=<contact@example.com>, size=113771, nrcpt=1 (queue active)",
+        ];
+        let odd = [
+            // The literal before a look-around twice, the look-around
+            // holding after one and failing after the other.
+            "smtpd[1]: lost connection after DATA lost connection after AUTH from unknown[192.0.2.19]",
+            "smtpd[1]: disconnect disconnect from unknown[192.0.2.20] auth=0/1",
+            "smtpd[1]: disconnect from x[192.0.2.21] auth=0/0 disconnect from y[192.0.2.22] auth=0/3",
+            // Non-ASCII: Python's \d, \w and \s are Unicode.
+            "smtpd[1]: warning: \u{fc}nknown[192.0.2.23]: SASL LOGIN authentication failed: x",
+            "smtpd[1]: disconnect from unknown[192.0.2.24] auth=0/\u{661}\u{662}",
+            "smtpd[1]: disconnect from unknown[192.0.2.25] auth=0/\u{661}",
+            "smtpd[1]:\u{a0}lost connection after AUTH from unknown[192.0.2.26]",
+            "smtpd[1]: lost connection after \u{212a}EY from unknown[192.0.2.27]",
+        ];
+        let tokens = [
+            " ",
+            "x",
+            "1",
+            "0",
+            "/",
+            "[",
+            "]",
+            ":",
+            "DATA",
+            " DATA",
+            "from ",
+            " from x",
+            " auth=0/",
+            " k=1",
+            "disconnect",
+            "lost connection after",
+            "SASL ",
+            "warning:",
+            "\u{e9}",
+            "\u{663}",
+            "\u{a0}",
+        ];
+        let mut below = crate::testrng::below(0xf2b0);
+        let mut texts: Vec<String> = common.iter().chain(&odd).map(|m| m.to_string()).collect();
+        for m in common.iter().chain(&odd) {
+            for _ in 0..60 {
+                let mut t = m.to_string();
+                for _ in 0..1 + below(3) {
+                    let mut at = below(t.len() as u64 + 1) as usize;
+                    while !t.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    match below(3) {
+                        0 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert_str(at, tokens[below(tokens.len() as u64) as usize]),
+                    }
+                }
+                texts.push(t);
+            }
+        }
+        let d = Dated::File {
+            stamp: None,
+            reference: now(),
+        };
+        for usedns in ["no", "warn"] {
+            let fast = F2bFilter::compile(&spec, Some(usedns)).unwrap();
+            let plain = F2bFilter::compile_plain(&spec, Some(usedns)).unwrap();
+            let head = fast.head.as_ref().expect("a prefregex head");
+            let mut failures = 0;
+            for (i, m) in texts.iter().enumerate() {
+                let line = format!("Aug 14 10:00:00 mx1 postfix/{m}\n");
+                let a = fast.agent_line(&line, d, None, &tz());
+                let b = plain.agent_line(&line, d, None, &tz());
+                assert_eq!(
+                    (a.verdict, a.time),
+                    (b.verdict, b.time),
+                    "{usedns}: {line:?}"
+                );
+                assert!(!a.limited && !b.limited, "{line:?}");
+                failures += usize::from(matches!(a.verdict, AgentVerdict::Failure(_)));
+                if i < common.len() {
+                    assert_ne!(head.re.match_end(&line[15..]), End::Unsure, "{line:?}");
+                }
+            }
+            assert!(failures > 150, "{failures}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1616,10 +1764,21 @@ mod costs {
                     hits += 1;
                 }
             }
+            let t1 = t0.elapsed();
+            let t0 = std::time::Instant::now();
+            let (mut gated, mut passed) = (0, 0);
+            for c in &contents {
+                if r.may_match(c) {
+                    passed += 1;
+                    if let Search::Hit(_) = r.re.search(c) {
+                        gated += 1;
+                    }
+                }
+            }
             eprintln!(
-                "failregex {i}: {:?}, {hits} hits, marked {}",
+                "failregex {i}: {t1:?}, {hits} hits, marked {}; behind its literals {:?}, {passed} searched, {gated} hits",
+                r.re.has_marked_form(),
                 t0.elapsed(),
-                r.re.has_marked_form()
             );
             let Ok(rx) = regex::Regex::new(r.re.rust()) else {
                 continue;
