@@ -25,7 +25,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// `prefix-<pid>-<n>`: unique among concurrent tests and test processes.
 pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}", std::process::id())
+    // F2X_NAME_TAG marks one checkout's namespaces and pins apart from
+    // others' on a shared machine.
+    let tag = std::env::var("F2X_NAME_TAG").unwrap_or_default();
+    format!("{prefix}{tag}-{}-{n}", std::process::id())
 }
 
 /// A named network namespace (`ip netns add`), deleted on Drop.
