@@ -204,16 +204,7 @@ impl Dp {
         PIN_DIR.set(pin_dir.clone()).expect("one data plane");
         // SAFETY: registers a plain extern "C" function.
         unsafe { libc::atexit(remove_pin_dir) };
-        let n = 1024;
-        let caps = Capacities {
-            bans_v4: n,
-            bans_v6: n,
-            pfx_v4: n,
-            pfx_v6: n,
-            allow_v4: n,
-            allow_v6: n,
-            jails: 64,
-        };
+        let caps = Capacities::small(1024);
         let mut enforcer = Enforcer::load(&pin_dir, &caps).unwrap_or_else(|e| {
             panic!("creating the data plane under {}: {e:#}", pin_dir.display())
         });

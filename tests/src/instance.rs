@@ -29,15 +29,7 @@ pub struct Instance {
 /// Capacities small enough for many parallel tests (the arrays are
 /// preallocated), unless a test asks for more.
 pub fn small_capacities(n: u32) -> Capacities {
-    Capacities {
-        bans_v4: n,
-        bans_v6: n,
-        pfx_v4: n,
-        pfx_v6: n,
-        allow_v4: n,
-        allow_v6: n,
-        jails: 64,
-    }
+    Capacities::small(n)
 }
 
 impl Instance {

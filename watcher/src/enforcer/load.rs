@@ -25,6 +25,20 @@ pub struct Capacities {
 }
 
 impl Capacities {
+    /// `n` slots in every ban and allowlist table and 64 jails: small maps
+    /// for tests and fuzzing (every table's arrays are preallocated).
+    pub fn small(n: u32) -> Self {
+        Capacities {
+            bans_v4: n,
+            bans_v6: n,
+            pfx_v4: n,
+            pfx_v6: n,
+            allow_v4: n,
+            allow_v6: n,
+            jails: 64,
+        }
+    }
+
     /// Every size with its configuration key, for validation and messages.
     pub fn named(&self) -> [(&'static str, u32); 7] {
         [
