@@ -2,6 +2,7 @@
 //! Every command first makes sure its prerequisites are installed.
 mod prereqs;
 mod tasks;
+mod testlog;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,10 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::prereqs::{self, Need, check};
+use crate::{
+    prereqs::{self, Need, check},
+    testlog,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -92,11 +95,11 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
         cargo().args(["build", "-p", "fail2xdp"]),
         "cargo build -p fail2xdp",
     )?;
-    let status = cargo()
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(&extra)
-        .status()
-        .context("starting cargo test")?;
+    let tests = testlog::run(
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(&extra),
+    )?;
     // Every fuzz target for a minute, unless a test filter picks tests.
     let fuzzed = if extra.iter().all(|a| a.starts_with('-')) {
         fuzz(
@@ -111,7 +114,9 @@ pub fn test(extra: Vec<String>) -> Result<ExitCode> {
     } else {
         true
     };
-    Ok(if status.success() && fuzzed {
+    // Last, so CI's tail shows what failed, whatever printed after it.
+    tests.repeat_failures();
+    Ok(if tests.success && fuzzed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
