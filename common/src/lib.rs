@@ -41,6 +41,10 @@ pub const LINK_PIN_PREFIX: &str = "link_";
 pub const DISPATCHED_PIN_PREFIX: &str = "ext_";
 /// Name of the XDP entry point in the object file.
 pub const PROG_NAME: &str = "fail2xdp";
+/// The log target of the XDP program's own records (aya-log): the agent
+/// asks its logger which of their levels it keeps, and the program skips
+/// the others before writing anything.
+pub const XDP_LOG_TARGET: &str = "fail2xdp::xdp";
 
 /// Layout of the maps below; CONFIG carries it, so pins of another layout
 /// are refused even where their value sizes happen to agree.

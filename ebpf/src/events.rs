@@ -59,7 +59,7 @@ pub struct RateLimit {
 #[btf_map]
 static ANOMALY_RATE: PerCpuArray<RateLimit, 1> = PerCpuArray::new();
 
-const TARGET: &str = "fail2xdp::xdp";
+const TARGET: &str = fail2xdp_common::XDP_LOG_TARGET;
 
 /// Logs a parse anomaly of a `len`-byte frame, within the per-CPU budget.
 #[inline(never)]

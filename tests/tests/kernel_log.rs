@@ -8,8 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
-use fail2xdp_tests::{Lab, Probe};
+use anyhow::{Context, Result};
+use fail2xdp_tests::{AgentOptions, Lab, Probe};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The program's budget: anomaly lines per CPU per second (ebpf/src/events.rs).
 const ANOMALIES_PER_SEC: usize = 4;
@@ -133,5 +134,94 @@ fn parse_anomalies_are_logged_within_the_rate_limit() -> Result<()> {
             .any(|l| !l.contains("(0 more not logged")),
         "the suppressed count is reported: {later:#?}"
     );
+    Ok(())
+}
+
+/// Where the embedded XDP object keeps aya-log's `AYA_LOG_LEVEL`: (section
+/// name, offset in it).
+fn log_level_symbol() -> Result<(String, usize)> {
+    let obj = object::File::parse(fail2xdp::EBPF_OBJECT).context("parsing the XDP object")?;
+    let sym = obj
+        .symbols()
+        .find(|s| s.name() == Ok("AYA_LOG_LEVEL"))
+        .context("the XDP object has no AYA_LOG_LEVEL symbol")?;
+    let section = obj
+        .section_by_index(sym.section_index().context("AYA_LOG_LEVEL in no section")?)?
+        .name()?
+        .to_string();
+    Ok((section, sym.address() as usize))
+}
+
+fn bpftool_json(args: &[&str]) -> Result<serde_json::Value> {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .arg("-j")
+        .output()
+        .context("running bpftool (apt-get install bpftool)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The contents of the map named `name` of the loaded program `prog`.
+fn program_data(prog: u64, name: &str) -> Result<Vec<u8>> {
+    let id = prog.to_string();
+    let info = bpftool_json(&["prog", "show", "id", &id])?;
+    for m in info["map_ids"].as_array().context("no map_ids")? {
+        let m = m.to_string();
+        if bpftool_json(&["map", "show", "id", &m])?["name"] != name {
+            continue;
+        }
+        let dump = bpftool_json(&["map", "dump", "id", &m])?;
+        let value = dump[0]["value"].as_array().context("no value")?;
+        return value
+            .iter()
+            .map(|b| {
+                let b = b.as_str().context("not a hex byte")?;
+                Ok(u8::from_str_radix(b.trim_start_matches("0x"), 16)?)
+            })
+            .collect();
+    }
+    anyhow::bail!("program {prog} has no map {name}")
+}
+
+/// The program is loaded with the agent's level for its records: those the
+/// agent would not log are not written to the ring buffer at all.
+#[test]
+fn the_programs_log_level_is_the_agents() -> Result<()> {
+    let (section, offset) = log_level_symbol()?;
+    for (level, want) in [
+        ("warn", 2u8),
+        ("info", 3),
+        ("warn,fail2xdp::xdp=trace", 5),
+        ("off", 0),
+    ] {
+        let lab = Lab::start_with(AgentOptions {
+            extra_args: vec!["--log-level".into(), level.into()],
+            ..Default::default()
+        })?;
+        let prog = lab.agent.link_info()?.prog_id;
+        let data = program_data(prog, &section)?;
+        assert_eq!(
+            data.get(offset).copied(),
+            Some(want),
+            "AYA_LOG_LEVEL of the program an agent at {level:?} loaded"
+        );
+        if want < 3 {
+            // Nothing of the first drop reaches the agent's log either.
+            lab.agent.ban("198.51.100.7", &[])?;
+            assert_eq!(lab.delivered(&lab.syn("198.51.100.7", 25), 10)?, 0);
+            thread::sleep(Duration::from_millis(500));
+            assert!(
+                !lab.agent.log().contains("dropping traffic"),
+                "{}",
+                lab.agent.log()
+            );
+        }
+    }
     Ok(())
 }

@@ -11,6 +11,31 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use super::Enforcer;
 
+/// The most verbose level of the program's records that the process's
+/// logger keeps, as aya-log numbers them (error 1 .. trace 5; 0: none),
+/// for the program's `AYA_LOG_LEVEL`.
+pub(super) fn level() -> u8 {
+    use log::Level;
+    [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+    ]
+    .into_iter()
+    .find(|&l| {
+        l <= log::max_level()
+            && log::logger().enabled(
+                &log::Metadata::builder()
+                    .level(l)
+                    .target(fail2xdp_common::XDP_LOG_TARGET)
+                    .build(),
+            )
+    })
+    .map_or(0, |l| l as u8)
+}
+
 /// A reader of one loaded program's log ring buffer.
 pub struct KernelLog(EbpfLogger<&'static dyn log::Log>);
 

@@ -156,7 +156,11 @@ pub(super) fn object(
     caps: Option<&Capacities>,
     extension: bool,
 ) -> Result<aya::Ebpf, EnforcerError> {
+    // Records the agent's logger would drop are not even written: the
+    // level is fixed at load, before the verifier sees the program.
+    let level = super::kernel_log::level();
     let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
     for id in MapId::ALL {
         loader.map_pin_path(id.name(), pin_dir.join(id.name()));
         if let Some(n) = caps.and_then(|c| c.max_entries(id)) {
