@@ -492,11 +492,10 @@ fn mx_under_attack_keeps_serving_its_users() -> Result<()> {
     Ok(())
 }
 
-/// KNOWN DEFECT, left failing for the lead (issue 10): a client that leaves
-/// during AUTH makes smtpd write "lost connection after AUTH from C" and then
-/// "disconnect from C ehlo=1 auth=0/1 commands=1/2"; the built-in
-/// postfix-auth-flood filter matches both, so one connection counts twice and
-/// the jail bans after maxretry/2 connections.
+/// A client that leaves during AUTH makes smtpd write "lost connection after
+/// AUTH from C" and then "disconnect from C ehlo=1 auth=0/1 commands=1/2":
+/// the built-in postfix-auth-flood filter must count the connection once,
+/// not twice (a ban after maxretry/2 connections).
 #[test]
 fn auth_flood_counts_each_connection_once() -> Result<()> {
     let mut lab = MxLab::start()?;
@@ -510,19 +509,18 @@ fn auth_flood_counts_each_connection_once() -> Result<()> {
     };
     lab.add_attacker(a.addr)?;
     let n = attack_until_banned(&lab, &a, true).context(
-        "KNOWN DEFECT (issue 10, left for the lead): postfix-auth-flood counts a \
-         connect-AUTH-disconnect twice, once for \"lost connection after AUTH\" and once \
-         for its \"disconnect ... auth=0/1\" line",
+        "postfix-auth-flood must count a connect-AUTH-disconnect once, not once for \
+         \"lost connection after AUTH\" and again for its \"disconnect ... auth=0/1\" line",
     )?;
     assert_eq!(n, maxretry(&lab, a.jail)?);
     Ok(())
 }
 
-/// KNOWN DEFECT, left failing for the lead (issue 10): "lost connection
-/// after AUTH" is also what smtpd writes when a user authenticates and then
-/// leaves without QUIT (a client checking its settings, a monitor); the
-/// built-in postfix-auth-flood filter counts it as a failure, so ten such
-/// sessions in findtime ban a user who never failed.
+/// "lost connection after AUTH" is also what smtpd writes when a user
+/// authenticates and then leaves without QUIT (a client checking its
+/// settings, a monitor): the built-in postfix-auth-flood filter must not
+/// count it, or ten such sessions in findtime would ban a user who never
+/// failed.
 #[test]
 fn a_user_who_logs_in_and_leaves_is_not_counted() -> Result<()> {
     let mut lab = MxLab::start()?;
@@ -560,9 +558,8 @@ fn a_user_who_logs_in_and_leaves_is_not_counted() -> Result<()> {
     let counted = tracked(&lab, me, "postfix-auth-flood")?;
     ensure!(
         counted == 0,
-        "KNOWN DEFECT (issue 10, left for the lead): a successful login that ends without QUIT \
-         was counted {counted} time(s) by postfix-auth-flood (its \"lost connection after AUTH\" \
-         line)"
+        "a successful login that ends without QUIT was counted {counted} time(s) by \
+         postfix-auth-flood (its \"lost connection after AUTH\" line)"
     );
     Ok(())
 }

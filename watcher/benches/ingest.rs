@@ -114,7 +114,8 @@ fn main() -> Result<()> {
             "sasl-all" => (None, SASL),
             "default" => (Some(cpu), default_cfg.as_str()),
             "f2b" => (Some(cpu), F2B_AGGRESSIVE),
-            _ => bail!("F2X_BENCH_ONLY: sasl, sasl-all, default or f2b"),
+            "f2b-all" => (None, F2B_AGGRESSIVE),
+            _ => bail!("F2X_BENCH_ONLY: sasl, sasl-all, default, f2b or f2b-all"),
         };
         let r = median(tag, pin, cfg)?;
         println!(
@@ -130,6 +131,7 @@ fn main() -> Result<()> {
     let all_cpus = median("sasl-all", None, SASL)?;
     let default = median("default", Some(cpu), &default_cfg)?;
     let f2b_row = median("f2b", Some(cpu), F2B_AGGRESSIVE)?;
+    let f2b_all = median("f2b-all", None, F2B_AGGRESSIVE)?;
 
     println!();
     println!(
@@ -142,7 +144,7 @@ fn main() -> Result<()> {
         "{:<48} {:>14} {:>16} {:>12} {:>10}  range",
         "", "lines/s", "lines/CPU-s", "peak RSS", "failures"
     );
-    for r in [&sasl, &all_cpus, &default, &f2b_row] {
+    for r in [&sasl, &all_cpus, &default, &f2b_row, &f2b_all] {
         println!(
             "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}  {}",
             r.label,
@@ -198,10 +200,12 @@ fn main() -> Result<()> {
     );
     // fail2ban's own postfix filter, mode=aggressive, run from its files.
     if let Ok(f) = &f2b_aggr {
-        let ratio = f2b_row.lines_per_sec / f.lines_per_sec;
+        // As for the sasl row: wall clock against wall clock.
+        let ratio = f2b_all.lines_per_sec / f.lines_per_sec;
         println!(
-            "fail2ban filter: target >= 50x fail2ban-regex {ratio:>8.0}x  {} (wall, pinned; {:.0}x per CPU second)",
+            "fail2ban filter: target >= 50x fail2ban-regex {ratio:>8.0}x  {} (wall, all CPUs; pinned {:.0}x, {:.0}x per CPU second)",
             verdict(ratio >= 50.0),
+            f2b_row.lines_per_sec / f.lines_per_sec,
             f2b_row.lines_per_cpu_sec / f.lines_per_sec
         );
     }
@@ -213,7 +217,8 @@ fn main() -> Result<()> {
     let worst_rss = sasl
         .peak_rss_kib
         .max(default.peak_rss_kib)
-        .max(f2b_row.peak_rss_kib);
+        .max(f2b_row.peak_rss_kib)
+        .max(f2b_all.peak_rss_kib);
     println!(
         "target peak RSS <= 64 MiB                {:>7.1} MiB  {}",
         worst_rss as f64 / 1024.0,

@@ -22,6 +22,7 @@ const FUTURE_SLACK_SECS: i64 = 24 * 3600;
 /// after it: each line on its own, whatever the line before it said, so a
 /// replayed log crosses December -> January correctly either way and a
 /// fresh line after an old one is still fresh.
+#[derive(Clone)]
 pub struct TimeParser {
     tz: TimeZone,
     /// Local civil hour -> its first instant; consecutive lines share it, and

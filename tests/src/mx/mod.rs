@@ -148,7 +148,10 @@ impl MxLab {
             config: Some(path),
             ..AgentOptions::default()
         };
-        let before = logs::lines(&maillog).len();
+        // Postfix's own start (master, postlogd, the services it spawns)
+        // can still be logging on a loaded machine: counts are taken once
+        // its log has been quiet for a while.
+        let before = quiet_lines(&maillog, Duration::from_secs(1), Duration::from_secs(20));
         let agent = Agent::start_with_on(&self.net.mx, &self.net.mx_if, opts)?;
         let agent = self.agent.insert(agent);
         // The agent reads from the end of the file it found at start: its
@@ -170,11 +173,13 @@ impl MxLab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let after = logs::lines(&maillog).len();
+        let lines = logs::lines(&maillog);
+        let after = lines.len();
         if after != before {
             bail!(
-                "Postfix logged {} lines while the agent started: its counts would be off",
-                after - before
+                "Postfix logged {} lines while the agent started: its counts would be off:\n{}",
+                after.saturating_sub(before),
+                lines[before.min(after)..].join("\n")
             );
         }
         self.agent_skipped = after as u64;
@@ -387,4 +392,21 @@ fn require_tools() {
             missing.join(", ")
         );
     }
+}
+
+/// The number of lines of `log` once no line has been added to it for
+/// `quiet` (or after `limit`, as it is then).
+fn quiet_lines(log: &Path, quiet: Duration, limit: Duration) -> usize {
+    let t0 = Instant::now();
+    let mut n = logs::lines(log).len();
+    let mut since = Instant::now();
+    while since.elapsed() < quiet && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = logs::lines(log).len();
+        if now != n {
+            n = now;
+            since = Instant::now();
+        }
+    }
+    n
 }

@@ -285,6 +285,19 @@ pub fn find_all(
     m: &mut Matching,
     now: SystemTime,
 ) -> Vec<Find> {
+    find_all_on(confs, generation, chunk, m, now, match_threads)
+}
+
+/// [`find_all`], on `threads(candidate lines)` threads when no filter
+/// keeps multi-line state.
+fn find_all_on(
+    confs: &[JailConfig],
+    generation: u64,
+    chunk: &Chunk,
+    m: &mut Matching,
+    now: SystemTime,
+    threads: fn(usize) -> usize,
+) -> Vec<Find> {
     let now_ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let now_ns = unix_ns(now_ts);
     let reference = match m.reference {
@@ -336,6 +349,7 @@ pub fn find_all(
         }
     }
     picks.sort_unstable();
+    let mut picked: Vec<(u32, u64)> = Vec::new();
     let mut i = 0;
     while i < picks.len() {
         let start = picks[i] >> 6;
@@ -344,48 +358,149 @@ pub fn find_all(
             mask |= 1 << (picks[i] & 63);
             i += 1;
         }
-        let line = line_at(text, start as u32);
-        // The stamp once: where the message starts, and the line's time.
-        let stamp = m.times.parse(line, reference);
-        let (time, msg) = match stamp {
-            Some((t, n)) => (unix_ns(t), line.get(n..)),
-            None => (now_ns, None),
-        };
-        let s = start as usize;
-        let l = Line {
-            text: line,
-            with_nl: text.get(s..s + line.len() + 1).unwrap_or(line),
-            msg,
-            dated: Dated::File {
-                stamp: stamp.map(|(t, n)| (n, t)),
-                reference,
-            },
-        };
-        let mut first = 0;
-        for (k, conf) in confs.iter().enumerate() {
-            let n = conf.filters.len() as u32;
-            let by = if filters <= 64 {
-                let own = mask.checked_shr(first).unwrap_or(0);
-                Picked::Mask(own & 1u64.checked_shl(n).map_or(u64::MAX, |b| b - 1))
-            } else {
-                Picked::Unknown
+        picked.push((start as u32, mask));
+    }
+    let lines = Lines {
+        confs,
+        filters,
+        text,
+        reference,
+        now_ns,
+    };
+    // Lines no filter joins to others are matched on their own: a big chunk
+    // (a backlog, a replay, a flood) is split between threads, in order.
+    let workers = if m.states.states.is_empty() {
+        threads(picked.len())
+    } else {
+        1
+    };
+    if workers <= 1 {
+        lines.classify(&picked, &mut m.times, Some(&mut m.states), &mut out);
+        return out;
+    }
+    let per = picked.len().div_ceil(workers);
+    std::thread::scope(|s| {
+        let mut parts = picked.chunks(per);
+        let first = parts.next().unwrap_or_default();
+        let lines = &lines;
+        let others: Vec<_> = parts
+            .map(|part| {
+                let mut times = m.times.clone();
+                let job = move || {
+                    let mut out = Vec::new();
+                    lines.classify(part, &mut times, None, &mut out);
+                    out
+                };
+                // No thread to be had: this part waits for this one.
+                std::thread::Builder::new()
+                    .name("match".into())
+                    .spawn_scoped(s, job)
+                    .map_err(|_| part)
+            })
+            .collect();
+        lines.classify(first, &mut m.times, None, &mut out);
+        for o in others {
+            match o {
+                Ok(h) => match h.join() {
+                    Ok(v) => out.extend(v),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(part) => lines.classify(part, &mut m.times, None, &mut out),
+            }
+        }
+    });
+    out
+}
+
+/// Candidate lines a matching thread gets at least: fewer are not worth
+/// the thread's start.
+const LINES_PER_MATCH_THREAD: usize = 512;
+/// Threads one chunk is matched on at most.
+const MATCH_THREADS: usize = 4;
+
+/// How many threads `lines` candidate lines are matched on: one per CPU
+/// this process may run on, up to [`MATCH_THREADS`], each with at least
+/// [`LINES_PER_MATCH_THREAD`] lines.
+fn match_threads(lines: usize) -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cpus.min(MATCH_THREADS)
+        .min(lines / LINES_PER_MATCH_THREAD)
+        .max(1)
+}
+
+/// What every candidate line of a chunk is classified with.
+struct Lines<'a> {
+    confs: &'a [JailConfig],
+    /// Filters over all jails.
+    filters: u64,
+    text: &'a str,
+    reference: jiff::Timestamp,
+    now_ns: i64,
+}
+
+impl Lines<'_> {
+    /// Classifies the `picked` lines (start, mask of the filters that
+    /// picked it), in order, into `out`. `states`: the multi-line states,
+    /// when a filter may keep one.
+    fn classify(
+        &self,
+        picked: &[(u32, u64)],
+        times: &mut TimeParser,
+        mut states: Option<&mut F2bStates>,
+        out: &mut Vec<Find>,
+    ) {
+        let (confs, filters, text) = (self.confs, self.filters, self.text);
+        for &(start, mask) in picked {
+            let line = line_at(text, start);
+            // The stamp once: where the message starts, and the line's time.
+            let stamp = times.parse(line, self.reference);
+            let (time, msg) = match stamp {
+                Some((t, n)) => (unix_ns(t), line.get(n..)),
+                None => (self.now_ns, None),
             };
-            first += n;
-            if let Some((found, t)) = classify(conf, &l, by, m.states.of_jail(k)) {
-                out.push(Find {
-                    start: start as u32,
-                    len: line.len() as u32,
-                    jail: k as u16,
-                    found,
-                    time: match t {
-                        LineTime::Stage => time,
-                        LineTime::Filter(t) => t.map_or(now_ns, unix_ns),
+            let s = start as usize;
+            let l = Line {
+                text: line,
+                with_nl: text.get(s..s + line.len() + 1).unwrap_or(line),
+                msg,
+                dated: Dated::File {
+                    stamp: stamp.map(|(t, n)| (n, t)),
+                    reference: self.reference,
+                },
+            };
+            let mut first = 0;
+            for (k, conf) in confs.iter().enumerate() {
+                let n = conf.filters.len() as u32;
+                let by = if filters <= 64 {
+                    let own = mask.checked_shr(first).unwrap_or(0);
+                    Picked::Mask(own & 1u64.checked_shl(n).map_or(u64::MAX, |b| b - 1))
+                } else {
+                    Picked::Unknown
+                };
+                first += n;
+                let jail_states = match states.as_deref_mut() {
+                    Some(s) => s.of_jail(k),
+                    None => JailStates {
+                        states: None,
+                        jail: k,
                     },
-                });
+                };
+                if let Some((found, t)) = classify(conf, &l, by, jail_states) {
+                    out.push(Find {
+                        start,
+                        len: line.len() as u32,
+                        jail: k as u16,
+                        found,
+                        time: match t {
+                            LineTime::Stage => time,
+                            LineTime::Filter(t) => t.map_or(self.now_ns, unix_ns),
+                        },
+                    });
+                }
             }
         }
     }
-    out
 }
 
 /// Where the time of a line a filter decided comes from.
@@ -572,6 +687,61 @@ mod tests {
         }
         assert!(want.len() > 20, "{}", want.len());
         assert_eq!(got, want);
+    }
+
+    /// A chunk split between threads finds what it finds on one, in the
+    /// same order, with the same times.
+    #[test]
+    fn threads_find_what_one_thread_finds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
+        let mut lines = Vec::new();
+        let mut jails = String::new();
+        for name in crate::filter::Filter::builtin_names() {
+            let fixture =
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
+            lines.extend(
+                fixture
+                    .lines()
+                    .filter_map(|l| l.split_once(" | "))
+                    .map(|l| l.1.to_string()),
+            );
+            jails.push_str(&format!(
+                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\n"
+            ));
+        }
+        let confs = confs(&jails);
+        // Enough candidate lines for several threads, in a shuffled order.
+        let mut text = String::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..40 * lines.len() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            text.push_str(&lines[(rng % lines.len() as u64) as usize]);
+            text.push('\n');
+        }
+        let chunk = Chunk::from_text("/tmp/e.log", &text);
+        let now = SystemTime::now();
+        let run = |threads: fn(usize) -> usize| {
+            find_all_on(
+                &confs,
+                0,
+                &chunk,
+                &mut Matching::new(YearReference::Now),
+                now,
+                threads,
+            )
+        };
+        let one = run(|_| 1);
+        assert!(one.len() > 3 * LINES_PER_MATCH_THREAD, "{}", one.len());
+        for n in [2, 3, 7] {
+            let split: fn(usize) -> usize = match n {
+                2 => |_| 2,
+                3 => |_| 3,
+                _ => |_| 7,
+            };
+            assert_eq!(run(split), one, "{n} threads");
+        }
     }
 
     /// A line whose stamp the time parser refuses (a day February does not

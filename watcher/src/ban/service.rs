@@ -510,8 +510,17 @@ impl BanService {
         })
     }
 
-    /// Waits until every claim recorded so far is durable.
+    /// Waits until every claim recorded so far is durable, those of a ban
+    /// being written right now included: its maps are written before its
+    /// records are sent, under the lock, so an `explain` that flushed in
+    /// between found a ban in the maps with no record.
     pub fn flush(&self) {
+        drop(self.lock());
+        self.flush_writer();
+    }
+
+    /// [`Self::flush`] for a caller that holds the lock.
+    fn flush_writer(&self) {
         if let Some(w) = &self.writer {
             w.flush();
         }
@@ -1156,7 +1165,7 @@ impl BanService {
             .map(|(n, o)| (addr::unmap(*n).trunc(), o.clone()))
             .collect();
         let mut inner = self.lock();
-        self.flush();
+        self.flush_writer();
         let removed = match &self.store {
             Some(s) => s.remove_claims(&claims)?,
             None => Vec::new(),
@@ -1193,7 +1202,7 @@ impl BanService {
             return Err(BanError::DryRun);
         }
         let mut inner = self.lock();
-        self.flush();
+        self.flush_writer();
         let nets: Vec<IpNet> = nets.iter().map(|n| addr::unmap(*n).trunc()).collect();
         self.rewrite(&mut inner, &nets).map(drop)
     }
