@@ -622,27 +622,39 @@ mod tests {
             .jails
     }
 
+    /// Every built-in filter's fixture lines, and a jail per filter.
+    fn builtin_fixtures() -> (Vec<String>, Vec<JailConfig>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
+        let mut lines = Vec::new();
+        let mut jails = String::new();
+        for name in crate::filter::Filter::builtin_names() {
+            let fixture =
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
+            lines.extend(
+                fixture
+                    .lines()
+                    .filter_map(|l| l.split_once(" | "))
+                    .map(|l| l.1.to_string()),
+            );
+            jails.push_str(&format!(
+                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\n"
+            ));
+        }
+        (lines, confs(&jails))
+    }
+
     /// The chunk path (one prefilter scan over the chunk, the stamp parsed
     /// once per candidate line) finds what each filter finds line by line,
     /// on every built-in filter's fixtures, with the lines' own times.
     #[test]
     fn chunks_find_what_lines_find() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
+        let (lines, confs) = builtin_fixtures();
         let mut text = String::new();
-        let mut jails = String::new();
-        for name in crate::filter::Filter::builtin_names() {
-            let fixture =
-                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
-            for l in fixture.lines().filter_map(|l| l.split_once(" | ")) {
-                text.push_str(l.1);
-                text.push('\n');
-            }
-            jails.push_str(&format!(
-                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\n"
-            ));
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
         }
         text.push_str("no stamp warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:\n");
-        let confs = confs(&jails);
         let now = SystemTime::now();
         let chunk = Chunk::from_text("/tmp/e.log", &text);
         let got = find_all(
@@ -693,23 +705,7 @@ mod tests {
     /// same order, with the same times.
     #[test]
     fn threads_find_what_one_thread_finds() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/filters");
-        let mut lines = Vec::new();
-        let mut jails = String::new();
-        for name in crate::filter::Filter::builtin_names() {
-            let fixture =
-                std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("fixture");
-            lines.extend(
-                fixture
-                    .lines()
-                    .filter_map(|l| l.split_once(" | "))
-                    .map(|l| l.1.to_string()),
-            );
-            jails.push_str(&format!(
-                "[jails.{name}]\nfilter = \"{name}\"\nfiles = [\"/tmp/e.log\"]\n"
-            ));
-        }
-        let confs = confs(&jails);
+        let (lines, confs) = builtin_fixtures();
         // Enough candidate lines for several threads, in a shuffled order.
         let mut text = String::new();
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
