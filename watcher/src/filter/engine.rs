@@ -217,6 +217,22 @@ struct Meta {
     any: MetaRegex,
     /// `None` when the pattern has no class or boundary to cut down.
     ascii: Option<MetaRegex>,
+    /// For a pattern anchored at the start: the same pattern (in its ASCII
+    /// form when it has one, and then only for ASCII texts) without the
+    /// lazy DFA, so a search for groups goes straight to the capture
+    /// engines. The regex crate first runs the DFA to find where the match
+    /// ends and then the backtracker on that span: on log lines, which a
+    /// failregex's literals already picked and which nearly all match, the
+    /// DFA's pass is wasted work (the regex crate's own comment says so).
+    /// The answers, groups included, are the same: every engine of the
+    /// crate reports the leftmost-first match.
+    groups: Option<Groups>,
+}
+
+struct Groups {
+    re: MetaRegex,
+    /// Built from the ASCII form: only for texts that are all ASCII.
+    ascii: bool,
 }
 
 impl Meta {
@@ -232,7 +248,13 @@ impl Meta {
         input: &Input<'_>,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
-        self.on(input.haystack()).search_slots(input, slots)
+        let hay = input.haystack();
+        let ascii = self.ascii.is_some() && hay.is_ascii();
+        match &self.groups {
+            Some(g) if slots.len() > 2 && (ascii || !g.ascii) => g.re.search_slots(input, slots),
+            _ if ascii => self.ascii.as_ref().unwrap_or(&self.any).search_slots(input, slots),
+            _ => self.any.search_slots(input, slots),
+        }
     }
 
     fn search_half(&self, input: &Input<'_>) -> Option<HalfMatch> {
@@ -262,11 +284,32 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
             .map_err(|e| e.to_string())
     };
     let any = build(&hir)?;
-    let ascii = match ascii.then(|| ascii_only(&hir)).flatten() {
-        Some(h) => Some(build(&h)?),
+    let ascii_hir = ascii.then(|| ascii_only(&hir)).flatten();
+    let ascii = match &ascii_hir {
+        Some(h) => Some(build(h)?),
         None => None,
     };
-    Ok(Meta { any, ascii })
+    let groups = if hir.properties().look_set_prefix().contains(hir::Look::Start)
+        && hir.properties().explicit_captures_len() > 0
+    {
+        let h = ascii_hir.as_ref().unwrap_or(&hir);
+        let re = meta::Builder::new()
+            .configure(
+                meta::Config::new()
+                    .nfa_size_limit(Some(SIZE_LIMIT))
+                    .hybrid(false)
+                    .dfa(false),
+            )
+            .build_from_hir(h)
+            .map_err(|e| e.to_string())?;
+        Some(Groups {
+            re,
+            ascii: ascii_hir.is_some(),
+        })
+    } else {
+        None
+    };
+    Ok(Meta { any, ascii, groups })
 }
 
 /// `hir` as it runs on ASCII texts: each class cut down to its ASCII part,
@@ -947,8 +990,16 @@ mod tests {
                 ascii_texts += usize::from(hay.is_ascii());
                 for anchored in [Anchored::No, Anchored::Yes] {
                     let input = Input::new(&hay).anchored(anchored);
+                    // What a search leaves in the slots when it finds
+                    // nothing differs between engines.
+                    a.fill(None);
+                    b.fill(None);
                     let x = dual.search_slots(&input, &mut a);
                     let y = full.search_slots(&input, &mut b);
+                    if x.is_none() {
+                        a.fill(None);
+                        b.fill(None);
+                    }
                     assert_eq!((x, &a), (y, &b), "{p} on {hay:?}");
                     assert_eq!(
                         dual.search_half(&input).map(|h| h.offset()),
@@ -966,6 +1017,53 @@ mod tests {
         }
         // A pattern with nothing to cut down keeps one form.
         assert!(meta_with(r"^ab(?P<c>c)$", true).unwrap().ascii.is_none());
+    }
+
+    /// A pattern anchored at the start searches for its groups without the
+    /// DFA's pass first; the answers are the regex crate's own, groups
+    /// included, on random texts, ASCII or not.
+    #[test]
+    fn group_searches_without_the_dfa_answer_alike() {
+        let patterns = [
+            r"^[^\[]*\[(?:(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})|(?P<dns>[\w\-.^_]*\w))\](?::\d+)?: SASL (?i:LOGIN|PLAIN) x",
+            r"^\w+ (?P<d>\d+)\b",
+            r"^(?P<a>a*)(?P<b>a*s)?",
+            r"^(?:from (?P<f>\S+)|to (?P<t>\S+))( |$)",
+        ];
+        let alphabet = [
+            "a", "s", "1", "9", ".", "[", "]", ":", " ", "from ", "to ", " SASL ", "login", "PLAIN",
+            " x", "\u{17f}", "\u{212a}", "\u{a0}", "\u{663}", "1.2.3.4", "]: SASL login x",
+            "]:25: SASL PLAIN x",
+        ];
+        let mut below = crate::testrng::below(0x9a05);
+        for p in patterns {
+            let m = meta(p).unwrap();
+            assert!(m.groups.is_some(), "{p}");
+            let n = m.group_info().slot_len();
+            let (mut a, mut b) = (vec![None; n], vec![None; n]);
+            let mut hits = 0;
+            for _ in 0..20000 {
+                let k = below(6) as usize;
+                let hay: String = (0..k)
+                    .map(|_| alphabet[below(alphabet.len() as u64) as usize])
+                    .collect();
+                let input = Input::new(&hay);
+                a.fill(None);
+                b.fill(None);
+                let x = m.search_slots(&input, &mut a);
+                let y = m.on(hay.as_bytes()).search_slots(&input, &mut b);
+                if x.is_none() {
+                    a.fill(None);
+                    b.fill(None);
+                }
+                hits += usize::from(x.is_some());
+                assert_eq!((x, &a), (y, &b), "{p} on {hay:?}");
+            }
+            assert!(hits > 30, "{p}: {hits} matches");
+        }
+        // Not anchored, or without groups: nothing to gain.
+        assert!(meta(r"a(?P<x>b)").unwrap().groups.is_none());
+        assert!(meta(r"^ab").unwrap().groups.is_none());
     }
 
     /// The marked form gives the backtracker's answers, groups included,
