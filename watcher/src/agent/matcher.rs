@@ -348,7 +348,10 @@ fn find_all_on(
             filters += 1;
         }
     }
-    picks.sort_unstable();
+    // One filter gives its lines in order: nothing to sort.
+    if !picks.is_sorted() {
+        picks.sort_unstable();
+    }
     let mut picked: Vec<(u32, u64)> = Vec::new();
     let mut i = 0;
     while i < picks.len() {

@@ -252,7 +252,11 @@ impl Meta {
         let ascii = self.ascii.is_some() && hay.is_ascii();
         match &self.groups {
             Some(g) if slots.len() > 2 && (ascii || !g.ascii) => g.re.search_slots(input, slots),
-            _ if ascii => self.ascii.as_ref().unwrap_or(&self.any).search_slots(input, slots),
+            _ if ascii => self
+                .ascii
+                .as_ref()
+                .unwrap_or(&self.any)
+                .search_slots(input, slots),
             _ => self.any.search_slots(input, slots),
         }
     }
@@ -289,7 +293,10 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
         Some(h) => Some(build(h)?),
         None => None,
     };
-    let groups = if hir.properties().look_set_prefix().contains(hir::Look::Start)
+    let groups = if hir
+        .properties()
+        .look_set_prefix()
+        .contains(hir::Look::Start)
         && hir.properties().explicit_captures_len() > 0
     {
         let h = ascii_hir.as_ref().unwrap_or(&hir);
@@ -1031,8 +1038,27 @@ mod tests {
             r"^(?:from (?P<f>\S+)|to (?P<t>\S+))( |$)",
         ];
         let alphabet = [
-            "a", "s", "1", "9", ".", "[", "]", ":", " ", "from ", "to ", " SASL ", "login", "PLAIN",
-            " x", "\u{17f}", "\u{212a}", "\u{a0}", "\u{663}", "1.2.3.4", "]: SASL login x",
+            "a",
+            "s",
+            "1",
+            "9",
+            ".",
+            "[",
+            "]",
+            ":",
+            " ",
+            "from ",
+            "to ",
+            " SASL ",
+            "login",
+            "PLAIN",
+            " x",
+            "\u{17f}",
+            "\u{212a}",
+            "\u{a0}",
+            "\u{663}",
+            "1.2.3.4",
+            "]: SASL login x",
             "]:25: SASL PLAIN x",
         ];
         let mut below = crate::testrng::below(0x9a05);
