@@ -987,27 +987,17 @@ mod tests {
             assert!(full.ascii.is_none(), "{p}");
             let n = dual.group_info().slot_len();
             assert_eq!(dual.ascii.as_ref().unwrap().group_info().slot_len(), n);
-            let (mut a, mut b) = (vec![None; n], vec![None; n]);
             let mut ascii_texts = 0;
             for _ in 0..6000 {
-                let k = below(9) as usize;
-                let hay: String = (0..k)
-                    .map(|_| alphabet[below(alphabet.len() as u64) as usize])
-                    .collect();
+                let hay = random_text(&mut below, &alphabet, 9);
                 ascii_texts += usize::from(hay.is_ascii());
                 for anchored in [Anchored::No, Anchored::Yes] {
                     let input = Input::new(&hay).anchored(anchored);
-                    // What a search leaves in the slots when it finds
-                    // nothing differs between engines.
-                    a.fill(None);
-                    b.fill(None);
-                    let x = dual.search_slots(&input, &mut a);
-                    let y = full.search_slots(&input, &mut b);
-                    if x.is_none() {
-                        a.fill(None);
-                        b.fill(None);
-                    }
-                    assert_eq!((x, &a), (y, &b), "{p} on {hay:?}");
+                    assert_eq!(
+                        found(n, |s| dual.search_slots(&input, s)),
+                        found(n, |s| full.search_slots(&input, s)),
+                        "{p} on {hay:?}"
+                    );
                     assert_eq!(
                         dual.search_half(&input).map(|h| h.offset()),
                         full.search_half(&input).map(|h| h.offset()),
@@ -1024,6 +1014,29 @@ mod tests {
         }
         // A pattern with nothing to cut down keeps one form.
         assert!(meta_with(r"^ab(?P<c>c)$", true).unwrap().ascii.is_none());
+    }
+
+    /// Up to `max - 1` pieces of `alphabet`, drawn by `below`.
+    fn random_text(below: &mut impl FnMut(u64) -> u64, alphabet: &[&str], max: u64) -> String {
+        let k = below(max) as usize;
+        (0..k)
+            .map(|_| alphabet[below(alphabet.len() as u64) as usize])
+            .collect()
+    }
+
+    /// What a search for `n` slots answers. The slots only on a match:
+    /// what a search leaves in them when it finds nothing differs between
+    /// engines.
+    fn found(
+        n: usize,
+        search: impl FnOnce(&mut [Option<NonMaxUsize>]) -> Option<PatternID>,
+    ) -> (Option<PatternID>, Vec<Option<NonMaxUsize>>) {
+        let mut slots = vec![None; n];
+        let id = search(&mut slots);
+        if id.is_none() {
+            slots.fill(None);
+        }
+        (id, slots)
     }
 
     /// A pattern anchored at the start searches for its groups without the
@@ -1066,24 +1079,17 @@ mod tests {
             let m = meta(p).unwrap();
             assert!(m.groups.is_some(), "{p}");
             let n = m.group_info().slot_len();
-            let (mut a, mut b) = (vec![None; n], vec![None; n]);
             let mut hits = 0;
             for _ in 0..20000 {
-                let k = below(6) as usize;
-                let hay: String = (0..k)
-                    .map(|_| alphabet[below(alphabet.len() as u64) as usize])
-                    .collect();
+                let hay = random_text(&mut below, &alphabet, 6);
                 let input = Input::new(&hay);
-                a.fill(None);
-                b.fill(None);
-                let x = m.search_slots(&input, &mut a);
-                let y = m.on(hay.as_bytes()).search_slots(&input, &mut b);
-                if x.is_none() {
-                    a.fill(None);
-                    b.fill(None);
-                }
-                hits += usize::from(x.is_some());
-                assert_eq!((x, &a), (y, &b), "{p} on {hay:?}");
+                let x = found(n, |s| m.search_slots(&input, s));
+                hits += usize::from(x.0.is_some());
+                assert_eq!(
+                    x,
+                    found(n, |s| m.on(hay.as_bytes()).search_slots(&input, s)),
+                    "{p} on {hay:?}"
+                );
             }
             assert!(hits > 30, "{p}: {hits} matches");
         }
