@@ -34,10 +34,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use fail2xdp_tests::mx::{
-    self, DOMAIN, Fail2ban, MxLab, MxNet, USER, WRONG_PASSWORD,
-    logs::{Event, Tail},
-    smtp::{self, Mech},
+use fail2xdp_tests::{
+    Agent,
+    mx::{
+        self, DOMAIN, Fail2ban, MxLab, MxNet, USER, WRONG_PASSWORD,
+        logs::{Event, Tail},
+        smtp::{self, Mech},
+    },
 };
 
 /// Both peers ban on the same line: the 5th SASL failure of an address
@@ -565,7 +568,7 @@ fn proc_ip(hex: &str, v6: bool) -> Option<IpAddr> {
 }
 
 /// When each attacker was banned, from the daemon's own log lines as they
-/// appeared: fail2xdp's "jail J: ban NET for ..." (written once the map
+/// appeared: fail2xdp's "INFO ban addr=NET ..." (written once the map
 /// holds it) or fail2ban's "[postfix] Ban ADDR" (written just before its
 /// nft command runs).
 fn ban_times(
@@ -581,11 +584,7 @@ fn ban_times(
                 .into_iter()
                 .collect(),
             Setup::Fail2xdp => {
-                let Some(net) = l
-                    .split_once(": ban ")
-                    .and_then(|(_, r)| r.split_whitespace().next())
-                    .and_then(|n| n.parse::<ipnet::IpNet>().ok())
-                else {
+                let Some(net) = Agent::ban_of(l) else {
                     continue;
                 };
                 attackers

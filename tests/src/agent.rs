@@ -207,6 +207,14 @@ impl Agent {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The net one of the agent's log lines bans: its human-format ban
+    /// line, `... INFO ban addr=NET origin=...` (written once the map holds
+    /// the ban). Benches time bans by these lines as they appear.
+    pub fn ban_of(line: &str) -> Option<ipnet::IpNet> {
+        let (_, rest) = line.split_once(" ban addr=")?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
     /// The pin of the XDP link on the receiving veth.
     pub fn link_pin(&self) -> PathBuf {
         self.pin_dir

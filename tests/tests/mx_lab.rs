@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use fail2xdp_tests::{
-    IPPROTO_TCP, Receiver,
+    Agent, IPPROTO_TCP, Receiver,
     mx::{
         self, DOMAIN, MxLab, MxNet, USER, WRONG_PASSWORD,
         logs::{self, Event},
@@ -513,6 +513,16 @@ fn auth_flood_counts_each_connection_once() -> Result<()> {
          \"lost connection after AUTH\" and again for its \"disconnect ... auth=0/1\" line",
     )?;
     assert_eq!(n, maxretry(&lab, a.jail)?);
+    // `bench mx` times each ban by this line of the agent's log; it once
+    // looked for a format the agent no longer wrote and saw no ban at all.
+    let log = lab.agent().log();
+    assert!(
+        log.lines()
+            .filter_map(Agent::ban_of)
+            .any(|net| net.contains(&a.addr)),
+        "no ban line for {} in the agent's log:\n{log}",
+        a.addr
+    );
     Ok(())
 }
 
