@@ -248,16 +248,13 @@ impl Meta {
         input: &Input<'_>,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
-        let hay = input.haystack();
-        let ascii = self.ascii.is_some() && hay.is_ascii();
+        // Whether the line is ASCII, found once for both choices.
+        let ascii = self.ascii.as_ref().filter(|_| input.haystack().is_ascii());
         match &self.groups {
-            Some(g) if slots.len() > 2 && (ascii || !g.ascii) => g.re.search_slots(input, slots),
-            _ if ascii => self
-                .ascii
-                .as_ref()
-                .unwrap_or(&self.any)
-                .search_slots(input, slots),
-            _ => self.any.search_slots(input, slots),
+            Some(g) if slots.len() > 2 && (ascii.is_some() || !g.ascii) => {
+                g.re.search_slots(input, slots)
+            }
+            _ => ascii.unwrap_or(&self.any).search_slots(input, slots),
         }
     }
 
