@@ -15,7 +15,7 @@
 //! (lines given to fail2ban-regex, default 100000: it runs at ~20k lines/s),
 //! `F2X_BENCH_CPU` (default 1), `F2X_BENCH_RUNS` (runs per row, median shown,
 //! default 3), `GENLOG` (path of genlog.py). For comparing builds:
-//! `F2X_BENCH_ONLY=sasl|sasl-all|default|f2b` runs that row alone (no peer) and
+//! `F2X_BENCH_ONLY=sasl|sasl-all|default|f2b|f2b-all` runs that row alone (no peer) and
 //! `F2X_BENCH_BIN` runs another `fail2xdp` binary.
 use std::{
     fs,
@@ -561,7 +561,8 @@ fn cpu_ns(pid: u32) -> u64 {
         return 0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    // utime and stime are fields 14 and 15 of the line: indices 11 and 12
+    // of what follows the ')' (field 3, the state, is index 0).
     let ticks: u64 = [11, 12]
         .iter()
         .filter_map(|&i| f.get(i)?.parse::<u64>().ok())
