@@ -294,6 +294,18 @@ fn check_dropped(lab: &MxLab, rx: &Receiver, a: &Attacker, src: IpAddr) -> Resul
         logs::count(&lab.maillog(), Event::Connect, src) == connects,
         "Postfix logged a connect from {src} after its ban"
     );
+    // No connection open at the ban (the session the test held open, the
+    // last swaks whose QUIT the ban dropped) still holds an smtpd: the ban
+    // closed them.
+    let held = lab
+        .net
+        .mx
+        .run(move || mx::conns::open_connections(&[src]))??;
+    ensure!(
+        held == 0,
+        "{src}: smtpd still holds {held} connection(s) after the ban; agent log:\n{}",
+        lab.agent().log()
+    );
     Ok(())
 }
 
@@ -441,6 +453,23 @@ fn mx_under_attack_keeps_serving_its_users() -> Result<()> {
                     // The flood attacker's exact count is
                     // auth_flood_counts_each_connection_once's to check.
                     let exact = !matches!(a.kind, Kind::AuthDrop);
+                    // A session left open across the ban: the ban must
+                    // close it (check_dropped looks), not leave it to hold
+                    // an smtpd until Postfix's timeout.
+                    let (src, to) = (a.addr, a.mx());
+                    let held = lab.net.attackers.run(move || -> Result<smtp::Session> {
+                        let mut s = smtp::Session::connect(src, to, Duration::from_secs(10))?;
+                        s.ehlo("held.example")?;
+                        Ok(s)
+                    })??;
+                    let open = lab
+                        .net
+                        .mx
+                        .run(move || mx::conns::open_connections(&[src]))??;
+                    ensure!(
+                        open == 1,
+                        "{src}: {open} open connection(s) seen, not the one held"
+                    );
                     let n = attack_until_banned(lab, a, exact)?;
                     check_explained(lab, a, exact.then_some(n))?;
                     check_dropped(lab, rx, a, a.addr)?;
@@ -448,6 +477,7 @@ fn mx_under_attack_keeps_serving_its_users() -> Result<()> {
                         check_dropped(lab, rx, a, n)
                             .with_context(|| format!("{n}, in {}", a.net()))?;
                     }
+                    drop(held);
                     Ok(())
                 })
             })

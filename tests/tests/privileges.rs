@@ -90,6 +90,40 @@ fn check_threads(pid: u32) -> Result<usize> {
     Ok(checked)
 }
 
+/// The agent's one child, the connection closer's helper: it keeps
+/// cap_net_admin only (effective, permitted, bounding), with
+/// `no_new_privs`.
+fn check_closer_helper(pid: u32) -> Result<()> {
+    let mut children = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let list = fs::read_to_string(t?.path().join("children")).unwrap_or_default();
+        children.extend(list.split_whitespace().map(str::to_owned));
+    }
+    let [child] = children.as_slice() else {
+        bail!("the agent should have one child, its closer helper; it has {children:?}");
+    };
+    let cmdline = fs::read(format!("/proc/{child}/cmdline"))?;
+    assert!(
+        text(&cmdline).split('\0').any(|a| a == "closer-helper"),
+        "the agent's child is not the closer helper: {:?}",
+        text(&cmdline)
+    );
+    let sets = cap_sets(Path::new(&format!("/proc/{child}/status")))?;
+    let want = 1u64 << fail2xdp::privs::CAP_NET_ADMIN;
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            sets[key],
+            want,
+            "the closer helper's {key} is {:?}, not cap_net_admin",
+            names(sets[key])
+        );
+    }
+    assert_eq!(sets["CapInh"], 0, "{sets:?}");
+    assert_eq!(sets["CapAmb"], 0, "{sets:?}");
+    assert_eq!(sets["NoNewPrivs"], 1, "{sets:?}");
+    Ok(())
+}
+
 /// Makes `path` (a file or directory) belong to nobody, mode `mode`:
 /// root can then open it only with CAP_DAC_READ_SEARCH (or more).
 fn give_to_nobody(path: &Path, mode: u32) -> Result<()> {
@@ -104,7 +138,7 @@ fn count(hay: &str, needle: &str) -> usize {
 }
 
 /// After attaching, every thread of the agent keeps cap_bpf and
-/// cap_dac_read_search only; manual bans, jail bans from a log only
+/// cap_dac_read_search only (its closer helper cap_net_admin only); manual bans, jail bans from a log only
 /// CAP_DAC_READ_SEARCH lets it read (a rotated one too), unbans and both
 /// kinds of reload still work.
 #[test]
@@ -130,6 +164,7 @@ fn the_agent_keeps_only_the_documented_capabilities() -> Result<()> {
         "the documented set changed: update README.md and this test"
     );
     let threads = check_threads(pid)?;
+    check_closer_helper(pid)?;
     assert!(
         threads > 2,
         "only {threads} thread(s) checked: the runtime and readers should be running"
@@ -209,6 +244,7 @@ fn the_agent_keeps_only_the_documented_capabilities() -> Result<()> {
 
     // Nothing of the above gave a capability back.
     check_threads(pid)?;
+    check_closer_helper(pid)?;
     Ok(())
 }
 

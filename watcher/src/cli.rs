@@ -133,6 +133,9 @@ pub enum Command {
     /// The man page (roff), for `cargo xtask man`.
     #[command(hide = true)]
     Man(ManArgs),
+    /// The agent's connection closer (started by `run`; see closer/).
+    #[command(hide = true, name = "closer-helper")]
+    CloserHelper,
 }
 
 #[derive(Args, Debug)]

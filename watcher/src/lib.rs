@@ -16,6 +16,7 @@ pub mod agent;
 pub mod ban;
 pub mod blocklist;
 pub mod census;
+pub mod closer;
 pub mod config;
 pub mod control;
 pub mod crowdsec;

@@ -108,6 +108,7 @@ fn dispatch(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         },
         C::Completions(a) => cli::completions(a.shell),
         C::Man(a) => cli::man(a.out.as_deref()),
+        C::CloserHelper => fail2xdp::closer::helper::main().map(|()| ExitCode::SUCCESS),
         C::InstallSystemd(a) => {
             cmd::install_systemd::run(a.options(&cli.global).map_err(anyhow::Error::msg)?)
         }

@@ -23,6 +23,10 @@
 //!   `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE`, `CAP_SETUID`, `CAP_DAC_OVERRIDE`,
 //!   `CAP_NET_ADMIN` and all the others are gone for good.
 //!
+//! The one exception is a separate process: the connection closer's helper
+//! (closer/), started before the drop, keeps `CAP_NET_ADMIN` and nothing
+//! else ([`drop_to`]).
+//!
 //! An agent that does not run with capabilities (not root) changes nothing.
 use std::io;
 
@@ -30,6 +34,8 @@ use std::io;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 /// `CAP_SETPCAP`: needed to shrink the bounding set.
 const CAP_SETPCAP: u32 = 8;
+/// `CAP_NET_ADMIN`: kept by the connection closer's helper only.
+pub const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_BPF` (Linux 5.8).
 pub const CAP_BPF: u32 = 39;
 
@@ -222,6 +228,13 @@ fn err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PrivsError {
 /// caller's. Returns the names of the capabilities kept, or None when the
 /// process had none to drop (not root).
 pub fn drop_to_kept() -> Result<Option<Vec<String>>, PrivsError> {
+    drop_to(&KEPT)
+}
+
+/// [`drop_to_kept`] keeping `caps` instead of [`KEPT`] (the closer's
+/// helper keeps `CAP_NET_ADMIN` only).
+pub fn drop_to(caps: &[u32]) -> Result<Option<Vec<String>>, PrivsError> {
+    let wanted = caps.iter().fold(0u64, |m, c| m | 1u64 << c);
     let (eff, perm, _) = capget().map_err(err("capget"))?;
     if eff == 0 && perm == 0 {
         return Ok(None);
@@ -240,7 +253,7 @@ pub fn drop_to_kept() -> Result<Option<Vec<String>>, PrivsError> {
             n - 1
         );
     }
-    let keep = kept_mask() & perm;
+    let keep = wanted & perm;
     let last = last_cap().min(63);
     if eff & (1u64 << CAP_SETPCAP) != 0 {
         for cap in 0..=last {

@@ -122,6 +122,10 @@ pub struct AgentStatus {
     /// `[control] readonly_group`: who may send read-only requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readonly_group: Option<String>,
+    /// Closing banned sources' open connections (`close_connections`);
+    /// None when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<crate::closer::ClosingStatus>,
 }
 
 /// The CrowdSec part: is the Local API answering, what its decisions did,

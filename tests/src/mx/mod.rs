@@ -19,6 +19,7 @@
 //! A lab killed before its Drop ran is cleaned up by the next one.
 
 mod agent;
+pub mod conns;
 mod daemon;
 mod dovecot;
 pub mod fail2ban;

@@ -60,6 +60,8 @@ pub struct Agent {
     crowdsec: std::sync::OnceLock<Arc<crate::crowdsec::CrowdSec>>,
     /// The control socket's read-only group, as bound at start.
     pub readonly_group: Option<crate::control::ReadOnlyGroup>,
+    /// The connection closer, when `close_connections` was on at start.
+    pub closing: Option<Arc<crate::closer::Closing>>,
 }
 
 impl Agent {
@@ -85,6 +87,7 @@ impl Agent {
             next_import: Mutex::new(1),
             crowdsec: std::sync::OnceLock::new(),
             readonly_group: None,
+            closing: None,
         }
     }
 
@@ -113,6 +116,11 @@ impl Agent {
             save_meta(s, &cfg);
         }
         crate::crowdsec::note_reload(self.crowdsec.get(), cfg.crowdsec.as_ref());
+        if cfg.close_connections != self.closing.is_some() && !self.service.dry_run() {
+            log::warn!(
+                "close_connections changed: it takes effect at the next start (its helper starts before capabilities are dropped)"
+            );
+        }
         if cfg.readonly_group != self.readonly_group {
             log::warn!(
                 "[control] readonly_group changed: it takes effect at the next start (the socket was bound before capabilities were dropped)"
@@ -176,6 +184,7 @@ impl Agent {
             crowdsec: self.crowdsec.get().map(|c| c.status()),
             capabilities: crate::privs::effective(),
             readonly_group: self.readonly_group.as_ref().map(|g| g.name.clone()),
+            connections: self.closing.as_ref().map(|c| c.status()),
         }
     }
 

@@ -34,6 +34,7 @@ pub use matcher::{
 
 use crate::{
     ban::{BanService, LogEvents, Persist, Subscriber},
+    closer::{Closer, Closing},
     config::{self, SourceConf},
     control,
     crowdsec::CrowdSec,
@@ -104,6 +105,9 @@ struct Ready {
     enforcer: Option<Enforcer>,
     /// Readers of the XDP program's log records, opened before the drop.
     kernel_logs: Vec<KernelLog>,
+    /// The connection closer's helper, started before the drop (or why
+    /// not); None when `close_connections` is off or in a dry run.
+    closer: Option<Result<Closer, String>>,
 }
 
 /// Start-up up to the capability drop: lock, configuration, store, control
@@ -173,6 +177,8 @@ fn prepare(opts: &Options) -> anyhow::Result<Ready> {
     // The ring buffers are mapped now, with every capability; reading them
     // later needs none.
     let kernel_logs = enf.take_kernel_logs();
+    let closer = (cfg.close_connections && !opts.dry_run)
+        .then(|| Closer::spawn().map_err(|e| format!("its helper process could not start: {e}")));
     match crate::privs::drop_to_kept()? {
         Some(kept) => log::info!(
             "capabilities dropped: keeping {} only",
@@ -195,6 +201,7 @@ fn prepare(opts: &Options) -> anyhow::Result<Ready> {
         metrics_listener,
         enforcer: (!opts.dry_run).then_some(enf),
         kernel_logs,
+        closer,
     })
 }
 
@@ -225,6 +232,7 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
         metrics_listener,
         enforcer,
         kernel_logs,
+        closer,
     } = ready;
     for l in kernel_logs {
         if let Err(e) = l.spawn() {
@@ -239,6 +247,13 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
     let metrics = metrics_listener.as_ref().map(|_| Metrics::new());
     if let Some(m) = &metrics {
         subscribers.push(m.clone());
+    }
+    let closing = closer.map(|c| match c {
+        Ok(c) => c.start(),
+        Err(why) => Closing::unavailable(why),
+    });
+    if let Some(c) = &closing {
+        subscribers.push(c.clone());
     }
     let service = Arc::new(BanService::new(
         enforcer,
@@ -288,6 +303,7 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
         stop_tx,
     );
     agent.readonly_group = readonly_group;
+    agent.closing = closing.clone();
     let agent = Arc::new(agent);
     if let Some(c) = &crowdsec {
         agent.set_crowdsec(c.clone());
@@ -425,6 +441,9 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), h.join()).await;
     }
     if let Some(c) = &crowdsec {
+        c.stop();
+    }
+    if let Some(c) = &closing {
         c.stop();
     }
     service.shutdown();

@@ -230,6 +230,24 @@ fn print_status(st: &Status) {
         if let Some(g) = &a.readonly_group {
             println!("control socket: read-only for group {g}");
         }
+        match &a.connections {
+            Some(c) => match &c.problem {
+                None => println!(
+                    "open connections of banned sources: closed ({} so far)",
+                    c.closed
+                ),
+                Some(why) => println!(
+                    "open connections of banned sources: NOT closed: {why} ({} closed before)",
+                    c.closed
+                ),
+            },
+            None if !a.dry_run => {
+                println!(
+                    "open connections of banned sources: left open (close_connections = false)"
+                )
+            }
+            None => {}
+        }
     }
     let dp = &st.data_plane;
     if dp.interfaces.is_empty() {

@@ -62,6 +62,9 @@ pub struct Config {
     /// `[control] readonly_group`: its members may send read-only requests
     /// (status, list, explain) on the control socket. Read at start.
     pub readonly_group: Option<crate::control::ReadOnlyGroup>,
+    /// `close_connections`: a ban also aborts the TCP connections it
+    /// covers (see closer/). Read at start.
+    pub close_connections: bool,
 }
 
 /// Default of `[state] history`.
@@ -79,6 +82,7 @@ impl Config {
             history: DEFAULT_HISTORY,
             crowdsec: None,
             readonly_group: None,
+            close_connections: true,
         }
     }
 }
@@ -210,6 +214,7 @@ struct RawFile {
     allowlist: Vec<Spanned<String>>,
     max_hosts: Option<Spanned<i64>>,
     evidence_lines: Option<Spanned<i64>>,
+    close_connections: Option<bool>,
     #[serde(default)]
     defaults: RawJail,
     #[serde(default)]
@@ -464,6 +469,7 @@ impl Cx<'_> {
             history,
             crowdsec,
             readonly_group,
+            close_connections: raw.close_connections.unwrap_or(true),
         }
     }
 

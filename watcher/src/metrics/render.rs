@@ -273,6 +273,22 @@ fn families(s: &Sample) -> Vec<Family> {
             )
             .row(Vec::new(), a.store.failed_writes),
         );
+        if let Some(c) = &a.connections {
+            out.push(
+                Family::counter(
+                    "fail2xdp_connections_closed",
+                    "Open TCP connections of banned sources closed at their ban (close_connections)",
+                )
+                .row(Vec::new(), c.closed),
+            );
+            out.push(
+                Family::gauge(
+                    "fail2xdp_connections_closing_failed",
+                    "1 while banned sources' open connections cannot be closed (status says why)",
+                )
+                .row(Vec::new(), u64::from(c.problem.is_some())),
+            );
+        }
         out.push(
             Family::gauge("fail2xdp_uptime_seconds", "Seconds since the agent started")
                 .row(Vec::new(), a.uptime_secs),
