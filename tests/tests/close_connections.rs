@@ -1,6 +1,7 @@
 //! A ban closes the TCP connections its source has open (`close_connections`,
 //! on by default), and only those: a clean source's connection and one on a
-//! port the ban does not cover stay open. Real sockets between the lab's
+//! port the ban does not cover stay open; a blocklist (`ban --file`) closes
+//! its sources' too. Real sockets between the lab's
 //! namespaces, a real agent (root; `cargo build -p fail2xdp` first).
 
 use std::{
@@ -145,9 +146,17 @@ fn a_ban_closes_its_sources_open_connections_and_no_other() -> Result<()> {
     lab.agent.ban(&v6.to_string(), &["--for", "1h"])?;
     expect(&lab, &[&b_v6], &[&clean])?;
 
+    // A blocklist (`ban --file`) closes its sources' connections too.
+    let dir = tempfile::tempdir()?;
+    let list = dir.path().join("blocklist.txt");
+    std::fs::write(&list, format!("# test list\n{CLEAN_V4}\n198.51.100.0/24\n"))?;
+    lab.agent
+        .cli(&["ban", "--file", &list.to_string_lossy(), "--for", "1h"])?;
+    expect(&lab, &[&clean], &[])?;
+
     let st = lab.agent.status_json()?;
     let c = &st["agent"]["connections"];
-    assert_eq!(c["closed"], 4, "{st}");
+    assert_eq!(c["closed"], 5, "{st}");
     assert!(c["problem"].is_null(), "{st}");
     let log = lab.agent.log();
     assert!(
@@ -156,7 +165,7 @@ fn a_ban_closes_its_sources_open_connections_and_no_other() -> Result<()> {
     );
     let text = lab.agent.cli(&["status"])?;
     assert!(
-        text.contains("open connections of banned sources: closed (4 so far)"),
+        text.contains("open connections of banned sources: closed (5 so far)"),
         "{text}"
     );
     Ok(())

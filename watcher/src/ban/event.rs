@@ -32,6 +32,10 @@ pub enum BanEvent {
         banned: usize,
         refused: usize,
         length: Option<Duration>,
+        /// The networks written to the maps (none in a dry run), and the
+        /// ports the import covers (every port when empty).
+        nets: Arc<[IpNet]>,
+        ports: PortSet,
     },
     /// Stored bans were put back into the maps at start.
     Restored {
@@ -216,6 +220,7 @@ impl Subscriber for LogEvents {
                 banned,
                 refused,
                 length,
+                ..
             } => tracing::info!(
                 target: "fail2xdp::ban",
                 origin = %origin,

@@ -825,6 +825,11 @@ impl BanService {
         st.banned = ok.len() as u64;
         st.by_origin
             .insert(spec.origin.to_string(), ok.len() as u64);
+        let written: Arc<[IpNet]> = if inner.enforcer.is_some() {
+            ok.into()
+        } else {
+            Arc::from([])
+        };
         drop(inner);
         self.add_stats(&st);
         self.emit(&[BanEvent::Imported {
@@ -832,6 +837,8 @@ impl BanService {
             banned: report.banned,
             refused: report.refused.len(),
             length,
+            nets: written,
+            ports,
         }]);
         Ok(report)
     }

@@ -211,16 +211,26 @@ impl Closing {
 
 impl Subscriber for Closing {
     fn event(&self, e: &BanEvent) {
-        let BanEvent::Banned(b) = e else { return };
-        if b.dry_run {
-            return;
-        }
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            // The feeder gone: its problem is already in the status.
-            let _ = tx.send(Target {
+        let targets: Vec<Target> = match e {
+            BanEvent::Banned(b) if !b.dry_run => vec![Target {
                 net: b.net,
                 ports: b.ports.clone(),
-            });
+            }],
+            // A blocklist (`ban --file`): a burst the helper takes in one dump.
+            BanEvent::Imported { nets, ports, .. } => nets
+                .iter()
+                .map(|&net| Target {
+                    net,
+                    ports: ports.clone(),
+                })
+                .collect(),
+            _ => return,
+        };
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            for t in targets {
+                // The feeder gone: its problem is already in the status.
+                let _ = tx.send(t);
+            }
         }
     }
 }
