@@ -55,6 +55,10 @@ enum Setup {
     Unprotected,
     Fail2ban,
     Fail2xdp,
+    /// A diagnostic, only with F2X_MX_ONLY=dry: the agent attached and
+    /// counting in a dry run (no bans), to tell what its presence costs
+    /// the client from what its bans do.
+    Fail2xdpDry,
 }
 
 impl Setup {
@@ -63,6 +67,7 @@ impl Setup {
             Setup::Unprotected => "no protection",
             Setup::Fail2ban => "fail2ban 1.0.2 + nftables",
             Setup::Fail2xdp => "fail2xdp (XDP native)",
+            Setup::Fail2xdpDry => "fail2xdp attached, dry run (no bans)",
         }
     }
 }
@@ -141,19 +146,30 @@ fn run() -> Result<bool> {
         attackers: env("F2X_MX_ATTACKERS", 50).clamp(2, 200) as usize,
         rounds: env("F2X_MX_ROUNDS", 1).max(1) as usize,
     };
-    // F2X_MX_ONLY=fail2xdp (or fail2ban, none) runs one setup, for a look
-    // at one daemon; the table and targets want all three.
+    // F2X_MX_ONLY=fail2xdp (or fail2ban, none, dry; a comma list) runs
+    // those setups only, for a look at one daemon; the table and targets
+    // want the first three.
     let only = std::env::var("F2X_MX_ONLY").ok();
-    let setups: Vec<Setup> = [Setup::Unprotected, Setup::Fail2ban, Setup::Fail2xdp]
-        .into_iter()
-        .filter(|s| {
-            only.as_deref().is_none_or(|o| match s {
-                Setup::Unprotected => o == "none",
-                Setup::Fail2ban => o == "fail2ban",
-                Setup::Fail2xdp => o == "fail2xdp",
-            })
-        })
-        .collect();
+    let setups: Vec<Setup> = [
+        Setup::Unprotected,
+        Setup::Fail2ban,
+        Setup::Fail2xdp,
+        Setup::Fail2xdpDry,
+    ]
+    .into_iter()
+    .filter(|s| {
+        let key = match s {
+            Setup::Unprotected => "none",
+            Setup::Fail2ban => "fail2ban",
+            Setup::Fail2xdp => "fail2xdp",
+            Setup::Fail2xdpDry => "dry",
+        };
+        match only.as_deref() {
+            None => *s != Setup::Fail2xdpDry,
+            Some(o) => o.split(',').any(|k| k.trim() == key),
+        }
+    })
+    .collect();
     let mut all: HashMap<Setup, Vec<Row>> = HashMap::new();
     for round in 1..=o.rounds {
         for &s in &setups {
@@ -194,6 +210,10 @@ fn run_setup(setup: Setup, o: &Opts) -> Result<Row> {
         }
         Setup::Fail2xdp => {
             let a = lab.start_agent("")?;
+            (Some(a.log_path()), a.pid())
+        }
+        Setup::Fail2xdpDry => {
+            let a = lab.start_agent_with("", &["--dry-run"])?;
             (Some(a.log_path()), a.pid())
         }
     };
@@ -546,7 +566,7 @@ fn ban_times(
                     .filter(|a| net.contains(a))
                     .collect()
             }
-            Setup::Unprotected => Vec::new(),
+            Setup::Unprotected | Setup::Fail2xdpDry => Vec::new(),
         };
         for a in banned {
             first.entry(a).or_insert(*t);

@@ -138,6 +138,11 @@ impl MxLab {
     /// jails reading the lab's maillog, plus the jails in `extra` (TOML with
     /// `{maillog}` standing for the log's path).
     pub fn start_agent(&mut self, extra: &str) -> Result<&Agent> {
+        self.start_agent_with(extra, &[])
+    }
+
+    /// [`Self::start_agent`] with further `run` arguments (`--dry-run`).
+    pub fn start_agent_with(&mut self, extra: &str, args: &[&str]) -> Result<&Agent> {
         if self.agent.is_some() {
             bail!("the agent already runs");
         }
@@ -147,6 +152,7 @@ impl MxLab {
         fs::write(&path, config).context("writing the agent's config")?;
         let opts = AgentOptions {
             config: Some(path),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             ..AgentOptions::default()
         };
         // Postfix's own start (master, postlogd, the services it spawns)
