@@ -297,16 +297,20 @@ fn check_dropped(lab: &MxLab, rx: &Receiver, a: &Attacker, src: IpAddr) -> Resul
     // No connection open at the ban (the session the test held open, the
     // last swaks whose QUIT the ban dropped) still holds an smtpd: the ban
     // closed them.
-    let held = lab
-        .net
-        .mx
-        .run(move || mx::conns::open_connections(&[src]))??;
+    let held = open_on_mx(lab, src)?;
     ensure!(
         held == 0,
         "{src}: smtpd still holds {held} connection(s) after the ban; agent log:\n{}",
         lab.agent().log()
     );
     Ok(())
+}
+
+/// Connections from `src` smtpd holds (ESTABLISHED or CLOSE_WAIT on 25/587).
+fn open_on_mx(lab: &MxLab, src: IpAddr) -> Result<usize> {
+    lab.net
+        .mx
+        .run(move || mx::conns::open_connections(&[src]))?
 }
 
 /// `explain` names the jail and carries Postfix's own lines; with
@@ -462,10 +466,7 @@ fn mx_under_attack_keeps_serving_its_users() -> Result<()> {
                         s.ehlo("held.example")?;
                         Ok(s)
                     })??;
-                    let open = lab
-                        .net
-                        .mx
-                        .run(move || mx::conns::open_connections(&[src]))??;
+                    let open = open_on_mx(lab, src)?;
                     ensure!(
                         open == 1,
                         "{src}: {open} open connection(s) seen, not the one held"
