@@ -57,7 +57,9 @@ pub fn main() -> anyhow::Result<()> {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     crate::privs::drop_to(&[crate::privs::CAP_NET_ADMIN])?;
-    let mut input = BufReader::new(io::stdin().lock());
+    // A blocklist of a million lines arrives in pipe-sized pieces: a large
+    // buffer and `more_waiting` keep it one batch, one socket dump.
+    let mut input = BufReader::with_capacity(1 << 20, io::stdin().lock());
     let mut out = io::stdout().lock();
     let mut line = String::new();
     loop {
@@ -72,7 +74,7 @@ pub fn main() -> anyhow::Result<()> {
                 break;
             }
             batch.extend(decode(&line));
-            if input.buffer().is_empty() {
+            if input.buffer().is_empty() && !more_waiting() {
                 break;
             }
         }
@@ -94,6 +96,19 @@ pub fn main() -> anyhow::Result<()> {
         }
         out.flush()?;
     }
+}
+
+/// Whether stdin has more to read right now (the agent is still writing
+/// the burst this batch belongs to).
+fn more_waiting() -> bool {
+    let mut fds = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut fds, 1, 0) };
+    n > 0 && fds.revents & libc::POLLIN != 0
 }
 
 /// What a sock_diag failure means for an admin.
