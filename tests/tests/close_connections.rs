@@ -31,8 +31,7 @@ impl Conn {
         // error but a timeout) means the connection is over.
         match (&self.server).read(&mut buf) {
             Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            Ok(0) => false,
-            Ok(_) => false,
+            Ok(_read) => false,
         }
     }
 }

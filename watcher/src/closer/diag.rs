@@ -9,12 +9,11 @@ use std::{
     collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
 use ipnet::IpNet;
 
-use crate::addr::PortSet;
+use crate::{addr::PortSet, enforcer::netlink::Socket};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -113,41 +112,12 @@ struct Found {
     local_port: u16,
 }
 
-/// A sock_diag netlink socket, closed on drop.
-pub struct Diag(OwnedFd);
+/// A sock_diag netlink socket.
+pub struct Diag(Socket);
 
 impl Diag {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let s = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                NETLINK_SOCK_DIAG,
-            )
-        };
-        if s < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `s` is a fresh descriptor nobody else owns.
-        Ok(Diag(unsafe { OwnedFd::from_raw_fd(s) }))
-    }
-
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: `msg` is a valid buffer of its length.
-        if unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a valid, writable buffer of its length.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Socket::open_protocol(NETLINK_SOCK_DIAG).map(Diag)
     }
 
     /// Closes every open TCP connection a target covers; returns how many
@@ -174,7 +144,7 @@ impl Diag {
     }
 
     fn dump(&self, family: u8) -> io::Result<Vec<Found>> {
-        self.send(&request(
+        self.0.send(&request(
             SOCK_DIAG_BY_FAMILY,
             NLM_F_REQUEST | NLM_F_DUMP,
             family,
@@ -183,7 +153,7 @@ impl Diag {
         let mut found = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = self.0.recv(&mut buf)?;
             for m in messages(&buf[..n]) {
                 match m.ty {
                     NLMSG_DONE => return Ok(found),
@@ -203,14 +173,14 @@ impl Diag {
 
     /// Destroys one socket; false when it was already gone.
     fn destroy(&self, s: &Found) -> io::Result<bool> {
-        self.send(&request(
+        self.0.send(&request(
             SOCK_DESTROY,
             NLM_F_REQUEST | NLM_F_ACK,
             s.family,
             &s.id,
         ))?;
         let mut buf = [0u8; 512];
-        let n = self.recv(&mut buf)?;
+        let n = self.0.recv(&mut buf)?;
         for m in messages(&buf[..n]) {
             if m.ty == NLMSG_ERROR {
                 return match error_of(m.body) {

@@ -16,7 +16,7 @@ mod load;
 mod lock;
 pub mod maps;
 mod multiprog;
-mod netlink;
+pub(crate) mod netlink;
 mod ports;
 pub mod prefix;
 pub mod report;

@@ -40,18 +40,24 @@ struct Request {
     ifi: libc::ifinfomsg,
 }
 
-/// A netlink route socket, closed on drop.
-struct Socket(std::os::fd::OwnedFd);
+/// A netlink socket of one family (route here; sock_diag for the
+/// connection closer), closed on drop.
+pub(crate) struct Socket(std::os::fd::OwnedFd);
 
 impl Socket {
+    /// A route socket.
     fn open() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    pub(crate) fn open_protocol(protocol: libc::c_int) -> io::Result<Self> {
         use std::os::fd::FromRawFd as _;
         // SAFETY: plain socket(2); the fd is owned right away.
         let s = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if s < 0 {
@@ -61,20 +67,30 @@ impl Socket {
         Ok(Socket(unsafe { std::os::fd::OwnedFd::from_raw_fd(s) }))
     }
 
-    /// Sends one request and returns the first answer.
-    fn ask(&self, msg: &[u8]) -> io::Result<Vec<u8>> {
-        let fd = self.0.as_raw_fd();
+    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: `msg` is a valid buffer of its length.
-        if unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+        if unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut buf = vec![0u8; 64 * 1024];
+        Ok(())
+    }
+
+    /// One datagram into `buf`; its length.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a valid, writable buffer of its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        buf.truncate(n as usize);
+        Ok(n as usize)
+    }
+
+    /// Sends one request and returns the first answer.
+    fn ask(&self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        self.send(msg)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = self.recv(&mut buf)?;
+        buf.truncate(n);
         Ok(buf)
     }
 }
