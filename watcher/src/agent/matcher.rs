@@ -26,7 +26,10 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Instant, SystemTime},
 };
 
@@ -381,40 +384,54 @@ fn find_all_on(
         lines.classify(&picked, &mut m.times, Some(&mut m.states), &mut out);
         return out;
     }
-    let per = picked.len().div_ceil(workers);
-    std::thread::scope(|s| {
-        let mut parts = picked.chunks(per);
-        let first = parts.next().unwrap_or_default();
-        let lines = &lines;
-        let others: Vec<_> = parts
-            .map(|part| {
+    // The lines go in blocks to whichever thread asks next, not in one
+    // share per thread: the threads share the CPUs with the engine and the
+    // other sources, and a thread the scheduler holds back would otherwise
+    // keep the others waiting at the join with its whole share undone.
+    let blocks: Vec<&[(u32, u64)]> = picked.chunks(MATCH_BLOCK).collect();
+    let next = AtomicUsize::new(0);
+    let claim = |times: &mut TimeParser| {
+        let mut done: Vec<(usize, Vec<Find>)> = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(block) = blocks.get(i) else {
+                return done;
+            };
+            let mut out = Vec::new();
+            lines.classify(block, times, None, &mut out);
+            done.push((i, out));
+        }
+    };
+    let mut done = std::thread::scope(|s| {
+        let claim = &claim;
+        let others: Vec<_> = (1..workers)
+            .map(|_| {
                 let mut times = m.times.clone();
-                let job = move || {
-                    let mut out = Vec::new();
-                    lines.classify(part, &mut times, None, &mut out);
-                    out
-                };
-                // No thread to be had: this part waits for this one.
+                // No thread to be had: the blocks go to the others.
                 std::thread::Builder::new()
                     .name("match".into())
-                    .spawn_scoped(s, job)
-                    .map_err(|_| part)
+                    .spawn_scoped(s, move || claim(&mut times))
+                    .ok()
             })
             .collect();
-        lines.classify(first, &mut m.times, None, &mut out);
-        for o in others {
-            match o {
-                Ok(h) => match h.join() {
-                    Ok(v) => out.extend(v),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                Err(part) => lines.classify(part, &mut m.times, None, &mut out),
+        let mut done = claim(&mut m.times);
+        for h in others.into_iter().flatten() {
+            match h.join() {
+                Ok(v) => done.extend(v),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
+        done
     });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    for (_, v) in done {
+        out.extend(v);
+    }
     out
 }
 
+/// Candidate lines a matching thread claims at a time.
+const MATCH_BLOCK: usize = 128;
 /// Candidate lines a matching thread gets at least: fewer are not worth
 /// the thread's start.
 const LINES_PER_MATCH_THREAD: usize = 512;

@@ -195,6 +195,36 @@ pub enum Search<'h> {
     Limit,
 }
 
+/// A text to search and whether it is all ASCII (see [`Meta`]), found once
+/// for every pattern run on it or on a part of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'h> {
+    pub s: &'h str,
+    ascii: bool,
+}
+
+impl<'h> Text<'h> {
+    pub fn new(s: &'h str) -> Text<'h> {
+        Text {
+            s,
+            ascii: s.is_ascii(),
+        }
+    }
+
+    /// `s`: a part of `whole`'s text, or a copy of parts of it.
+    pub fn part_of(s: &'h str, whole: Text<'_>) -> Text<'h> {
+        debug_assert!(
+            !whole.ascii || s.is_ascii(),
+            "{s:?} is not a part of {:?}",
+            whole.s
+        );
+        Text {
+            s,
+            ascii: whole.ascii || s.is_ascii(),
+        }
+    }
+}
+
 /// Where the preferred match of a pattern anchored at the start ends,
 /// as far as the linear engine alone can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,12 +263,34 @@ struct Groups {
     re: MetaRegex,
     /// Built from the ASCII form: only for texts that are all ASCII.
     ascii: bool,
+    split: Option<Split>,
 }
 
+/// A pattern P = A·B cut after its last group that can hold text: the
+/// capture engines run A alone and the DFA checks B anchored where A's
+/// preferred match ends. Leftmost-first tries A's paths in order and B's
+/// after each, so when B matches after A's preferred path that is P's
+/// preferred match, A's groups are P's and B's end is P's end; when it
+/// does not, P itself is searched. The capture engines pay by the byte and
+/// by the state, and B (the message after the host, most of a failregex)
+/// is the longer part.
+struct Split {
+    head: MetaRegex,
+    /// B: no groups but for empty ones at its very end (the markers of a
+    /// look-ahead there), which are empty at P's end.
+    tail: MetaRegex,
+    /// The slots `head` sets (the groups it holds come first in P).
+    head_slots: usize,
+}
+
+/// Every search takes `ascii`: whether the haystack is all ASCII, found
+/// once per line by the caller ([`Text`]), not by each search over again
+/// (a line goes through several patterns, and the scan costs as much as a
+/// short search).
 impl Meta {
-    fn on(&self, hay: &[u8]) -> &MetaRegex {
+    fn on(&self, ascii: bool) -> &MetaRegex {
         match &self.ascii {
-            Some(a) if hay.is_ascii() => a,
+            Some(a) if ascii => a,
             _ => &self.any,
         }
     }
@@ -246,29 +298,89 @@ impl Meta {
     fn search_slots(
         &self,
         input: &Input<'_>,
+        ascii: bool,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
-        // Whether the line is ASCII, found once for both choices.
-        let ascii = self.ascii.as_ref().filter(|_| input.haystack().is_ascii());
+        let ascii = self.ascii.as_ref().filter(|_| ascii);
         match &self.groups {
-            Some(g) if slots.len() > 2 && (ascii.is_some() || !g.ascii) => {
-                g.re.search_slots(input, slots)
-            }
+            Some(g) if slots.len() > 2 && (ascii.is_some() || !g.ascii) => match &g.split {
+                Some(sp)
+                    if input.get_span() == (0..input.haystack().len()) && !input.get_earliest() =>
+                {
+                    sp.search_slots(&g.re, input, slots)
+                }
+                _ => g.re.search_slots(input, slots),
+            },
             _ => ascii.unwrap_or(&self.any).search_slots(input, slots),
         }
     }
 
-    fn search_half(&self, input: &Input<'_>) -> Option<HalfMatch> {
-        self.on(input.haystack()).search_half(input)
+    fn search_half(&self, input: &Input<'_>, ascii: bool) -> Option<HalfMatch> {
+        self.on(ascii).search_half(input)
     }
 
-    fn is_match<'h, I: Into<Input<'h>>>(&self, input: I) -> bool {
-        let input = input.into();
-        self.on(input.haystack()).is_match(input)
+    fn is_match<'h, I: Into<Input<'h>>>(&self, input: I, ascii: bool) -> bool {
+        self.on(ascii).is_match(input)
     }
 
     fn group_info(&self) -> &GroupInfo {
         self.any.group_info()
+    }
+}
+
+impl Split {
+    /// `hir` cut as [`Split`] says; `None` when it has no tail to cut.
+    fn new(hir: &Hir, build: impl Fn(&Hir, bool) -> Result<MetaRegex, String>) -> Option<Split> {
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let empty_group = |h: &Hir| matches!(h.kind(), HirKind::Capture(c) if matches!(c.sub.kind(), HirKind::Empty));
+        let markers = parts.iter().rev().take_while(|h| empty_group(h)).count();
+        let body = &parts[..parts.len() - markers];
+        let k = body
+            .iter()
+            .rposition(|h| h.properties().explicit_captures_len() > 0)?;
+        let (a, b) = body.split_at(k + 1);
+        if b.is_empty() {
+            return None;
+        }
+        let head = build(&Hir::concat(a.to_vec()), false).ok()?;
+        let tail = build(&Hir::concat(b.to_vec()), true).ok()?;
+        let head_slots = head.group_info().slot_len();
+        Some(Split {
+            head,
+            tail,
+            head_slots,
+        })
+    }
+
+    /// P's search for groups (`whole`: P on the capture engines).
+    fn search_slots(
+        &self,
+        whole: &MetaRegex,
+        input: &Input<'_>,
+        slots: &mut [Option<NonMaxUsize>],
+    ) -> Option<PatternID> {
+        let n = self.head_slots.min(slots.len());
+        let pid = self.head.search_slots(input, &mut slots[..n])?;
+        let e = slots[1]?.get();
+        let rest = Input::new(input.haystack())
+            .range(e..)
+            .anchored(Anchored::Yes);
+        match self.tail.search_half(&rest) {
+            Some(h) => {
+                let end = NonMaxUsize::new(h.offset());
+                slots[1] = end;
+                for s in &mut slots[n..] {
+                    *s = end;
+                }
+                Some(pid)
+            }
+            None => {
+                slots.fill(None);
+                whole.search_slots(input, slots)
+            }
+        }
     }
 }
 
@@ -297,18 +409,23 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
         && hir.properties().explicit_captures_len() > 0
     {
         let h = ascii_hir.as_ref().unwrap_or(&hir);
-        let re = meta::Builder::new()
-            .configure(
-                meta::Config::new()
-                    .nfa_size_limit(Some(SIZE_LIMIT))
-                    .hybrid(false)
-                    .dfa(false),
-            )
-            .build_from_hir(h)
-            .map_err(|e| e.to_string())?;
+        // `dfa`: the lazy DFA and the full one (for a part without groups).
+        let engines = |h: &Hir, dfa: bool| {
+            meta::Builder::new()
+                .configure(
+                    meta::Config::new()
+                        .nfa_size_limit(Some(SIZE_LIMIT))
+                        .hybrid(dfa)
+                        .dfa(dfa),
+                )
+                .build_from_hir(h)
+                .map_err(|e| e.to_string())
+        };
+        let re = engines(h, false)?;
         Some(Groups {
             re,
             ascii: ascii_hir.is_some(),
+            split: Split::new(h, engines),
         })
     } else {
         None
@@ -501,10 +618,15 @@ impl PyRegex {
     }
 
     pub fn search<'h>(&self, hay: &'h str) -> Search<'h> {
+        self.search_text(Text::new(hay))
+    }
+
+    pub fn search_text<'h>(&self, text: Text<'h>) -> Search<'h> {
+        let (hay, ascii) = (text.s, text.ascii);
         match &self.engine {
             Engine::Linear(re) => {
                 let mut slots = Slots::new(2 * self.names.len());
-                match re.search_slots(&Input::new(hay), slots.as_mut()) {
+                match re.search_slots(&Input::new(hay), ascii, slots.as_mut()) {
                     Some(_) => Search::Hit(Caps { hay, slots }),
                     None => Search::Miss,
                 }
@@ -513,13 +635,13 @@ impl PyRegex {
                 re, screen, marked, ..
             } => {
                 match marked {
-                    Some(m) => match m.search(hay, self.names.len()) {
+                    Some(m) => match m.search(hay, ascii, self.names.len()) {
                         Marking::Miss => return Search::Miss,
                         Marking::Hit(slots) => return Search::Hit(Caps { hay, slots }),
                         Marking::Unsettled => {}
                     },
                     None => {
-                        if !screen.is_match(hay) {
+                        if !screen.is_match(hay, ascii) {
                             return Search::Miss;
                         }
                     }
@@ -545,17 +667,22 @@ impl PyRegex {
 
     /// `Some(found)`, or `None` when the limit was reached.
     pub fn is_match(&self, hay: &str) -> Option<bool> {
+        self.is_match_text(Text::new(hay))
+    }
+
+    pub fn is_match_text(&self, text: Text<'_>) -> Option<bool> {
+        let (hay, ascii) = (text.s, text.ascii);
         match &self.engine {
-            Engine::Linear(re) => Some(re.is_match(hay)),
+            Engine::Linear(re) => Some(re.is_match(hay, ascii)),
             Engine::Back {
                 marked: Some(_), ..
-            } => match self.search(hay) {
+            } => match self.search_text(text) {
                 Search::Hit(_) => Some(true),
                 Search::Miss => Some(false),
                 Search::Limit => None,
             },
             Engine::Back { re, screen, .. } => {
-                if !screen.is_match(hay) {
+                if !screen.is_match(hay, ascii) {
                     return Some(false);
                 }
                 re.is_match(hay).ok()
@@ -567,16 +694,21 @@ impl PyRegex {
     /// there: it begins with `^`), from the linear engine's search for the
     /// end alone; [`End::Unsure`] when a look-around may be on its path.
     pub fn match_end(&self, hay: &str) -> End {
+        self.match_end_text(Text::new(hay))
+    }
+
+    pub fn match_end_text(&self, text: Text<'_>) -> End {
+        let (hay, ascii) = (text.s, text.ascii);
         let input = Input::new(hay).anchored(Anchored::Yes);
         match &self.engine {
             Engine::Linear(re) => re
-                .search_half(&input)
+                .search_half(&input, ascii)
                 .map_or(End::Miss, |h| End::At(h.offset())),
             Engine::Back {
                 marked: Some(m), ..
-            } => m.end(hay, &input),
+            } => m.end(hay, ascii, &input),
             Engine::Back { screen, .. } => {
-                if screen.search_half(&input).is_none() {
+                if screen.search_half(&input, ascii).is_none() {
                     End::Miss
                 } else {
                     End::Unsure
@@ -707,10 +839,10 @@ impl Marked {
     }
 
     /// Whether `site`'s look-around holds at `p` in `hay`.
-    fn holds(site: &Site, check: &Meta, hay: &str, p: usize) -> bool {
+    fn holds(site: &Site, check: &Meta, hay: &str, ascii: bool, p: usize) -> bool {
         let holds = match site.look {
             Look::Ahead | Look::NotAhead => {
-                check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes))
+                check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes), ascii)
             }
             Look::Behind | Look::NotBehind => {
                 p >= site.width
@@ -719,6 +851,7 @@ impl Marked {
                         Input::new(hay)
                             .range(p - site.width..p)
                             .anchored(Anchored::Yes),
+                        ascii,
                     )
             }
         };
@@ -726,8 +859,8 @@ impl Marked {
     }
 
     /// `site` fails wherever a path could pass it in `hay`.
-    fn fails_everywhere(site: &Site, check: &Meta, hay: &str) -> bool {
-        Self::everywhere(site, check, hay) == Some(false)
+    fn fails_everywhere(site: &Site, check: &Meta, hay: &str, ascii: bool) -> bool {
+        Self::everywhere(site, check, hay, ascii) == Some(false)
     }
 
     /// `Some(holds)` when the look-around of `site` gives the same answer
@@ -735,13 +868,13 @@ impl Marked {
     /// occurrence of the literal before it); `None` when the places
     /// disagree or are not known. With no such place, `Some(true)`: no
     /// path passes it.
-    fn everywhere(site: &Site, check: &Meta, hay: &str) -> Option<bool> {
+    fn everywhere(site: &Site, check: &Meta, hay: &str, ascii: bool) -> Option<bool> {
         let before = site.before.as_ref()?;
         let (b, n) = (hay.as_bytes(), before.needle().len());
         let mut at = 0;
         let mut answer = None;
         while let Some(i) = before.find(&b[at..]) {
-            let h = Self::holds(site, check, hay, at + i + n);
+            let h = Self::holds(site, check, hay, ascii, at + i + n);
             if answer.is_some_and(|a| a != h) {
                 return None;
             }
@@ -758,9 +891,9 @@ impl Marked {
     /// pattern's paths. When every site is one or the other, the preferred
     /// match of that variant is the pattern's, and the linear engine's
     /// search for its end alone answers.
-    fn end(&self, hay: &str, input: &Input<'_>) -> End {
+    fn end(&self, hay: &str, ascii: bool, input: &Input<'_>) -> End {
         let at = |re: &Meta| {
-            re.search_half(input)
+            re.search_half(input, ascii)
                 .map_or(End::Miss, |h| End::At(h.offset()))
         };
         let mut dead = 0usize;
@@ -768,7 +901,7 @@ impl Marked {
             let settled = site
                 .check
                 .as_ref()
-                .and_then(|check| Self::everywhere(site, check, hay));
+                .and_then(|check| Self::everywhere(site, check, hay, ascii));
             match settled {
                 Some(true) => {}
                 Some(false) if k < MAX_DEAD_SITES => dead |= 1 << k,
@@ -787,7 +920,7 @@ impl Marked {
         self.variant(dead).map_or(End::Unsure, at)
     }
 
-    fn search(&self, hay: &str, groups: usize) -> Marking {
+    fn search(&self, hay: &str, ascii: bool, groups: usize) -> Marking {
         let mut all = Slots::new(self.re.group_info().slot_len());
         // Sites found to fail on every path: the variant without them has
         // the pattern's matches, and the next preferred path.
@@ -796,7 +929,10 @@ impl Marked {
             let Some(re) = self.variant(dead) else {
                 return Marking::Unsettled;
             };
-            if re.search_slots(&Input::new(hay), all.as_mut()).is_none() {
+            if re
+                .search_slots(&Input::new(hay), ascii, all.as_mut())
+                .is_none()
+            {
                 return Marking::Miss;
             }
             for (k, site) in self.sites.iter().enumerate() {
@@ -806,12 +942,12 @@ impl Marked {
                 let Some(check) = &site.check else {
                     return Marking::Unsettled;
                 };
-                if Self::holds(site, check, hay, p) {
+                if Self::holds(site, check, hay, ascii, p) {
                     continue;
                 }
                 if dead & (1 << k) == 0
                     && k < MAX_DEAD_SITES
-                    && Self::fails_everywhere(site, check, hay)
+                    && Self::fails_everywhere(site, check, hay, ascii)
                 {
                     dead |= 1 << k;
                     continue 'paths;
@@ -987,22 +1123,23 @@ mod tests {
             let mut ascii_texts = 0;
             for _ in 0..6000 {
                 let hay = random_text(&mut below, &alphabet, 9);
-                ascii_texts += usize::from(hay.is_ascii());
+                let ascii = hay.is_ascii();
+                ascii_texts += usize::from(ascii);
                 for anchored in [Anchored::No, Anchored::Yes] {
                     let input = Input::new(&hay).anchored(anchored);
                     assert_eq!(
-                        found(n, |s| dual.search_slots(&input, s)),
-                        found(n, |s| full.search_slots(&input, s)),
+                        found(n, |s| dual.search_slots(&input, ascii, s)),
+                        found(n, |s| full.search_slots(&input, ascii, s)),
                         "{p} on {hay:?}"
                     );
                     assert_eq!(
-                        dual.search_half(&input).map(|h| h.offset()),
-                        full.search_half(&input).map(|h| h.offset()),
+                        dual.search_half(&input, ascii).map(|h| h.offset()),
+                        full.search_half(&input, ascii).map(|h| h.offset()),
                         "{p} on {hay:?}"
                     );
                     assert_eq!(
-                        dual.is_match(input.clone()),
-                        full.is_match(input),
+                        dual.is_match(input.clone(), ascii),
+                        full.is_match(input, ascii),
                         "{p} on {hay:?}"
                     );
                 }
@@ -1047,6 +1184,19 @@ mod tests {
             r"^(?P<a>a*)(?P<b>a*s)?",
             r"^(?:from (?P<f>\S+)|to (?P<t>\S+))( |$)",
         ];
+        // Cut after the last group: the tail often fails where the head's
+        // preferred match ends while the whole still matches.
+        let cut = [
+            r"^(?P<x>a+)as",
+            r"^\S* (?P<h>\d+(?:\.\d+)?)\]?(?::\d+)?:? ?(?:SASL|x|s)\b",
+            r"^(?P<a>a*)s(?:as|s)*(?P<m>)",
+            r"^(?P<a>\w+)(?:\d|a)+ (?:s|ss)?$",
+            r"^(?P<a>[a1]*)(?P<b>1?)(?:1a|a)+(?P<m>)(?P<n>)",
+        ];
+        let cut_alphabet = [
+            "a", "a", "aa", "as", "s", "1", "x", " ", "]", ":", "SASL", ".", "25", "\u{17f}",
+            "\u{663}",
+        ];
         let alphabet = [
             "a",
             "s",
@@ -1072,24 +1222,56 @@ mod tests {
             "]:25: SASL PLAIN x",
         ];
         let mut below = crate::testrng::below(0x9a05);
-        for p in patterns {
+        let runs = patterns
+            .iter()
+            .map(|p| (*p, &alphabet[..], 6))
+            .chain(cut.iter().map(|p| (*p, &cut_alphabet[..], 9)));
+        for (p, alphabet, max) in runs {
             let m = meta(p).unwrap();
             assert!(m.groups.is_some(), "{p}");
             let n = m.group_info().slot_len();
             let mut hits = 0;
             for _ in 0..20000 {
-                let hay = random_text(&mut below, &alphabet, 6);
+                let hay = random_text(&mut below, alphabet, max);
                 let input = Input::new(&hay);
-                let x = found(n, |s| m.search_slots(&input, s));
+                let ascii = hay.is_ascii();
+                let x = found(n, |s| m.search_slots(&input, ascii, s));
                 hits += usize::from(x.0.is_some());
                 assert_eq!(
                     x,
-                    found(n, |s| m.on(hay.as_bytes()).search_slots(&input, s)),
+                    found(n, |s| m.on(ascii).search_slots(&input, s)),
                     "{p} on {hay:?}"
                 );
             }
             assert!(hits > 30, "{p}: {hits} matches");
         }
+        for p in cut {
+            let g = meta(p).unwrap().groups.unwrap();
+            assert!(g.split.is_some(), "{p} is cut");
+        }
+        // The head's preferred match leaves the tail nothing: the whole
+        // pattern gives up an `a`.
+        let m = meta(cut[0]).unwrap();
+        let x = found(4, |s| m.search_slots(&Input::new("aaas"), true, s));
+        assert_eq!(x.1[2..4], [NonMaxUsize::new(0), NonMaxUsize::new(2)]);
+        assert_eq!(x.1[1], NonMaxUsize::new(4));
+        // Nothing after the last group: nothing to cut.
+        assert!(
+            meta(r"^a(?P<x>b+)")
+                .unwrap()
+                .groups
+                .unwrap()
+                .split
+                .is_none()
+        );
+        assert!(
+            meta(r"^a(?P<x>b+)(?P<m>)")
+                .unwrap()
+                .groups
+                .unwrap()
+                .split
+                .is_none()
+        );
         // Not anchored, or without groups: nothing to gain.
         assert!(meta(r"a(?P<x>b)").unwrap().groups.is_none());
         assert!(meta(r"^ab").unwrap().groups.is_none());

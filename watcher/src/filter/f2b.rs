@@ -20,7 +20,7 @@ use std::{
 
 use jiff::{Timestamp, tz::TimeZone};
 
-use super::engine::{Caps, End, PyRegex, Search};
+use super::engine::{Caps, End, PyRegex, Search, Text};
 use crate::fail2ban::{dates::DateDetector, filterconf::FilterFile, pyre::Layout, tags};
 
 /// Connections a [`Correlator`] keeps at most (fail2ban keeps 100; a busy
@@ -692,11 +692,11 @@ impl F2bFilter {
         *limited = true;
     }
 
-    fn search<'h>(&self, r: &Rule, hay: &'h str, limited: &mut bool) -> Option<Caps<'h>> {
-        if !r.may_match(hay) {
+    fn search<'h>(&self, r: &Rule, hay: Text<'h>, limited: &mut bool) -> Option<Caps<'h>> {
+        if !r.may_match(hay.s) {
             return None;
         }
-        match r.re.search(hay) {
+        match r.re.search_text(hay) {
             Search::Hit(c) => Some(c),
             Search::Miss => None,
             Search::Limit => {
@@ -706,10 +706,10 @@ impl F2bFilter {
         }
     }
 
-    fn ignored(&self, buf: &str, limited: &mut bool) -> bool {
+    fn ignored(&self, buf: Text<'_>, limited: &mut bool) -> bool {
         self.ignore.iter().any(|r| {
-            r.may_match(buf)
-                && match r.re.is_match(buf) {
+            r.may_match(buf.s)
+                && match r.re.is_match_text(buf) {
                     Some(m) => m,
                     None => {
                         self.note_limit(limited);
@@ -735,9 +735,11 @@ impl F2bFilter {
         detail: bool,
     ) -> (Verdict, bool) {
         let mut limited = false;
+        // Whether the line is ASCII, found once for every regex.
+        let line = Text::new(t);
         if !self.ignore.is_empty()
             && self.ignore.len() + 2 < self.fail.len()
-            && self.ignored(t, &mut limited)
+            && self.ignored(line, &mut limited)
         {
             return (Verdict::Ignored, limited);
         }
@@ -748,10 +750,10 @@ impl F2bFilter {
             Some(p) => {
                 let quick = match &self.head {
                     Some(h) => {
-                        let end = match h.re.match_end(t) {
+                        let end = match h.re.match_end_text(line) {
                             // A look-around may be on its path: the head's
                             // own search (it sets no group but markers).
-                            End::Unsure => match h.re.search(t) {
+                            End::Unsure => match h.re.search_text(line) {
                                 Search::Hit(c) => c.span(0).map_or(End::Unsure, |s| End::At(s.1)),
                                 Search::Miss => End::Miss,
                                 Search::Limit => End::Unsure,
@@ -770,7 +772,7 @@ impl F2bFilter {
                 match quick {
                     Some(b) => b,
                     None => {
-                        let Some(c) = self.search(p, t, &mut limited) else {
+                        let Some(c) = self.search(p, line, &mut limited) else {
                             return (Verdict::Missed, limited);
                         };
                         let span = self.content.and_then(|i| c.span(i));
@@ -788,6 +790,7 @@ impl F2bFilter {
                 }
             }
         };
+        let buf = Text::part_of(buf, line);
         for (idx, rule) in self.fail.iter().enumerate() {
             let Some(c) = self.search(rule, buf, &mut limited) else {
                 continue;
@@ -895,7 +898,10 @@ impl F2bFilter {
         let mut buf: Option<String> = Some(joined(lines));
         if !self.ignore.is_empty()
             && self.ignore.len() + 2 < self.fail.len()
-            && self.ignored(buf.as_deref().unwrap_or_default(), &mut out.limited)
+            && self.ignored(
+                Text::new(buf.as_deref().unwrap_or_default()),
+                &mut out.limited,
+            )
         {
             out.ignored = true;
             return out;
@@ -904,7 +910,7 @@ impl F2bFilter {
         let mut have_pre = false;
         if let Some(p) = &self.pref {
             let b = buf.clone().unwrap_or_default();
-            let Some(c) = self.search(p, &b, &mut out.limited) else {
+            let Some(c) = self.search(p, Text::new(&b), &mut out.limited) else {
                 return out;
             };
             pre = p.fail(&c);
@@ -929,7 +935,7 @@ impl F2bFilter {
                     j
                 }
             };
-            let Some(c) = self.search(rule, &b, &mut out.limited) else {
+            let Some(c) = self.search(rule, Text::new(&b), &mut out.limited) else {
                 continue;
             };
             let mut fail = rule.fail(&c);
@@ -940,7 +946,7 @@ impl F2bFilter {
                 } else {
                     b.clone()
                 };
-                if self.ignored(&ib, &mut out.limited) {
+                if self.ignored(Text::new(&ib), &mut out.limited) {
                     out.ignored = true;
                     if !check_all || self.maxlines > 1 {
                         *lines = unmatched.clone();
