@@ -266,19 +266,24 @@ struct Groups {
     split: Option<Split>,
 }
 
-/// A pattern P = A·B cut after its last group that can hold text: the
-/// capture engines run A alone and the DFA checks B anchored where A's
-/// preferred match ends. Leftmost-first tries A's paths in order and B's
-/// after each, so when B matches after A's preferred path that is P's
-/// preferred match, A's groups are P's and B's end is P's end; when it
-/// does not, P itself is searched. The capture engines pay by the byte and
-/// by the state, and B (the message after the host, most of a failregex)
-/// is the longer part.
+/// A pattern P = A·G·B cut around its groups that can hold text: A and B
+/// hold none (B but for empty ones at its very end, the markers of a
+/// look-ahead there, which are empty at P's end). The DFA finds where A's
+/// preferred match ends, the capture engines run G alone from there, and
+/// the DFA checks B where G's preferred match ends. Leftmost-first tries
+/// A's paths in order, G's after each and B's after each of those, so when
+/// G and B match after the preferred paths before them that is P's
+/// preferred match, G's groups are P's and B's end is P's end; when one
+/// does not, P itself is searched (and when A does not match, P cannot).
+/// The capture engines pay by the byte and by the state; G (the host) is a
+/// short part of a failregex.
 struct Split {
+    /// A; `None` when G starts the pattern.
+    pre: Option<MetaRegex>,
+    /// G: the groups.
     head: MetaRegex,
-    /// B: no groups but for empty ones at its very end (the markers of a
-    /// look-ahead there), which are empty at P's end.
-    tail: MetaRegex,
+    /// B; `None` when G ends the pattern (but for markers).
+    tail: Option<MetaRegex>,
     /// The slots `head` sets (the groups it holds come first in P).
     head_slots: usize,
 }
@@ -329,7 +334,7 @@ impl Meta {
 }
 
 impl Split {
-    /// `hir` cut as [`Split`] says; `None` when it has no tail to cut.
+    /// `hir` cut as [`Split`] says; `None` when there is nothing to cut.
     fn new(hir: &Hir, build: impl Fn(&Hir, bool) -> Result<MetaRegex, String>) -> Option<Split> {
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
@@ -337,50 +342,82 @@ impl Split {
         let empty_group = |h: &Hir| matches!(h.kind(), HirKind::Capture(c) if matches!(c.sub.kind(), HirKind::Empty));
         let markers = parts.iter().rev().take_while(|h| empty_group(h)).count();
         let body = &parts[..parts.len() - markers];
-        let k = body
+        let groups = |h: &Hir| h.properties().explicit_captures_len() > 0;
+        let mut first = body.iter().position(groups)?;
+        let last = body.iter().rposition(groups)?;
+        // Only `^` before G: nothing for a DFA to do.
+        if body[..first]
             .iter()
-            .rposition(|h| h.properties().explicit_captures_len() > 0)?;
-        let (a, b) = body.split_at(k + 1);
-        if b.is_empty() {
+            .all(|h| matches!(h.kind(), HirKind::Look(_)))
+        {
+            first = 0;
+        }
+        let (a, g, b) = (&body[..first], &body[first..=last], &body[last + 1..]);
+        if a.is_empty() && b.is_empty() {
             return None;
         }
-        let head = build(&Hir::concat(a.to_vec()), false).ok()?;
-        let tail = build(&Hir::concat(b.to_vec()), true).ok()?;
+        let part = |p: &[Hir], dfa: bool| build(&Hir::concat(p.to_vec()), dfa).ok();
+        let pre = if a.is_empty() {
+            None
+        } else {
+            Some(part(a, true)?)
+        };
+        let tail = if b.is_empty() {
+            None
+        } else {
+            Some(part(b, true)?)
+        };
+        let head = part(g, false)?;
         let head_slots = head.group_info().slot_len();
         Some(Split {
+            pre,
             head,
             tail,
             head_slots,
         })
     }
 
-    /// P's search for groups (`whole`: P on the capture engines).
+    /// P's search for groups over the whole of `input`'s haystack
+    /// (`whole`: P on the capture engines).
     fn search_slots(
         &self,
         whole: &MetaRegex,
         input: &Input<'_>,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
+        let hay = input.haystack();
+        let from = |at: usize| Input::new(hay).range(at..).anchored(Anchored::Yes);
+        let g = match &self.pre {
+            Some(pre) => pre.search_half(&from(0))?.offset(),
+            None => 0,
+        };
         let n = self.head_slots.min(slots.len());
-        let pid = self.head.search_slots(input, &mut slots[..n])?;
-        let e = slots[1]?.get();
-        let rest = Input::new(input.haystack())
-            .range(e..)
-            .anchored(Anchored::Yes);
-        match self.tail.search_half(&rest) {
-            Some(h) => {
-                let end = NonMaxUsize::new(h.offset());
-                slots[1] = end;
-                for s in &mut slots[n..] {
-                    *s = end;
-                }
-                Some(pid)
-            }
-            None => {
-                slots.fill(None);
-                whole.search_slots(input, slots)
+        let fallback = |slots: &mut [Option<NonMaxUsize>]| {
+            slots.fill(None);
+            whole.search_slots(input, slots)
+        };
+        if self.head.search_slots(&from(g), &mut slots[..n]).is_none() {
+            // With nothing before G, P has no other path to try.
+            return if self.pre.is_some() {
+                fallback(slots)
+            } else {
+                None
+            };
+        }
+        let mut end = slots[1]?.get();
+        if let Some(tail) = &self.tail {
+            match tail.search_half(&from(end)) {
+                Some(h) => end = h.offset(),
+                None => return fallback(slots),
             }
         }
+        let end = NonMaxUsize::new(end);
+        slots[0] = NonMaxUsize::new(0);
+        slots[1] = end;
+        for s in &mut slots[n..] {
+            *s = end;
+        }
+        Some(PatternID::ZERO)
     }
 }
 
@@ -1192,6 +1229,10 @@ mod tests {
             r"^(?P<a>a*)s(?:as|s)*(?P<m>)",
             r"^(?P<a>\w+)(?:\d|a)+ (?:s|ss)?$",
             r"^(?P<a>[a1]*)(?P<b>1?)(?:1a|a)+(?P<m>)(?P<n>)",
+            // ... and before the first: there too.
+            r"^a*(?P<x>as?)",
+            r"^[a1 ]*\[?(?P<x>\d+|a)(?:s|\]| )*(?P<m>)",
+            r"^\S*(?P<x>1|11)(?P<y>a?)\b:?",
         ];
         let cut_alphabet = [
             "a", "a", "aa", "as", "s", "1", "x", " ", "]", ":", "SASL", ".", "25", "\u{17f}",
@@ -1255,23 +1296,14 @@ mod tests {
         let x = found(4, |s| m.search_slots(&Input::new("aaas"), true, s));
         assert_eq!(x.1[2..4], [NonMaxUsize::new(0), NonMaxUsize::new(2)]);
         assert_eq!(x.1[1], NonMaxUsize::new(4));
-        // Nothing after the last group: nothing to cut.
-        assert!(
-            meta(r"^a(?P<x>b+)")
-                .unwrap()
-                .groups
-                .unwrap()
-                .split
-                .is_none()
-        );
-        assert!(
-            meta(r"^a(?P<x>b+)(?P<m>)")
-                .unwrap()
-                .groups
-                .unwrap()
-                .split
-                .is_none()
-        );
+        // What comes before G leaves it nothing.
+        let m = meta(r"^a*(?P<x>as?)").unwrap();
+        let x = found(4, |s| m.search_slots(&Input::new("aas"), true, s));
+        assert_eq!(x.1[2..4], [NonMaxUsize::new(1), NonMaxUsize::new(3)]);
+        // Nothing around the groups but `^` (and markers): nothing to cut.
+        for p in [r"^(?P<x>b+)", r"^(?P<x>b+)(?P<m>)"] {
+            assert!(meta(p).unwrap().groups.unwrap().split.is_none(), "{p}");
+        }
         // Not anchored, or without groups: nothing to gain.
         assert!(meta(r"a(?P<x>b)").unwrap().groups.is_none());
         assert!(meta(r"^ab").unwrap().groups.is_none());
