@@ -339,7 +339,10 @@ impl Split {
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
         };
-        let empty_group = |h: &Hir| matches!(h.kind(), HirKind::Capture(c) if matches!(c.sub.kind(), HirKind::Empty));
+        let empty_group = |h: &Hir| match h.kind() {
+            HirKind::Capture(c) => matches!(c.sub.kind(), HirKind::Empty),
+            _ => false,
+        };
         let markers = parts.iter().rev().take_while(|h| empty_group(h)).count();
         let body = &parts[..parts.len() - markers];
         let groups = |h: &Hir| h.properties().explicit_captures_len() > 0;
