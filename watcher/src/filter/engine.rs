@@ -284,8 +284,6 @@ struct Split {
     head: MetaRegex,
     /// B; `None` when G ends the pattern (but for markers).
     tail: Option<MetaRegex>,
-    /// The slots `head` sets (the groups it holds come first in P).
-    head_slots: usize,
 }
 
 /// Every search takes `ascii`: whether the haystack is all ASCII, found
@@ -371,13 +369,7 @@ impl Split {
             Some(part(b, true)?)
         };
         let head = part(g, false)?;
-        let head_slots = head.group_info().slot_len();
-        Some(Split {
-            pre,
-            head,
-            tail,
-            head_slots,
-        })
+        Some(Split { pre, head, tail })
     }
 
     /// P's search for groups over the whole of `input`'s haystack
@@ -394,7 +386,8 @@ impl Split {
             Some(pre) => pre.search_half(&from(0))?.offset(),
             None => 0,
         };
-        let n = self.head_slots.min(slots.len());
+        // The groups `head` holds come first in P.
+        let n = self.head.group_info().slot_len().min(slots.len());
         let fallback = |slots: &mut [Option<NonMaxUsize>]| {
             slots.fill(None);
             whole.search_slots(input, slots)
@@ -675,7 +668,7 @@ impl PyRegex {
                 re, screen, marked, ..
             } => {
                 match marked {
-                    Some(m) => match m.search(hay, ascii, self.names.len()) {
+                    Some(m) => match m.search(text, self.names.len()) {
                         Marking::Miss => return Search::Miss,
                         Marking::Hit(slots) => return Search::Hit(Caps { hay, slots }),
                         Marking::Unsettled => {}
@@ -746,7 +739,7 @@ impl PyRegex {
                 .map_or(End::Miss, |h| End::At(h.offset())),
             Engine::Back {
                 marked: Some(m), ..
-            } => m.end(hay, ascii, &input),
+            } => m.end(text, &input),
             Engine::Back { screen, .. } => {
                 if screen.search_half(&input, ascii).is_none() {
                     End::Miss
@@ -878,8 +871,9 @@ impl Marked {
             .as_ref()
     }
 
-    /// Whether `site`'s look-around holds at `p` in `hay`.
-    fn holds(site: &Site, check: &Meta, hay: &str, ascii: bool, p: usize) -> bool {
+    /// Whether `site`'s look-around holds at `p` in `t`.
+    fn holds(site: &Site, check: &Meta, t: Text<'_>, p: usize) -> bool {
+        let (hay, ascii) = (t.s, t.ascii);
         let holds = match site.look {
             Look::Ahead | Look::NotAhead => {
                 check.is_match(Input::new(hay).range(p..).anchored(Anchored::Yes), ascii)
@@ -898,23 +892,23 @@ impl Marked {
         holds == matches!(site.look, Look::Ahead | Look::Behind)
     }
 
-    /// `site` fails wherever a path could pass it in `hay`.
-    fn fails_everywhere(site: &Site, check: &Meta, hay: &str, ascii: bool) -> bool {
-        Self::everywhere(site, check, hay, ascii) == Some(false)
+    /// `site` fails wherever a path could pass it in `t`.
+    fn fails_everywhere(site: &Site, check: &Meta, t: Text<'_>) -> bool {
+        Self::everywhere(site, check, t) == Some(false)
     }
 
     /// `Some(holds)` when the look-around of `site` gives the same answer
-    /// at every place a path could pass its marker in `hay` (just after an
+    /// at every place a path could pass its marker in `t` (just after an
     /// occurrence of the literal before it); `None` when the places
     /// disagree or are not known. With no such place, `Some(true)`: no
     /// path passes it.
-    fn everywhere(site: &Site, check: &Meta, hay: &str, ascii: bool) -> Option<bool> {
+    fn everywhere(site: &Site, check: &Meta, t: Text<'_>) -> Option<bool> {
         let before = site.before.as_ref()?;
-        let (b, n) = (hay.as_bytes(), before.needle().len());
+        let (b, n) = (t.s.as_bytes(), before.needle().len());
         let mut at = 0;
         let mut answer = None;
         while let Some(i) = before.find(&b[at..]) {
-            let h = Self::holds(site, check, hay, ascii, at + i + n);
+            let h = Self::holds(site, check, t, at + i + n);
             if answer.is_some_and(|a| a != h) {
                 return None;
             }
@@ -931,9 +925,9 @@ impl Marked {
     /// pattern's paths. When every site is one or the other, the preferred
     /// match of that variant is the pattern's, and the linear engine's
     /// search for its end alone answers.
-    fn end(&self, hay: &str, ascii: bool, input: &Input<'_>) -> End {
+    fn end(&self, t: Text<'_>, input: &Input<'_>) -> End {
         let at = |re: &Meta| {
-            re.search_half(input, ascii)
+            re.search_half(input, t.ascii)
                 .map_or(End::Miss, |h| End::At(h.offset()))
         };
         let mut dead = 0usize;
@@ -941,7 +935,7 @@ impl Marked {
             let settled = site
                 .check
                 .as_ref()
-                .and_then(|check| Self::everywhere(site, check, hay, ascii));
+                .and_then(|check| Self::everywhere(site, check, t));
             match settled {
                 Some(true) => {}
                 Some(false) if k < MAX_DEAD_SITES => dead |= 1 << k,
@@ -949,7 +943,7 @@ impl Marked {
                 // passes one: the marked form's match is the pattern's.
                 _ => {
                     return match &self.literals {
-                        Some(ls) if ls.iter().all(|l| l.find(hay.as_bytes()).is_none()) => {
+                        Some(ls) if ls.iter().all(|l| l.find(t.s.as_bytes()).is_none()) => {
                             at(&self.re)
                         }
                         _ => End::Unsure,
@@ -960,7 +954,7 @@ impl Marked {
         self.variant(dead).map_or(End::Unsure, at)
     }
 
-    fn search(&self, hay: &str, ascii: bool, groups: usize) -> Marking {
+    fn search(&self, t: Text<'_>, groups: usize) -> Marking {
         let mut all = Slots::new(self.re.group_info().slot_len());
         // Sites found to fail on every path: the variant without them has
         // the pattern's matches, and the next preferred path.
@@ -970,7 +964,7 @@ impl Marked {
                 return Marking::Unsettled;
             };
             if re
-                .search_slots(&Input::new(hay), ascii, all.as_mut())
+                .search_slots(&Input::new(t.s), t.ascii, all.as_mut())
                 .is_none()
             {
                 return Marking::Miss;
@@ -982,12 +976,12 @@ impl Marked {
                 let Some(check) = &site.check else {
                     return Marking::Unsettled;
                 };
-                if Self::holds(site, check, hay, ascii, p) {
+                if Self::holds(site, check, t, p) {
                     continue;
                 }
                 if dead & (1 << k) == 0
                     && k < MAX_DEAD_SITES
-                    && Self::fails_everywhere(site, check, hay, ascii)
+                    && Self::fails_everywhere(site, check, t)
                 {
                     dead |= 1 << k;
                     continue 'paths;
