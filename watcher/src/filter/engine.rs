@@ -24,12 +24,12 @@ use std::collections::HashMap;
 
 use memchr::memmem;
 use regex_automata::{
-    Anchored, HalfMatch, Input, PatternID,
-    meta::{self, Regex as MetaRegex},
+    Anchored, HalfMatch, Input, PatternID, meta,
     util::{captures::GroupInfo, primitives::NonMaxUsize},
 };
 use regex_syntax::hir::{self, Class, Hir, HirKind};
 
+use super::cache::Re;
 use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 
 /// Backtracking steps one search may take. fail2ban's patterns need a few
@@ -244,9 +244,9 @@ pub enum End {
 /// hundreds of states), which is what the captures engines pay for by the
 /// byte.
 struct Meta {
-    any: MetaRegex,
+    any: Re,
     /// `None` when the pattern has no class or boundary to cut down.
-    ascii: Option<MetaRegex>,
+    ascii: Option<Re>,
     /// For a pattern anchored at the start: the same pattern (in its ASCII
     /// form when it has one, and then only for ASCII texts) without the
     /// lazy DFA, so a search for groups goes straight to the capture
@@ -260,7 +260,7 @@ struct Meta {
 }
 
 struct Groups {
-    re: MetaRegex,
+    re: Re,
     /// Built from the ASCII form: only for texts that are all ASCII.
     ascii: bool,
     split: Option<Split>,
@@ -279,11 +279,11 @@ struct Groups {
 /// short part of a failregex.
 struct Split {
     /// A; `None` when G starts the pattern.
-    pre: Option<MetaRegex>,
+    pre: Option<Re>,
     /// G: the groups.
-    head: MetaRegex,
+    head: Re,
     /// B; `None` when G ends the pattern (but for markers).
-    tail: Option<MetaRegex>,
+    tail: Option<Re>,
 }
 
 /// Every search takes `ascii`: whether the haystack is all ASCII, found
@@ -291,7 +291,7 @@ struct Split {
 /// (a line goes through several patterns, and the scan costs as much as a
 /// short search).
 impl Meta {
-    fn on(&self, ascii: bool) -> &MetaRegex {
+    fn on(&self, ascii: bool) -> &Re {
         match &self.ascii {
             Some(a) if ascii => a,
             _ => &self.any,
@@ -333,7 +333,7 @@ impl Meta {
 
 impl Split {
     /// `hir` cut as [`Split`] says; `None` when there is nothing to cut.
-    fn new(hir: &Hir, build: impl Fn(&Hir, bool) -> Result<MetaRegex, String>) -> Option<Split> {
+    fn new(hir: &Hir, build: impl Fn(&Hir, bool) -> Result<Re, String>) -> Option<Split> {
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
         };
@@ -376,7 +376,7 @@ impl Split {
     /// (`whole`: P on the capture engines).
     fn search_slots(
         &self,
-        whole: &MetaRegex,
+        whole: &Re,
         input: &Input<'_>,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
@@ -427,6 +427,7 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
         meta::Builder::new()
             .configure(meta::Config::new().nfa_size_limit(Some(SIZE_LIMIT)))
             .build_from_hir(h)
+            .map(Re::from)
             .map_err(|e| e.to_string())
     };
     let any = build(&hir)?;
@@ -452,6 +453,7 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
                         .dfa(dfa),
                 )
                 .build_from_hir(h)
+                .map(Re::from)
                 .map_err(|e| e.to_string())
         };
         let re = engines(h, false)?;
@@ -533,7 +535,7 @@ fn group_names(re: &Meta) -> Vec<Option<String>> {
     names_of(&re.any)
 }
 
-fn names_of(re: &MetaRegex) -> Vec<Option<String>> {
+fn names_of(re: &Re) -> Vec<Option<String>> {
     re.group_info()
         .pattern_names(regex_automata::PatternID::ZERO)
         .map(|n| n.map(str::to_string))
@@ -1322,6 +1324,13 @@ mod tests {
             r"(?<=ab|cd)x",
             r"(?:ab(?!c)|a)(?P<x>\w*)",
             r"^(?:x|ab(?=b)|c)(?P<x>\w*)(?<=c)b",
+            // Heads, whose end alone is asked for: the marked form's
+            // preferred path passes a marker inside its match, or only
+            // after its end.
+            r"^\S+ (?:lost after(?! DATA) [A-Z]+|disc(?= from \S+(?: \S+=\d+)* auth=0/[1-9])|w:) ",
+            r"^(?:ab(?!c)|a)b*",
+            r"^(?:a|ab(?=b))c?",
+            r"^x*(?:y|ab(?!c))",
         ];
         let alphabet = [
             "a",

@@ -10,6 +10,7 @@
 //! require (one SIMD substring scan; most lines stop here without
 //! allocating), then run the candidate regexes with captures.
 mod builtin;
+mod cache;
 pub mod engine;
 pub mod f2b;
 mod header;
