@@ -249,8 +249,8 @@ fn find_tag(s: &str, from: usize) -> Option<(usize, usize)> {
 /// `(?:[0-9a-fA-F]{1,4}|:)`: fail2ban writes the second branch `(?<=:):`,
 /// but the repetition before it always ends in `:`, so the look-behind
 /// always holds there and the linear engine can take the pattern.
-const IP4: &str = r"(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})";
-const IP6: &str = r"(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:))";
+pub(crate) const IP4: &str = r"(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})";
+pub(crate) const IP6: &str = r"(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:))";
 const DNS: &str = r"(?P<dns>[\w\-.^_]*\w)";
 const CIDR: &str = r"(?P<cidr>\d+)";
 

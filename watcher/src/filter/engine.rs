@@ -284,6 +284,21 @@ struct Split {
     head: Re,
     /// B; `None` when G ends the pattern (but for markers).
     tail: Option<Re>,
+    /// G opens with an alternation whose first branch is the host tags'
+    /// IPv4 one: that branch is scanned by hand ([`super::ip4`]) before the
+    /// capture engines are asked.
+    host: Option<HostCut>,
+}
+
+/// G as H·R, H the host's alternation: when H's IPv4 branch matches, that
+/// is H's preferred match, and R's preferred match after it is G's (else P
+/// itself is searched, as when B fails).
+struct HostCut {
+    /// Groups H holds (the branch's comes first).
+    groups: usize,
+    /// R on the capture engines; `None` when H ends G. Its groups keep
+    /// their numbers in P, so it fills P's slots after H's.
+    rest: Option<Re>,
 }
 
 /// Every search takes `ascii`: whether the haystack is all ASCII, found
@@ -369,7 +384,31 @@ impl Split {
             Some(part(b, true)?)
         };
         let head = part(g, false)?;
-        Some(Split { pre, head, tail })
+        // G may open with the `^` that holds at 0, where G starts then.
+        let starts = g
+            .iter()
+            .take_while(|h| *h.kind() == HirKind::Look(hir::Look::Start))
+            .count();
+        let host = match g.get(starts).map(Hir::kind) {
+            Some(HirKind::Alternation(branches)) if super::ip4::is_branch(&branches[0]) => {
+                let rest = &g[starts + 1..];
+                Some(HostCut {
+                    groups: g[starts].properties().explicit_captures_len(),
+                    rest: if rest.is_empty() {
+                        None
+                    } else {
+                        Some(part(rest, false)?)
+                    },
+                })
+            }
+            _ => None,
+        };
+        Some(Split {
+            pre,
+            head,
+            tail,
+            host,
+        })
     }
 
     /// P's search for groups over the whole of `input`'s haystack
@@ -392,7 +431,26 @@ impl Split {
             slots.fill(None);
             whole.search_slots(input, slots)
         };
-        if self.head.search_slots(&from(g), &mut slots[..n]).is_none() {
+        let by_hand = match &self.host {
+            Some(h) if n >= 2 + 2 * h.groups => super::ip4::find(hay, g).map(|m| (h, m)),
+            _ => None,
+        };
+        if let Some((h, (s, e))) = by_hand {
+            let mut end = e;
+            match &h.rest {
+                Some(rest) => {
+                    if rest.search_slots(&from(e), &mut slots[..n]).is_none() {
+                        return fallback(slots);
+                    }
+                    end = slots[1]?.get();
+                }
+                None => slots[..n].fill(None),
+            }
+            // H's groups: only the branch's (its first) took part.
+            slots[2..2 + 2 * h.groups].fill(None);
+            (slots[2], slots[3]) = (NonMaxUsize::new(s), NonMaxUsize::new(e));
+            (slots[0], slots[1]) = (NonMaxUsize::new(g), NonMaxUsize::new(end));
+        } else if self.head.search_slots(&from(g), &mut slots[..n]).is_none() {
             // With nothing before G, P has no other path to try.
             return if self.pre.is_some() {
                 fallback(slots)
@@ -471,7 +529,7 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
 /// `hir` as it runs on ASCII texts: each class cut down to its ASCII part,
 /// each Unicode word boundary an ASCII one; `None` when nothing changes.
 /// Groups, repetitions and the order of alternatives stay as they are.
-fn ascii_only(hir: &Hir) -> Option<Hir> {
+pub(super) fn ascii_only(hir: &Hir) -> Option<Hir> {
     fn walk(h: &Hir, changed: &mut bool) -> Hir {
         match h.kind() {
             HirKind::Class(Class::Unicode(c)) => {
@@ -1288,6 +1346,76 @@ mod tests {
         for p in cut {
             let g = meta(p).unwrap().groups.unwrap();
             assert!(g.split.is_some(), "{p} is cut");
+        }
+        // The host tags' IPv4 branch, scanned by hand: where the tail
+        // takes what the branch's preferred match gave (the whole pattern
+        // then gives up digits), and where only the IPv6 branch matches.
+        use crate::fail2ban::tags::{IP4, IP6};
+        let hosts = [
+            format!(r"^\S*\[\[?(?:{IP4}|{IP6})\]?\](?::\d+)?:? ?(?:x|s)?"),
+            format!(r"^\S*\[(?:{IP4}|{IP6})\d\]"),
+            format!(r"^(?:{IP4}|{IP6})(?:\.\d+)? x"),
+            // G goes on after the host, with groups of its own.
+            format!(r"^\S*\[(?:{IP4}|{IP6})\]?(?P<p>:\d+)?: (s|(?i:x)+)(?P<m>)x?"),
+            format!(r"^(?:{IP4}|{IP6})(?P<d>\d*)\]"),
+        ];
+        let host_alphabet = [
+            "1",
+            "23",
+            "456",
+            "7890",
+            ".",
+            ":",
+            "::",
+            "f",
+            "ffff",
+            "fffffff",
+            "::ffff:",
+            "a",
+            "[",
+            "]",
+            " x",
+            "s",
+            "1.2.3.4",
+            "10.0.0.255",
+            "2001:db8::1",
+            "\u{663}",
+            "a[1.2.3.4",
+            "a[10.0.0.25]",
+            "a[::ffff:1.2.3.4]",
+            "a[2001:db8::1]",
+            "]: s",
+            "]:25: xX",
+            ": x",
+        ];
+        for p in &hosts {
+            let m = meta(p).unwrap();
+            assert!(
+                m.groups
+                    .as_ref()
+                    .unwrap()
+                    .split
+                    .as_ref()
+                    .unwrap()
+                    .host
+                    .is_some(),
+                "{p} scans its IPv4 branch by hand"
+            );
+            let n = m.group_info().slot_len();
+            let mut hits = 0;
+            for _ in 0..20000 {
+                let hay = random_text(&mut below, &host_alphabet, 8);
+                let input = Input::new(&hay);
+                let ascii = hay.is_ascii();
+                let x = found(n, |s| m.search_slots(&input, ascii, s));
+                hits += usize::from(x.0.is_some());
+                assert_eq!(
+                    x,
+                    found(n, |s| m.on(ascii).search_slots(&input, s)),
+                    "{p} on {hay:?}"
+                );
+            }
+            assert!(hits > 30, "{p}: {hits} matches");
         }
         // The head's preferred match leaves the tail nothing: the whole
         // pattern gives up an `a`.

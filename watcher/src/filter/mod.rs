@@ -14,6 +14,7 @@ mod cache;
 pub mod engine;
 pub mod f2b;
 mod header;
+mod ip4;
 mod pattern;
 mod seq;
 
