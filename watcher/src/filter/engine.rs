@@ -390,15 +390,17 @@ impl Split {
             .take_while(|h| *h.kind() == HirKind::Look(hir::Look::Start))
             .count();
         let host = match g.get(starts).map(Hir::kind) {
+            // A rest that does not build leaves G whole, not P uncut.
             Some(HirKind::Alternation(branches)) if super::ip4::is_branch(&branches[0]) => {
                 let rest = &g[starts + 1..];
-                Some(HostCut {
+                let rest = if rest.is_empty() {
+                    Some(None)
+                } else {
+                    part(rest, false).map(Some)
+                };
+                rest.map(|rest| HostCut {
                     groups: g[starts].properties().explicit_captures_len(),
-                    rest: if rest.is_empty() {
-                        None
-                    } else {
-                        Some(part(rest, false)?)
-                    },
+                    rest,
                 })
             }
             _ => None,
