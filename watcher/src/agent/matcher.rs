@@ -388,13 +388,12 @@ fn find_all_on(
     // share per thread: the threads share the CPUs with the engine and the
     // other sources, and a thread the scheduler holds back would otherwise
     // keep the others waiting at the join with its whole share undone.
-    let blocks: Vec<&[(u32, u64)]> = picked.chunks(MATCH_BLOCK).collect();
     let next = AtomicUsize::new(0);
     let claim = |times: &mut TimeParser| {
         let mut done: Vec<(usize, Vec<Find>)> = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(block) = blocks.get(i) else {
+            let Some(block) = picked.chunks(MATCH_BLOCK).nth(i) else {
                 return done;
             };
             let mut out = Vec::new();

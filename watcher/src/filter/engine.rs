@@ -319,9 +319,10 @@ impl Meta {
         ascii: bool,
         slots: &mut [Option<NonMaxUsize>],
     ) -> Option<PatternID> {
-        let ascii = self.ascii.as_ref().filter(|_| ascii);
         match &self.groups {
-            Some(g) if slots.len() > 2 && (ascii.is_some() || !g.ascii) => match &g.split {
+            Some(g) if slots.len() > 2 && ((ascii && self.ascii.is_some()) || !g.ascii) => match &g
+                .split
+            {
                 Some(sp)
                     if input.get_span() == (0..input.haystack().len()) && !input.get_earliest() =>
                 {
@@ -329,7 +330,7 @@ impl Meta {
                 }
                 _ => g.re.search_slots(input, slots),
             },
-            _ => ascii.unwrap_or(&self.any).search_slots(input, slots),
+            _ => self.on(ascii).search_slots(input, slots),
         }
     }
 
@@ -438,20 +439,21 @@ impl Split {
             _ => None,
         };
         if let Some((h, (s, e))) = by_hand {
-            let mut end = e;
             match &h.rest {
+                // R's end is G's (slot 1; slot 0 is set below).
                 Some(rest) => {
                     if rest.search_slots(&from(e), &mut slots[..n]).is_none() {
                         return fallback(slots);
                     }
-                    end = slots[1]?.get();
                 }
-                None => slots[..n].fill(None),
+                None => {
+                    slots[..n].fill(None);
+                    slots[1] = NonMaxUsize::new(e);
+                }
             }
             // H's groups: only the branch's (its first) took part.
             slots[2..2 + 2 * h.groups].fill(None);
             (slots[2], slots[3]) = (NonMaxUsize::new(s), NonMaxUsize::new(e));
-            (slots[0], slots[1]) = (NonMaxUsize::new(g), NonMaxUsize::new(end));
         } else if self.head.search_slots(&from(g), &mut slots[..n]).is_none() {
             // With nothing before G, P has no other path to try.
             return if self.pre.is_some() {
