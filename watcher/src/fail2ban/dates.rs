@@ -908,9 +908,12 @@ fn month_index(v: &str, full: bool) -> Option<i64> {
         "november",
         "december",
     ];
-    let v = v.to_ascii_lowercase();
+    // Compared in place: this runs on every line a filter dates.
     FULL.iter()
-        .position(|m| if full { *m == v } else { m[..3] == *v })
+        .position(|m| {
+            let m = if full { m } else { &m[..3] };
+            m.eq_ignore_ascii_case(v)
+        })
         .map(|i| i as i64 + 1)
 }
 
