@@ -292,10 +292,14 @@ struct Split {
 
 /// G as H·R, H the host's alternation: when H's IPv4 branch matches, that
 /// is H's preferred match, and R's preferred match after it is G's (else P
-/// itself is searched, as when B fails).
+/// itself is searched, as when B fails). When it does not and H's other
+/// branch is the IPv6 one, that branch's preferred match is H's.
 struct HostCut {
-    /// Groups H holds (the branch's comes first).
+    /// Groups H holds (the IPv4 branch's comes first).
     groups: usize,
+    /// H is the two branches of the host tags, IPv4 then IPv6, one group
+    /// each: the second is scanned by hand ([`super::ip6`]) too.
+    ip6: bool,
     /// R on the capture engines; `None` when H ends G. Its groups keep
     /// their numbers in P, so it fills P's slots after H's.
     rest: Option<Re>,
@@ -399,8 +403,10 @@ impl Split {
                 } else {
                     part(rest, false).map(Some)
                 };
+                let groups = g[starts].properties().explicit_captures_len();
                 rest.map(|rest| HostCut {
-                    groups: g[starts].properties().explicit_captures_len(),
+                    groups,
+                    ip6: groups == 2 && branches.len() == 2 && super::ip6::is_branch(&branches[1]),
                     rest,
                 })
             }
@@ -434,11 +440,16 @@ impl Split {
             slots.fill(None);
             whole.search_slots(input, slots)
         };
+        // (H, which of its groups took part, the group's span.)
         let by_hand = match &self.host {
-            Some(h) if n >= 2 + 2 * h.groups => super::ip4::find(hay, g).map(|m| (h, m)),
+            Some(h) if n >= 2 + 2 * h.groups => match super::ip4::find(hay, g) {
+                Some(m) => Some((h, 0, m)),
+                None if h.ip6 => super::ip6::find(hay, g).map(|e| (h, 1, (g, e))),
+                None => None,
+            },
             _ => None,
         };
-        if let Some((h, (s, e))) = by_hand {
+        if let Some((h, group, (s, e))) = by_hand {
             match &h.rest {
                 // R's end is G's (slot 1; slot 0 is set below).
                 Some(rest) => {
@@ -451,9 +462,10 @@ impl Split {
                     slots[1] = NonMaxUsize::new(e);
                 }
             }
-            // H's groups: only the branch's (its first) took part.
+            // H's groups: only the branch's took part.
             slots[2..2 + 2 * h.groups].fill(None);
-            (slots[2], slots[3]) = (NonMaxUsize::new(s), NonMaxUsize::new(e));
+            (slots[2 + 2 * group], slots[3 + 2 * group]) =
+                (NonMaxUsize::new(s), NonMaxUsize::new(e));
         } else if self.head.search_slots(&from(g), &mut slots[..n]).is_none() {
             // With nothing before G, P has no other path to try.
             return if self.pre.is_some() {
@@ -1393,22 +1405,26 @@ mod tests {
             "a[10.0.0.25]",
             "a[::ffff:1.2.3.4]",
             "a[2001:db8::1]",
+            "a[fe80::2:3]",
+            "a[1:2:3:4:5:6:7:8]",
+            "a[::1]",
+            "abcde",
+            "A:",
             "]: s",
             "]:25: xX",
             ": x",
         ];
         for p in &hosts {
             let m = meta(p).unwrap();
+            let host = m
+                .groups
+                .as_ref()
+                .and_then(|g| g.split.as_ref())
+                .and_then(|s| s.host.as_ref());
+            assert!(host.is_some(), "{p} scans its IPv4 branch by hand");
             assert!(
-                m.groups
-                    .as_ref()
-                    .unwrap()
-                    .split
-                    .as_ref()
-                    .unwrap()
-                    .host
-                    .is_some(),
-                "{p} scans its IPv4 branch by hand"
+                host.is_some_and(|h| h.ip6),
+                "{p} scans its IPv6 branch by hand"
             );
             agrees(p, &m, &host_alphabet, 8);
         }

@@ -23,7 +23,7 @@ pub fn is_branch(hir: &Hir) -> bool {
 }
 
 /// Equal but for the index and name of groups.
-fn same_shape(a: &Hir, b: &Hir) -> bool {
+pub(super) fn same_shape(a: &Hir, b: &Hir) -> bool {
     match (a.kind(), b.kind()) {
         (HirKind::Capture(x), HirKind::Capture(y)) => same_shape(&x.sub, &y.sub),
         (HirKind::Repetition(x), HirKind::Repetition(y)) => {

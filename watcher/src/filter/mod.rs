@@ -15,6 +15,7 @@ pub mod engine;
 pub mod f2b;
 mod header;
 mod ip4;
+mod ip6;
 mod pattern;
 mod seq;
 
