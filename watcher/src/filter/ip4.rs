@@ -75,37 +75,60 @@ fn quad(b: &[u8], mut at: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use regex_automata::{Anchored, Input, nfa::thompson::backtrack::BoundedBacktracker};
 
-    /// The hand scan gives the backtracker's answer on random texts over
-    /// the characters that matter.
-    #[test]
-    fn answers_like_the_backtracker() {
-        let re = BoundedBacktracker::new(BRANCH).unwrap();
+    /// Every start of `texts` random texts over `alphabet` (up to
+    /// `max_parts` parts each), with what the backtracker makes of
+    /// `branch` there: `check(text, start, its match as (group 1, end))`.
+    pub(in crate::filter) fn against_the_backtracker(
+        branch: &str,
+        alphabet: &[&str],
+        seed: u64,
+        texts: usize,
+        max_parts: u64,
+        mut check: impl FnMut(&str, usize, Option<((usize, usize), usize)>),
+    ) {
+        let re = BoundedBacktracker::new(branch).unwrap();
         let mut cache = re.create_cache();
         let mut caps = re.create_captures();
-        let alphabet = [
-            "1", "23", "4567", ".", ":", "::", "f", "ffff", "fffff", "ffffff", "fffffff", "x", "]",
-            "0.0.0.0", "::ffff:",
-        ];
-        let mut below = crate::testrng::below(0x1b4);
-        for _ in 0..20_000 {
-            let n = below(9) as usize;
+        let mut below = crate::testrng::below(seed);
+        for _ in 0..texts {
+            let n = below(max_parts) as usize;
             let hay: String = (0..n)
                 .map(|_| alphabet[below(alphabet.len() as u64) as usize])
                 .collect();
             for at in 0..=hay.len() {
                 let input = Input::new(&hay).range(at..).anchored(Anchored::Yes);
                 re.try_search(&mut cache, &input, &mut caps).unwrap();
-                let want = caps.get_group(1).map(|s| (s.start, s.end));
-                if let Some(m) = caps.get_match() {
-                    assert_eq!(Some(m.end()), want.map(|w| w.1), "{hay:?} at {at}");
-                }
-                assert_eq!(find(hay.as_bytes(), at), want, "{hay:?} at {at}");
+                let found = caps.get_match().map(|m| {
+                    let g = caps.get_group(1).expect("the branch's group takes part");
+                    ((g.start, g.end), m.end())
+                });
+                check(&hay, at, found);
             }
         }
+    }
+
+    /// The hand scan gives the backtracker's answer on random texts over
+    /// the characters that matter.
+    #[test]
+    fn answers_like_the_backtracker() {
+        let alphabet = [
+            "1", "23", "4567", ".", ":", "::", "f", "ffff", "fffff", "ffffff", "fffffff", "x", "]",
+            "0.0.0.0", "::ffff:",
+        ];
+        against_the_backtracker(BRANCH, &alphabet, 0x1b4, 20_000, 9, |hay, at, found| {
+            if let Some((group, end)) = found {
+                assert_eq!(group.1, end, "{hay:?} at {at}");
+            }
+            assert_eq!(
+                find(hay.as_bytes(), at),
+                found.map(|f| f.0),
+                "{hay:?} at {at}"
+            );
+        });
     }
 
     #[test]
