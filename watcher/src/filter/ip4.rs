@@ -16,14 +16,16 @@ const BRANCH: &str = r"(?:::f{4,6}:)?(?P<ip4>(?:[0-9]{1,3}\.){3}[0-9]{1,3})";
 
 /// Whether `hir` is the branch (any group name or index).
 pub fn is_branch(hir: &Hir) -> bool {
-    let Ok(reference) = regex_automata::util::syntax::parse(BRANCH) else {
-        return false;
-    };
-    same_shape(hir, &reference)
+    is_pattern(hir, BRANCH)
+}
+
+/// Whether `hir` is `pattern` parsed, but for the index and name of groups.
+pub(super) fn is_pattern(hir: &Hir, pattern: &str) -> bool {
+    regex_automata::util::syntax::parse(pattern).is_ok_and(|reference| same_shape(hir, &reference))
 }
 
 /// Equal but for the index and name of groups.
-pub(super) fn same_shape(a: &Hir, b: &Hir) -> bool {
+fn same_shape(a: &Hir, b: &Hir) -> bool {
     match (a.kind(), b.kind()) {
         (HirKind::Capture(x), HirKind::Capture(y)) => same_shape(&x.sub, &y.sub),
         (HirKind::Repetition(x), HirKind::Repetition(y)) => {

@@ -13,17 +13,14 @@
 use regex_syntax::hir::Hir;
 
 /// The branch as the host tags write it (it has no `\d` to cut down).
-const BRANCH: &str = r"(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:))";
+const BRANCH: &str = crate::fail2ban::tags::IP6;
 
 /// Rounds of the repetition at most.
 const ROUNDS: usize = 7;
 
 /// Whether `hir` is the branch (any group name or index).
 pub fn is_branch(hir: &Hir) -> bool {
-    let Ok(reference) = regex_automata::util::syntax::parse(BRANCH) else {
-        return false;
-    };
-    super::ip4::same_shape(hir, &reference)
+    super::ip4::is_pattern(hir, BRANCH)
 }
 
 /// Where the branch's preferred match at `at` in `b` ends (its group is
