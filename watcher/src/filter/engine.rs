@@ -20,7 +20,7 @@
 //!
 //! Every linear pattern also has an ASCII form (see [`Meta`]) that runs on
 //! lines that are all ASCII: far smaller automata, the same answers.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::OnceLock};
 
 use memchr::memmem;
 use regex_automata::{
@@ -29,7 +29,7 @@ use regex_automata::{
 };
 use regex_syntax::hir::{self, Class, Hir, HirKind};
 
-use super::cache::Re;
+use super::{cache::Re, ends::Ends};
 use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 
 /// Backtracking steps one search may take. fail2ban's patterns need a few
@@ -273,6 +273,10 @@ struct Meta {
     /// The answers, groups included, are the same: every engine of the
     /// crate reports the leftmost-first match.
     groups: Option<Groups>,
+    /// For a pattern anchored at the start: its ASCII form (or itself, with
+    /// nothing to cut down), from which the walker of [`Meta::end`] is
+    /// built when first needed (only heads ask).
+    ends: Option<(Hir, OnceLock<Option<Ends>>)>,
 }
 
 struct Groups {
@@ -356,6 +360,21 @@ impl Meta {
 
     fn search_half(&self, input: &Input<'_>, ascii: bool) -> Option<HalfMatch> {
         self.on(ascii).search_half(input)
+    }
+
+    /// Where the preferred match at the start of `t` ends, the pattern
+    /// anchored there: on an ASCII text walked by [`Ends`], which resumes
+    /// after the start the last text shared with it.
+    fn end(&self, t: Text<'_>) -> Option<usize> {
+        if t.ascii
+            && let Some((hir, ends)) = &self.ends
+            && let Some(ends) = ends.get_or_init(|| Ends::new(hir, SIZE_LIMIT).ok())
+            && let Some(end) = ends.end(t.s.as_bytes())
+        {
+            return end;
+        }
+        self.search_half(&Input::new(t.s).anchored(Anchored::Yes), t.ascii)
+            .map(|h| h.offset())
     }
 
     fn is_match<'h, I: Into<Input<'h>>>(&self, input: I, ascii: bool) -> bool {
@@ -526,12 +545,17 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
         Some(h) => Some(build(h)?),
         None => None,
     };
-    let groups = if hir
+    let anchored = hir
         .properties()
         .look_set_prefix()
-        .contains(hir::Look::Start)
-        && hir.properties().explicit_captures_len() > 0
-    {
+        .contains(hir::Look::Start);
+    let ends = anchored.then(|| {
+        (
+            ascii_hir.clone().unwrap_or_else(|| hir.clone()),
+            OnceLock::new(),
+        )
+    });
+    let groups = if anchored && hir.properties().explicit_captures_len() > 0 {
         let h = ascii_hir.as_ref().unwrap_or(&hir);
         // `dfa`: the lazy DFA and the full one (for a part without groups).
         let engines = |h: &Hir, dfa: bool| {
@@ -555,7 +579,12 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
     } else {
         None
     };
-    Ok(Meta { any, ascii, groups })
+    Ok(Meta {
+        any,
+        ascii,
+        groups,
+        ends,
+    })
 }
 
 /// `hir` as it runs on ASCII texts: each class cut down to its ASCII part,
@@ -823,17 +852,13 @@ impl PyRegex {
     }
 
     pub fn match_end_text(&self, text: Text<'_>) -> End {
-        let (hay, ascii) = (text.s, text.ascii);
-        let input = Input::new(hay).anchored(Anchored::Yes);
         match &self.engine {
-            Engine::Linear(re) => re
-                .search_half(&input, ascii)
-                .map_or(End::Miss, |h| End::At(h.offset())),
+            Engine::Linear(re) => re.end(text).map_or(End::Miss, End::At),
             Engine::Back {
                 marked: Some(m), ..
-            } => m.end(text, &input),
+            } => m.end(text),
             Engine::Back { screen, .. } => {
-                if screen.search_half(&input, ascii).is_none() {
+                if screen.end(text).is_none() {
                     End::Miss
                 } else {
                     End::Unsure
@@ -1017,11 +1042,8 @@ impl Marked {
     /// pattern's paths. When every site is one or the other, the preferred
     /// match of that variant is the pattern's, and the linear engine's
     /// search for its end alone answers.
-    fn end(&self, t: Text<'_>, input: &Input<'_>) -> End {
-        let at = |re: &Meta| {
-            re.search_half(input, t.ascii)
-                .map_or(End::Miss, |h| End::At(h.offset()))
-        };
+    fn end(&self, t: Text<'_>) -> End {
+        let at = |re: &Meta| re.end(t).map_or(End::Miss, End::At);
         let mut dead = 0usize;
         for (k, site) in self.sites.iter().enumerate() {
             let settled = site

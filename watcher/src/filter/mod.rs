@@ -11,6 +11,7 @@
 //! allocating), then run the candidate regexes with captures.
 mod builtin;
 mod cache;
+mod ends;
 pub mod engine;
 pub mod f2b;
 mod header;
