@@ -10,7 +10,7 @@
 //! lines there), and after those the DFA is in the states the last walk
 //! went through: each walk keeps them, and the next starts after the bytes
 //! the two texts share.
-use std::cell::RefCell;
+use std::{cell::RefCell, sync::OnceLock};
 
 use regex_automata::{
     Anchored,
@@ -28,6 +28,35 @@ use thread_local::ThreadLocal;
 const KEEP: usize = 256;
 /// No match so far.
 const NONE: usize = usize::MAX;
+
+/// The walker of an anchored pattern, built from its text when first asked
+/// for (only heads ask; the text, not the parsed form, waits: a parsed
+/// pattern is many times larger).
+pub struct Unbuilt {
+    pattern: Box<str>,
+    built: OnceLock<Option<Ends>>,
+}
+
+impl Unbuilt {
+    pub fn new(pattern: &str) -> Unbuilt {
+        Unbuilt {
+            pattern: pattern.into(),
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The walker, from the pattern's ASCII form (or itself, with nothing
+    /// to cut down): for ASCII texts only. `None` when it does not build.
+    pub fn get(&self, size_limit: usize) -> Option<&Ends> {
+        self.built
+            .get_or_init(|| {
+                let hir = regex_automata::util::syntax::parse(&self.pattern).ok()?;
+                let hir = super::engine::ascii_only(&hir).unwrap_or(hir);
+                Ends::new(&hir, size_limit).ok()
+            })
+            .as_ref()
+    }
+}
 
 pub struct Ends {
     dfa: DFA,

@@ -20,7 +20,7 @@
 //!
 //! Every linear pattern also has an ASCII form (see [`Meta`]) that runs on
 //! lines that are all ASCII: far smaller automata, the same answers.
-use std::{collections::HashMap, sync::OnceLock};
+use std::collections::HashMap;
 
 use memchr::memmem;
 use regex_automata::{
@@ -29,7 +29,7 @@ use regex_automata::{
 };
 use regex_syntax::hir::{self, Class, Hir, HirKind};
 
-use super::{cache::Re, ends::Ends};
+use super::{cache::Re, ends::Unbuilt};
 use crate::fail2ban::pyre::{self, Layout, Look, Translation};
 
 /// Backtracking steps one search may take. fail2ban's patterns need a few
@@ -273,10 +273,10 @@ struct Meta {
     /// The answers, groups included, are the same: every engine of the
     /// crate reports the leftmost-first match.
     groups: Option<Groups>,
-    /// For a pattern anchored at the start: its ASCII form (or itself, with
-    /// nothing to cut down), from which the walker of [`Meta::end`] is
-    /// built when first needed (only heads ask).
-    ends: Option<(Hir, OnceLock<Option<Ends>>)>,
+    /// For a pattern anchored at the start: the walker of [`Meta::end`],
+    /// built when first needed. Boxed: most patterns never need it, and a
+    /// built one is far larger than a pointer.
+    ends: Option<Box<Unbuilt>>,
 }
 
 struct Groups {
@@ -367,8 +367,7 @@ impl Meta {
     /// after the start the last text shared with it.
     fn end(&self, t: Text<'_>) -> Option<usize> {
         if t.ascii
-            && let Some((hir, ends)) = &self.ends
-            && let Some(ends) = ends.get_or_init(|| Ends::new(hir, SIZE_LIMIT).ok())
+            && let Some(ends) = self.ends.as_deref().and_then(|u| u.get(SIZE_LIMIT))
             && let Some(end) = ends.end(t.s.as_bytes())
         {
             return end;
@@ -549,12 +548,7 @@ fn meta_with(pattern: &str, ascii: bool) -> Result<Meta, String> {
         .properties()
         .look_set_prefix()
         .contains(hir::Look::Start);
-    let ends = anchored.then(|| {
-        (
-            ascii_hir.clone().unwrap_or_else(|| hir.clone()),
-            OnceLock::new(),
-        )
-    });
+    let ends = anchored.then(|| Box::new(Unbuilt::new(pattern)));
     let groups = if anchored && hir.properties().explicit_captures_len() > 0 {
         let h = ascii_hir.as_ref().unwrap_or(&hir);
         // `dfa`: the lazy DFA and the full one (for a part without groups).
