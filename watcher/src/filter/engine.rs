@@ -363,7 +363,7 @@ impl Meta {
     }
 
     /// Where the preferred match at the start of `t` ends, the pattern
-    /// anchored there: on an ASCII text walked by [`Ends`], which resumes
+    /// anchored there: on an ASCII text walked by [`super::ends::Ends`], which resumes
     /// after the start the last text shared with it.
     fn end(&self, t: Text<'_>) -> Option<usize> {
         if t.ascii
