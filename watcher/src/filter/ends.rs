@@ -131,10 +131,9 @@ impl Walk {
         self.clears = self.cache.clear_count();
     }
 
+    /// Resumes from the last walk's states: [`Ends::end`] forgets them
+    /// after any walk that cleared the cache, and only walks use it.
     fn walk(&mut self, dfa: &DFA, hay: &[u8]) -> Option<Option<usize>> {
-        if self.cache.clear_count() != self.clears {
-            self.forget();
-        }
         let Walk {
             cache,
             bytes,
