@@ -242,6 +242,9 @@ const MAX_CONNECTIONS: usize = 32;
 /// one on the same connection (a client sending one byte a second does not
 /// keep a slot).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping server waits for the requests it is handling to be
+/// answered (a `Stop` among them: its caller waits for that answer).
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
 
 /// Implemented by the agent. Called on a blocking thread, one call per
 /// request; calls from different connections may run concurrently.
@@ -338,13 +341,18 @@ pub fn bind_with(path: &Path, readonly: Option<&ReadOnlyGroup>) -> Result<Listen
 }
 
 impl Listener {
-    /// Accepts connections until an accept error; drop the future to stop
-    /// (the socket file is removed with the listener). Requests addressed to
-    /// another pin directory than `serves` are refused unanswered.
+    /// Serves connections until `shutdown` completes (mini-redis's
+    /// `server::run(listener, shutdown)`). Then it stops accepting, removes
+    /// the socket file, closes idle connections and waits (up to
+    /// ANSWER_GRACE) until every request it was handling is answered: the
+    /// process exits soon after, and a request cut off then, `Stop` above
+    /// all, left its caller with no answer. Requests addressed to another
+    /// pin directory than `serves` are refused unanswered.
     pub async fn serve(
         self,
         handler: Arc<dyn Handler>,
         serves: PathBuf,
+        shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ControlError> {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let idle = Arc::new(Idle::default());
@@ -361,8 +369,14 @@ impl Listener {
             .try_clone()
             .and_then(tokio::net::UnixListener::from_std)
             .map_err(io_err(&self.path, "listen"))?;
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _) = match inner.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                a = inner.accept() => a,
+            };
+            let (stream, _) = match accepted {
                 Ok(s) => s,
                 // Out of descriptors and similar: wait rather than spin or die.
                 Err(e) => {
@@ -431,35 +445,75 @@ impl Listener {
                 drop(permit);
             });
         }
+        // A connection attempt from now on is refused rather than left
+        // unanswered in the backlog.
+        drop(inner);
+        drop(self);
+        idle.close_all();
+        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+        if tokio::time::timeout(ANSWER_GRACE, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "control socket: stopped with requests still being handled after {} s",
+                ANSWER_GRACE.as_secs()
+            );
+        }
+        Ok(())
     }
 }
 
 /// Connections waiting for their next request, oldest first, each with the
-/// means to close it.
+/// means to close it; once the server stops, none may wait.
 #[derive(Default)]
 struct Idle {
     next: std::sync::atomic::AtomicU64,
-    waiting: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    closed: bool,
+    queue: std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
 }
 
 impl Idle {
-    fn enter(&self) -> (u64, Arc<tokio::sync::Notify>) {
+    /// None once the server stops: the connection closes instead of waiting.
+    /// The flag is read under the lock `close_all` sets it under, so no
+    /// connection starts waiting after `close_all` woke the others.
+    fn enter(&self) -> Option<(u64, Arc<tokio::sync::Notify>)> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = Arc::new(tokio::sync::Notify::new());
-        if let Ok(mut w) = self.waiting.lock() {
-            w.push_back((id, n.clone()));
+        let mut w = self.waiting.lock().ok()?;
+        if w.closed {
+            return None;
         }
-        (id, n)
+        w.queue.push_back((id, n.clone()));
+        Some((id, n))
+    }
+
+    fn close_all(&self) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.closed = true;
+            for (_, n) in w.queue.drain(..) {
+                n.notify_one();
+            }
+        }
     }
 
     fn leave(&self, id: u64) {
         if let Ok(mut w) = self.waiting.lock() {
-            w.retain(|(i, _)| *i != id);
+            w.queue.retain(|(i, _)| *i != id);
         }
     }
 
     fn evict_oldest(&self) {
-        let oldest = self.waiting.lock().ok().and_then(|mut w| w.pop_front());
+        let oldest = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.queue.pop_front());
         if let Some((_, n)) = oldest {
             n.notify_one();
         }
@@ -527,7 +581,9 @@ async fn connection(
         let mut bounded = (&mut rd).take(limit);
         // Idle until the request's first byte arrives (and may be evicted
         // then); the whole request within REQUEST_TIMEOUT either way.
-        let (id, evicted) = idle.enter();
+        let Some((id, evicted)) = idle.enter() else {
+            return Ok(());
+        };
         let read = tokio::select! {
             r = tokio::time::timeout(REQUEST_TIMEOUT, bounded.read_until(b'\n', &mut line)) => r,
             () = evicted.notified() => {

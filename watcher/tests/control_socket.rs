@@ -69,7 +69,9 @@ impl Server {
             control::bind(path)?
         };
         let h: Arc<dyn Handler> = handler.clone();
-        rt.spawn(async move { listener.serve(h, PINS.into()).await });
+        // Stopped by dropping the runtime.
+        let forever = std::future::pending();
+        rt.spawn(async move { listener.serve(h, PINS.into(), forever).await });
         Ok(Server {
             rt: Some(rt),
             handler,
@@ -88,6 +90,70 @@ impl Drop for Server {
 
 fn sock(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("agent.sock")
+}
+
+/// Stops the server it answers when asked to, as the agent does.
+struct Stopper(Mutex<Option<tokio::sync::oneshot::Sender<()>>>);
+
+impl Handler for Stopper {
+    fn handle(&self, req: Request) -> Response {
+        if req != Request::Stop {
+            return Response::ok("");
+        }
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        // The agent's loop is already winding down while this answer is
+        // still on its way: give it the head start it had in CI.
+        std::thread::sleep(Duration::from_millis(100));
+        Response::ok("stopping")
+    }
+}
+
+/// `detach --stop-agent` failed in CI with "the agent closed the connection
+/// without answering": the run loop ended on the `Stop` it was handling and
+/// the process exited before the answer was written. The runtime here is
+/// dropped the moment `serve` returns, as the process exits then.
+#[test]
+fn a_stop_is_answered_before_the_server_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = {
+        let _g = rt.enter();
+        control::bind(&path).unwrap()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let h: Arc<dyn Handler> = Arc::new(Stopper(Mutex::new(Some(tx))));
+    let serving = std::thread::spawn(move || {
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        let r = rt.block_on(listener.serve(h, PINS.into(), shutdown));
+        drop(rt);
+        r
+    });
+    // An idle connection must not hold the stop up for its request timeout.
+    let idle = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        call(&path, &Request::Stop).unwrap(),
+        Response::ok("stopping")
+    );
+    serving.join().unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        matches!(
+            call(&path, &Request::Ping),
+            Err(ControlError::NotRunning { .. })
+        ),
+        "the socket still answers after the server stopped"
+    );
+    drop(idle);
 }
 
 #[test]

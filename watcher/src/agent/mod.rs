@@ -356,8 +356,12 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
     // so a line written after that is seen (tests and scripts rely on it).
     let handler: Arc<dyn control::Handler> = Arc::new(AgentHandler(agent.clone()));
     let serves = inst.pin_dir.clone();
+    let (stop_serving, serving_stops) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        if let Err(e) = listener.serve(handler, serves).await {
+        let shutdown = async {
+            let _ = serving_stops.await;
+        };
+        if let Err(e) = listener.serve(handler, serves, shutdown).await {
             log::error!("control socket stopped: {}", crate::error_chain(&e));
         }
     });
@@ -419,7 +423,9 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
     }
 
     systemd(notify::stopping());
-    server.abort();
+    // No new requests; the ones being handled (the `Stop` that ended the
+    // loop among them) are answered before the process exits.
+    let _ = stop_serving.send(());
     if let Some(x) = exporter {
         x.abort();
     }
@@ -447,7 +453,8 @@ async fn run_async(opts: Options, ready: Ready) -> anyhow::Result<()> {
         c.stop();
     }
     service.shutdown();
-    let _ = server.await;
+    // serve's own wait for answers is bounded; this bounds the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     log::info!("stopped; the XDP program keeps enforcing the current bans");
     Ok(())
 }
