@@ -14,7 +14,9 @@
 //! Environment: `F2X_BENCH_LINES` (default 1000000), `F2X_BENCH_F2B_LINES`
 //! (lines given to fail2ban-regex, default 100000: it runs at ~20k lines/s),
 //! `F2X_BENCH_CPU` (default 1), `F2X_BENCH_RUNS` (runs per row, median shown,
-//! default 3), `GENLOG` (path of genlog.py). For comparing builds:
+//! default 3; fail2ban-regex runs as often, each time right after an
+//! all-CPUs run, and the ratio targets read the median of those rounds'
+//! ratios), `GENLOG` (path of genlog.py). For comparing builds:
 //! `F2X_BENCH_ONLY=sasl|sasl-all|default|f2b|f2b-all` runs that row alone (no peer) and
 //! `F2X_BENCH_BIN` runs another `fail2xdp` binary.
 use std::{
@@ -127,11 +129,53 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    // The rows whose targets are ratios to fail2ban-regex: in each round
+    // fail2ban-regex runs right after the agent, and the target reads the
+    // median of the rounds' ratios, so a phase of the machine (its speed
+    // drifts up to 2x within minutes) slows both sides of a ratio alike.
+    let paired = |tag: &str, cfg: &str, peer: &Result<F2b>, mode: &str| -> Result<Paired> {
+        let Ok(first) = peer else {
+            return Ok(Paired {
+                row: median(tag, None, cfg)?,
+                ratios: Vec::new(),
+                peer: Vec::new(),
+            });
+        };
+        let mut rows = Vec::new();
+        let mut ratios = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..runs {
+            let r = run_agent(&log, lines, None, work.path(), &format!("{tag}-{i}"), cfg)?;
+            // The first round's peer is the run above, made just before.
+            let peer_rate = match i {
+                0 => first.lines_per_sec,
+                _ => fail2ban_regex(&log, f2b_lines, work.path(), mode)?.lines_per_sec,
+            };
+            ratios.push(r.lines_per_sec / peer_rate);
+            peers.push(peer_rate);
+            rows.push(r);
+        }
+        ratios.sort_by(f64::total_cmp);
+        peers.sort_by(f64::total_cmp);
+        rows.sort_by(|a, b| a.lines_per_sec.total_cmp(&b.lines_per_sec));
+        let spread = format!(
+            "{}..{}",
+            group(rows.first().map_or(0.0, |r| r.lines_per_sec) as u64),
+            group(rows.last().map_or(0.0, |r| r.lines_per_sec) as u64)
+        );
+        let mut row = rows.swap_remove(rows.len() / 2);
+        row.spread = spread;
+        Ok(Paired {
+            row,
+            ratios,
+            peer: peers,
+        })
+    };
     let sasl = median("sasl", Some(cpu), SASL)?;
-    let all_cpus = median("sasl-all", None, SASL)?;
+    let all_cpus = paired("sasl-all", SASL, &f2b, "auth")?;
     let default = median("default", Some(cpu), &default_cfg)?;
     let f2b_row = median("f2b", Some(cpu), F2B_AGGRESSIVE)?;
-    let f2b_all = median("f2b-all", None, F2B_AGGRESSIVE)?;
+    let f2b_all = paired("f2b-all", F2B_AGGRESSIVE, &f2b_aggr, "aggressive")?;
 
     println!();
     println!(
@@ -139,12 +183,16 @@ fn main() -> Result<()> {
         log.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("median of {runs} runs per fail2xdp row (range of the figure its target reads)");
+    println!(
+        "median of {runs} runs per row (range of the figure its target reads); fail2ban-regex ran \
+         beside each all-CPUs run (peak RSS of its first run), and a ratio target reads the median \
+         of the rounds' ratios"
+    );
     println!(
         "{:<48} {:>14} {:>16} {:>12} {:>10}  range",
         "", "lines/s", "lines/CPU-s", "peak RSS", "failures"
     );
-    for r in [&sasl, &all_cpus, &default, &f2b_row, &f2b_all] {
+    for r in [&sasl, &all_cpus.row, &default, &f2b_row, &f2b_all.row] {
         println!(
             "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}  {}",
             r.label,
@@ -159,7 +207,7 @@ fn main() -> Result<()> {
         Ok(f) => println!(
             "{:<48} {:>14} {:>16} {:>8.1} MiB {:>10}",
             format!("fail2ban-regex postfix[mode=auth] ({} lines)", f.lines),
-            group(f.lines_per_sec as u64),
+            group(all_cpus.peer_median(f.lines_per_sec) as u64),
             "-",
             f.peak_rss_kib as f64 / 1024.0,
             f.matched
@@ -173,7 +221,7 @@ fn main() -> Result<()> {
                 "fail2ban-regex postfix[mode=aggressive] ({} lines)",
                 f.lines
             ),
-            group(f.lines_per_sec as u64),
+            group(f2b_all.peer_median(f.lines_per_sec) as u64),
             "-",
             f.peak_rss_kib as f64 / 1024.0,
             f.matched
@@ -185,11 +233,12 @@ fn main() -> Result<()> {
     if let Ok(f) = &f2b {
         // Wall clock against wall clock: the agent on every CPU it may use,
         // fail2ban-regex on the one its interpreter can use.
-        let ratio = all_cpus.lines_per_sec / f.lines_per_sec;
+        let ratio = all_cpus.median();
         println!(
-            "target >= 100x fail2ban-regex lines/s     {ratio:>10.0}x  {} (wall, all CPUs; one CPU: {:.0}x per CPU second)",
+            "target >= 100x fail2ban-regex lines/s     {ratio:>10.0}x  {} (wall, all CPUs, median of {}; one CPU: {:.0}x per CPU second)",
             verdict(ratio >= 100.0),
-            sasl.lines_per_cpu_sec / f.lines_per_sec
+            all_cpus.rounds(),
+            sasl.lines_per_cpu_sec / all_cpus.peer_median(f.lines_per_sec)
         );
     }
     println!(
@@ -201,12 +250,13 @@ fn main() -> Result<()> {
     // fail2ban's own postfix filter, mode=aggressive, run from its files.
     if let Ok(f) = &f2b_aggr {
         // As for the sasl row: wall clock against wall clock.
-        let ratio = f2b_all.lines_per_sec / f.lines_per_sec;
+        let ratio = f2b_all.median();
         println!(
-            "fail2ban filter: target >= 50x fail2ban-regex {ratio:>8.0}x  {} (wall, all CPUs; pinned {:.0}x, {:.0}x per CPU second)",
+            "fail2ban filter: target >= 50x fail2ban-regex {ratio:>8.0}x  {} (wall, all CPUs, median of {}; pinned {:.0}x, {:.0}x per CPU second)",
             verdict(ratio >= 50.0),
-            f2b_row.lines_per_sec / f.lines_per_sec,
-            f2b_row.lines_per_cpu_sec / f.lines_per_sec
+            f2b_all.rounds(),
+            f2b_row.lines_per_sec / f2b_all.peer_median(f.lines_per_sec),
+            f2b_row.lines_per_cpu_sec / f2b_all.peer_median(f.lines_per_sec)
         );
     }
     println!(
@@ -218,7 +268,8 @@ fn main() -> Result<()> {
         .peak_rss_kib
         .max(default.peak_rss_kib)
         .max(f2b_row.peak_rss_kib)
-        .max(f2b_all.peak_rss_kib);
+        .max(f2b_all.row.peak_rss_kib)
+        .max(all_cpus.row.peak_rss_kib);
     println!(
         "target peak RSS <= 64 MiB                {:>7.1} MiB  {}",
         worst_rss as f64 / 1024.0,
@@ -420,6 +471,35 @@ fn children_maxrss_kib() -> u64 {
         ru.ru_maxrss as u64
     } else {
         0
+    }
+}
+
+/// An agent row and, round by round, its ratio to fail2ban-regex run
+/// beside it (sorted; empty when fail2ban-regex did not run).
+struct Paired {
+    row: AgentRun,
+    ratios: Vec<f64>,
+    /// fail2ban-regex's lines/s in each round, sorted.
+    peer: Vec<f64>,
+}
+
+impl Paired {
+    fn median(&self) -> f64 {
+        self.ratios
+            .get(self.ratios.len() / 2)
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// fail2ban-regex's median lines/s over the rounds, else `alone`'s.
+    fn peer_median(&self, alone: f64) -> f64 {
+        self.peer.get(self.peer.len() / 2).copied().unwrap_or(alone)
+    }
+
+    /// The rounds' ratios, lowest to highest: "54x, 57x, 61x".
+    fn rounds(&self) -> String {
+        let r: Vec<String> = self.ratios.iter().map(|x| format!("{x:.0}x")).collect();
+        r.join(", ")
     }
 }
 
