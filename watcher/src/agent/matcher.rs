@@ -35,6 +35,8 @@ use std::{
 
 use tokio::sync::mpsc;
 
+use super::helpers::Helpers;
+
 use crate::{
     ban::JailName,
     config::{JailConfig, SourceConf},
@@ -116,6 +118,8 @@ pub struct Matching {
     pub times: TimeParser,
     pub reference: YearReference,
     states: F2bStates,
+    /// Threads that match a big chunk's blocks beside the reader.
+    helpers: Helpers,
 }
 
 impl Matching {
@@ -124,6 +128,7 @@ impl Matching {
             times: TimeParser::new(),
             reference,
             states: F2bStates::default(),
+            helpers: Helpers::default(),
         }
     }
 
@@ -401,27 +406,23 @@ fn find_all_on(
             done.push((i, out));
         }
     };
-    let mut done = std::thread::scope(|s| {
-        let claim = &claim;
-        let others: Vec<_> = (1..workers)
-            .map(|_| {
-                let mut times = m.times.clone();
-                // No thread to be had: the blocks go to the others.
-                std::thread::Builder::new()
-                    .name("match".into())
-                    .spawn_scoped(s, move || claim(&mut times))
-                    .ok()
-            })
-            .collect();
-        let mut done = claim(&mut m.times);
-        for h in others.into_iter().flatten() {
-            match h.join() {
-                Ok(v) => done.extend(v),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+    // The helpers start from the reader's stamp parser as it is now.
+    let base = m.times.clone();
+    let theirs: Mutex<Vec<(usize, Vec<Find>)>> = Mutex::new(Vec::new());
+    let helper = || {
+        let got = claim(&mut base.clone());
+        if let Ok(mut t) = theirs.lock() {
+            t.extend(got);
         }
-        done
-    });
+    };
+    let mut done = Vec::new();
+    let times = &mut m.times;
+    m.helpers.run(workers - 1, &helper, || done = claim(times));
+    done.extend(
+        theirs
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     done.sort_unstable_by_key(|(i, _)| *i);
     for (_, v) in done {
         out.extend(v);

@@ -6,6 +6,7 @@
 mod engine;
 mod exporter;
 mod handler;
+mod helpers;
 mod matcher;
 mod progress;
 #[cfg(test)]
