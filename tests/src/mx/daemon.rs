@@ -77,7 +77,11 @@ impl Daemon {
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.check_running()?;
+            // An exit during start-up says why in the daemon's own log
+            // rather than on its stdout (Postfix's `maillog_file`).
+            if let Err(e) = self.check_running() {
+                bail!("{e:#}\n{}", explain());
+            }
             if ready() {
                 return Ok(());
             }
