@@ -134,7 +134,7 @@ fn main() -> Result<()> {
     // median of the rounds' ratios, so a phase of the machine (its speed
     // drifts up to 2x within minutes) slows both sides of a ratio alike.
     let paired = |tag: &str, cfg: &str, peer: &Result<F2b>, mode: &str| -> Result<Paired> {
-        let Ok(first) = peer else {
+        if peer.is_err() {
             return Ok(Paired {
                 row: median(tag, None, cfg)?,
                 ratios: Vec::new(),
@@ -146,11 +146,9 @@ fn main() -> Result<()> {
         let mut peers = Vec::new();
         for i in 0..runs {
             let r = run_agent(&log, lines, None, work.path(), &format!("{tag}-{i}"), cfg)?;
-            // The first round's peer is the run above, made just before.
-            let peer_rate = match i {
-                0 => first.lines_per_sec,
-                _ => fail2ban_regex(&log, f2b_lines, work.path(), mode)?.lines_per_sec,
-            };
+            // The first run of the peer, at the start, is a minute or more
+            // away from here: every round runs it again.
+            let peer_rate = fail2ban_regex(&log, f2b_lines, work.path(), mode)?.lines_per_sec;
             ratios.push(r.lines_per_sec / peer_rate);
             peers.push(peer_rate);
             rows.push(r);
