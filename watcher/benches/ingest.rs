@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     // This machine's speed wanders by a quarter from run to run: each row
     // is the median of `runs` runs (by the figure its target reads).
     let median = |tag: &str, cpu: Option<u64>, cfg: &str| -> Result<AgentRun> {
-        let mut v = (0..runs)
+        let v = (0..runs)
             .map(|i| run_agent(&log, lines, cpu, work.path(), &format!("{tag}-{i}"), cfg))
             .collect::<Result<Vec<_>>>()?;
         // Pinned runs are read per CPU second, the others by the wall clock.
@@ -100,15 +100,7 @@ fn main() -> Result<()> {
                 r.lines_per_sec
             }
         };
-        v.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        let spread = format!(
-            "{}..{}",
-            group(v.first().map_or(0.0, key) as u64),
-            group(v.last().map_or(0.0, key) as u64)
-        );
-        let mut m = v.swap_remove(v.len() / 2);
-        m.spread = spread;
-        Ok(m)
+        Ok(middle(v, key))
     };
     if let Some(tag) = &only {
         let (pin, cfg) = match tag.as_str() {
@@ -140,7 +132,7 @@ fn main() -> Result<()> {
                 ratios: Vec::new(),
                 peer: Vec::new(),
             });
-        };
+        }
         let mut rows = Vec::new();
         let mut ratios = Vec::new();
         let mut peers = Vec::new();
@@ -155,16 +147,8 @@ fn main() -> Result<()> {
         }
         ratios.sort_by(f64::total_cmp);
         peers.sort_by(f64::total_cmp);
-        rows.sort_by(|a, b| a.lines_per_sec.total_cmp(&b.lines_per_sec));
-        let spread = format!(
-            "{}..{}",
-            group(rows.first().map_or(0.0, |r| r.lines_per_sec) as u64),
-            group(rows.last().map_or(0.0, |r| r.lines_per_sec) as u64)
-        );
-        let mut row = rows.swap_remove(rows.len() / 2);
-        row.spread = spread;
         Ok(Paired {
-            row,
+            row: middle(rows, |r| r.lines_per_sec),
             ratios,
             peer: peers,
         })
@@ -470,6 +454,19 @@ fn children_maxrss_kib() -> u64 {
     } else {
         0
     }
+}
+
+/// The median of `runs` by `key`, with the range of `key` over them.
+fn middle(mut runs: Vec<AgentRun>, key: impl Fn(&AgentRun) -> f64) -> AgentRun {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let spread = format!(
+        "{}..{}",
+        group(runs.first().map_or(0.0, &key) as u64),
+        group(runs.last().map_or(0.0, &key) as u64)
+    );
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.spread = spread;
+    m
 }
 
 /// An agent row and, round by round, its ratio to fail2ban-regex run

@@ -124,8 +124,15 @@ impl Helpers {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
+        self.shared.lock()
+    }
+}
+
+impl Shared {
+    /// The state, also after a panic elsewhere: every panic is caught and
+    /// raised in `run`, so the state is never left half-changed.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -151,10 +158,7 @@ fn serve(shared: &Shared) {
         while shared.published.load(Ordering::Acquire) == seen && since.elapsed() < SPIN {
             std::thread::yield_now();
         }
-        let mut st = shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = shared.lock();
         let job = loop {
             if st.stop {
                 return;
@@ -178,10 +182,7 @@ fn serve(shared: &Shared) {
         // SAFETY: the job was taken while open, and its caller waits in
         // `run` until `running` is back to zero, after this call.
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
-        let mut st = shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = shared.lock();
         if let Err(p) = outcome {
             st.panic.get_or_insert(p);
         }

@@ -411,9 +411,10 @@ fn find_all_on(
     let theirs: Mutex<Vec<(usize, Vec<Find>)>> = Mutex::new(Vec::new());
     let helper = || {
         let got = claim(&mut base.clone());
-        if let Ok(mut t) = theirs.lock() {
-            t.extend(got);
-        }
+        theirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(got);
     };
     let mut done = Vec::new();
     let times = &mut m.times;
