@@ -34,6 +34,7 @@ mod agent;
 pub mod bpf;
 pub mod clock;
 mod instance;
+pub mod interrupted;
 mod lab;
 pub mod lapi;
 pub mod mx;

@@ -29,7 +29,7 @@ impl Conn {
         let mut buf = [0u8; 1];
         // The client never writes: any answer (end of stream, data, an
         // error but a timeout) means the connection is over.
-        match (&self.server).read(&mut buf) {
+        match fail2xdp_tests::interrupted::retry(|| (&self.server).read(&mut buf)) {
             Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
             Ok(_read) => false,
         }

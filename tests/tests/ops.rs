@@ -432,8 +432,7 @@ fn systemd_notify_with_only_the_units_capabilities() -> Result<()> {
     notify.set_read_timeout(Some(Duration::from_secs(60)))?;
     let recv = || -> Result<String> {
         let mut buf = [0u8; 4096];
-        let n = notify
-            .recv(&mut buf)
+        let n = fail2xdp_tests::interrupted::retry(|| notify.recv(&mut buf))
             .context("waiting for a notification")?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     };
