@@ -152,10 +152,17 @@ impl Walk {
             ),
         };
         let found = |end: usize| (end != NONE).then_some(end);
+        // The first KEEP bytes are kept with the state after each; zipped,
+        // the stores check no bounds (a walk is a few dozen bytes: per byte
+        // this loop is a table load and a test of what it loaded).
         let kept = hay.len().min(KEEP);
-        *len = shared;
-        for at in shared..hay.len() {
-            let b = hay[at];
+        let mut at = shared;
+        let mut stop = None;
+        for ((&b, state), e) in hay[shared..kept]
+            .iter()
+            .zip(&mut states[shared..kept])
+            .zip(&mut ends[shared..kept])
+        {
             sid = dfa.next_state(cache, sid, b).ok()?;
             if sid.is_tagged() {
                 // Matches show one byte late: this state says a match ends
@@ -163,16 +170,31 @@ impl Walk {
                 if sid.is_match() {
                     end = at;
                 } else if sid.is_dead() {
+                    stop = Some(Some(found(end)));
+                    break;
+                } else if sid.is_quit() {
+                    stop = Some(None);
+                    break;
+                }
+            }
+            (*state, *e) = (sid, end);
+            at += 1;
+        }
+        bytes[shared..at].copy_from_slice(&hay[shared..at]);
+        *len = at;
+        if let Some(answer) = stop {
+            return answer;
+        }
+        for (k, &b) in hay[at..].iter().enumerate() {
+            sid = dfa.next_state(cache, sid, b).ok()?;
+            if sid.is_tagged() {
+                if sid.is_match() {
+                    end = at + k;
+                } else if sid.is_dead() {
                     return Some(found(end));
                 } else if sid.is_quit() {
                     return None;
                 }
-            }
-            if at < kept {
-                bytes[at] = b;
-                states[at] = sid;
-                ends[at] = end;
-                *len = at + 1;
             }
         }
         if dfa.next_eoi_state(cache, sid).ok()?.is_match() {
