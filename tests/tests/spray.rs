@@ -324,17 +324,21 @@ fn sprays_stay_bounded() -> Result<()> {
 /// setting up the data plane used to map every ban table to size them,
 /// about 160 MiB of RSS whatever the bans: a dry run (which sets up, then
 /// writes nothing: `bench ingest` measures one) peaked there. Setting up
-/// fresh pins now maps no ban table; tables are mapped on first use.
+/// fresh pins now maps no ban table; tables are mapped on first use. The
+/// prefix and allowlist tables were still mapped to read which prefix
+/// lengths they hold, empty as they were: 15 MiB more here (28 MiB at the
+/// release bench's capacities, its peak RSS within 0.2 MiB of its 64).
 #[test]
 fn setting_up_fresh_pins_maps_no_ban_table() -> Result<()> {
     fail2xdp_tests::require_privileges();
     let w = Watch::start_with("maxretry = 2", &["--dry-run"], |_| Ok(()))?;
     let pid = w.lab.agent.pid().context("the agent's pid")?;
     let (now, peak) = rss(pid)?;
-    // A debug build's own pages and heap stay well under this; the ban
-    // tables of the default capacities alone are about 160 MiB.
+    // A debug build's own pages, heap and the kernel's BTF parsed by the
+    // loader (a 16 MiB moment) peak at 35 MiB on 6.18; the prefix and
+    // allowlist tables mapped added 15 MiB, the ban tables 160.
     ensure!(
-        peak < 96 << 20,
+        peak < 42 << 20,
         "a dry-run agent on fresh pins peaked at {:.1} MiB of RSS (now {:.1} MiB)",
         mib(peak),
         mib(now)
