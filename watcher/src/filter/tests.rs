@@ -599,3 +599,92 @@ fn fail2ban_filter_answers_the_match_stage_calls() {
         m => panic!("{m:?}"),
     }
 }
+
+/// The colon-hex shortcut of the IPv6 host parse never disagrees with the
+/// standard library's parse: random strings of hex digits and colons (most
+/// around one `::`), and the edge cases by hand.
+#[test]
+fn colon_hex_agrees_with_std() {
+    let std_v6 = |s: &[u8]| {
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
+    };
+    let mut cases: Vec<Vec<u8>> = [
+        "::",
+        ":::",
+        "::1",
+        "1::",
+        "1:",
+        ":1",
+        ":1::2",
+        "1::2::3",
+        "1:::2",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8::",
+        "::1:2:3:4:5:6:7:8",
+        "1:2:3:4::5:6:7:8",
+        "00001::",
+        "0001::",
+        "fFfF::aBcD",
+        "2001:db8::1",
+        "2001:db8:0:0:0:0:0:1",
+        "::ffff:102:304",
+        "::ffff:1.2.3.4",
+        "1::2%eth0",
+        "g::1",
+        "",
+        ":",
+        "1:2:3:4:5:6:7",
+        "12345::",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let mut next = crate::testrng::below(0x2545_f491_4f6c_dd1d_u64);
+    for _ in 0..300_000 {
+        let mut c = Vec::new();
+        let groups = next(10);
+        let gap = next(groups + 2);
+        for k in 0..groups {
+            if k > 0 || next(8) == 0 {
+                c.push(b':');
+            }
+            if k == gap || next(40) == 0 {
+                c.push(b':');
+            }
+            for _ in 0..next(6) {
+                c.push(b"0123456789abcdefABCDEF"[next(22) as usize]);
+            }
+        }
+        if next(6) == 0 {
+            c.push(b':');
+        }
+        cases.push(c);
+    }
+    let mut some = 0;
+    for c in &cases {
+        let fast = colon_hex(c);
+        if fast.is_some() {
+            some += 1;
+        }
+        assert_eq!(
+            fast.is_some().then(|| std_v6(c)).flatten(),
+            fast,
+            "{:?}",
+            String::from_utf8_lossy(c)
+        );
+        if std_v6(c).is_some() && !c.contains(&b'.') && !c.contains(&b'%') {
+            assert_eq!(fast, std_v6(c), "{:?}", String::from_utf8_lossy(c));
+        }
+        let full = std::str::from_utf8(c).ok().and_then(|s| {
+            let s = s.split('%').next().unwrap_or(s);
+            s.parse::<IpAddr>().ok().map(|a| a.to_canonical())
+        });
+        assert_eq!(parse_host(c), full, "{:?}", String::from_utf8_lossy(c));
+    }
+    assert!(some > 10_000, "{some}");
+}
