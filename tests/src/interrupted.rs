@@ -1,9 +1,9 @@
 //! Blocking socket calls that a signal can interrupt.
 //!
-//! A read on a socket with a receive timeout (SO_RCVTIMEO) is the one call
-//! Linux never restarts: it fails with EINTR when the process is stopped and
-//! continued, frozen by its cgroup, or handed any signal that has a handler,
-//! SA_RESTART or not (signal(7)). std returns that error as it is, and CI
+//! A read on a socket with a receive timeout (SO_RCVTIMEO) is one of the
+//! calls Linux never restarts: it fails with EINTR when the process is
+//! stopped and continued, frozen by its cgroup, or handed any signal that
+//! has a handler, SA_RESTART or not (signal(7)). std returns that error as it is, and CI
 //! once failed on it while waiting for the agent's systemd notification.
 //! `BufRead::read_line` and `Read::read_to_string` retry by themselves; a
 //! bare `recv` or `read` does not.

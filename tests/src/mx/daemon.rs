@@ -127,16 +127,36 @@ impl Drop for Daemon {
 }
 
 /// (uid, gid) of a user of this host.
+///
+/// getpwnam_r, not getpwnam: the lab's tests run in parallel threads, and
+/// getpwnam answers in one static entry that another thread's lookup can
+/// overwrite before this one reads it.
 pub(super) fn user_ids(name: &str) -> Result<(u32, u32)> {
     let c = CString::new(name)?;
-    // SAFETY: c is NUL-terminated; getpwnam's result is read before any other call.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        bail!("no user {name} on this host (is postfix installed?)");
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: zeroed is a valid `passwd`; getpwnam_r writes it and `buf`.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the lengths given.
+        let rc = unsafe {
+            libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut found)
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 24 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            bail!(
+                "looking up user {name}: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
+        if found.is_null() {
+            bail!("no user {name} on this host (is postfix installed?)");
+        }
+        return Ok((pw.pw_uid, pw.pw_gid));
     }
-    // SAFETY: pw is non-null and points to libc's static passwd entry.
-    let pw = unsafe { &*pw };
-    Ok((pw.pw_uid, pw.pw_gid))
 }
 
 /// Runs `cmd`, killing it after `limit`.
@@ -176,4 +196,38 @@ fn read_all(r: Option<&mut impl std::io::Read>) -> Vec<u8> {
         let _ = r.read_to_end(&mut buf);
     }
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lab's tests run in parallel threads of one process, and each
+    /// looks up postfix's user and the mailbox owner while preparing its
+    /// Postfix. With getpwnam's one static entry, a lookup of one name
+    /// could answer with another's ids (CI: the data directory chowned to
+    /// the wrong user, and Postfix's master refusing to start).
+    #[test]
+    fn lookups_in_parallel_threads_answer_for_their_own_name() {
+        let names = ["root", "nobody"];
+        let want: Vec<(u32, u32)> = names.iter().map(|n| user_ids(n).unwrap()).collect();
+        assert_ne!(want[0], want[1], "root and nobody have the same ids here");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let want = want.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        let k = (i + t) % names.len();
+                        assert_eq!(user_ids(names[k]).unwrap(), want[k], "ids of {}", names[k]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(
+                t.join().is_ok(),
+                "a lookup answered with another user's ids"
+            );
+        }
+    }
 }

@@ -908,7 +908,6 @@ impl Cx<'_> {
     }
 }
 
-/// 1-based line of byte offset `at`.
 /// The gid of the group called `name` (the system's group database).
 fn group_named(name: &str) -> Result<u32, String> {
     if name.is_empty() {
@@ -947,6 +946,7 @@ fn group_named(name: &str) -> Result<u32, String> {
     }
 }
 
+/// 1-based line of byte offset `at`.
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
     text.as_bytes()[..at]
